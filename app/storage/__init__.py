@@ -1,0 +1,1 @@
+"""Object storage: the `ObjectStore` port and its adapters (filesystem, S3)."""

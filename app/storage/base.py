@@ -1,0 +1,93 @@
+"""The `ObjectStore` port.
+
+Every adapter stores immutable objects in buckets and never blocks the event loop
+(blocking file or network calls run in worker threads). Keys are `/`-separated
+paths; bucket and key names are validated by `validate_bucket_name` /
+`validate_key` before any adapter touches them.
+
+Errors raised by adapters (all subclasses of `StorageError`):
+
+    StorageError
+    ├── InvalidNameError      bucket or key name refused (traversal, bad chars, length)
+    ├── NoSuchBucketError
+    ├── NoSuchObjectError
+    └── ObjectTooLargeError   a streamed put went over its `max_bytes`
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+
+class StorageError(Exception):
+    """Base of every object-storage failure."""
+
+
+class InvalidNameError(StorageError):
+    pass
+
+
+class NoSuchBucketError(StorageError):
+    pass
+
+
+class NoSuchObjectError(StorageError):
+    pass
+
+
+class ObjectTooLargeError(StorageError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    last_modified: datetime
+    #: `sha256:<hex>` when the adapter computed it while writing, else None.
+    checksum: str | None = None
+
+
+HttpMethod = Literal["GET", "PUT"]
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A region's object storage."""
+
+    async def create_bucket(self, bucket: str) -> None:
+        """Create the bucket; no error when it already exists."""
+
+    async def bucket_exists(self, bucket: str) -> bool: ...
+
+    async def put_stream(
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> ObjectInfo:
+        """Store the stream atomically (readers never see a partial object); returns its
+        size and sha256 checksum. Raises ObjectTooLargeError past `max_bytes`, keeping nothing."""
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo: ...
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
+
+    def open_stream(
+        self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield the object's bytes (or the range) in pieces of bounded size."""
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None: ...
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Delete the object; no error when it is missing."""
+
+    async def list_objects(
+        self, bucket: str, *, prefix: str = "", start_after: str = "", limit: int = 1000
+    ) -> list[ObjectInfo]:
+        """Objects whose key starts with `prefix`, in key order, after `start_after`."""
+
+    def presigned_url(self, method: HttpMethod, bucket: str, key: str, expires_in: int) -> str:
+        """A time-limited URL that lets its holder GET or PUT the object without credentials."""
