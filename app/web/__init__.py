@@ -1,0 +1,1 @@
+"""Browser-facing assets and pages (GraphiQL served from local files)."""
