@@ -1,0 +1,66 @@
+"""The typed per-request context: caller, services, request id and DataLoaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+from strawberry.dataloader import DataLoader
+
+from app.db.repositories.images import MemberRow
+from app.db.tables import ImageTag
+from app.domain.images import Caller
+from app.errors import ImsError
+from app.services.registry import Services
+
+
+class Unauthenticated(Exception):
+    """No valid token (the HTTP layer answers 401 before this is ever raised in practice)."""
+
+
+@dataclass
+class Context:
+    services: Services
+    caller: Caller | None
+    request_id: str
+    request: Any = None
+    response: Any = None
+    loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
+
+    @property
+    def me(self) -> Caller:
+        if self.caller is None:
+            raise Unauthenticated("authentication required")
+        return self.caller
+
+    @property
+    def tags(self) -> DataLoader[str, list[ImageTag]]:
+        if "tags" not in self.loaders:
+            self.loaders["tags"] = DataLoader(self._load_tags)
+        return self.loaders["tags"]
+
+    @property
+    def members(self) -> DataLoader[str, list[MemberRow]]:
+        if "members" not in self.loaders:
+            self.loaders["members"] = DataLoader(self._load_members)
+        return self.loaders["members"]
+
+    def clear_loaders(self) -> None:
+        """After a mutation, later fields must see the committed state, not a cached one."""
+        self.loaders.clear()
+
+    async def _load_tags(self, image_ids: list[str]) -> list[list[ImageTag]]:
+        async with self.services.db.uow(self.me.account_id, write=False) as uow:
+            found = await uow.images.tags_of(list(image_ids))
+        return [found[i] for i in image_ids]
+
+    async def _load_members(self, image_ids: list[str]) -> list[list[MemberRow]]:
+        async with self.services.db.uow(self.me.account_id, write=False) as uow:
+            found = await uow.images.members_of(list(image_ids))
+        return [found[i] for i in image_ids]
+
+
+Info = strawberry.Info[Context, None]
+
+__all__ = ["Context", "ImsError", "Info", "Unauthenticated"]

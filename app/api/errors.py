@@ -1,0 +1,89 @@
+"""GraphQL error types (payload union members) and the mapping from the service error tree."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import strawberry
+
+from app import errors as e
+
+
+@strawberry.interface(description="Every expected failure implements this. `code` is stable and machine-readable.")
+class UserError:
+    code: str
+    message: str
+
+
+@strawberry.type(description="The resource does not exist, or the caller may not see it (the two are not told apart).")
+class NotFoundError(UserError):
+    resource_id: strawberry.ID | None = None
+
+
+@strawberry.type(description="An input value is malformed or out of range. `field` is the input path, e.g. `input.name`.")
+class ValidationError(UserError):
+    field: str | None = None
+
+
+@strawberry.type(description="The caller sees the resource but may not do this to it (e.g. modify a public image).")
+class ForbiddenError(UserError):
+    pass
+
+
+@strawberry.type(description="The resource is in a state that does not allow this now (not ACTIVE, changed concurrently, duplicate).")
+class ConflictError(UserError):
+    pass
+
+
+@strawberry.type(description="This kind of image or resource does not support the operation (e.g. exporting a full-ECS image).")
+class NotSupportedError(UserError):
+    pass
+
+
+@strawberry.type(description="A quota or a hard limit would be exceeded.")
+class LimitExceededError(UserError):
+    limit: int
+
+
+@strawberry.type(description="The KMS key is missing, disabled, pending deletion, or not granted to the caller.")
+class KmsKeyError(UserError):
+    key_id: strawberry.ID | None = None
+
+
+ERROR_TYPES: tuple[type, ...] = (
+    NotFoundError, ValidationError, ForbiddenError, ConflictError, NotSupportedError, LimitExceededError, KmsKeyError,
+)
+
+
+def to_graphql(exc: e.ImsError) -> Any:
+    if isinstance(exc, e.NotFound):
+        return NotFoundError(code=exc.code, message=exc.message, resource_id=exc.resource_id)
+    if isinstance(exc, e.Invalid):
+        return ValidationError(code=exc.code, message=exc.message, field=exc.field)
+    if isinstance(exc, e.Forbidden):
+        return ForbiddenError(code=exc.code, message=exc.message)
+    if isinstance(exc, e.Conflict):
+        return ConflictError(code=exc.code, message=exc.message)
+    if isinstance(exc, e.NotSupported):
+        return NotSupportedError(code=exc.code, message=exc.message)
+    if isinstance(exc, e.LimitExceeded):
+        return LimitExceededError(code=exc.code, message=exc.message, limit=exc.limit)
+    if isinstance(exc, e.KmsKeyProblem):
+        return KmsKeyError(code=exc.code, message=exc.message, key_id=exc.key_id)
+    raise TypeError(f"unmapped error {type(exc).__name__}")
+
+
+T = TypeVar("T")
+
+
+async def payload(allowed: tuple[type, ...], call: Awaitable[T]) -> T | Any:
+    """Await a service call; an expected failure becomes its error type if the payload union
+    admits it. One it does not admit is a bug: it propagates and is masked and logged."""
+    try:
+        return await call
+    except e.ImsError as exc:
+        err = to_graphql(exc)
+        if type(err) not in allowed:
+            raise
+        return err

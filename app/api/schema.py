@@ -1,0 +1,123 @@
+"""The root schema: every feature's queries and mutations merged, with the protections."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError, lexicographic_sort_schema, print_schema
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.types import ExecutionContext
+
+from app import __version__
+from app.api.accounts import AccountMutations, AccountQueries
+from app.api.common import Node
+from app.api.context import Info, Unauthenticated
+from app.api.errors import ERROR_TYPES
+from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
+from app.api.images import ImageMutations, ImageQueries
+from app.errors import NotFound
+
+log = logging.getLogger("app.api")
+
+MAX_DEPTH = 12
+MAX_ALIASES = 30
+MAX_TOKENS = 5000
+
+
+@strawberry.type
+class Health:
+    ok: bool
+    version: str
+
+
+@strawberry.type
+class Region:
+    id: str
+    is_default: bool
+
+
+@strawberry.type
+class CoreQueries:
+    @strawberry.field(description="Answers without a token.")
+    async def health(self, info: Info) -> Health:
+        return Health(ok=await info.context.services.ping(), version=__version__)
+
+    @strawberry.field
+    def regions(self, info: Info) -> list[Region]:
+        regions = info.context.services.settings.regions
+        return [Region(id=r, is_default=i == 0) for i, r in enumerate(regions)]
+
+    @strawberry.field
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        prefix = str(id).split("-", 1)[0]
+        me = info.context.me
+        try:
+            if prefix == "img":
+                return image_of(await info.context.services.images.get(me, str(id)), me)
+            if prefix == "acc" and (me.is_admin or str(id) == me.account_id):
+                from app.api.accounts import Account
+
+                return Account.of(await info.context.services.accounts.get(str(id)))
+        except NotFound:
+            return None
+        return None
+
+
+@strawberry.type
+class Query(CoreQueries, AccountQueries, ImageQueries):
+    pass
+
+
+@strawberry.type
+class Mutation(AccountMutations, ImageMutations):
+    pass
+
+
+def _is_expected(error: GraphQLError) -> bool:
+    """Errors a client caused (validation, limits, auth) are shown; the rest are masked."""
+    original = error.original_error
+    return original is None or isinstance(original, Unauthenticated)
+
+
+class LoggingSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        request_id = "-"
+        if execution_context is not None and execution_context.context is not None:
+            request_id = getattr(execution_context.context, "request_id", "-")
+        for error in errors:
+            if error.original_error is not None and not isinstance(error.original_error, Unauthenticated):
+                log.error("request %s: unexpected error in %s", request_id, error.path,
+                          exc_info=error.original_error)
+
+
+def build_schema() -> strawberry.Schema:
+    """Build the schema. Limiter rules are instances built here once, so the validation cache
+    (keyed by the rule classes) hits across requests."""
+    extensions: list[Any] = [
+        ParserCache(maxsize=256),
+        QueryDepthLimiter(max_depth=MAX_DEPTH),
+        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        ValidationCache(maxsize=256),
+        MaskErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
+    ]
+    return LoggingSchema(
+        query=Query,
+        mutation=Mutation,
+        types=[PublicImage, PrivateImage, SharedImage, ImageBase, *ERROR_TYPES],
+        extensions=extensions,
+    )
+
+
+def export_sdl(schema: strawberry.Schema | None = None) -> str:
+    schema = schema or build_schema()
+    return print_schema(lexicographic_sort_schema(schema._schema)) + "\n"

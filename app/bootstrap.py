@@ -1,0 +1,51 @@
+"""The one place that picks and builds adapters and services for a process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app.config import Settings
+from app.db.engine import make_engine
+from app.db.migrate import upgrade
+from app.db.uow import Database
+from app.services.registry import Services
+
+log = logging.getLogger(__name__)
+
+
+def build_database(settings: Settings) -> Database:
+    url = settings.effective_database_url
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return Database(make_engine(url), make_engine(url, writer=True))
+    return Database(make_engine(url))
+
+
+class Runtime:
+    """Everything a process holds: database, services (and later stores, KMS, workers)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        assert self._services is not None, "runtime not started"
+        return self._services
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.auto_migrate:
+            await asyncio.to_thread(upgrade, s.effective_database_url)
+        db = build_database(s)
+        self._services = Services.build(s, db)
+        await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
+        if not s.admin_token:
+            log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
+
+    async def stop(self) -> None:
+        if self._services is not None:
+            await self._services.db.dispose()
+            self._services = None

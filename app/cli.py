@@ -1,0 +1,106 @@
+"""The `ims` command line: serve, migrate, admin, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from app.config import Settings
+from app.domain.enums import AccountRole
+
+cli = typer.Typer(help="Image Management Service", no_args_is_help=True, add_completion=False)
+admin_cli = typer.Typer(help="Administration: accounts.", no_args_is_help=True)
+schema_cli = typer.Typer(help="The GraphQL schema.", no_args_is_help=True)
+cli.add_typer(admin_cli, name="admin")
+cli.add_typer(schema_cli, name="schema")
+console = Console()
+
+DEFAULT_SCHEMA_PATH = Path("graphql/schema.graphql")
+
+
+def _logging(settings: Settings) -> None:
+    from app.logs import configure
+
+    configure(settings.log_level)
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+) -> None:
+    """Run the API server (and, with IMS_WORKERS > 0, job workers)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings.from_env()
+    _logging(settings)
+    app = create_app(settings)
+    if not settings.admin_token:
+        console.print(f"Admin token file: [bold]{(settings.data_dir / 'admin-token').resolve()}[/bold]")
+    console.print(f"GraphiQL: [bold]http://{host}:{port}/graphql[/bold]")
+    uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False, limit_concurrency=1000)
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from app.db.migrate import upgrade
+
+    settings = Settings.from_env()
+    _logging(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    console.print("database is up to date")
+
+
+@admin_cli.command("create-account")
+def create_account(
+    name: str,
+    role: AccountRole = typer.Option(AccountRole.USER, "--role", case_sensitive=False, help="USER or ADMIN."),
+) -> None:
+    """Create an account and print its first API token (shown once)."""
+    from app.bootstrap import Runtime
+
+    settings = Settings.from_env()
+
+    async def run() -> tuple[str, str]:
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            account, token = await runtime.services.accounts.create_account(None, name, AccountRole(role))
+            return account.id, token
+        finally:
+            await runtime.stop()
+
+    from app.errors import ImsError
+
+    try:
+        account_id, token = asyncio.run(run())
+    except ImsError as exc:
+        console.print(f"[red]{exc.code}[/red]: {exc.message}")
+        raise typer.Exit(1) from exc
+    console.print(f"account {account_id} ({name}, {role.value})")
+    print(token)
+
+
+@schema_cli.command("export")
+def schema_export(
+    output: Path = typer.Option(DEFAULT_SCHEMA_PATH, "--output", "-o", help="Where to write the SDL."),
+) -> None:
+    """Write the served schema as sorted SDL."""
+    from app.api.schema import export_sdl
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(export_sdl())
+    console.print(f"wrote {output}")
+
+
+def main() -> None:
+    logging.captureWarnings(True)
+    cli()

@@ -1,0 +1,120 @@
+"""Settings, read from `IMS_*` environment variables.
+
+There is no global instance: `Settings.from_env()` is called by the entry points
+(CLI, tests) and the result is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_REGION = "region-1"
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalize_database_url(url: str) -> str:
+    """Map plain driver URLs to the async drivers the service uses."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. Field docs are the README's configuration table."""
+
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    regions: tuple[str, ...] = (DEFAULT_REGION,)
+    admin_token: str | None = None
+    admin_name: str = "admin"
+    kms_root_key_file: Path | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = False
+    url_secret: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    workers: int = 2
+    auto_migrate: bool = True
+    log_level: str = "INFO"
+    region_endpoints: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def default_region(self) -> str:
+        return self.regions[0]
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{self.data_dir / 'ims.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_kms_root_key_file(self) -> Path:
+        return self.kms_root_key_file or self.data_dir / "kms-root.key"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        regions = tuple(r.strip() for r in e.get("IMS_REGIONS", DEFAULT_REGION).split(",") if r.strip())
+        endpoints = {
+            r: e[f"IMS_S3_ENDPOINT_{r.upper().replace('-', '_')}"]
+            for r in regions
+            if e.get(f"IMS_S3_ENDPOINT_{r.upper().replace('-', '_')}")
+        }
+        root_key = e.get("IMS_KMS_ROOT_KEY_FILE")
+        return cls(
+            data_dir=Path(e.get("IMS_DATA_DIR", "data")),
+            database_url=e.get("IMS_DATABASE_URL", ""),
+            regions=regions or (DEFAULT_REGION,),
+            admin_token=e.get("IMS_ADMIN_TOKEN") or None,
+            admin_name=e.get("IMS_ADMIN_NAME", "admin"),
+            kms_root_key_file=Path(root_key) if root_key else None,
+            s3_endpoint=e.get("IMS_S3_ENDPOINT") or None,
+            s3_access_key=e.get("IMS_S3_ACCESS_KEY") or None,
+            s3_secret_key=e.get("IMS_S3_SECRET_KEY") or None,
+            s3_secure=_bool(e.get("IMS_S3_SECURE"), False),
+            url_secret=e.get("IMS_URL_SECRET") or None,
+            public_url=e.get("IMS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            workers=int(e.get("IMS_WORKERS", "2")),
+            auto_migrate=_bool(e.get("IMS_AUTO_MIGRATE"), True),
+            log_level=e.get("IMS_LOG_LEVEL", "INFO").upper(),
+            region_endpoints=endpoints,
+        )
+
+
+#: Environment variables the service reads, with their meaning (README table, compose test).
+ENVIRONMENT: dict[str, str] = {
+    "IMS_DATA_DIR": "Directory of the embedded default (SQLite file, objects, KMS root key). Default `./data`.",
+    "IMS_DATABASE_URL": "Database URL; `postgresql://…` switches to PostgreSQL. Default: SQLite in IMS_DATA_DIR.",
+    "IMS_REGIONS": "Comma-separated region ids; the first is the default. Default `region-1`.",
+    "IMS_ADMIN_TOKEN": "API token of the bootstrap admin. Unset: generated at first start into `$IMS_DATA_DIR/admin-token` (0600).",
+    "IMS_ADMIN_NAME": "Name of the bootstrap admin account. Default `admin`.",
+    "IMS_KMS_ROOT_KEY_FILE": "Root key of the local KMS. Default `$IMS_DATA_DIR/kms-root.key` (created 0600).",
+    "IMS_S3_ENDPOINT": "S3/MinIO endpoint `host:port`; unset: the filesystem object store.",
+    "IMS_S3_ACCESS_KEY": "S3 access key.",
+    "IMS_S3_SECRET_KEY": "S3 secret key.",
+    "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
+    "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs; shared by every process. Default: generated into IMS_DATA_DIR.",
+    "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
+    "IMS_WORKERS": "Job workers inside `ims serve` (0: run `ims worker` separately). Default 2.",
+    "IMS_AUTO_MIGRATE": "Run migrations at start. Default true.",
+    "IMS_LOG_LEVEL": "Log level. Default INFO.",
+}

@@ -1,0 +1,103 @@
+"""Accounts, API tokens and quota overrides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.tables import Account, ApiToken, Image, Job, Quota
+
+
+class AccountRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, account_id: str) -> Account | None:
+        return await self.session.get(Account, account_id)
+
+    async def get_by_name(self, name: str) -> Account | None:
+        return (await self.session.execute(select(Account).where(Account.name == name))).scalar_one_or_none()
+
+    async def get_many(self, ids: list[str]) -> dict[str, Account]:
+        if not ids:
+            return {}
+        rows = (await self.session.execute(select(Account).where(Account.id.in_(ids)))).scalars()  # type: ignore[attr-defined]
+        return {a.id: a for a in rows}
+
+    async def add(self, account: Account) -> None:
+        self.session.add(account)
+        await self.session.flush()
+
+    async def page(self, first: int, after: str | None) -> tuple[list[Account], bool, int]:
+        stmt = select(Account).order_by(Account.id).limit(first + 1)
+        if after:
+            stmt = stmt.where(Account.id > after)
+        rows = list((await self.session.execute(stmt)).scalars())
+        total = (await self.session.execute(select(func.count()).select_from(Account))).scalar_one()
+        return rows[:first], len(rows) > first, total
+
+    # ---------------------------------------------------------------- tokens
+
+    async def add_token(self, token: ApiToken) -> None:
+        self.session.add(token)
+        await self.session.flush()
+
+    async def authenticate(self, token_hash: str, now: datetime) -> tuple[Account, ApiToken] | None:
+        """The live token with this hash and its account, in one statement."""
+        stmt = (
+            select(Account, ApiToken)
+            .join(ApiToken, ApiToken.account_id == Account.id)  # type: ignore[arg-type]
+            .where(
+                ApiToken.token_hash == token_hash,
+                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),  # type: ignore[union-attr,operator]
+            )
+        )
+        row = (await self.session.execute(stmt)).first()
+        return (row[0], row[1]) if row else None
+
+    async def touch_token(self, token_id: str, now: datetime) -> None:
+        await self.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))  # type: ignore[arg-type]
+
+    async def tokens_of(self, account_id: str) -> list[ApiToken]:
+        stmt = select(ApiToken).where(ApiToken.account_id == account_id).order_by(ApiToken.created_at)  # type: ignore[arg-type]
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def delete_token(self, account_id: str, token_id: str) -> bool:
+        token = await self.session.get(ApiToken, token_id)
+        if token is None or token.account_id != account_id:
+            return False
+        await self.session.delete(token)
+        await self.session.flush()
+        return True
+
+    # ---------------------------------------------------------------- quotas
+
+    async def quota_overrides(self, account_id: str) -> dict[str, int]:
+        stmt = select(Quota).where(Quota.account_id == account_id)  # type: ignore[arg-type]
+        return {q.resource: q.limit for q in (await self.session.execute(stmt)).scalars()}
+
+    async def set_quota(self, account_id: str, resource: str, limit: int) -> None:
+        existing = await self.session.get(Quota, (account_id, resource))
+        if existing is None:
+            self.session.add(Quota(account_id=account_id, resource=resource, limit=limit))
+        else:
+            existing.limit = limit
+        await self.session.flush()
+
+    async def count_private_images(self, account_id: str, region: str) -> int:
+        stmt = select(func.count()).select_from(Image).where(
+            Image.owner_id == account_id, Image.visibility == "PRIVATE", Image.region == region  # type: ignore[arg-type]
+        )
+        return (await self.session.execute(stmt)).scalar_one()
+
+    async def count_active_jobs(self, account_id: str, types: frozenset[str]) -> int:
+        stmt = select(func.count()).select_from(Job).where(
+            and_(
+                Job.account_id == account_id,  # type: ignore[arg-type]
+                Job.status.in_(("INIT", "RUNNING")),  # type: ignore[attr-defined]
+                Job.type.in_(sorted(types)),  # type: ignore[attr-defined]
+            )
+        )
+        return (await self.session.execute(stmt)).scalar_one()

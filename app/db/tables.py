@@ -1,0 +1,164 @@
+"""SQLModel tables of the foundation: accounts, tokens, images, tags, members, quotas, jobs.
+
+Table models are persistence only; GraphQL types are built from them in `app.api`.
+Every list filter of `images(...)` is served by an index declared here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String
+from sqlmodel import Field, SQLModel
+
+from app.db.types import UTCDateTime
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=8)
+    created_at: datetime = _ts()
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: str = Field(primary_key=True, max_length=40)
+    account_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("accounts.id", ondelete="CASCADE"), index=True, nullable=False)
+    )
+    name: str = Field(max_length=64)
+    #: SHA-256 hex of the token; the token itself is never stored.
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts(nullable=True)
+    last_used_at: datetime | None = _ts(nullable=True)
+
+
+class Image(SQLModel, table=True):
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_public_created", "region", "visibility", "created_at", "id"),
+        Index("ix_images_owner_created", "owner_id", "region", "created_at", "id"),
+        Index("ix_images_owner_name", "owner_id", "region", "name", "id"),
+        Index("ix_images_public_name", "region", "visibility", "name", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner_id: str = Field(sa_column=Column(String(40), ForeignKey("accounts.id"), nullable=False))
+    #: PUBLIC or PRIVATE; SHARED is a relation of a caller to a PRIVATE image.
+    visibility: str = Field(max_length=8)
+    region: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    description: str = Field(default="", max_length=1024)
+    kind: str = Field(max_length=16)
+    status: str = Field(max_length=8)
+    disk_format: str = Field(max_length=8)
+    os_type: str | None = Field(default=None, max_length=8)
+    os_platform: str | None = Field(default=None, max_length=64)
+    os_version: str | None = Field(default=None, max_length=128)
+    os_bits: int | None = None
+    min_disk_gb: int = 1
+    min_ram_mb: int = 0
+    max_ram_mb: int | None = None
+    size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    virtual_size_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    checksum: str | None = Field(default=None, max_length=80)
+    boot_mode: str = Field(default="BIOS", max_length=8)
+    nic_multi_queue: bool = False
+    sriov_driver: bool = False
+    quick_provisioning: bool = False
+    kms_key_id: str | None = Field(default=None, max_length=40, index=True)
+    protected: bool = False
+    origin_type: str = Field(default="NONE", max_length=8)
+    origin_ref: str | None = Field(default=None, max_length=1100)
+    #: The licensed public platform somewhere in this image's origin chain (export rule).
+    licensed_platform: str | None = Field(default=None, max_length=64)
+    #: [{"role": "SYSTEM"|"DATA", "sizeGb": int, "storedBytes": int|None}]
+    disks: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    backup_id: str | None = Field(default=None, max_length=40)
+    version: int = 1
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ImageTag(SQLModel, table=True):
+    __tablename__ = "image_tags"
+    __table_args__ = (Index("ix_image_tags_key_value", "key", "value"),)
+
+    image_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    )
+    key: str = Field(primary_key=True, max_length=36)
+    value: str = Field(default="", max_length=43)
+
+
+class ImageMember(SQLModel, table=True):
+    __tablename__ = "image_members"
+    __table_args__ = (Index("ix_image_members_account_status", "account_id", "status", "image_id"),)
+
+    image_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    )
+    account_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    )
+    status: str = Field(max_length=8)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Quota(SQLModel, table=True):
+    """An administrator's override of a default limit (DEFAULT_QUOTAS otherwise)."""
+
+    __tablename__ = "quotas"
+
+    account_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    )
+    resource: str = Field(primary_key=True, max_length=32)
+    limit: int
+
+
+class Job(SQLModel, table=True):
+    """A durable long operation. Workers claim it with a lease; see app.jobs."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_account_status", "account_id", "status", "type"),
+        Index("ix_jobs_claim", "status", "lease_expires_at", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    account_id: str = Field(sa_column=Column(String(40), ForeignKey("accounts.id"), nullable=False))
+    type: str = Field(max_length=32)
+    status: str = Field(max_length=8)
+    progress: float = 0.0
+    step: str | None = Field(default=None, max_length=256)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=1024)
+    image_ids: list[str] = Field(default_factory=list, sa_type=JSON)
+    #: The job's input (ids and options, never secrets).
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    #: What the job produced, e.g. {"bucket":..,"key":..,"size":..,"checksum":..}.
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    updated_at: datetime = _ts()
+
+
+def metadata() -> Any:
+    """The metadata of every table (Alembic's target)."""
+    return SQLModel.metadata

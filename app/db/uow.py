@@ -1,0 +1,76 @@
+"""The database handle and the unit of work: a transaction that rolls back unless committed."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.repositories.accounts import AccountRepository
+from app.db.repositories.images import ImageRepository
+
+
+class Database:
+    """Owns the engine and makes sessions; one per process, built by bootstrap."""
+
+    def __init__(self, engine: AsyncEngine, write_engine: AsyncEngine | None = None) -> None:
+        self.engine = engine
+        self.write_engine = write_engine or engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self.write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False, autoflush=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def uow(self, caller_id: str = "", *, write: bool = True) -> UnitOfWork:
+        return UnitOfWork(self, caller_id, write=write)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - health reports any failure as not ok
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
+
+
+class UnitOfWork:
+    """`async with db.uow(caller) as uow: …; await uow.commit()` — anything else rolls back."""
+
+    def __init__(self, db: Database, caller_id: str, *, write: bool = True) -> None:
+        self.db = db
+        self.caller_id = caller_id
+        self.write = write
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        assert self._session is not None, "unit of work not entered"
+        return self._session
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = (self.db.write_sessions if self.write else self.db.sessions)()
+        self.accounts = AccountRepository(self._session)
+        self.images = ImageRepository(self._session, self.caller_id)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._session is not None
+        # close() rolls back whatever was not committed; unlike rollback() it leaves the
+        # loaded objects readable (detached, not expired) for the caller.
+        try:
+            await self._session.close()
+        finally:
+            self._session = None
+
+    async def commit(self) -> None:
+        await self.session.commit()

@@ -1,0 +1,1 @@
+"""Plain types and pure rules: enums, limits, validation. No I/O."""

@@ -1,0 +1,46 @@
+"""Opaque keyset cursors: base64url JSON of the ordering, the sort key and the id."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any
+
+from app.errors import Invalid
+
+
+def encode_cursor(ordering: str, value: Any, item_id: str) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([ordering, value, item_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, ordering: str) -> tuple[Any, str]:
+    """(sort value as stored in the cursor, id); INVALID_CURSOR if it is not ours."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise Invalid("INVALID_CURSOR", field="after") from exc
+    if (
+        not isinstance(data, list)
+        or len(data) != 3
+        or data[0] != ordering
+        or not isinstance(data[2], str)
+        or not isinstance(data[1], (str, int, float))
+    ):
+        raise Invalid("INVALID_CURSOR", field="after")
+    return data[1], data[2]
+
+
+def decode_datetime(value: Any) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise Invalid("INVALID_CURSOR", field="after") from exc
+    if parsed.tzinfo is None:
+        raise Invalid("INVALID_CURSOR", field="after")
+    return parsed

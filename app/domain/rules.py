@@ -1,0 +1,93 @@
+"""The numbers of DESIGN §1 as named constants, and the pure validators that use them.
+
+Validators raise `Invalid` with the input path as `field`; they never touch storage.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from app.domain.enums import QuotaResource
+from app.errors import Invalid
+
+NAME_MAX = 128
+DESCRIPTION_MAX = 1024
+RAM_MAX_MB = 1_048_576
+TAGS_PER_IMAGE = 10
+TAG_KEY_MAX = 36
+TAG_VALUE_MAX = 43
+MEMBERS_PER_IMAGE = 256
+MEMBERS_PER_FULL_ECS_IMAGE = 10
+PAGE_SIZE_DEFAULT = 50
+PAGE_SIZE_MAX = 1000
+BATCH_MAX = 100
+ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
+TOKEN_NAME_MAX = 64
+TOKEN_DAYS_MAX = 3650
+QUOTA_MAX = 100_000
+
+DEFAULT_QUOTAS: dict[QuotaResource, int] = {
+    QuotaResource.PRIVATE_IMAGES: 50,
+    QuotaResource.CONCURRENT_REPLICATIONS: 5,
+    QuotaResource.CONCURRENT_CREATIONS: 40,
+}
+
+# \w in Python's re is Unicode-aware: letters of every script, digits and '_'.
+_TAG_KEY_RE = re.compile(r"^[\w-]+$")
+_TAG_VALUE_RE = re.compile(r"^[\w.-]*$")
+_FORBIDDEN_DESCRIPTION = frozenset("<>\r\n")
+
+
+def _is_name_char(ch: str) -> bool:
+    if ch in "-._ ":
+        return True
+    category = unicodedata.category(ch)
+    return category.startswith("L") or category == "Nd"
+
+
+def validate_name(name: str, field: str = "input.name") -> str:
+    """1-128 chars of letters (any script), digits, `-` `.` `_` and space; no outer space."""
+    if not 1 <= len(name) <= NAME_MAX or name != name.strip(" "):
+        raise Invalid("INVALID_NAME", field=field)
+    if not all(_is_name_char(ch) for ch in name):
+        raise Invalid("INVALID_NAME", field=field)
+    return name
+
+
+def validate_description(text: str, field: str = "input.description") -> str:
+    if len(text) > DESCRIPTION_MAX or any(ch in _FORBIDDEN_DESCRIPTION for ch in text):
+        raise Invalid("INVALID_DESCRIPTION", field=field)
+    return text
+
+
+def validate_ram(min_ram_mb: int, max_ram_mb: int | None, field: str = "input.minRamMb") -> None:
+    upper = RAM_MAX_MB if max_ram_mb is None else max_ram_mb
+    if not (0 <= min_ram_mb <= upper <= RAM_MAX_MB):
+        raise Invalid("INVALID_RAM_RANGE", field=field)
+
+
+def validate_tag(key: str, value: str, index: int) -> None:
+    if not 1 <= len(key) <= TAG_KEY_MAX or not _TAG_KEY_RE.match(key):
+        raise Invalid("INVALID_TAG_KEY", f"Tag key {key!r} is not 1-36 of letters, digits, '_', '-'.",
+                      field=f"input.tags[{index}].key")
+    if len(value) > TAG_VALUE_MAX or not _TAG_VALUE_RE.match(value):
+        raise Invalid("INVALID_TAG_VALUE", f"Tag value {value!r} is not 0-43 of letters, digits, '_', '.', '-'.",
+                      field=f"input.tags[{index}].value")
+
+
+def validate_page_size(first: int | None) -> int:
+    if first is None:
+        return PAGE_SIZE_DEFAULT
+    if not 0 <= first <= PAGE_SIZE_MAX:
+        raise Invalid("INVALID_PAGE_SIZE", field="first")
+    return first
+
+
+def validate_batch(ids: list[str], field: str) -> list[str]:
+    """De-duplicated ids in request order; empty or oversized batches are refused."""
+    if not ids:
+        raise Invalid("EMPTY_REQUEST", field=field)
+    if len(ids) > BATCH_MAX:
+        raise Invalid("TOO_MANY_ITEMS", f"At most {BATCH_MAX} items per request.", field=field)
+    return list(dict.fromkeys(ids))

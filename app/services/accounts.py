@@ -1,0 +1,190 @@
+"""Accounts, API tokens, quotas and authentication."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from app.db.tables import Account, ApiToken
+from app.db.types import new_id, utcnow
+from app.db.uow import Database
+from app.domain.enums import CREATION_JOB_TYPES, AccountRole, JobType, QuotaResource
+from app.domain.images import Caller
+from app.domain.rules import (
+    ACCOUNT_NAME_RE,
+    DEFAULT_QUOTAS,
+    QUOTA_MAX,
+    TOKEN_DAYS_MAX,
+    TOKEN_NAME_MAX,
+    validate_page_size,
+)
+from app.errors import Conflict, Forbidden, Invalid, NotFound
+
+log = logging.getLogger(__name__)
+
+#: last_used_at is refreshed at most this often, so authentication stays one read.
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe, with a recognizable prefix (secret scanners key on it)."""
+    return "ims_" + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    resource: QuotaResource
+    used: int
+    limit: int
+
+
+def require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise Forbidden("ADMIN_REQUIRED")
+
+
+class AccountService:
+    def __init__(self, db: Database, default_region: str) -> None:
+        self.db = db
+        self.default_region = default_region
+
+    async def authenticate(self, token: str) -> Caller | None:
+        if not token or len(token) > 256:
+            return None
+        now = utcnow()
+        async with self.db.uow(write=False) as uow:
+            found = await uow.accounts.authenticate(hash_token(token), now)
+        if found is None:
+            return None
+        account, api_token = found
+        if api_token.last_used_at is None or now - api_token.last_used_at > TOKEN_TOUCH_INTERVAL:
+            async with self.db.uow() as uow:
+                await uow.accounts.touch_token(api_token.id, now)
+                await uow.commit()
+        return Caller(account.id, account.name, account.role)
+
+    async def get(self, account_id: str) -> Account:
+        async with self.db.uow(write=False) as uow:
+            account = await uow.accounts.get(account_id)
+        if account is None:
+            raise NotFound("ACCOUNT_NOT_FOUND", resource_id=account_id)
+        return account
+
+    async def create_account(self, caller: Caller | None, name: str, role: AccountRole) -> tuple[Account, str]:
+        """Create an account and its first token (returned once). `caller` None: bootstrap."""
+        if caller is not None:
+            require_admin(caller)
+        if not ACCOUNT_NAME_RE.match(name):
+            raise Invalid("INVALID_ACCOUNT_NAME", field="input.name")
+        token = new_token()
+        async with self.db.uow() as uow:
+            if await uow.accounts.get_by_name(name) is not None:
+                raise Conflict("ACCOUNT_EXISTS")
+            account = Account(id=new_id("acc"), name=name, role=role.value, created_at=utcnow())
+            await uow.accounts.add(account)
+            await uow.accounts.add_token(self._token_row(account.id, "default", token, None))
+            await uow.commit()
+        return account, token
+
+    @staticmethod
+    def _token_row(account_id: str, name: str, token: str, expires_at: datetime | None) -> ApiToken:
+        return ApiToken(
+            id=new_id("tok"), account_id=account_id, name=name, token_hash=hash_token(token),
+            created_at=utcnow(), expires_at=expires_at,
+        )
+
+    async def create_token(self, caller: Caller, name: str, expires_in_days: int | None) -> tuple[ApiToken, str]:
+        if not 1 <= len(name) <= TOKEN_NAME_MAX or name != name.strip():
+            raise Invalid("INVALID_NAME", "Token name: 1-64 characters.", field="input.name")
+        expires_at = None
+        if expires_in_days is not None:
+            if not 1 <= expires_in_days <= TOKEN_DAYS_MAX:
+                raise Invalid("INVALID_EXPIRY", field="input.expiresInDays")
+            expires_at = utcnow() + timedelta(days=expires_in_days)
+        token = new_token()
+        row = self._token_row(caller.account_id, name, token, expires_at)
+        async with self.db.uow() as uow:
+            await uow.accounts.add_token(row)
+            await uow.commit()
+        return row, token
+
+    async def tokens(self, caller: Caller) -> list[ApiToken]:
+        async with self.db.uow(write=False) as uow:
+            return await uow.accounts.tokens_of(caller.account_id)
+
+    async def revoke_token(self, caller: Caller, token_id: str) -> str:
+        async with self.db.uow() as uow:
+            if not await uow.accounts.delete_token(caller.account_id, token_id):
+                raise NotFound("TOKEN_NOT_FOUND", resource_id=token_id)
+            await uow.commit()
+        return token_id
+
+    async def list_accounts(self, caller: Caller, first: int | None, after: str | None) -> tuple[list[Account], bool, int]:
+        require_admin(caller)
+        size = validate_page_size(first)
+        async with self.db.uow(write=False) as uow:
+            return await uow.accounts.page(size, after)
+
+    async def quotas(self, account_id: str, region: str | None = None) -> list[QuotaUsage]:
+        region = region or self.default_region
+        async with self.db.uow(write=False) as uow:
+            overrides = await uow.accounts.quota_overrides(account_id)
+            used = {
+                QuotaResource.PRIVATE_IMAGES: await uow.accounts.count_private_images(account_id, region),
+                QuotaResource.CONCURRENT_REPLICATIONS: await uow.accounts.count_active_jobs(
+                    account_id, frozenset({JobType.REPLICATE_IMAGE.value})
+                ),
+                QuotaResource.CONCURRENT_CREATIONS: await uow.accounts.count_active_jobs(
+                    account_id, frozenset(t.value for t in CREATION_JOB_TYPES)
+                ),
+            }
+        return [
+            QuotaUsage(r, used[r], overrides.get(r.value, DEFAULT_QUOTAS[r])) for r in QuotaResource
+        ]
+
+    async def set_quota(self, caller: Caller, account_id: str, resource: QuotaResource, limit: int) -> QuotaUsage:
+        require_admin(caller)
+        if not 0 <= limit <= QUOTA_MAX:
+            raise Invalid("INVALID_QUOTA", field="input.limit")
+        async with self.db.uow() as uow:
+            if await uow.accounts.get(account_id) is None:
+                raise NotFound("ACCOUNT_NOT_FOUND", resource_id=account_id)
+            await uow.accounts.set_quota(account_id, resource.value, limit)
+            await uow.commit()
+        return next(q for q in await self.quotas(account_id) if q.resource is resource)
+
+    async def bootstrap_admin(self, name: str, env_token: str | None, token_file: Path) -> Account:
+        """Make sure an admin exists and can log in; see IMS_ADMIN_TOKEN in the README."""
+        async with self.db.uow() as uow:
+            admin = await uow.accounts.get_by_name(name)
+            if admin is None:
+                admin = Account(id=new_id("acc"), name=name, role=AccountRole.ADMIN.value, created_at=utcnow())
+                await uow.accounts.add(admin)
+                fresh = True
+            else:
+                fresh = False
+            token: str | None = None
+            if env_token:
+                if await uow.accounts.authenticate(hash_token(env_token), utcnow()) is None:
+                    await uow.accounts.add_token(self._token_row(admin.id, "bootstrap", env_token, None))
+            elif fresh or not token_file.exists():
+                token = new_token()
+                await uow.accounts.add_token(self._token_row(admin.id, "bootstrap", token, None))
+            await uow.commit()
+        if token is not None:
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(token + "\n")
+            os.chmod(token_file, 0o600)
+            log.info("admin token written to %s (mode 0600)", token_file)
+        return admin

@@ -1,0 +1,200 @@
+"""Reading the catalog and managing image metadata: update, protection, publish, delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.db.repositories.images import VisibleImage, sort_value
+from app.db.types import utcnow
+from app.db.uow import Database
+from app.domain.enums import BootMode, ImageKind, ImageOrderField, ImageStatus, ImageVisibility
+from app.domain.images import Caller, ImageOrder, ImageQuery
+from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.rules import validate_batch, validate_description, validate_name, validate_page_size, validate_ram
+from app.errors import Conflict, Forbidden, Invalid, NotFound, NotSupported
+from app.services.access import relation, require_manager
+
+_UNSET: Any = object()
+
+
+@dataclass
+class ImagePage:
+    items: list[VisibleImage]
+    has_next: bool
+    has_previous: bool
+    total: int | None
+    cursors: list[str]
+
+
+@dataclass
+class ImageChanges:
+    """The fields of `updateImage`; `_UNSET` means not given (maxRamMb may be set to None)."""
+
+    name: str | None = None
+    description: str | None = None
+    min_ram_mb: int | None = None
+    max_ram_mb: Any = _UNSET
+    nic_multi_queue: bool | None = None
+    sriov_driver: bool | None = None
+    boot_mode: BootMode | None = None
+
+    def data_disk_allowed(self) -> bool:
+        return (
+            self.min_ram_mb is None
+            and self.max_ram_mb is _UNSET
+            and self.nic_multi_queue is None
+            and self.sriov_driver is None
+            and self.boot_mode is None
+        )
+
+
+UNSET = _UNSET
+
+
+def _ordering(order: ImageOrder) -> str:
+    return f"{order.field.value}:{order.direction.value}"
+
+
+class ImageService:
+    def __init__(self, db: Database, regions: tuple[str, ...]) -> None:
+        self.db = db
+        self.regions = regions
+
+    def check_region(self, region: str | None, field: str = "input.region") -> str:
+        if region is None:
+            return self.regions[0]
+        if region not in self.regions:
+            raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field=field)
+        return region
+
+    # ---------------------------------------------------------------- reads
+
+    async def get(self, caller: Caller, image_id: str) -> VisibleImage:
+        async with self.db.uow(caller.account_id, write=False) as uow:
+            view = await uow.images.get_visible(image_id)
+        if view is None:
+            raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+        return view
+
+    async def list(
+        self, caller: Caller, query: ImageQuery, order: ImageOrder, first: int | None, after: str | None,
+        *, with_total: bool, session_uow: Any = None,
+    ) -> ImagePage:
+        size = validate_page_size(first)
+        ordering = _ordering(order)
+        cursor: tuple[Any, str] | None = None
+        if after:
+            value, last_id = decode_cursor(after, ordering)
+            if order.field is ImageOrderField.CREATED_AT:
+                value = decode_datetime(value)
+            elif order.field is ImageOrderField.SIZE and not isinstance(value, int):
+                raise Invalid("INVALID_CURSOR", field="after")
+            cursor = (value, last_id)
+        async with self.db.uow(caller.account_id, write=False) as uow:
+            items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total)
+        cursors = [encode_cursor(ordering, sort_value(v.image, order.field), v.image.id) for v in items]
+        return ImagePage(items, has_next, cursor is not None, total, cursors)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _load_managed(self, uow: Any, caller: Caller, image_id: str) -> VisibleImage:
+        view: VisibleImage | None = await uow.images.get_visible(image_id, for_update=True)
+        if view is None:
+            raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+        require_manager(view, caller)
+        return view
+
+    async def update(self, caller: Caller, image_id: str, changes: ImageChanges,
+                     expected_version: int | None) -> VisibleImage:
+        values: dict[str, Any] = {}
+        if changes.name is not None:
+            values["name"] = validate_name(changes.name)
+        if changes.description is not None:
+            values["description"] = validate_description(changes.description)
+        async with self.db.uow(caller.account_id) as uow:
+            view = await self._load_managed(uow, caller, image_id)
+            image = view.image
+            if image.status != ImageStatus.ACTIVE.value:
+                raise Conflict("IMAGE_NOT_ACTIVE")
+            if image.kind == ImageKind.DATA_DISK.value and not changes.data_disk_allowed():
+                raise NotSupported("DATA_DISK_FIELDS")
+            min_ram = image.min_ram_mb if changes.min_ram_mb is None else changes.min_ram_mb
+            max_ram = image.max_ram_mb if changes.max_ram_mb is _UNSET else changes.max_ram_mb
+            validate_ram(min_ram, max_ram)
+            if changes.min_ram_mb is not None:
+                values["min_ram_mb"] = changes.min_ram_mb
+            if changes.max_ram_mb is not _UNSET:
+                values["max_ram_mb"] = changes.max_ram_mb
+            for attr in ("nic_multi_queue", "sriov_driver"):
+                if getattr(changes, attr) is not None:
+                    values[attr] = getattr(changes, attr)
+            if changes.boot_mode is not None:
+                values["boot_mode"] = changes.boot_mode.value
+            if expected_version is not None and expected_version != image.version:
+                raise Conflict("VERSION_CONFLICT", f"The image is at version {image.version}.")
+            values["updated_at"] = utcnow()
+            if not await uow.images.compare_and_set(image.id, image.version, values):
+                raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
+            await uow.commit()
+        return await self.get(caller, image_id)
+
+    async def set_protection(self, caller: Caller, image_id: str, protected: bool) -> VisibleImage:
+        async with self.db.uow(caller.account_id) as uow:
+            view = await self._load_managed(uow, caller, image_id)
+            if view.image.protected != protected:
+                ok = await uow.images.compare_and_set(
+                    image_id, view.image.version, {"protected": protected, "updated_at": utcnow()},
+                    expected_status=None,
+                )
+                if not ok:
+                    raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
+                await uow.commit()
+        return await self.get(caller, image_id)
+
+    async def publish(self, caller: Caller, image_id: str) -> VisibleImage:
+        """An administrator makes one of its own private images public."""
+        async with self.db.uow(caller.account_id) as uow:
+            view = await uow.images.get_visible(image_id, for_update=True)
+            if view is None:
+                raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+            rel = relation(view, caller)
+            if not caller.is_admin:
+                raise Forbidden("ADMIN_REQUIRED")
+            if rel is ImageVisibility.PUBLIC:
+                raise Conflict("ALREADY_PUBLIC")
+            if rel is ImageVisibility.SHARED:
+                raise Forbidden("NOT_OWNER")
+            image = view.image
+            if image.status != ImageStatus.ACTIVE.value:
+                raise Conflict("IMAGE_NOT_ACTIVE")
+            if image.kms_key_id is not None or image.kind == ImageKind.FULL_ECS.value:
+                raise NotSupported("PUBLISH_NOT_SUPPORTED")
+            ok = await uow.images.compare_and_set(
+                image_id, image.version, {"visibility": ImageVisibility.PUBLIC.value, "updated_at": utcnow()}
+            )
+            if not ok:
+                raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
+            # A public image is everyone's: memberships no longer mean anything.
+            await uow.images.delete_members([image_id])
+            await uow.commit()
+        return await self.get(caller, image_id)
+
+    async def delete(self, caller: Caller, image_ids: list[str], delete_backups: bool = False) -> list[str]:
+        """Delete a batch atomically: every image passes every check, or nothing is deleted."""
+        ids = validate_batch(image_ids, "input.ids")
+        async with self.db.uow(caller.account_id) as uow:
+            views = await uow.images.get_many_visible(ids, for_update=True)
+            for image_id in ids:
+                view = views.get(image_id)
+                if view is None:
+                    raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+                require_manager(view, caller)
+                if view.image.protected:
+                    raise Forbidden("IMAGE_PROTECTED", f"Image {image_id} is protected.")
+                if view.image.status in (ImageStatus.QUEUED.value, ImageStatus.SAVING.value):
+                    raise Conflict("IMAGE_BUSY", f"A job is writing image {image_id}.")
+            await uow.images.delete_members(ids)
+            await uow.images.delete(ids)
+            await uow.commit()
+        return ids

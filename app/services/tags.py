@@ -1,0 +1,56 @@
+"""Image tags: at most 10 per image, owner-managed, atomic per request."""
+
+from __future__ import annotations
+
+from app.db.repositories.images import VisibleImage
+from app.db.types import utcnow
+from app.db.uow import Database
+from app.domain.images import Caller
+from app.domain.rules import TAGS_PER_IMAGE, validate_tag
+from app.errors import Invalid, LimitExceeded, NotFound
+from app.services.access import require_manager
+
+
+class TagService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _managed(self, uow: object, caller: Caller, image_id: str) -> VisibleImage:
+        view: VisibleImage | None = await uow.images.get_visible(image_id, for_update=True)  # type: ignore[attr-defined]
+        if view is None:
+            raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+        require_manager(view, caller)
+        return view
+
+    async def add(self, caller: Caller, image_id: str, tags: list[tuple[str, str]]) -> None:
+        """Add tags; an existing key gets the new value. Nothing changes on any error."""
+        seen: dict[str, str] = {}
+        for index, (key, value) in enumerate(tags):
+            validate_tag(key, value, index)
+            if key in seen:
+                raise Invalid("DUPLICATE_TAG_KEY", f"Tag key {key!r} appears twice.", field=f"input.tags[{index}].key")
+            seen[key] = value
+        if not seen:
+            raise Invalid("EMPTY_REQUEST", field="input.tags")
+        async with self.db.uow(caller.account_id) as uow:
+            await self._managed(uow, caller, image_id)
+            existing = {t.key for t in (await uow.images.tags_of([image_id]))[image_id]}
+            if len(existing | set(seen)) > TAGS_PER_IMAGE:
+                raise LimitExceeded("TOO_MANY_TAGS", limit=TAGS_PER_IMAGE)
+            await uow.images.put_tags(image_id, seen)
+            await uow.images.touch(image_id, utcnow())
+            await uow.commit()
+
+    async def remove(self, caller: Caller, image_id: str, keys: list[str]) -> None:
+        """Remove tags by key; a key the image lacks is TAG_NOT_FOUND and nothing changes."""
+        if not keys:
+            raise Invalid("EMPTY_REQUEST", field="input.keys")
+        async with self.db.uow(caller.account_id) as uow:
+            await self._managed(uow, caller, image_id)
+            existing = {t.key for t in (await uow.images.tags_of([image_id]))[image_id]}
+            for index, key in enumerate(keys):
+                if key not in existing:
+                    raise NotFound("TAG_NOT_FOUND", f"The image has no tag {key!r}.", resource_id=image_id)
+            await uow.images.delete_tags(image_id, list(dict.fromkeys(keys)))
+            await uow.images.touch(image_id, utcnow())
+            await uow.commit()
