@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError, lexicographic_sort_schema, print_schema
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -15,6 +16,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from app import __version__
@@ -24,6 +26,7 @@ from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
+from app.api.scalars import SCALAR_MAP
 from app.errors import NotFound
 
 log = logging.getLogger("app.api")
@@ -31,6 +34,7 @@ log = logging.getLogger("app.api")
 MAX_DEPTH = 12
 MAX_ALIASES = 30
 MAX_TOKENS = 5000
+CACHE_SIZE = 512
 
 
 @strawberry.type
@@ -100,21 +104,26 @@ class LoggingSchema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    """Build the schema. Limiter rules are instances built here once, so the validation cache
-    (keyed by the rule classes) hits across requests."""
+    """Build the schema. The limiter rules are built here once and every request's extension
+    reuses the same rule classes: the validation cache is keyed by them, so it hits across
+    requests (rules built per request would make every lookup a miss)."""
+    rules = [
+        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    ]
     extensions: list[Any] = [
-        ParserCache(maxsize=256),
-        QueryDepthLimiter(max_depth=MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        ValidationCache(maxsize=256),
-        MaskErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: ParserCache(maxsize=CACHE_SIZE),
+        lambda: AddValidationRules(rules),
+        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: MaskErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
     ]
     return LoggingSchema(
         query=Query,
         mutation=Mutation,
         types=[PublicImage, PrivateImage, SharedImage, ImageBase, *ERROR_TYPES],
         extensions=extensions,
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
     )
 
 

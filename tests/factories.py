@@ -1,0 +1,56 @@
+"""Factories that write rows straight through the repositories (no API for creation yet)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from typing import Any
+
+from app.db.tables import Account, ApiToken, Image, ImageMember, ImageTag
+from app.db.types import new_id, utcnow
+from app.db.uow import Database
+from app.services.accounts import hash_token, new_token
+
+_seq = itertools.count(1)
+
+
+async def make_account(db: Database, name: str | None = None, role: str = "USER") -> tuple[Account, str]:
+    """An account and a live token for it."""
+    token = new_token()
+    account = Account(id=new_id("acc"), name=name or f"user-{next(_seq):05d}", role=role, created_at=utcnow())
+    async with db.uow() as uow:
+        await uow.accounts.add(account)
+        await uow.accounts.add_token(ApiToken(id=new_id("tok"), account_id=account.id, name="t",
+                                              token_hash=hash_token(token), created_at=utcnow()))
+        await uow.commit()
+    return account, token
+
+
+async def make_image(db: Database, owner: Account, **fields: Any) -> Image:
+    """A private ACTIVE system-disk image of `owner` unless `fields` say otherwise."""
+    now = utcnow() + timedelta(microseconds=next(_seq))
+    tags: dict[str, str] = fields.pop("tags", {})
+    defaults: dict[str, Any] = dict(
+        id=new_id("img"), owner_id=owner.id, visibility="PRIVATE", region="region-1",
+        name=f"image-{next(_seq):05d}", description="", kind="SYSTEM_DISK", status="ACTIVE", disk_format="RAW",
+        os_type="LINUX", os_platform="Ubuntu", os_version="Ubuntu 22.04 server 64bit", os_bits=64,
+        min_disk_gb=10, size_bytes=1 << 30, virtual_size_bytes=10 << 30, checksum="sha256:" + "0" * 64,
+        quick_provisioning=True, origin_type="NONE",
+        disks=[{"role": "SYSTEM", "sizeGb": 10, "storedBytes": 1 << 30}], created_at=now, updated_at=now,
+    )
+    defaults.update(fields)
+    image = Image(**defaults)
+    async with db.uow() as uow:
+        await uow.images.add(image)
+        for key, value in tags.items():
+            uow.session.add(ImageTag(image_id=image.id, key=key, value=value))
+        await uow.commit()
+    return image
+
+
+async def share(db: Database, image: Image, account: Account, status: str = "ACCEPTED") -> None:
+    now = utcnow()
+    async with db.uow() as uow:
+        uow.session.add(ImageMember(image_id=image.id, account_id=account.id, status=status,
+                                    created_at=now, updated_at=now))
+        await uow.commit()
