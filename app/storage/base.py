@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
+#: Size of the pieces adapters read and yield when streaming an object: big enough to keep
+#: per-piece overhead (thread hops, HTTP frames) small, small enough to bound memory.
+STREAM_PIECE_BYTES = 1024 * 1024
+
 
 class StorageError(Exception):
     """Base of every object-storage failure."""

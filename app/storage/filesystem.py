@@ -1,0 +1,348 @@
+"""`ObjectStore` on a local directory: the embedded default (no services needed).
+
+Layout: `root/<bucket>/<key>`, each key segment a directory level; uploads are written
+under `root/.tmp/` (a name no bucket can take) and renamed into place, so readers and
+listings never see a partial object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat as stat_mode
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from app.storage.base import (
+    STREAM_PIECE_BYTES,
+    HttpMethod,
+    InvalidNameError,
+    NoSuchBucketError,
+    NoSuchObjectError,
+    ObjectInfo,
+    ObjectTooLargeError,
+    StorageError,
+)
+from app.storage.names import validate_bucket_name, validate_key
+from app.storage.signing import UrlSigner
+
+__all__ = ["FilesystemObjectStore"]
+
+_TMP_DIR = ".tmp"
+#: Most filesystems refuse longer names (NAME_MAX); refusing up front gives a clear error.
+_MAX_SEGMENT_BYTES = 255
+#: A concurrent delete may prune the directory a rename is about to land in; retry that.
+_RENAME_ATTEMPTS = 5
+
+
+class FilesystemObjectStore:
+    """Objects as files under `root`; presigned URLs are HMAC-signed `/objects/…` URLs
+    that `app.storage.http.object_routes` serves.
+
+    Every file operation runs in a worker thread. Paths are confined to `root`: a key whose
+    path would pass through a symbolic link inside the store is refused, so neither names
+    nor links planted in the tree can reach files outside it. (The check precedes the open
+    or rename, so it does not stop someone racing it with write access to the tree itself.)
+
+    A filesystem cannot hold both an object `a` and an object `a/b`; the second write raises
+    InvalidNameError (S3 accepts both).
+    """
+
+    def __init__(self, root: Path, url_signer: UrlSigner) -> None:
+        self._root = Path(os.path.abspath(root))
+        self._signer = url_signer
+
+    # -- buckets ------------------------------------------------------------------------
+
+    async def create_bucket(self, bucket: str) -> None:
+        validate_bucket_name(bucket)
+        await asyncio.to_thread(self._create_bucket, bucket)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        validate_bucket_name(bucket)
+        return await asyncio.to_thread(self._bucket_exists, bucket)
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def put_stream(
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> ObjectInfo:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        file, tmp_path = await asyncio.to_thread(self._begin_put, bucket, key)
+        hasher = hashlib.sha256()
+        size = 0
+        pending = bytearray()
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise ObjectTooLargeError(f"object is over its limit of {max_bytes} bytes")
+                pending += chunk
+                # Batch small chunks so there is one thread hop per piece, not per chunk.
+                if len(pending) >= STREAM_PIECE_BYTES:
+                    piece, pending = pending, bytearray()
+                    await asyncio.to_thread(_write_piece, file, hasher, piece)
+            await asyncio.to_thread(_write_piece, file, hasher, pending)
+            return await asyncio.to_thread(
+                self._finish_put, file, tmp_path, bucket, key, size, hasher.hexdigest()
+            )
+        except BaseException:
+            # The thread finishes the cleanup even if this task is cancelled again.
+            await asyncio.to_thread(_discard, file, tmp_path)
+            raise
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        return await self.put_stream(bucket, key, _single(data))
+
+    async def delete(self, bucket: str, key: str) -> None:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await asyncio.to_thread(self._delete, bucket, key)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        pieces = [piece async for piece in self.open_stream(bucket, key)]
+        return b"".join(pieces)
+
+    async def open_stream(
+        self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        file = await asyncio.to_thread(self._open_for_read, bucket, key, offset)
+        try:
+            remaining = length
+            while remaining is None or remaining > 0:
+                wanted = (
+                    STREAM_PIECE_BYTES if remaining is None else min(remaining, STREAM_PIECE_BYTES)
+                )
+                piece = await asyncio.to_thread(file.read, wanted)
+                if not piece:
+                    break
+                if remaining is not None:
+                    remaining -= len(piece)
+                yield piece
+        finally:
+            await asyncio.to_thread(file.close)
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        return await asyncio.to_thread(self._stat, bucket, key)
+
+    async def list_objects(
+        self, bucket: str, *, prefix: str = "", start_after: str = "", limit: int = 1000
+    ) -> list[ObjectInfo]:
+        validate_bucket_name(bucket)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        if limit == 0:
+            return []
+        return await asyncio.to_thread(self._list, bucket, prefix, start_after, limit)
+
+    def presigned_url(self, method: HttpMethod, bucket: str, key: str, expires_in: int) -> str:
+        return self._signer.sign(method, bucket, key, expires_in)
+
+    # -- blocking helpers (worker threads only) -----------------------------------------
+
+    def _real_root(self) -> Path:
+        return Path(os.path.realpath(self._root))
+
+    def _confined(self, root: Path, *parts: str) -> Path:
+        """`root/parts…`, refused when any existing component is a symbolic link."""
+        path = root.joinpath(*parts)
+        if os.path.realpath(path) != str(path):
+            raise StorageError(f"refusing {'/'.join(parts)!r}: its path leaves the store root")
+        return path
+
+    def _bucket_dir(self, bucket: str) -> Path:
+        path = self._confined(self._real_root(), bucket)
+        if not path.is_dir():
+            raise NoSuchBucketError(f"no bucket {bucket!r}")
+        return path
+
+    def _object_path(self, bucket: str, key: str) -> Path:
+        segments = key.split("/")
+        if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in segments):
+            raise InvalidNameError(
+                f"object key {key!r} has a segment over {_MAX_SEGMENT_BYTES} bytes"
+            )
+        self._bucket_dir(bucket)
+        return self._confined(self._real_root(), bucket, *segments)
+
+    def _create_bucket(self, bucket: str) -> None:
+        path = self._confined(self._real_root(), bucket)
+        path.mkdir(parents=True, exist_ok=True)
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        try:
+            self._bucket_dir(bucket)
+        except NoSuchBucketError:
+            return False
+        return True
+
+    def _begin_put(self, bucket: str, key: str) -> tuple[BinaryIO, Path]:
+        self._object_path(bucket, key)  # fail before reading the stream
+        tmp_dir = self._real_root() / _TMP_DIR
+        tmp_dir.mkdir(exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
+        return os.fdopen(fd, "wb"), Path(name)
+
+    def _finish_put(
+        self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str
+    ) -> ObjectInfo:
+        file.flush()
+        os.fsync(file.fileno())
+        modified = os.fstat(file.fileno()).st_mtime
+        file.close()
+        target = self._object_path(bucket, key)
+        for attempt in range(_RENAME_ATTEMPTS):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_path, target)
+                break
+            except FileNotFoundError:
+                if attempt == _RENAME_ATTEMPTS - 1:
+                    raise
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                raise InvalidNameError(
+                    f"object key {key!r} collides with an object or key prefix on this store"
+                ) from exc
+        _fsync_dir(target.parent)  # make the rename itself durable
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            last_modified=datetime.fromtimestamp(modified, UTC),
+            checksum=f"sha256:{digest}",
+        )
+
+    def _delete(self, bucket: str, key: str) -> None:
+        bucket_dir = self._bucket_dir(bucket)
+        path = self._object_path(bucket, key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return
+        # Prune emptied key directories so listings stay cheap and the names become free.
+        for parent in path.parents:
+            if parent == bucket_dir:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def _open_for_read(self, bucket: str, key: str, offset: int) -> BinaryIO:
+        path = self._object_path(bucket, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
+        file = os.fdopen(fd, "rb")
+        try:
+            if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
+                raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}")
+            file.seek(offset)
+        except BaseException:
+            file.close()
+            raise
+        return file
+
+    def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        path = self._object_path(bucket, key)
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat_mode.S_ISREG(st.st_mode):
+            return None
+        return _info(bucket, key, st)
+
+    def _list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        self._walk(bucket, self._bucket_dir(bucket), "", prefix, start_after, limit, found)
+        return found
+
+    def _walk(
+        self,
+        bucket: str,
+        directory: Path,
+        key_prefix: str,
+        prefix: str,
+        start_after: str,
+        limit: int,
+        found: list[ObjectInfo],
+    ) -> None:
+        """Append objects to `found` in key order, descending only into directories that
+        can hold keys matching `prefix` after `start_after`, and stopping at `limit`."""
+        entries: list[tuple[str, os.DirEntry[str], bool]] = []
+        try:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    # Symbolic links and special files are never objects.
+                    if entry.is_dir(follow_symlinks=False):
+                        entries.append((f"{key_prefix}{entry.name}/", entry, True))
+                    elif entry.is_file(follow_symlinks=False):
+                        entries.append((key_prefix + entry.name, entry, False))
+        except (FileNotFoundError, NotADirectoryError):
+            return  # pruned by a concurrent delete
+        # Sorting directories as "name/" yields global key order: every key below a
+        # directory compares with its siblings exactly as "name/" does.
+        entries.sort(key=lambda item: item[0])
+        for name, entry, is_dir in entries:
+            if len(found) >= limit:
+                return
+            if is_dir:
+                could_match = name.startswith(prefix) or prefix.startswith(name)
+                all_before = name < start_after and not start_after.startswith(name)
+                if could_match and not all_before:
+                    self._walk(bucket, Path(entry.path), name, prefix, start_after, limit, found)
+            elif name.startswith(prefix) and name > start_after:
+                try:
+                    validate_key(name)
+                    st = entry.stat(follow_symlinks=False)
+                except (InvalidNameError, FileNotFoundError):
+                    continue  # a stray file, or deleted while listing
+                found.append(_info(bucket, name, st))
+
+
+def _info(bucket: str, key: str, st: os.stat_result) -> ObjectInfo:
+    # No checksum: it is only known while writing and this store keeps no metadata.
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=st.st_size,
+        last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+    )
+
+
+def _write_piece(file: BinaryIO, hasher: hashlib._Hash, piece: bytes | bytearray) -> None:
+    if piece:
+        file.write(piece)
+        hasher.update(piece)
+
+
+def _discard(file: BinaryIO, tmp_path: Path) -> None:
+    file.close()
+    tmp_path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data

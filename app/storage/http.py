@@ -1,0 +1,185 @@
+"""The `/objects/{bucket}/{key}` routes that serve signed URLs over any `ObjectStore`.
+
+Checks run in an order that leaks nothing: names first (400, says nothing about what
+exists), then the signature (403), and only then whether the object exists (404).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import format_datetime
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from app.storage.base import (
+    InvalidNameError,
+    NoSuchBucketError,
+    NoSuchObjectError,
+    ObjectInfo,
+    ObjectStore,
+    ObjectTooLargeError,
+)
+from app.storage.names import validate_bucket_name, validate_key
+from app.storage.signing import SignatureError, UrlSigner
+
+__all__ = ["OnPut", "object_routes"]
+
+#: Called after a successful signed upload, e.g. to record it in the database.
+OnPut = Callable[[str, str, ObjectInfo], Awaitable[None]]
+
+_SINGLE_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_OCTETS = "application/octet-stream"
+
+
+class _RangeNotSatisfiable(Exception):
+    pass
+
+
+def object_routes(
+    store: ObjectStore,
+    signer: UrlSigner,
+    max_upload_bytes: int,
+    on_put: OnPut | None = None,
+) -> list[BaseRoute]:
+    """Routes for GET/HEAD (with single byte ranges) and PUT of signed object URLs."""
+
+    async def endpoint(request: Request) -> Response:
+        bucket = request.path_params["bucket"]
+        key = request.path_params["key"]
+        try:
+            validate_bucket_name(bucket)
+            validate_key(key)
+        except InvalidNameError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        # A GET URL also allows HEAD, as on S3.
+        signed_method = "PUT" if request.method == "PUT" else "GET"
+        expires = request.query_params.get("expires")
+        sig = request.query_params.get("sig")
+        if expires is None or sig is None:
+            return PlainTextResponse("missing signature", status_code=403)
+        try:
+            signer.verify(signed_method, bucket, key, expires, sig)
+        except SignatureError as exc:
+            return PlainTextResponse(f"signature refused: {exc.reason}", status_code=403)
+        if request.method == "PUT":
+            return await _put(store, request, bucket, key, max_upload_bytes, on_put)
+        return await _get(store, request, bucket, key)
+
+    return [Route("/objects/{bucket}/{key:path}", endpoint, methods=["GET", "HEAD", "PUT"])]
+
+
+async def _get(store: ObjectStore, request: Request, bucket: str, key: str) -> Response:
+    try:
+        info = await store.stat(bucket, key)
+    except NoSuchBucketError:
+        info = None
+    if info is None:
+        return PlainTextResponse("no such object", status_code=404)
+    try:
+        byte_range = _parse_range(request.headers.get("range"), info.size)
+    except _RangeNotSatisfiable:
+        return PlainTextResponse(
+            "range not satisfiable",
+            status_code=416,
+            headers={"Content-Range": f"bytes */{info.size}"},
+        )
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Last-Modified": format_datetime(info.last_modified, usegmt=True),
+    }
+    if byte_range is None:
+        status, offset, length = 200, 0, info.size
+    else:
+        start, end = byte_range
+        status, offset, length = 206, start, end - start + 1
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers, media_type=_OCTETS)
+    stream = store.open_stream(bucket, key, offset=offset, length=length)
+    # Read the first piece before answering, so a vanished object is still a clean 404.
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        first = b""
+    except (NoSuchObjectError, NoSuchBucketError):
+        return PlainTextResponse("no such object", status_code=404)
+    return StreamingResponse(
+        _body(first, stream), status_code=status, headers=headers, media_type=_OCTETS
+    )
+
+
+async def _body(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        # A client that disconnects mid-download releases the file or connection now,
+        # not whenever the store's generator is collected.
+        aclose: Callable[[], Awaitable[None]] | None = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _put(
+    store: ObjectStore,
+    request: Request,
+    bucket: str,
+    key: str,
+    max_upload_bytes: int,
+    on_put: OnPut | None,
+) -> Response:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return PlainTextResponse("malformed Content-Length", status_code=400)
+        if int(declared) > max_upload_bytes:
+            # Refuse before reading a byte; the stream limit below covers chunked bodies.
+            return PlainTextResponse("upload too large", status_code=413)
+    try:
+        info = await store.put_stream(bucket, key, request.stream(), max_bytes=max_upload_bytes)
+    except ObjectTooLargeError:
+        return PlainTextResponse("upload too large", status_code=413)
+    except NoSuchBucketError:
+        return PlainTextResponse("no such bucket", status_code=404)
+    except InvalidNameError as exc:  # e.g. a key colliding with a key prefix on disk
+        return PlainTextResponse(str(exc), status_code=400)
+    except ClientDisconnect:
+        return PlainTextResponse("upload interrupted", status_code=400)
+    if on_put is not None:
+        await on_put(bucket, key, info)
+    digest = (info.checksum or "").removeprefix("sha256:")
+    return Response(status_code=200, headers={"ETag": f'"{digest}"'})
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range a `Range` header asks for, or None to send everything.
+
+    Only one `bytes` range is supported; any other form is ignored, which RFC 9110 §14.2
+    allows. Raises _RangeNotSatisfiable when the range lies outside the object.
+    """
+    if header is None:
+        return None
+    match = _SINGLE_RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix range: the last n bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _RangeNotSatisfiable
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None  # an invalid range-spec is ignored, not refused
+    if start >= size:
+        raise _RangeNotSatisfiable
+    end = min(int(last), size - 1) if last else size - 1
+    return start, end

@@ -1,0 +1,69 @@
+"""Bucket and key name rules shared by every adapter and by the signed-URL routes.
+
+The rules are S3's, tightened where a filesystem adapter needs it: a key that passes
+`validate_key` can be joined under a bucket directory without ever leaving it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from app.storage.base import InvalidNameError
+
+__all__ = ["MAX_KEY_BYTES", "validate_bucket_name", "validate_key"]
+
+MAX_KEY_BYTES = 1024
+
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4_LIKE_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+# Sequences S3 (and the minio client) refuse: they break virtual-host addressing.
+_BAD_BUCKET_PARTS = ("..", ".-", "-.")
+_RESERVED_PREFIXES = ("xn--", "sthree-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3")
+
+
+def validate_bucket_name(name: str) -> str:
+    """Return `name` unchanged when it is a valid S3 bucket name, else raise InvalidNameError."""
+    if not isinstance(name, str) or not _BUCKET_RE.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid bucket name {name!r}: 3-63 lowercase letters, digits, '-' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    if any(part in name for part in _BAD_BUCKET_PARTS):
+        raise InvalidNameError(f"invalid bucket name {name!r}: contains '..', '.-' or '-.'")
+    if _IPV4_LIKE_RE.fullmatch(name):
+        raise InvalidNameError(f"invalid bucket name {name!r}: formatted like an IP address")
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        raise InvalidNameError(f"invalid bucket name {name!r}: reserved prefix or suffix")
+    return name
+
+
+def validate_key(key: str) -> str:
+    """Return `key` unchanged when it is a safe object key, else raise InvalidNameError.
+
+    A key is 1-1024 bytes of UTF-8, `/`-separated segments, none empty, `.` or `..`; no
+    leading `/`, no backslash, no control character.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidNameError("object key must be a non-empty string")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise InvalidNameError(f"object key {key!r} is not valid UTF-8") from exc
+    if size > MAX_KEY_BYTES:
+        raise InvalidNameError(f"object key is {size} bytes long, over {MAX_KEY_BYTES}")
+    if key.startswith("/"):
+        raise InvalidNameError(f"object key {key!r} must not start with '/'")
+    if "\\" in key:
+        # Refused so that no platform or proxy can read it as a path separator.
+        raise InvalidNameError(f"object key {key!r} must not contain a backslash")
+    if any(unicodedata.category(char) == "Cc" for char in key):
+        raise InvalidNameError(f"object key {key!r} must not contain control characters")
+    if not key.strip():
+        # The minio client refuses blank names; refuse them everywhere for one contract.
+        raise InvalidNameError("object key must not be blank")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidNameError(f"object key {key!r} has an empty, '.' or '..' path segment")
+    return key

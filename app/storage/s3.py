@@ -1,0 +1,369 @@
+"""`ObjectStore` on S3 or MinIO through the blocking `minio` client.
+
+Every client call runs in a worker thread. Uploads of unknown length stream through a
+pipe that the worker thread pulls from the caller's async iterator, so memory stays
+bounded by one multipart part whatever the object's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import io
+import itertools
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from app.storage.base import (
+    STREAM_PIECE_BYTES,
+    HttpMethod,
+    NoSuchBucketError,
+    NoSuchObjectError,
+    ObjectInfo,
+    ObjectTooLargeError,
+    StorageError,
+)
+from app.storage.names import validate_bucket_name, validate_key
+from app.storage.signing import MAX_EXPIRES_IN
+
+__all__ = ["PART_BYTES", "S3ObjectStore"]
+
+#: Multipart part size. An upload holds a few copies of one part at most (minio slices it).
+PART_BYTES = 16 * 1024 * 1024
+#: S3's and MinIO's default region; assumed when none is given (see S3ObjectStore).
+DEFAULT_REGION = "us-east-1"
+_TIMEOUT_SECONDS = 300.0
+
+
+class S3ObjectStore:
+    """Objects in S3 or MinIO; presigned URLs are the server's own (SigV4).
+
+    `region=None` means us-east-1 (the MinIO default). Set it for AWS buckets elsewhere:
+    discovering it would take a blocking request inside the synchronous `presigned_url`.
+    Call `close()` on shutdown to drop pooled connections.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool,
+        region: str | None = None,
+    ) -> None:
+        # Our own pool (same settings as minio's default) so that close() can release it.
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=_TIMEOUT_SECONDS, read=_TIMEOUT_SECONDS),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+            retries=urllib3.Retry(
+                total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region or DEFAULT_REGION,
+            http_client=self._http,
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._http.clear)
+
+    # -- buckets ------------------------------------------------------------------------
+
+    async def create_bucket(self, bucket: str) -> None:
+        validate_bucket_name(bucket)
+        await asyncio.to_thread(self._create_bucket, bucket)
+
+    async def bucket_exists(self, bucket: str) -> bool:
+        validate_bucket_name(bucket)
+        return await asyncio.to_thread(self._bucket_exists, bucket)
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def put_stream(
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> ObjectInfo:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        pipe = _ChunkPipe(chunks, asyncio.get_running_loop(), max_bytes)
+        try:
+            await asyncio.to_thread(self._put_pipe, bucket, key, pipe)
+        except BaseException:
+            pipe.abort()  # unblocks the worker thread so that minio aborts the upload
+            raise
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=pipe.size,
+            last_modified=datetime.now(UTC),
+            checksum=f"sha256:{pipe.hexdigest()}",
+        )
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        digest = await asyncio.to_thread(self._put_bytes, bucket, key, data)
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=len(data),
+            last_modified=datetime.now(UTC),
+            checksum=f"sha256:{digest}",
+        )
+
+    async def delete(self, bucket: str, key: str) -> None:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await asyncio.to_thread(self._delete, bucket, key)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        pieces = [piece async for piece in self.open_stream(bucket, key)]
+        return b"".join(pieces)
+
+    async def open_stream(
+        self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError("offset and length must not be negative")
+        if length == 0:
+            # minio reads length=0 as "to the end"; still report a missing object.
+            if await self.stat(bucket, key) is None:
+                raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}")
+            return
+        response = await asyncio.to_thread(self._get_object, bucket, key, offset, length)
+        if response is None:
+            return  # the range starts past the end
+        try:
+            while piece := await asyncio.to_thread(response.read, STREAM_PIECE_BYTES):
+                yield piece
+        finally:
+            await asyncio.to_thread(_release, response)
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        return await asyncio.to_thread(self._stat, bucket, key)
+
+    async def list_objects(
+        self, bucket: str, *, prefix: str = "", start_after: str = "", limit: int = 1000
+    ) -> list[ObjectInfo]:
+        validate_bucket_name(bucket)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        if limit == 0:
+            return []
+        return await asyncio.to_thread(self._list, bucket, prefix, start_after, limit)
+
+    def presigned_url(self, method: HttpMethod, bucket: str, key: str, expires_in: int) -> str:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        if not 0 < expires_in <= MAX_EXPIRES_IN:
+            raise ValueError(f"expires_in must be between 1 and {MAX_EXPIRES_IN} seconds")
+        expires = timedelta(seconds=expires_in)
+        # No network call: the region is always known (see the class docstring).
+        if method == "GET":
+            return self._client.presigned_get_object(bucket, key, expires=expires)
+        if method == "PUT":
+            return self._client.presigned_put_object(bucket, key, expires=expires)
+        raise ValueError(f"unsupported method {method!r}; expected 'GET' or 'PUT'")
+
+    # -- blocking helpers (worker threads only) -----------------------------------------
+
+    def _create_bucket(self, bucket: str) -> None:
+        with _s3_errors(bucket):
+            if self._client.bucket_exists(bucket):
+                return
+            try:
+                self._client.make_bucket(bucket)
+            except S3Error as exc:
+                if exc.code != "BucketAlreadyOwnedByYou":  # lost a race with ourselves
+                    raise
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        with _s3_errors(bucket):
+            return self._client.bucket_exists(bucket)
+
+    def _put_pipe(self, bucket: str, key: str, pipe: _ChunkPipe) -> None:
+        # The BufferedReader hands minio whole parts from the pipe; one upload at a time
+        # keeps a single part in memory (parallel uploads would hold several).
+        reader = io.BufferedReader(pipe, buffer_size=STREAM_PIECE_BYTES)
+        with _s3_errors(bucket, key):
+            self._client.put_object(
+                bucket, key, reader, length=-1, part_size=PART_BYTES, num_parallel_uploads=1
+            )
+
+    def _put_bytes(self, bucket: str, key: str, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        with _s3_errors(bucket, key):
+            self._client.put_object(
+                bucket,
+                key,
+                io.BytesIO(data),
+                length=len(data),
+                part_size=PART_BYTES,
+                num_parallel_uploads=1,
+            )
+        return digest
+
+    def _delete(self, bucket: str, key: str) -> None:
+        with _s3_errors(bucket, key):
+            self._client.remove_object(bucket, key)
+
+    def _get_object(
+        self, bucket: str, key: str, offset: int, length: int | None
+    ) -> urllib3.BaseHTTPResponse | None:
+        with _s3_errors(bucket, key):
+            try:
+                return self._client.get_object(bucket, key, offset=offset, length=length or 0)
+            except S3Error as exc:
+                if exc.code == "InvalidRange":
+                    return None
+                raise
+
+    def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        with _s3_errors(bucket, key):
+            try:
+                found = self._client.stat_object(bucket, key)
+            except S3Error as exc:
+                # A HEAD has no error body: minio reports a missing bucket as NoSuchKey too.
+                if exc.code != "NoSuchKey":
+                    raise
+                if not self._client.bucket_exists(bucket):
+                    raise NoSuchBucketError(f"no bucket {bucket!r}") from exc
+                return None
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=found.size or 0,
+            last_modified=found.last_modified or datetime.now(UTC),
+        )
+
+    def _list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[ObjectInfo]:
+        with _s3_errors(bucket):
+            listing: Iterator[Any] = self._client.list_objects(
+                bucket, prefix=prefix or None, recursive=True, start_after=start_after or None
+            )
+            # The listing pages lazily; stop requesting pages once `limit` is reached.
+            return [
+                ObjectInfo(
+                    bucket=bucket,
+                    key=item.object_name,
+                    size=item.size or 0,
+                    last_modified=item.last_modified or datetime.now(UTC),
+                )
+                for item in itertools.islice(listing, limit)
+            ]
+
+
+class _ChunkPipe(io.RawIOBase):
+    """A readable raw stream over an async iterator, read from a worker thread.
+
+    Each read that finds the pipe empty asks the event loop for the next chunk and waits
+    for it, so nothing is read ahead; the sha256, the size and the `max_bytes` limit are
+    applied as the bytes pass.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        loop: asyncio.AbstractEventLoop,
+        max_bytes: int | None,
+    ) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._loop = loop
+        self._max_bytes = max_bytes
+        self._hasher = hashlib.sha256()
+        self._pending = memoryview(b"")
+        self._eof = False
+        self._aborted = threading.Event()
+        self._waiting: concurrent.futures.Future[bytes | None] | None = None
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            if self._eof:
+                return 0
+            chunk = self._next_chunk()
+            if chunk is None:
+                self._eof = True
+                return 0
+            self._pending = memoryview(chunk)
+        target = memoryview(buffer).cast("B")
+        count = min(len(target), len(self._pending))
+        target[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()
+
+    def abort(self) -> None:
+        self._aborted.set()
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.cancel()
+
+    def _next_chunk(self) -> bytes | None:
+        if self._aborted.is_set():
+            raise StorageError("upload abandoned")
+        self._waiting = asyncio.run_coroutine_threadsafe(_next_or_none(self._chunks), self._loop)
+        if self._aborted.is_set():  # abort() may have run before the future was visible
+            self._waiting.cancel()
+        chunk = self._waiting.result()
+        self._waiting = None
+        if chunk is not None:
+            self.size += len(chunk)
+            if self._max_bytes is not None and self.size > self._max_bytes:
+                raise ObjectTooLargeError(f"object is over its limit of {self._max_bytes} bytes")
+            self._hasher.update(chunk)
+        return chunk
+
+
+async def _next_or_none(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+
+
+@contextmanager
+def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
+    """Translate client errors into the port's error tree."""
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code == "NoSuchBucket":
+            raise NoSuchBucketError(f"no bucket {bucket!r}") from exc
+        if exc.code == "NoSuchKey":
+            raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
+        raise StorageError(f"S3 request failed: {exc.code}: {exc.message}") from exc
+    except Urllib3Error as exc:
+        raise StorageError(f"S3 endpoint unreachable or failing: {exc}") from exc
+
+
+def _release(response: urllib3.BaseHTTPResponse) -> None:
+    response.close()
+    response.release_conn()

@@ -1,0 +1,114 @@
+"""Behaviour specific to the filesystem adapter: confinement, collisions, temp files."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.storage.base import InvalidNameError, ObjectTooLargeError, StorageError
+from app.storage.filesystem import FilesystemObjectStore
+from app.storage.signing import UrlSigner
+
+
+@pytest.fixture
+async def fs(tmp_path: Path) -> FilesystemObjectStore:
+    store = FilesystemObjectStore(tmp_path / "root", UrlSigner(b"s" * 32, "http://x"))
+    await store.create_bucket("bucket")
+    return store
+
+
+def tmp_files(store_root: Path) -> list[str]:
+    tmp = store_root / ".tmp"
+    return sorted(p.name for p in tmp.iterdir()) if tmp.exists() else []
+
+
+async def test_objects_live_at_root_bucket_key(fs: FilesystemObjectStore, tmp_path: Path) -> None:
+    await fs.put_bytes("bucket", "a/b/c", b"data")
+    assert (tmp_path / "root" / "bucket" / "a" / "b" / "c").read_bytes() == b"data"
+    assert tmp_files(tmp_path / "root") == []
+
+
+async def test_symlink_inside_the_store_is_not_followed(
+    fs: FilesystemObjectStore, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (tmp_path / "root" / "bucket" / "link").symlink_to(outside, target_is_directory=True)
+    (tmp_path / "root" / "bucket" / "file-link").symlink_to(outside / "secret")
+
+    with pytest.raises(StorageError):
+        await fs.get_bytes("bucket", "link/secret")
+    with pytest.raises(StorageError):
+        await fs.put_bytes("bucket", "link/planted", b"x")
+    with pytest.raises(StorageError):
+        await fs.stat("bucket", "file-link")
+    with pytest.raises(StorageError):
+        await fs.delete("bucket", "file-link")
+
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert (outside / "secret").read_bytes() == b"secret"
+    assert await fs.list_objects("bucket") == []  # links are never listed
+
+
+async def test_symlinked_bucket_is_refused(fs: FilesystemObjectStore, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "root" / "linked").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(StorageError):
+        await fs.put_bytes("linked", "k", b"x")
+    assert list(outside.iterdir()) == []
+
+
+async def test_key_and_prefix_collide(fs: FilesystemObjectStore) -> None:
+    await fs.put_bytes("bucket", "a/b", b"x")
+    await fs.put_bytes("bucket", "c", b"y")
+
+    with pytest.raises(InvalidNameError):
+        await fs.put_bytes("bucket", "a", b"file over a prefix")
+    with pytest.raises(InvalidNameError):
+        await fs.put_bytes("bucket", "c/d", b"prefix over a file")
+    assert await fs.stat("bucket", "a") is None
+    assert [o.key for o in await fs.list_objects("bucket")] == ["a/b", "c"]
+
+
+async def test_overlong_segment_is_refused(fs: FilesystemObjectStore) -> None:
+    with pytest.raises(InvalidNameError):
+        await fs.put_bytes("bucket", "d/" + "x" * 256, b"x")
+
+
+async def test_failed_and_cancelled_uploads_leave_no_temp_file(
+    fs: FilesystemObjectStore, tmp_path: Path
+) -> None:
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 4096
+            started.set()
+            await asyncio.sleep(0)
+
+    with pytest.raises(ObjectTooLargeError):
+        await fs.put_stream("bucket", "too-big", endless(), max_bytes=100_000)
+    upload = asyncio.create_task(fs.put_stream("bucket", "cancelled", endless()))
+    await started.wait()
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+
+    assert tmp_files(tmp_path / "root") == []
+    assert await fs.list_objects("bucket") == []
+
+
+async def test_stray_files_are_not_objects(fs: FilesystemObjectStore, tmp_path: Path) -> None:
+    bucket_dir = tmp_path / "root" / "bucket"
+    (bucket_dir / "empty-dir").mkdir()
+    (bucket_dir / "back\\slash").write_bytes(b"not a valid key")
+    await fs.put_bytes("bucket", "real", b"r")
+
+    assert [o.key for o in await fs.list_objects("bucket")] == ["real"]
+    assert await fs.stat("bucket", "empty-dir") is None

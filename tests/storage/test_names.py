@@ -1,0 +1,85 @@
+"""Bucket and key name rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.storage.base import InvalidNameError
+from app.storage.names import validate_bucket_name, validate_key
+
+
+@pytest.mark.parametrize("name", ["abc", "a-b.c", "0day", "x" * 63, "my.bucket-1"])
+def test_valid_bucket_names(name: str) -> None:
+    assert validate_bucket_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ab",
+        "x" * 64,
+        "Upper",
+        "under_score",
+        "-lead",
+        "trail-",
+        ".lead",
+        "trail.",
+        "a..b",
+        "a.-b",
+        "a-.b",
+        "192.168.1.1",
+        "10.0.0.255",
+        "xn--punycode",
+        "name-s3alias",
+        "with space",
+        "sl/ash",
+        "",
+    ],
+)
+def test_invalid_bucket_names(name: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_bucket_name(name)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "a/b/c.raw", ".hidden", "a/..b", "a/b..", "...", "é", "é" * 512, "x" * 1024, "a b"],
+)
+def test_valid_keys(key: str) -> None:
+    assert validate_key(key) == key
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        " ",
+        "x" * 1025,
+        "é" * 513,  # 1026 bytes of UTF-8
+        "/abs",
+        "a/",
+        "a//b",
+        ".",
+        "..",
+        "../x",
+        "a/../b",
+        "a/./b",
+        "a/..",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        "a\x7fb",
+        "a\x85b",  # C1 control
+        "\ud800",  # lone surrogate: not encodable as UTF-8
+    ],
+)
+def test_invalid_keys(key: str) -> None:
+    with pytest.raises(InvalidNameError):
+        validate_key(key)
+
+
+def test_non_strings_are_refused() -> None:
+    with pytest.raises(InvalidNameError):
+        validate_bucket_name(b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidNameError):
+        validate_key(None)  # type: ignore[arg-type]

@@ -1,0 +1,368 @@
+"""Signed `/objects/…` URLs: `UrlSigner` and the routes of `app.storage.http`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from app.storage.base import ObjectInfo
+from app.storage.filesystem import FilesystemObjectStore
+from app.storage.http import object_routes
+from app.storage.signing import UrlSigner
+from tests.storage.asgi import raw_asgi
+from tests.storage.conftest import FilesystemServer
+
+BASE_URL = "http://testserver"
+MAX_UPLOAD = 10_000
+DATA = bytes(range(256)) * 10  # 2560 bytes
+
+
+@dataclass
+class Env:
+    root: Path
+    signer: UrlSigner
+    store: FilesystemObjectStore
+    app: ASGIApp
+    client: httpx.AsyncClient
+    uploads: list[tuple[str, str, ObjectInfo]] = field(default_factory=list)
+
+    def url(self, method: str, bucket: str, key: str, expires_in: int = 300) -> str:
+        assert method in ("GET", "PUT")
+        return self.signer.sign("GET" if method == "GET" else "PUT", bucket, key, expires_in)
+
+    def tmp_files(self) -> list[Path]:
+        tmp = self.root / ".tmp"
+        return sorted(tmp.iterdir()) if tmp.exists() else []
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    root = tmp_path / "objects"
+    signer = UrlSigner(b"signed-url-tests-secret-0123456789", BASE_URL)
+    store = FilesystemObjectStore(root, signer)
+    uploads: list[tuple[str, str, ObjectInfo]] = []
+
+    async def on_put(bucket: str, key: str, info: ObjectInfo) -> None:
+        uploads.append((bucket, key, info))
+
+    app = Starlette(routes=object_routes(store, signer, MAX_UPLOAD, on_put=on_put))
+    for bucket in ("bucket-a", "bucket-b"):
+        await store.create_bucket(bucket)
+        await store.put_bytes(bucket, "dir/obj", DATA)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
+        yield Env(root, signer, store, app, client, uploads)
+
+
+def with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    query.update(changes)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?" + "&".join(
+        f"{name}={value}" for name, value in query.items()
+    )
+
+
+def with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{path}?{parts.query}"
+
+
+# -- GET -----------------------------------------------------------------------------------
+
+
+async def test_valid_get_and_head(env: Env) -> None:
+    response = await env.client.get(env.url("GET", "bucket-a", "dir/obj"))
+    head = await env.client.head(env.url("GET", "bucket-a", "dir/obj"))
+
+    assert response.status_code == 200
+    assert response.content == DATA
+    assert response.headers["content-length"] == str(len(DATA))
+    assert response.headers["accept-ranges"] == "bytes"
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(DATA))
+
+
+async def test_expired_url(env: Env) -> None:
+    url = env.signer.sign("GET", "bucket-a", "dir/obj", 60, now=time.time() - 61)
+
+    response = await env.client.get(url)
+
+    assert (response.status_code, response.text) == (403, "signature refused: expired")
+
+
+async def test_tampered_signature(env: Env) -> None:
+    url = env.url("GET", "bucket-a", "dir/obj")
+    sig = parse_qs(urlsplit(url).query)["sig"][0]
+    flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+
+    response = await env.client.get(with_query(url, sig=flipped))
+    unsigned = await env.client.get(url.split("?")[0])
+
+    assert (response.status_code, response.text) == (403, "signature refused: invalid")
+    assert (unsigned.status_code, unsigned.text) == (403, "missing signature")
+
+
+async def test_tampered_expires(env: Env) -> None:
+    url = env.url("GET", "bucket-a", "dir/obj")
+    expires = int(parse_qs(urlsplit(url).query)["expires"][0])
+
+    later = await env.client.get(with_query(url, expires=str(expires + 3600)))
+    garbage = await env.client.get(with_query(url, expires="soon"))
+
+    assert (later.status_code, later.text) == (403, "signature refused: invalid")
+    assert (garbage.status_code, garbage.text) == (403, "signature refused: malformed")
+
+
+async def test_url_for_other_bucket_or_key(env: Env) -> None:
+    url = env.url("GET", "bucket-a", "dir/obj")
+    await env.store.put_bytes("bucket-a", "dir/other", b"secret")
+
+    other_bucket = await env.client.get(with_path(url, "/objects/bucket-b/dir/obj"))
+    other_key = await env.client.get(with_path(url, "/objects/bucket-a/dir/other"))
+
+    assert other_bucket.status_code == 403
+    assert other_key.status_code == 403
+
+
+async def test_get_url_cannot_put_and_put_url_cannot_get(env: Env) -> None:
+    put_with_get_url = await env.client.put(env.url("GET", "bucket-a", "dir/obj"), content=b"evil")
+    get_with_put_url = await env.client.get(env.url("PUT", "bucket-a", "dir/obj"))
+
+    assert put_with_get_url.status_code == 403
+    assert get_with_put_url.status_code == 403
+    assert await env.store.get_bytes("bucket-a", "dir/obj") == DATA
+    assert env.uploads == []
+
+
+async def test_missing_object_and_bucket(env: Env) -> None:
+    missing_key = await env.client.get(env.url("GET", "bucket-a", "dir/absent"))
+    missing_bucket = await env.client.get(env.url("GET", "bucket-zz", "dir/obj"))
+    put_missing_bucket = await env.client.put(env.url("PUT", "bucket-zz", "k"), content=b"x")
+
+    assert missing_key.status_code == 404
+    assert missing_bucket.status_code == 404
+    assert put_missing_bucket.status_code == 404
+
+
+async def test_other_methods_not_allowed(env: Env) -> None:
+    response = await env.client.delete(env.url("GET", "bucket-a", "dir/obj"))
+    assert response.status_code == 405
+    assert await env.store.get_bytes("bucket-a", "dir/obj") == DATA
+
+
+# -- traversal -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def secret_outside(env: Env) -> Path:
+    secret = env.root.parent / "secret.txt"
+    secret.write_text("top secret")
+    return secret
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/objects/bucket-a/../secret.txt",
+        "/objects/bucket-a/dir/../../../secret.txt",
+        "/objects/bucket-a//etc/passwd",
+        "/objects/bucket-a/./dir/obj",
+        "/objects/../bucket-a/dir/obj",
+        "/objects/bucket-a/dir\\..\\..\\secret.txt",
+    ],
+)
+async def test_literal_traversal_is_refused(env: Env, secret_outside: Path, path: str) -> None:
+    for method in ("GET", "PUT"):
+        status, body = await raw_asgi(env.app, method, path, "expires=9999999999&sig=" + "0" * 64)
+        assert status == 400
+        assert b"top secret" not in body
+    assert secret_outside.read_text() == "top secret"
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        "%2e%2e%2fsecret.txt",
+        "..%2Fsecret.txt",
+        "dir/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+        "%2Fetc%2Fpasswd",
+        "%2e%2e%5csecret.txt",
+        "dir/%00",
+    ],
+)
+async def test_encoded_traversal_is_refused(env: Env, secret_outside: Path, encoded: str) -> None:
+    url = f"{BASE_URL}/objects/bucket-a/{encoded}?expires=9999999999&sig={'0' * 64}"
+
+    get = await env.client.get(url)
+    put = await env.client.put(url, content=b"overwritten")
+
+    assert get.status_code == 400
+    assert put.status_code == 400
+    assert secret_outside.read_text() == "top secret"
+    assert sorted(p.name for p in env.root.parent.iterdir()) == ["objects", "secret.txt"]
+
+
+async def test_invalid_bucket_name_is_400(env: Env) -> None:
+    response = await env.client.get(f"{BASE_URL}/objects/Bucket_A/dir/obj?expires=1&sig=00")
+    assert response.status_code == 400
+
+
+async def test_traversal_through_real_http_server(fs_server: FilesystemServer) -> None:
+    """Over a socket, so nothing between the client and uvicorn cleans the path."""
+    port = urlsplit(fs_server.signer.base_url).port
+    assert port is not None
+    request = (
+        b"GET /objects/bucket-a/../../../../etc/passwd?expires=9999999999&sig="
+        + b"0" * 64
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+
+    def exchange() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    reply = await asyncio.to_thread(exchange)
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert b"root:" not in reply
+
+
+# -- PUT -----------------------------------------------------------------------------------
+
+
+async def test_put_stores_object_and_reports_it(env: Env) -> None:
+    body = b"uploaded bytes" * 100
+
+    response = await env.client.put(env.url("PUT", "bucket-a", "new/obj.raw"), content=body)
+
+    digest = hashlib.sha256(body).hexdigest()
+    assert response.status_code == 200
+    assert response.headers["etag"] == f'"{digest}"'
+    assert await env.store.get_bytes("bucket-a", "new/obj.raw") == body
+    assert [(b, k, i.size, i.checksum) for b, k, i in env.uploads] == [
+        ("bucket-a", "new/obj.raw", len(body), f"sha256:{digest}")
+    ]
+
+
+async def test_put_exactly_at_limit(env: Env) -> None:
+    response = await env.client.put(env.url("PUT", "bucket-a", "max"), content=b"m" * MAX_UPLOAD)
+    assert response.status_code == 200
+    stat = await env.store.stat("bucket-a", "max")
+    assert stat is not None and stat.size == MAX_UPLOAD
+
+
+async def test_oversize_upload_with_content_length(env: Env) -> None:
+    response = await env.client.put(
+        env.url("PUT", "bucket-a", "big"), content=b"b" * (MAX_UPLOAD + 1)
+    )
+
+    assert response.status_code == 413
+    assert await env.store.stat("bucket-a", "big") is None
+    assert env.uploads == []
+    assert env.tmp_files() == []
+
+
+async def test_oversize_chunked_upload(env: Env) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(11):
+            yield b"c" * 1000
+
+    overwrite = await env.client.put(env.url("PUT", "bucket-a", "dir/obj"), content=body())
+    fresh = await env.client.put(env.url("PUT", "bucket-a", "chunked"), content=body())
+
+    assert overwrite.status_code == 413
+    assert fresh.status_code == 413
+    assert "content-length" not in overwrite.request.headers  # the stream limit did it
+    assert await env.store.get_bytes("bucket-a", "dir/obj") == DATA
+    assert await env.store.stat("bucket-a", "chunked") is None
+    assert env.uploads == []
+    assert env.tmp_files() == []
+
+
+async def test_malformed_content_length(env: Env) -> None:
+    url = env.url("PUT", "bucket-a", "k")
+    parts = urlsplit(url)
+    status, _ = await raw_asgi(
+        env.app, "PUT", parts.path, parts.query, body=b"abc", headers={"content-length": "12abc"}
+    )
+    assert status == 400
+    assert await env.store.stat("bucket-a", "k") is None
+
+
+# -- Range ---------------------------------------------------------------------------------
+
+SIZE = len(DATA)
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, SIZE - 1),
+        ("bytes=-10", SIZE - 10, SIZE - 1),
+        ("bytes=-99999", 0, SIZE - 1),
+        (f"bytes={SIZE - 5}-{SIZE + 500}", SIZE - 5, SIZE - 1),
+        (f"bytes={SIZE - 1}-{SIZE - 1}", SIZE - 1, SIZE - 1),
+    ],
+)
+async def test_range_206(env: Env, header: str, start: int, end: int) -> None:
+    url = env.url("GET", "bucket-a", "dir/obj")
+
+    response = await env.client.get(url, headers={"Range": header})
+    head = await env.client.head(url, headers={"Range": header})
+
+    assert response.status_code == 206
+    assert response.content == DATA[start : end + 1]
+    assert response.headers["content-range"] == f"bytes {start}-{end}/{SIZE}"
+    assert response.headers["content-length"] == str(end - start + 1)
+    assert (head.status_code, head.content) == (206, b"")
+    assert head.headers["content-range"] == f"bytes {start}-{end}/{SIZE}"
+
+
+@pytest.mark.parametrize("header", [f"bytes={SIZE}-", f"bytes={SIZE + 10}-{SIZE + 20}", "bytes=-0"])
+async def test_range_416(env: Env, header: str) -> None:
+    response = await env.client.get(
+        env.url("GET", "bucket-a", "dir/obj"), headers={"Range": header}
+    )
+
+    assert response.status_code == 416
+    assert response.headers["content-range"] == f"bytes */{SIZE}"
+
+
+async def test_range_on_empty_object_is_416(env: Env) -> None:
+    await env.store.put_bytes("bucket-a", "empty", b"")
+    url = env.url("GET", "bucket-a", "empty")
+
+    ranged = await env.client.get(url, headers={"Range": "bytes=0-"})
+    whole = await env.client.get(url)
+
+    assert (ranged.status_code, ranged.headers["content-range"]) == (416, "bytes */0")
+    assert (whole.status_code, whole.content) == (200, b"")
+
+
+@pytest.mark.parametrize(
+    "header", ["bytes=5-2", "bytes=0-1,5-6", "items=0-5", "bytes=x-y", "bytes=-"]
+)
+async def test_unsupported_or_invalid_range_sends_everything(env: Env, header: str) -> None:
+    response = await env.client.get(
+        env.url("GET", "bucket-a", "dir/obj"), headers={"Range": header}
+    )
+
+    assert response.status_code == 200
+    assert response.content == DATA
+    assert "content-range" not in response.headers
