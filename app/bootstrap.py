@@ -10,6 +10,8 @@ from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database
 from app.services.registry import Services
+from app.storage.factory import build_stores, service_bucket, url_secret
+from app.storage.signing import UrlSigner
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,20 @@ class Runtime:
         if s.auto_migrate:
             await asyncio.to_thread(upgrade, s.effective_database_url)
         db = build_database(s)
-        self._services = Services.build(s, db)
+        self.signer = UrlSigner(url_secret(s), s.public_url)
+        self.stores = build_stores(s, self.signer)
+        for region, store in self.stores.items():
+            await store.create_bucket(service_bucket(region))
+        self._services = Services.build(s, db, self.stores)
         await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
         if not s.admin_token:
             log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
 
     async def stop(self) -> None:
+        for store in {id(s): s for s in getattr(self, "stores", {}).values()}.values():
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
         if self._services is not None:
             await self._services.db.dispose()
             self._services = None

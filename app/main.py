@@ -9,7 +9,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route, Router
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
@@ -19,6 +20,7 @@ from app.api.schema import build_schema
 from app.bootstrap import Runtime
 from app.config import Settings
 from app.http import EdgeMiddleware
+from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
 
 
@@ -41,6 +43,26 @@ class GraphQLApp(GraphQL[Context, None]):
         return graphiql_page("/graphql")
 
 
+#: Uploads through signed URLs: the largest importable file plus headroom.
+MAX_UPLOAD_BYTES = 130 * 1024**3
+
+
+class LazyObjectRoutes:
+    """The signed-URL object routes; the store exists only once the lifespan started."""
+
+    def __init__(self, runtime: Runtime, on_put: Any) -> None:
+        self.runtime = runtime
+        self.on_put = on_put
+        self._router: Router | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._router is None:
+            store = self.runtime.stores[self.runtime.settings.default_region]
+            routes = object_routes(store, self.runtime.signer, MAX_UPLOAD_BYTES, self.on_put)
+            self._router = Router(routes=routes)
+        await self._router(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Starlette:
     runtime = Runtime(settings)
 
@@ -57,10 +79,16 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"ok": ok, "version": __version__}, status_code=200 if ok else 503)
 
     graphql_app = GraphQLApp(runtime)
+
+    async def on_put(bucket: str, key: str, info: Any) -> None:
+        await runtime.services.storage.record_checksum(bucket, key, info)
+
+    objects_app = LazyObjectRoutes(runtime, on_put)
     routes: list[Any] = [
         Route("/health", health, methods=["GET"]),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         *graphiql_routes(endpoint="/graphql"),
+        Mount("/", app=objects_app),  # last: /objects/{bucket}/{key} signed URLs
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

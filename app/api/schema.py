@@ -27,6 +27,7 @@ from app.api.errors import ERROR_TYPES
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
 from app.api.scalars import SCALAR_MAP
+from app.api.storage import StorageMutations, StorageQueries
 from app.errors import NotFound
 
 log = logging.getLogger("app.api")
@@ -77,12 +78,12 @@ class CoreQueries:
 
 
 @strawberry.type
-class Query(CoreQueries, AccountQueries, ImageQueries):
+class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries):
     pass
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations):
     pass
 
 

@@ -162,3 +162,28 @@ class Job(SQLModel, table=True):
 def metadata() -> Any:
     """The metadata of every table (Alembic's target)."""
     return SQLModel.metadata
+
+
+class Bucket(SQLModel, table=True):
+    """A bucket of an account in a region (names are unique across the service, as on S3)."""
+
+    __tablename__ = "buckets"
+
+    name: str = Field(primary_key=True, max_length=63)
+    account_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("accounts.id", ondelete="CASCADE"), index=True, nullable=False)
+    )
+    region: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
+class ObjectChecksum(SQLModel, table=True):
+    """The sha256 of an object as last seen (size and mtime tell when it went stale)."""
+
+    __tablename__ = "object_checksums"
+
+    bucket: str = Field(primary_key=True, max_length=63)
+    key: str = Field(primary_key=True, max_length=1024)
+    size: int = Field(sa_type=BigInteger)
+    modified_at: datetime = _ts()
+    checksum: str = Field(max_length=80)

@@ -8,7 +8,9 @@ from app.config import Settings
 from app.db.uow import Database
 from app.services.accounts import AccountService
 from app.services.images import ImageService
+from app.services.storage import StorageService
 from app.services.tags import TagService
+from app.storage.base import ObjectStore
 
 
 @dataclass
@@ -18,15 +20,17 @@ class Services:
     accounts: AccountService
     images: ImageService
     tags: TagService
+    storage: StorageService
 
     @classmethod
-    def build(cls, settings: Settings, db: Database) -> Services:
+    def build(cls, settings: Settings, db: Database, stores: dict[str, ObjectStore]) -> Services:
         return cls(
             settings=settings,
             db=db,
             accounts=AccountService(db, settings.default_region),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
+            storage=StorageService(db, stores, settings.default_region),
         )
 
     async def ping(self) -> bool:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 15:04:54.115698
+Create Date: 2026-11-26 15:13:27.365475
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
     )
+    op.create_table('object_checksums',
+    sa.Column('bucket', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('modified_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('checksum', sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
+    sa.PrimaryKeyConstraint('bucket', 'key')
+    )
     op.create_table('api_tokens',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('account_id', sa.String(length=40), nullable=False),
@@ -43,6 +51,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_tokens_account_id'), ['account_id'], unique=False)
+
+    op.create_table('buckets',
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('name')
+    )
+    with op.batch_alter_table('buckets', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_buckets_account_id'), ['account_id'], unique=False)
 
     op.create_table('images',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
@@ -171,9 +190,14 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_images_kms_key_id'))
 
     op.drop_table('images')
+    with op.batch_alter_table('buckets', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_buckets_account_id'))
+
+    op.drop_table('buckets')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_tokens_account_id'))
 
     op.drop_table('api_tokens')
+    op.drop_table('object_checksums')
     op.drop_table('accounts')
     # ### end Alembic commands ###

@@ -1,0 +1,39 @@
+"""Regenerate the README's generated tables: `python -m app.docs` (the tests check them)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def tables() -> dict[str, str]:
+    # Importing the API registers every feature's error codes.
+    import app.api.schema  # noqa: F401
+    from app.config import ENVIRONMENT
+    from app.errors import CODES
+
+    return {
+        "settings": "| variable | meaning |\n|---|---|\n"
+        + "\n".join(f"| `{k}` | {v} |" for k, v in ENVIRONMENT.items()),
+        "codes": "| code | meaning |\n|---|---|\n" + "\n".join(f"| `{k}` | {v} |" for k, v in CODES.items()),
+    }
+
+
+def render(readme: str) -> str:
+    for name, table in tables().items():
+        readme = re.sub(
+            rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)",
+            lambda m, t=table: m.group(1) + t + m.group(2),
+            readme,
+            flags=re.S,
+        )
+    return readme
+
+
+def main() -> None:
+    path = Path("README.md")
+    path.write_text(render(path.read_text()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Buckets of accounts, signed upload/download URLs, and object checksums."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from app.db.tables import Bucket, ObjectChecksum
+from app.db.types import utcnow
+from app.db.uow import Database
+from app.domain.images import Caller
+from app.domain.rules import validate_page_size
+from app.errors import Conflict, Invalid, NotFound, register_codes
+from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore
+from app.storage.names import validate_bucket_name, validate_key
+
+register_codes({
+    "INVALID_BUCKET_NAME": "Bucket names: 3-63 lowercase letters, digits, '-' or '.', as on S3; `ims-` is reserved.",
+    "INVALID_OBJECT_KEY": "Object keys: 1-1024 bytes, no empty, '.' or '..' segments, no control characters.",
+    "BUCKET_EXISTS": "A bucket with this name exists.",
+    "INVALID_URL_EXPIRY": "Signed URLs live 1 second to 7 days.",
+})
+
+RESERVED_BUCKET_PREFIX = "ims-"
+URL_EXPIRY_MAX = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class StoredObjectView:
+    bucket: str
+    key: str
+    size: int
+    modified_at: datetime
+    checksum: str | None = None
+
+
+class StorageService:
+    def __init__(self, db: Database, stores: dict[str, ObjectStore], default_region: str) -> None:
+        self.db = db
+        self.stores = stores
+        self.default_region = default_region
+
+    def store(self, region: str) -> ObjectStore:
+        return self.stores[region]
+
+    async def create_bucket(self, caller: Caller, name: str, region: str | None) -> Bucket:
+        region = region or self.default_region
+        if region not in self.stores:
+            raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="input.region")
+        try:
+            validate_bucket_name(name)
+        except InvalidNameError as exc:
+            raise Invalid("INVALID_BUCKET_NAME", field="input.name") from exc
+        if name.startswith(RESERVED_BUCKET_PREFIX):
+            raise Invalid("INVALID_BUCKET_NAME", "The `ims-` prefix is reserved.", field="input.name")
+        async with self.db.uow(caller.account_id) as uow:
+            if await uow.storage.bucket(name) is not None:
+                raise Conflict("BUCKET_EXISTS")
+            bucket = Bucket(name=name, account_id=caller.account_id, region=region, created_at=utcnow())
+            await uow.storage.add_bucket(bucket)
+            # The bucket exists in storage before the row commits: a crash between the two
+            # leaves an empty bucket that a retry adopts, never a row without a bucket.
+            await self.stores[region].create_bucket(name)
+            await uow.commit()
+        return bucket
+
+    async def buckets(self, caller: Caller) -> list[Bucket]:
+        async with self.db.uow(caller.account_id, write=False) as uow:
+            return await uow.storage.buckets_of(caller.account_id)
+
+    async def owned_bucket(self, caller: Caller, name: str, field: str = "input.bucket") -> Bucket:
+        """The caller's bucket, or BUCKET_NOT_FOUND (another account's bucket is not told apart)."""
+        async with self.db.uow(caller.account_id, write=False) as uow:
+            bucket = await uow.storage.bucket(name)
+        if bucket is None or bucket.account_id != caller.account_id:
+            raise NotFound("BUCKET_NOT_FOUND", resource_id=name)
+        return bucket
+
+    async def list_objects(
+        self, bucket: Bucket, prefix: str | None, first: int | None, after: str | None
+    ) -> tuple[list[StoredObjectView], bool]:
+        size = validate_page_size(first)
+        infos = await self.stores[bucket.region].list_objects(
+            bucket.name, prefix=prefix or "", start_after=after or "", limit=size + 1
+        )
+        return [self._view(i) for i in infos[:size]], len(infos) > size
+
+    @staticmethod
+    def _view(info: ObjectInfo) -> StoredObjectView:
+        return StoredObjectView(info.bucket, info.key, info.size, info.last_modified, info.checksum)
+
+    @staticmethod
+    def check_key(key: str, field: str = "input.key") -> str:
+        try:
+            return validate_key(key)
+        except InvalidNameError as exc:
+            raise Invalid("INVALID_OBJECT_KEY", field=field) from exc
+
+    @staticmethod
+    def check_expiry(seconds: int, field: str) -> int:
+        if not 1 <= seconds <= URL_EXPIRY_MAX:
+            raise Invalid("INVALID_URL_EXPIRY", field=field)
+        return seconds
+
+    async def upload_url(self, caller: Caller, bucket_name: str, key: str, expires_in: int) -> tuple[str, datetime]:
+        self.check_key(key)
+        self.check_expiry(expires_in, "input.expiresInSeconds")
+        bucket = await self.owned_bucket(caller, bucket_name)
+        url = self.stores[bucket.region].presigned_url("PUT", bucket.name, key, expires_in)
+        return url, utcnow() + timedelta(seconds=expires_in)
+
+    def download_url(self, region: str, bucket: str, key: str, expires_in: int) -> str:
+        self.check_expiry(expires_in, "expiresInSeconds")
+        return self.stores[region].presigned_url("GET", bucket, key, expires_in)
+
+    async def record_checksum(self, bucket: str, key: str, info: ObjectInfo) -> None:
+        if info.checksum is None:
+            return
+        async with self.db.uow() as uow:
+            await uow.storage.record_checksum(ObjectChecksum(
+                bucket=bucket, key=key, size=info.size, modified_at=info.last_modified, checksum=info.checksum
+            ))
+            await uow.commit()
+
+    async def checksum(self, region: str, obj: StoredObjectView) -> str:
+        """`sha256:<hex>` of the object: recorded at upload, or computed once by streaming it
+        (objects uploaded straight to S3) and recorded for next time."""
+        if obj.checksum:
+            return obj.checksum
+        async with self.db.uow(write=False) as uow:
+            known = await uow.storage.checksum(obj.bucket, obj.key)
+        if known is not None and known.size == obj.size and known.modified_at == obj.modified_at:
+            return known.checksum
+        digest = hashlib.sha256()
+        async for piece in self.stores[region].open_stream(obj.bucket, obj.key):
+            await asyncio.to_thread(digest.update, piece)
+        checksum = f"sha256:{digest.hexdigest()}"
+        info = ObjectInfo(obj.bucket, obj.key, obj.size, obj.modified_at, checksum)
+        await self.record_checksum(obj.bucket, obj.key, info)
+        return checksum

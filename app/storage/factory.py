@@ -1,0 +1,57 @@
+"""Building the object stores of every region and the URL signer from settings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from app.config import Settings
+from app.storage.base import ObjectStore
+from app.storage.filesystem import FilesystemObjectStore
+from app.storage.s3 import S3ObjectStore
+from app.storage.signing import UrlSigner
+
+
+def url_secret(settings: Settings) -> bytes:
+    """IMS_URL_SECRET, or a secret generated once into the data dir (0600). Every process
+    that serves signed URLs must share it."""
+    if settings.url_secret:
+        return settings.url_secret.encode()
+    path = settings.data_dir / "url-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore]:
+    """One store per region. Regions without an endpoint of their own share IMS_S3_ENDPOINT,
+    or the filesystem store under `$IMS_DATA_DIR/objects` (bucket names are service-wide)."""
+    shared: ObjectStore
+    if settings.s3_endpoint:
+        shared = S3ObjectStore(
+            settings.s3_endpoint, settings.s3_access_key or "", settings.s3_secret_key or "", settings.s3_secure
+        )
+    else:
+        shared = FilesystemObjectStore(Path(settings.data_dir) / "objects", signer)
+    stores: dict[str, ObjectStore] = {}
+    for region in settings.regions:
+        endpoint = settings.region_endpoints.get(region)
+        if endpoint:
+            stores[region] = S3ObjectStore(
+                endpoint, settings.s3_access_key or "", settings.s3_secret_key or "", settings.s3_secure
+            )
+        else:
+            stores[region] = shared
+    return stores
+
+
+def service_bucket(region: str) -> str:
+    """The service's own bucket in a region (chunks, image-list CSVs)."""
+    return f"ims-svc-{region}"[:63]
