@@ -1,0 +1,41 @@
+"""Disk-image formats: inspection (oslo.utils' format inspector) and conversion (qemu-img).
+
+`inspect` decides what a stream really is and whether it is safe, from its bytes alone;
+`qemu` runs qemu-img, only ever on files inspection accepted.
+"""
+
+from app.formats.inspect import (
+    DEFAULT_MAX_VIRTUAL_SIZE,
+    DiskFormat,
+    FormatError,
+    FormatErrorCode,
+    Inspection,
+    StreamInspector,
+    inspect_file,
+    inspect_file_async,
+)
+from app.formats.qemu import (
+    ConversionError,
+    QemuImgError,
+    convert,
+    create,
+    info,
+    temporary_workfile,
+)
+
+__all__ = [
+    "DEFAULT_MAX_VIRTUAL_SIZE",
+    "ConversionError",
+    "DiskFormat",
+    "FormatError",
+    "FormatErrorCode",
+    "Inspection",
+    "QemuImgError",
+    "StreamInspector",
+    "convert",
+    "create",
+    "info",
+    "inspect_file",
+    "inspect_file_async",
+    "temporary_workfile",
+]

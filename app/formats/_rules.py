@@ -1,0 +1,98 @@
+"""Byte-level rules the inspector applies on top of oslo.utils' format inspectors.
+
+oslo decides *which* format a header is and runs its own safety checks; the rules here
+cover what it leaves to the caller (compressed archives, formats we do not accept,
+telling a truncated header from plain raw data) and the gaps found while building this
+module (a VMDK parent named by ``parentFileNameHint``, a VMDK descriptor longer than the
+part oslo captured, an encrypted qcow2, none of which oslo 10.2 refuses).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from oslo_utils.imageutils import format_inspector as fi
+
+# Magic numbers of compressed archives, with the tool named in the hint.
+ARCHIVE_MAGICS: Final[tuple[tuple[bytes, str], ...]] = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),  # an empty zip archive has only its end-of-directory record
+)
+
+# Formats whose magic number sits at a fixed offset: finding the magic without a
+# complete, matching inspector means the header was cut short, not that the file is raw.
+# ISO is absent on purpose: a file too short to reach offset 32769 is raw.
+CLAIMING_MAGICS: Final[tuple[tuple[str, int, bytes], ...]] = (
+    ("qcow2", 0, b"QFI\xfb"),
+    ("vmdk", 0, b"KDMV"),
+    ("vhd", 0, b"conectix"),
+    ("vhdx", 0, b"vhdxfile"),
+    ("qed", 0, b"QED\x00"),
+    ("luks", 0, b"LUKS\xba\xbe"),
+    ("vdi", 0x40, b"\x7f\x10\xda\xbe"),
+)
+
+# Bytes of the stream kept verbatim: enough for every magic above.
+LEAD_SIZE: Final = 512
+
+# oslo formats we recognise but refuse, with what the uploader should do instead.
+UNSUPPORTED_HINTS: Final[dict[str, str]] = {
+    "vdi": "convert the image to QCOW2 or RAW first (VirtualBox VDI detected)",
+    "qed": "convert the image to QCOW2 or RAW first (QED detected)",
+    "luks": "decrypt the image first (LUKS detected)",
+}
+
+_QCOW2_CRYPT_METHOD: Final = struct.Struct(">I")
+_QCOW2_CRYPT_OFFSET: Final = 32
+
+
+def archive_kind(lead: bytes) -> str | None:
+    """Name of the compressed-archive format the stream starts with, if any."""
+    for magic, name in ARCHIVE_MAGICS:
+        if lead.startswith(magic):
+            return name
+    return None
+
+
+def claimed_format(lead: bytes) -> str | None:
+    """oslo name of the format whose magic number the stream carries, if any."""
+    for name, offset, magic in CLAIMING_MAGICS:
+        if lead[offset : offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def unsupported_hint(inspector: fi.FileInspector) -> str | None:
+    """Why a safe image of an accepted format still cannot be taken, as a hint."""
+    if isinstance(inspector, fi.QcowInspector) and inspector.complete:
+        header = inspector.region("header").data
+        (crypt_method,) = _QCOW2_CRYPT_METHOD.unpack_from(header, _QCOW2_CRYPT_OFFSET)
+        if crypt_method != 0:
+            # Converting it needs the passphrase; we have no way to take one.
+            return "decrypt the image first (encrypted qcow2 detected)"
+    return None
+
+
+def extra_unsafe_reasons(name: str, inspector: fi.FileInspector) -> list[str]:
+    """Safety problems oslo's own checks let through, for a complete inspector."""
+    if not isinstance(inspector, fi.VMDKInspector):
+        return []
+    if not inspector.has_region("header"):
+        # A text descriptor is never a whole disk: its extents are other files by
+        # definition, even when named without a '/' (qemu resolves them next to the image).
+        return ["VMDK descriptor file: its extents are separate files"]
+    reasons = []
+    if b"\x00" not in inspector.region("descriptor").data:
+        # qemu reads the embedded descriptor up to its first NUL, which may lie past the
+        # sectors the header declares and oslo captured: text there would go unchecked.
+        reasons.append("VMDK descriptor runs past its declared size")
+    if inspector.desc_text is not None and "parentfilenamehint" in inspector.desc_text:
+        # qemu opens parentFileNameHint as a backing file; oslo accepts the line as an
+        # ordinary header field.
+        reasons.append("VMDK names a parent image (parentFileNameHint)")
+    return reasons

@@ -1,0 +1,221 @@
+"""qemu-img as a subprocess: convert, info and create, never on an uninspected file.
+
+Every call names the format explicitly (`-f`/`-O`, never probing), opens the source with
+backing files disabled (`"backing": null`, a second line of defence behind inspection),
+and runs under CPU-time and address-space limits. Cancelling a call kills qemu-img.
+
+Errors:
+
+    QemuImgError        qemu-img failed or was killed; `returncode`, `stderr_tail`
+    └── ConversionError convert failed; the partial destination has been removed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from app.formats.types import DiskFormat, GiB
+
+__all__ = [
+    "ConversionError",
+    "QemuImgError",
+    "convert",
+    "create",
+    "info",
+    "qemu_format",
+    "temporary_workfile",
+]
+
+# qemu's driver names. An ISO is plain bytes, so it is read with the raw driver.
+_DRIVERS: Final[dict[DiskFormat, str]] = {
+    DiskFormat.RAW: "raw",
+    DiskFormat.QCOW2: "qcow2",
+    DiskFormat.VMDK: "vmdk",
+    DiskFormat.VHD: "vpc",
+    DiskFormat.VHDX: "vhdx",
+    DiskFormat.ISO: "raw",
+}
+
+# Output options per format. VHD: without force_size qemu rounds the size to a CHS
+# geometry and the exported disk would not be the image's size. VMDK: streamOptimized is
+# the single-file, compressed variant cloud platforms and VMware import.
+_CREATE_OPTIONS: Final[dict[DiskFormat, tuple[str, ...]]] = {
+    DiskFormat.VHD: ("-o", "force_size=on"),
+    DiskFormat.VMDK: ("-o", "subformat=streamOptimized"),
+}
+
+_STDERR_TAIL: Final = 2000
+_INFO_CPU_SECONDS: Final = 30
+
+# Applies the limits, then becomes qemu-img. An exec'd interpreter rather than a
+# preexec_fn, which is not safe in a process that runs threads (asyncio.to_thread does).
+_LIMITS_SHIM: Final = (
+    "import os, resource, sys\n"
+    "cpu, mem = int(sys.argv[1]), int(sys.argv[2])\n"
+    "resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (mem, mem))\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+class QemuImgError(Exception):
+    """qemu-img exited with an error (or was killed by a resource limit)."""
+
+    def __init__(self, message: str, *, returncode: int | None, stderr_tail: str) -> None:
+        super().__init__(f"{message}: {stderr_tail}" if stderr_tail else message)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class ConversionError(QemuImgError):
+    """`qemu-img convert` failed; the partial destination file has been removed."""
+
+
+def qemu_format(fmt: DiskFormat) -> str:
+    """qemu's driver name for a format (VHD is `vpc`)."""
+    return _DRIVERS[fmt]
+
+
+def _source(path: Path) -> str:
+    # A json: filename is the only way to pass `"backing": null` alongside -f.
+    spec = {"backing": None, "file": {"driver": "file", "filename": str(path.resolve())}}
+    return "json:" + json.dumps(spec)
+
+
+def _target(path: Path) -> str:
+    # qemu reads "proto:..." in a relative name as a protocol (nbd:, ssh:, ...); an
+    # absolute path starts with '/' and is always a plain file.
+    return str(path.absolute())
+
+
+def _qemu_img() -> str:
+    found = shutil.which("qemu-img")
+    if found is None:
+        raise QemuImgError("qemu-img not found on PATH", returncode=None, stderr_tail="")
+    return found
+
+
+async def _run(args: Sequence[str], *, cpu_seconds: int, memory_bytes: int, what: str) -> bytes:
+    """Run qemu-img under limits; return its stdout or raise QemuImgError."""
+    argv = [
+        sys.executable, "-I", "-S", "-c", _LIMITS_SHIM,
+        str(cpu_seconds), str(memory_bytes), _qemu_img(), *args,
+    ]  # fmt: skip
+    # Few malloc arenas: qemu-img's worker threads would otherwise each reserve 64 MiB of
+    # address space and trip RLIMIT_AS long before using real memory.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "LC_ALL": "C"}
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        stdout, stderr = await proc.communicate()
+    except BaseException:
+        # Cancelled (or anything else): do not leave qemu-img running.
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
+    if proc.returncode != 0:
+        tail = stderr.decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+        raise QemuImgError(f"qemu-img {what} failed", returncode=proc.returncode, stderr_tail=tail)
+    return stdout
+
+
+async def _unlink(path: Path) -> None:
+    # Deleting a large file can take a while on some filesystems; the thread finishes
+    # the job even if this await is cancelled.
+    await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+async def convert(
+    src: Path,
+    src_format: DiskFormat,
+    dst: Path,
+    dst_format: DiskFormat,
+    *,
+    cpu_seconds: int = 3600,
+    memory_bytes: int = 1 * GiB,
+) -> None:
+    """Convert `src` (already inspected and found safe) into `dst` in `dst_format`.
+
+    Raises ConversionError with qemu-img's stderr tail; `dst` is then removed, also when
+    the call is cancelled.
+    """
+    if dst_format is DiskFormat.ISO:
+        raise ValueError("cannot convert to ISO")
+    args = [
+        "convert",
+        "-f", qemu_format(src_format),
+        "-O", qemu_format(dst_format),
+        *_CREATE_OPTIONS.get(dst_format, ()),
+        # writeback: flushed once at the end, and works on tmpfs (O_DIRECT, `none`, not).
+        "-t", "writeback",
+        "-T", "writeback",
+        _source(src),
+        _target(dst),
+    ]  # fmt: skip
+    try:
+        await _run(args, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes, what="convert")
+    except QemuImgError as exc:
+        await _unlink(dst)
+        raise ConversionError(
+            "qemu-img convert failed", returncode=exc.returncode, stderr_tail=exc.stderr_tail
+        ) from exc
+    except BaseException:
+        await asyncio.shield(_unlink(dst))
+        raise
+
+
+async def info(
+    path: Path,
+    fmt: DiskFormat,
+    *,
+    cpu_seconds: int = _INFO_CPU_SECONDS,
+    memory_bytes: int = 1 * GiB,
+) -> dict[str, Any]:
+    """`qemu-img info --output=json` of an inspected file, with its format given."""
+    out = await _run(
+        ["info", "--output=json", "-f", qemu_format(fmt), _source(path)],
+        cpu_seconds=cpu_seconds,
+        memory_bytes=memory_bytes,
+        what="info",
+    )
+    parsed = json.loads(out)
+    if not isinstance(parsed, dict):
+        raise QemuImgError("qemu-img info returned no object", returncode=0, stderr_tail="")
+    return parsed
+
+
+async def create(path: Path, fmt: DiskFormat, size: int) -> None:
+    """Create an empty image of `size` bytes (tests, demo data)."""
+    if fmt is DiskFormat.ISO:
+        raise ValueError("cannot create an ISO")
+    # Only force_size applies to an empty image; streamOptimized VMDKs are not writable.
+    options = _CREATE_OPTIONS[fmt] if fmt is DiskFormat.VHD else ()
+    args = ["create", "-q", "-f", qemu_format(fmt), *options, _target(path), str(size)]
+    await _run(args, cpu_seconds=_INFO_CPU_SECONDS, memory_bytes=1 * GiB, what="create")
+
+
+@contextlib.asynccontextmanager
+async def temporary_workfile(dir: Path, suffix: str = "") -> AsyncIterator[Path]:
+    """A fresh, private (0600) file in `dir`, deleted on exit, error or cancellation."""
+    fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=suffix, dir=dir)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    finally:
+        await asyncio.shield(_unlink(path))

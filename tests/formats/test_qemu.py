@@ -1,0 +1,219 @@
+"""qemu-img wrappers: conversions checked with `qemu-img compare`, limits, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.formats import (
+    ConversionError,
+    DiskFormat,
+    QemuImgError,
+    convert,
+    create,
+    info,
+    inspect_file,
+    temporary_workfile,
+)
+from app.formats.qemu import qemu_format
+from tests.hostile_files import IMAGE_SIZE, ValidImage, qemu_img, write_raw
+
+MiB = 1024 * 1024
+EXPORT_FORMATS = [
+    DiskFormat.QCOW2,
+    DiskFormat.VMDK,
+    DiskFormat.VHD,
+    DiskFormat.RAW,
+    DiskFormat.VHDX,
+]
+
+
+def qemu_compare(a: Path, a_fmt: DiskFormat, b: Path, b_fmt: DiskFormat) -> int:
+    args: list[str | Path] = [
+        "qemu-img",
+        "compare",
+        "-f",
+        qemu_format(a_fmt),
+        "-F",
+        qemu_format(b_fmt),
+        a,
+        b,
+    ]
+    return subprocess.run(args, check=False, capture_output=True, timeout=60).returncode
+
+
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS, ids=lambda f: f.value)
+async def test_convert_from_raw_round_trips(
+    valid_images: dict[str, ValidImage], tmp_path: Path, fmt: DiskFormat
+) -> None:
+    raw = valid_images["raw"].path
+    out, back = tmp_path / "out", tmp_path / "back.raw"
+
+    await convert(raw, DiskFormat.RAW, out, fmt)
+    await convert(out, fmt, back, DiskFormat.RAW)
+
+    assert qemu_compare(raw, DiskFormat.RAW, out, fmt) == 0
+    assert back.read_bytes() == raw.read_bytes()
+    assert inspect_file(out, fmt).virtual_size == IMAGE_SIZE
+
+
+@pytest.mark.parametrize(
+    "name", ["qcow2", "vmdk_monolithic_sparse", "vmdk_stream_optimized_footer", "vhd", "vhdx"]
+)
+async def test_convert_to_raw_keeps_the_content(
+    valid_images: dict[str, ValidImage], tmp_path: Path, name: str
+) -> None:
+    src, fmt = valid_images[name]
+
+    await convert(src, fmt, tmp_path / "out.raw", DiskFormat.RAW)
+
+    assert (tmp_path / "out.raw").read_bytes() == valid_images["raw"].path.read_bytes()
+
+
+async def test_vhd_export_keeps_an_odd_virtual_size_exactly(tmp_path: Path) -> None:
+    size = 10 * MiB + 512
+    raw = write_raw(tmp_path / "odd.raw", size)
+
+    await convert(raw, DiskFormat.RAW, tmp_path / "odd.vhd", DiskFormat.VHD)
+
+    details = await info(tmp_path / "odd.vhd", DiskFormat.VHD)
+    assert details["virtual-size"] == size
+    assert details["format"] == "vpc"
+    assert inspect_file(tmp_path / "odd.vhd", DiskFormat.VHD).virtual_size == size
+    assert qemu_compare(raw, DiskFormat.RAW, tmp_path / "odd.vhd", DiskFormat.VHD) == 0
+
+
+async def test_vmdk_export_is_stream_optimized(
+    tmp_path: Path, valid_images: dict[str, ValidImage]
+) -> None:
+    await convert(valid_images["raw"].path, DiskFormat.RAW, tmp_path / "x.vmdk", DiskFormat.VMDK)
+
+    details = await info(tmp_path / "x.vmdk", DiskFormat.VMDK)
+    assert details["format-specific"]["data"]["create-type"] == "streamOptimized"
+
+
+async def test_convert_failure_raises_and_removes_the_partial_file(tmp_path: Path) -> None:
+    src = tmp_path / "garbage"
+    src.write_bytes(os.urandom(64 * 1024))
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"left over")
+
+    with pytest.raises(ConversionError) as caught:
+        await convert(src, DiskFormat.QCOW2, dst, DiskFormat.RAW)
+
+    assert "qcow2" in caught.value.stderr_tail.lower()
+    assert caught.value.returncode == 1
+    assert not dst.exists()
+
+
+async def test_convert_runs_under_the_memory_limit(
+    valid_images: dict[str, ValidImage], tmp_path: Path
+) -> None:
+    # 16 MiB of address space is not enough for qemu-img to even load.
+    with pytest.raises(ConversionError):
+        await convert(
+            valid_images["raw"].path,
+            DiskFormat.RAW,
+            tmp_path / "x.qcow2",
+            DiskFormat.QCOW2,
+            memory_bytes=16 * MiB,
+        )
+
+    assert not (tmp_path / "x.qcow2").exists()
+
+
+async def test_cancelled_convert_kills_qemu_img_and_removes_dst(tmp_path: Path) -> None:
+    # qemu-img blocks opening a FIFO with no writer: a conversion that never ends.
+    fifo = tmp_path / "never"
+    os.mkfifo(fifo)
+    dst = tmp_path / "dst.qcow2"
+    dst.write_bytes(b"partial")
+    task = asyncio.create_task(convert(fifo, DiskFormat.RAW, dst, DiskFormat.QCOW2))
+    await asyncio.sleep(0.5)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=10)
+
+    assert not dst.exists()
+    # The killed qemu-img no longer holds the FIFO's read end.
+    with pytest.raises(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_convert_never_opens_a_backing_file(tmp_path: Path) -> None:
+    backing = tmp_path / "backing.raw"
+    backing.write_bytes(b"\xaa" * MiB)
+    image = tmp_path / "child.qcow2"
+    await asyncio.to_thread(qemu_img, "create", "-f", "qcow2", "-b", backing, "-F", "raw", image)
+
+    await convert(image, DiskFormat.QCOW2, tmp_path / "out.raw", DiskFormat.RAW)
+
+    assert (tmp_path / "out.raw").read_bytes() == bytes(MiB)
+
+
+async def test_info_reports_the_given_format(tmp_path: Path) -> None:
+    await create(tmp_path / "x.qcow2", DiskFormat.QCOW2, 3 * MiB)
+
+    details = await info(tmp_path / "x.qcow2", DiskFormat.QCOW2)
+
+    assert (details["format"], details["virtual-size"]) == ("qcow2", 3 * MiB)
+
+
+async def test_info_failure_raises(tmp_path: Path) -> None:
+    (tmp_path / "x").write_bytes(bytes(4096))
+
+    with pytest.raises(QemuImgError) as caught:
+        await info(tmp_path / "x", DiskFormat.VHDX)
+
+    assert caught.value.returncode == 1
+    assert caught.value.stderr_tail
+
+
+async def test_create_makes_images_inspection_accepts(tmp_path: Path) -> None:
+    for fmt in EXPORT_FORMATS:
+        path = tmp_path / f"x.{fmt.value.lower()}"
+        await create(path, fmt, 5 * MiB + 512)
+
+        assert inspect_file(path, fmt).virtual_size == 5 * MiB + 512, fmt
+
+
+async def test_workfile_is_private_and_removed(tmp_path: Path) -> None:
+    async with temporary_workfile(tmp_path, ".qcow2") as path:
+        assert path.parent == tmp_path
+        assert path.suffix == ".qcow2"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    assert not path.exists()
+
+
+async def test_workfile_is_removed_on_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyError):
+        async with temporary_workfile(tmp_path) as path:
+            path.write_bytes(b"data")
+            raise KeyError
+
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_workfile_is_removed_on_cancellation(tmp_path: Path) -> None:
+    entered = asyncio.Event()
+
+    async def work() -> None:
+        async with temporary_workfile(tmp_path) as path:
+            path.write_bytes(b"data")
+            entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(work())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert list(tmp_path.iterdir()) == []
