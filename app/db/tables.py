@@ -160,7 +160,9 @@ class Job(SQLModel, table=True):
 
 
 def metadata() -> Any:
-    """The metadata of every table (Alembic's target)."""
+    """The metadata of every table (Alembic's target): feature modules declare theirs."""
+    import app.datastore.tables  # noqa: F401
+
     return SQLModel.metadata
 
 

@@ -54,4 +54,5 @@ ID_PREFIXES = {
     "srv": "Server",
     "vol": "Volume",
     "bak": "Backup",
+    "man": "Manifest",
 }

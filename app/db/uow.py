@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.repositories.accounts import AccountRepository
+from app.db.repositories.chunks import ChunkRepository
 from app.db.repositories.images import ImageRepository
 from app.db.repositories.storage import StorageRepository
 
@@ -61,6 +62,7 @@ class UnitOfWork:
         self.accounts = AccountRepository(self._session)
         self.images = ImageRepository(self._session, self.caller_id)
         self.storage = StorageRepository(self._session)
+        self.chunks = ChunkRepository(self._session)
         return self
 
     async def __aexit__(

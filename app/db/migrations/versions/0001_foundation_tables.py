@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 15:13:27.365475
+Create Date: 2026-11-26 15:16:10.874832
 """
 
 from __future__ import annotations
@@ -28,6 +28,31 @@ def upgrade() -> None:
     sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('name')
+    )
+    op.create_table('chunks',
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('digest', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('refcount', sa.Integer(), nullable=False),
+    sa.Column('touched_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('region', 'digest')
+    )
+    with op.batch_alter_table('chunks', schema=None) as batch_op:
+        batch_op.create_index('ix_chunks_gc', ['region', 'refcount', 'touched_at'], unique=False)
+
+    op.create_table('manifests',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('checksum', sqlmodel.sql.sqltypes.AutoString(length=80), nullable=False),
+    sa.Column('new_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('stored_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('kms_key_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+    sa.Column('data_key_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+    sa.Column('wrapped_key', sa.LargeBinary(), nullable=True),
+    sa.Column('refcount', sa.Integer(), nullable=False),
+    sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
     )
     op.create_table('object_checksums',
     sa.Column('bucket', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
@@ -133,6 +158,17 @@ def upgrade() -> None:
         batch_op.create_index('ix_jobs_account_status', ['account_id', 'status', 'type'], unique=False)
         batch_op.create_index('ix_jobs_claim', ['status', 'lease_expires_at', 'created_at'], unique=False)
 
+    op.create_table('manifest_chunks',
+    sa.Column('manifest_id', sa.String(length=40), nullable=False),
+    sa.Column('idx', sa.Integer(), nullable=False),
+    sa.Column('digest', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('length', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['manifest_id'], ['manifests.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('manifest_id', 'idx')
+    )
+    with op.batch_alter_table('manifest_chunks', schema=None) as batch_op:
+        batch_op.create_index('ix_manifest_chunks_digest', ['digest'], unique=False)
+
     op.create_table('quotas',
     sa.Column('account_id', sa.String(length=40), nullable=False),
     sa.Column('resource', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
@@ -177,6 +213,10 @@ def downgrade() -> None:
 
     op.drop_table('image_members')
     op.drop_table('quotas')
+    with op.batch_alter_table('manifest_chunks', schema=None) as batch_op:
+        batch_op.drop_index('ix_manifest_chunks_digest')
+
+    op.drop_table('manifest_chunks')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_claim')
         batch_op.drop_index('ix_jobs_account_status')
@@ -199,5 +239,10 @@ def downgrade() -> None:
 
     op.drop_table('api_tokens')
     op.drop_table('object_checksums')
+    op.drop_table('manifests')
+    with op.batch_alter_table('chunks', schema=None) as batch_op:
+        batch_op.drop_index('ix_chunks_gc')
+
+    op.drop_table('chunks')
     op.drop_table('accounts')
     # ### end Alembic commands ###

@@ -1,0 +1,158 @@
+"""Chunk reference counts and manifests: the only SQL of the chunk store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.datastore.tables import Chunk, Manifest, ManifestChunk
+
+_BATCH = 500
+
+
+def _batches(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), _BATCH):
+        yield items[i : i + _BATCH]
+
+
+class ChunkRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _insert(self) -> type:
+        return postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr, return-value]
+
+    async def claim(self, region: str, digests: list[str], now: datetime) -> set[str]:
+        """Claim chunks a writer is about to store or reference, before it uploads anything:
+        every row is created or touched (GC then waits a grace period, and a GC holding the
+        row makes this wait until its delete is done). Returns the chunks a committed
+        manifest references: their objects surely exist and need no upload."""
+        insert = self._insert()
+        unique = sorted(set(digests))
+        for digest in unique:
+            stmt = insert(Chunk).values(region=region, digest=digest, size=0, refcount=0, touched_at=now)
+            await self.session.execute(stmt.on_conflict_do_update(
+                index_elements=["region", "digest"], set_={"touched_at": now}
+            ))
+        found: set[str] = set()
+        for batch in _batches(unique):
+            rows = await self.session.execute(select(Chunk.digest).where(
+                col(Chunk.region) == region, col(Chunk.digest).in_(batch), col(Chunk.refcount) > 0
+            ))
+            found.update(r[0] for r in rows)
+        return found
+
+    async def add_manifest(self, manifest: Manifest, refs: list[tuple[int, str | None, int]],
+                           sizes: dict[str, int], now: datetime) -> None:
+        """Insert a manifest and its chunk list, and count one reference per distinct chunk."""
+        self.session.add(manifest)
+        await self.session.flush()
+        rows = [{"manifest_id": manifest.id, "idx": i, "digest": d, "length": n} for i, d, n in refs]
+        for start in range(0, len(rows), _BATCH):
+            await self.session.execute(ManifestChunk.__table__.insert(), rows[start : start + _BATCH])  # type: ignore[attr-defined]
+        counts = Counter(d for _, d, _ in refs if d is not None)
+        insert = self._insert()
+        for digest_batch in _batches(sorted(counts)):
+            for digest in digest_batch:
+                stmt = insert(Chunk).values(
+                    region=manifest.region, digest=digest, size=sizes.get(digest, 0), refcount=1, touched_at=now
+                )
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["region", "digest"],
+                    set_={"refcount": Chunk.refcount + 1, "touched_at": now},
+                )
+                await self.session.execute(stmt)
+
+    async def manifest(self, manifest_id: str) -> Manifest | None:
+        return await self.session.get(Manifest, manifest_id)
+
+    async def chunk_list(self, manifest_id: str) -> list[tuple[int, str | None, int]]:
+        stmt = select(ManifestChunk.idx, ManifestChunk.digest, ManifestChunk.length).where(
+            col(ManifestChunk.manifest_id) == manifest_id
+        ).order_by(col(ManifestChunk.idx))
+        return [(r[0], r[1], r[2]) for r in await self.session.execute(stmt)]
+
+    async def retain(self, manifest_id: str) -> bool:
+        result = await self.session.execute(
+            update(Manifest).where(col(Manifest.id) == manifest_id)
+            .values(refcount=col(Manifest.refcount) + 1).execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def release(self, manifest_id: str, now: datetime) -> bool:
+        """Drop one reference; the last one deletes the manifest and lets go of its chunks.
+        Returns True when the manifest was deleted."""
+        await self.session.execute(
+            update(Manifest).where(col(Manifest.id) == manifest_id)
+            .values(refcount=col(Manifest.refcount) - 1).execution_options(synchronize_session=False)
+        )
+        row = (await self.session.execute(
+            select(Manifest.refcount, Manifest.region).where(col(Manifest.id) == manifest_id)
+        )).first()
+        if row is None or row[0] > 0:
+            return False
+        region = row[1]
+        counts = (await self.session.execute(
+            select(ManifestChunk.digest, func.count()).where(
+                col(ManifestChunk.manifest_id) == manifest_id, col(ManifestChunk.digest).is_not(None)
+            ).group_by(col(ManifestChunk.digest))
+        )).all()
+        for digest, n in counts:
+            await self.session.execute(
+                update(Chunk).where(col(Chunk.region) == region, col(Chunk.digest) == digest)
+                .values(refcount=col(Chunk.refcount) - 1, touched_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        await self.session.execute(delete(ManifestChunk).where(col(ManifestChunk.manifest_id) == manifest_id))
+        await self.session.execute(delete(Manifest).where(col(Manifest.id) == manifest_id))
+        return True
+
+    async def collectable(self, region: str, cutoff: datetime, limit: int) -> list[str]:
+        stmt = select(Chunk.digest).where(
+            col(Chunk.region) == region, col(Chunk.refcount) <= 0, col(Chunk.touched_at) < cutoff
+        ).limit(limit)
+        return [r[0] for r in await self.session.execute(stmt)]
+
+    async def lock_collectable(self, region: str, digest: str, cutoff: datetime) -> bool:
+        """Lock the chunk's row if it is still unreferenced and untouched since `cutoff`. The
+        caller deletes the object and then the row in this same transaction, so a writer's
+        claim waits for both (on SQLite the write lock serializes them the same way)."""
+        stmt = select(Chunk.digest).where(and_(
+            col(Chunk.region) == region, col(Chunk.digest) == digest,
+            col(Chunk.refcount) <= 0, col(Chunk.touched_at) < cutoff,
+        )).with_for_update()
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def forget(self, region: str, digest: str) -> None:
+        await self.session.execute(
+            delete(Chunk).where(col(Chunk.region) == region, col(Chunk.digest) == digest)
+        )
+
+    async def adopt_orphans(self, region: str, digests: list[str], epoch: datetime) -> None:
+        """Give objects no row knows a collectable row, so GC removes them on its locked path."""
+        insert = self._insert()
+        for digest in digests:
+            stmt = insert(Chunk).values(region=region, digest=digest, size=0, refcount=0, touched_at=epoch)
+            await self.session.execute(stmt.on_conflict_do_nothing(index_elements=["region", "digest"]))
+
+    async def known(self, region: str, digests: list[str]) -> set[str]:
+        found: set[str] = set()
+        for batch in _batches(digests):
+            rows = await self.session.execute(
+                select(Chunk.digest).where(col(Chunk.region) == region, col(Chunk.digest).in_(batch))
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def referenced_total(self, region: str) -> tuple[int, int]:
+        """(chunks, stored bytes) in a region: the chunk-store size metric."""
+        row = (await self.session.execute(
+            select(func.count(), func.coalesce(func.sum(Chunk.size), 0)).where(col(Chunk.region) == region)
+        )).one()
+        return int(row[0]), int(row[1])
