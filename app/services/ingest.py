@@ -1,0 +1,110 @@
+"""Ingest an uploaded image file into the chunk store, inspecting it before anything else.
+
+The file's head (at most `DEFAULT_HEAD_LIMIT` bytes) goes to the format inspector first:
+compressed archives, unsafe qcow2/VMDK files, mismatched declarations and absurd sizes are
+refused before a single chunk is written. Formats that keep their header in a footer are
+inspected while streaming, and refused at the end with their chunks released. Memory stays
+bounded by the chunk writer's pipeline whatever the file size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from app.datastore.store import ChunkStore, DataKey
+from app.datastore.tables import Manifest
+from app.formats import DiskFormat, FormatError, Inspection, StreamInspector
+from app.formats.inspect import DEFAULT_HEAD_LIMIT
+from app.storage.base import ObjectStore
+
+GiB = 1024**3
+#: Largest importable file (DESIGN §1: file ≤ 128 GiB).
+MAX_IMPORT_BYTES = 128 * GiB
+#: Largest virtual disk an imported file may describe.
+MAX_VIRTUAL_BYTES = 2048 * GiB
+
+Progress = Callable[[float, str], Awaitable[None]]
+
+
+class IngestError(Exception):
+    """A refused file: `code` is a stable job error code, nothing was kept."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Ingested:
+    manifest: Manifest
+    inspection: Inspection
+
+
+def _refusal(exc: FormatError) -> IngestError:
+    message = str(exc) + (f" Hint: {exc.hint}" if exc.hint else "")
+    return IngestError(exc.code, message)
+
+
+async def _inspect_head(source: ObjectStore, bucket: str, key: str, size: int,
+                        declared: DiskFormat | None) -> tuple[StreamInspector, Inspection | None, int]:
+    inspector = StreamInspector(max_virtual_size=MAX_VIRTUAL_BYTES, total_size=size)
+    read = 0
+    async for piece in source.open_stream(bucket, key, length=min(size, DEFAULT_HEAD_LIMIT)):
+        inspector.feed(piece)
+        read += len(piece)
+        if not inspector.needs_more:
+            break
+    if inspector.needs_more and read >= size:
+        inspector.finish(size)
+    try:
+        verdict = None if inspector.needs_more else inspector.result(declared)
+    except FormatError as exc:
+        raise _refusal(exc) from exc
+    return inspector, verdict, read
+
+
+async def ingest(
+    source: ObjectStore, bucket: str, key: str, *, declared: DiskFormat | None, chunks: ChunkStore,
+    region: str, data_key: DataKey | None, progress: Progress,
+) -> Ingested:
+    """Inspect and store the object `bucket/key`; raises IngestError keeping nothing."""
+    info = await source.stat(bucket, key)
+    if info is None:
+        raise IngestError("OBJECT_NOT_FOUND", f"No object {key!r} in bucket {bucket!r}.")
+    size = info.size
+    if size > MAX_IMPORT_BYTES:
+        raise IngestError("FILE_TOO_LARGE", "Image files are at most 128 GiB.")
+    if size == 0:
+        raise IngestError("INVALID_IMAGE_FILE", "The file is empty.")
+    await progress(0.0, "inspecting the file")
+    inspector, verdict, inspected = await _inspect_head(source, bucket, key, size, declared)
+
+    async def body() -> AsyncIterator[bytes]:
+        done = 0
+        reported = 0.0
+        async for piece in source.open_stream(bucket, key):
+            if verdict is None and done + len(piece) > inspected:
+                inspector.feed(piece[max(0, inspected - done):])
+            done += len(piece)
+            if done / size - reported >= 0.01:
+                reported = done / size
+                await progress(0.05 + 0.9 * reported, "storing the image data")
+            yield piece
+
+    await progress(0.05, "storing the image data")
+    manifest = await chunks.write(region, body(), key=data_key)
+    try:
+        if manifest.size != size:
+            raise IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
+        if verdict is None:
+            inspector.finish(size)
+            try:
+                verdict = inspector.result(declared)
+            except FormatError as exc:
+                raise _refusal(exc) from exc
+    except BaseException:
+        await chunks.release(manifest.id)
+        raise
+    return Ingested(manifest, verdict)
