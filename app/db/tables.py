@@ -161,4 +161,6 @@ class Job(SQLModel, table=True):
 
 def metadata() -> Any:
     """The metadata of every table (Alembic's target)."""
+    import app.kms.tables  # noqa: F401 - feature tables register themselves on import
+
     return SQLModel.metadata
