@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from app.config import Settings
 from app.db.uow import Database
+from app.kms.port import KeyProvider
 from app.services.accounts import AccountService
 from app.services.images import ImageService
+from app.services.kms import KmsService
 from app.services.tags import TagService
 
 
@@ -18,15 +20,20 @@ class Services:
     accounts: AccountService
     images: ImageService
     tags: TagService
+    #: The KMS port itself, for services that encrypt and decrypt data.
+    key_provider: KeyProvider
+    kms: KmsService
 
     @classmethod
-    def build(cls, settings: Settings, db: Database) -> Services:
+    def build(cls, settings: Settings, db: Database, key_provider: KeyProvider) -> Services:
         return cls(
             settings=settings,
             db=db,
             accounts=AccountService(db, settings.default_region),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
+            key_provider=key_provider,
+            kms=KmsService(db, key_provider),
         )
 
     async def ping(self) -> bool:
