@@ -9,6 +9,9 @@ from app.config import Settings
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database
+from app.kms.envelope import load_root_key
+from app.kms.local import LocalKeyProvider
+from app.kms.port import KeyProvider
 from app.services.registry import Services
 from app.storage.factory import build_stores, service_bucket, url_secret
 from app.storage.signing import UrlSigner
@@ -22,6 +25,12 @@ def build_database(settings: Settings) -> Database:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return Database(make_engine(url), make_engine(url, writer=True))
     return Database(make_engine(url))
+
+
+async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:
+    """The local KMS with the root key file (created 0600 at first start)."""
+    root_key = await asyncio.to_thread(load_root_key, settings.effective_kms_root_key_file)
+    return LocalKeyProvider(db, root_key)
 
 
 class Runtime:
@@ -46,7 +55,7 @@ class Runtime:
         self.stores = build_stores(s, self.signer)
         for region, store in self.stores.items():
             await store.create_bucket(service_bucket(region))
-        self._services = Services.build(s, db, self.stores)
+        self._services = Services.build(s, db, self.stores, await build_key_provider(s, db))
         await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
         if not s.admin_token:
             log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())

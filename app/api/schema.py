@@ -26,6 +26,7 @@ from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
+from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.scalars import SCALAR_MAP
 from app.api.storage import StorageMutations, StorageQueries
 from app.errors import NotFound
@@ -72,18 +73,20 @@ class CoreQueries:
                 from app.api.accounts import Account
 
                 return Account.of(await info.context.services.accounts.get(str(id)))
+            if prefix == "key":
+                return KmsKey.of(await info.context.services.kms.get_key(me, str(id)))
         except NotFound:
             return None
         return None
 
 
 @strawberry.type
-class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries):
+class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries):
     pass
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations):
     pass
 
 

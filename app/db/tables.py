@@ -162,6 +162,7 @@ class Job(SQLModel, table=True):
 def metadata() -> Any:
     """The metadata of every table (Alembic's target): feature modules declare theirs."""
     import app.datastore.tables  # noqa: F401
+    import app.kms.tables  # noqa: F401
 
     return SQLModel.metadata
 

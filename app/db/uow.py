@@ -11,6 +11,7 @@ from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.chunks import ChunkRepository
 from app.db.repositories.images import ImageRepository
 from app.db.repositories.storage import StorageRepository
+from app.db.repositories.kms import KmsRepository
 
 
 class Database:
@@ -63,6 +64,7 @@ class UnitOfWork:
         self.images = ImageRepository(self._session, self.caller_id)
         self.storage = StorageRepository(self._session)
         self.chunks = ChunkRepository(self._session)
+        self.kms = KmsRepository(self._session)
         return self
 
     async def __aexit__(

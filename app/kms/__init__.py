@@ -1,0 +1,1 @@
+"""Key management: the KeyProvider port (`port`), its local adapter (`local`), tables and rules."""

@@ -1,0 +1,99 @@
+"""The local adapter's own guarantees: the root key file, sealing under it, purged
+material gone from the database, and secrets kept out of reprs and logs."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from app.db.uow import Database
+from app.kms.envelope import RootSealer, load_root_key
+from app.kms.local import LocalKeyProvider
+from app.kms.port import GrantOperation, KmsSealError
+from tests.kms.conftest import Clock
+from tests.kms.conftest import new_caller as caller
+
+DECRYPT = GrantOperation.DECRYPT_DATA_KEY
+
+
+async def test_purged_material_is_gone_from_the_database(db: Database, clock: Clock, root_key_file: Path) -> None:
+    provider = LocalKeyProvider(db, load_root_key(root_key_file), now=clock)
+    alice = await caller(db)
+    key = await provider.create_key(alice, "k")
+    await provider.schedule_deletion(alice, key.id, 7)
+    clock.advance(timedelta(days=8))
+    await provider.purge_due()
+    async with db.uow(write=False) as uow:
+        assert await uow.kms.get_key(key.id) is None
+        assert await uow.kms.grants_of([key.id]) == {key.id: []}
+
+
+def test_root_key_file_is_created_0600_once(root_key_file: Path) -> None:
+    key = load_root_key(root_key_file)
+    assert len(key) == 32
+    assert stat.S_IMODE(root_key_file.stat().st_mode) == 0o600
+    assert load_root_key(root_key_file) == key
+    assert [p.name for p in root_key_file.parent.iterdir()] == [root_key_file.name]
+
+
+def test_root_key_file_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "root.key"
+    path.write_bytes(b"short")
+    os.chmod(path, 0o600)
+    with pytest.raises(ValueError, match="32 bytes") as info:
+        load_root_key(path)
+    assert "short" not in str(info.value)
+
+
+def _forms(secret: bytes) -> Iterator[str]:
+    yield secret.hex()
+    yield base64.b64encode(secret).decode()
+    yield base64.urlsafe_b64encode(secret).decode().rstrip("=")
+    yield repr(secret)[2:-1]
+
+
+async def test_secrets_stay_out_of_reprs_and_logs(
+    db: Database, clock: Clock, root_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    root = load_root_key(root_key_file)
+    provider = LocalKeyProvider(db, root, now=clock)
+    alice, bob = await caller(db), await caller(db)
+    key = await provider.create_key(alice, "k")
+    await provider.create_grant(alice, key.id, bob.account_id, [DECRYPT])
+    plaintext, wrapped = await provider.generate_data_key(alice.account_id, key.id)
+    await provider.decrypt_data_key(bob.account_id, key.id, wrapped)
+    await provider.schedule_deletion(alice, key.id, 7)
+    async with db.uow(write=False) as uow:
+        row = await uow.kms.get_key(key.id)
+    assert row is not None
+    material = RootSealer(root).unseal(key.id, row.sealed_material)
+    clock.advance(timedelta(days=7))
+    await provider.purge_due()
+    texts = [caplog.text, repr(provider), repr(key), repr(row), repr(RootSealer(root)), str(row)]
+    assert "KMS key" in caplog.text  # the provider did log, just nothing secret
+    for secret in (root, material, plaintext):
+        for form in _forms(secret):
+            for text in texts:
+                assert form not in text
+
+
+async def test_another_root_key_cannot_unseal(db: Database, root_key_file: Path, tmp_path: Path) -> None:
+    provider = LocalKeyProvider(db, load_root_key(root_key_file))
+    alice = await caller(db)
+    key = await provider.create_key(alice, "k")
+    plaintext, wrapped = await provider.generate_data_key(alice.account_id, key.id)
+    stranger = LocalKeyProvider(db, load_root_key(tmp_path / "other.key"))
+    with pytest.raises(KmsSealError) as info:
+        await stranger.decrypt_data_key(alice.account_id, key.id, wrapped)
+    assert key.id in str(info.value)
+    with pytest.raises(KmsSealError):
+        await stranger.generate_data_key(alice.account_id, key.id)
+    assert await provider.decrypt_data_key(alice.account_id, key.id, wrapped) == plaintext
