@@ -196,5 +196,12 @@ class ImageService:
                     raise Conflict("IMAGE_BUSY", f"A job is writing image {image_id}.")
             await uow.images.delete_members(ids)
             await uow.images.delete(ids)
+            # The data goes back to the chunk store in the same transaction: a manifest
+            # shared with a server, volume or copy keeps living through their references.
+            now = utcnow()
+            for image_id in ids:
+                for disk in views[image_id].image.disks:
+                    if disk.get("manifestId"):
+                        await uow.chunks.release(disk["manifestId"], now)
             await uow.commit()
         return ids

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.tables import Account, ApiToken, Image, Job, Quota
@@ -85,6 +85,12 @@ class AccountRepository:
         else:
             existing.limit = limit
         await self.session.flush()
+
+    async def lock_account(self, account_id: str) -> None:
+        """Serialize quota checks of one account until the transaction ends (PostgreSQL
+        advisory lock; SQLite writers are serialized by BEGIN IMMEDIATE already)."""
+        if self.session.bind is not None and self.session.bind.dialect.name == "postgresql":
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": account_id})
 
     async def count_private_images(self, account_id: str, region: str) -> int:
         stmt = select(func.count()).select_from(Image).where(
