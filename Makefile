@@ -70,9 +70,10 @@ $(CODEGEN_STAMP): Makefile
 	touch $@
 
 # TypeScript types and typed documents for front ends, from the same committed SDL and
-# operations, offline: app/web/codegen/generated/ (gitignored).
+# operations, offline: app/web/codegen/generated/ (gitignored), then type-checked.
 ts-client: app/web/codegen/node_modules/.package-lock.json
 	npm run --prefix app/web/codegen --silent codegen
+	npm run --prefix app/web/codegen --silent typecheck
 
 app/web/codegen/node_modules/.package-lock.json: app/web/codegen/package.json app/web/codegen/package-lock.json
 	npm ci --prefix app/web/codegen --ignore-scripts --no-audit --no-fund
