@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import DocumentNode, OperationDefinitionNode, concat_ast, parse, validate
 
 from app.api.schema import build_schema
 from app.client import (
@@ -39,6 +38,7 @@ from app.db.tables import Account, ApiToken, Image
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from app.services.accounts import hash_token, new_token
+from graphql import DocumentNode, OperationDefinitionNode, concat_ast, parse, validate
 from tests.conftest import LiveServer
 from tests.factories import make_account, make_image, share
 

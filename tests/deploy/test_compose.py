@@ -127,7 +127,7 @@ def test_every_process_runs_one_image_built_from_the_repository() -> None:
 def ims_invocations() -> Iterator[list[str]]:
     """Every `ims …` command line in the compose file and the Dockerfile's CMD."""
     commands: list[list[str]] = [list(map(str, s["command"])) for s in services().values() if "command" in s]
-    cmd = re.search(r"^CMD\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.M)
+    cmd = re.search(r"^CMD\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.MULTILINE)
     assert cmd, "the Dockerfile has an exec-form CMD"
     commands.append(yaml.safe_load(cmd.group(1)))
     for command in commands:
