@@ -7,12 +7,14 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 APT     := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: serve test system system-test assets venv schema bench bench-quick clean
+.PHONY: serve test system system-test assets venv schema bench bench-quick clean client client-venv ts-client
 
 serve: system venv assets
 	$(BIN)/ims serve
 
-test: system system-test venv assets
+# client-venv, not client: regenerating here would overwrite the committed client that
+# tests/clients compares a fresh generation with.
+test: system system-test venv assets client-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # System packages: qemu-img (conversions), Node.js/npm (GraphiQL assets), venv support.
@@ -48,5 +50,33 @@ app/web/node_modules/.package-lock.json: app/web/package.json app/web/package-lo
 schema: venv
 	$(BIN)/ims schema export
 
+# The typed Python client app/client, from graphql/schema.graphql and graphql/operations
+# ([tool.ariadne-codegen] in pyproject.toml). ariadne-codegen pins graphql-core < 3.3 and the
+# app needs >= 3.3, so it has a venv of its own; ruff is pinned because it formats the output.
+CODEGEN_VENV  ?= .venv-codegen
+CODEGEN_PINS  := ariadne-codegen==0.19.0 graphql-core==3.2.14 ruff==0.15.22 pydantic==2.14.4 httpx==0.28.1
+CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
+
+client: client-venv
+	rm -rf app/client
+	$(CODEGEN_VENV)/bin/ariadne-codegen client
+
+client-venv: $(CODEGEN_STAMP)
+
+$(CODEGEN_STAMP): Makefile
+	test -x $(CODEGEN_VENV)/bin/python || $(PY) -m venv $(CODEGEN_VENV)
+	$(CODEGEN_VENV)/bin/pip install -q --upgrade pip
+	$(CODEGEN_VENV)/bin/pip install -q $(CODEGEN_PINS)
+	touch $@
+
+# TypeScript types and typed documents for front ends, from the same committed SDL and
+# operations, offline: app/web/codegen/generated/ (gitignored), then type-checked.
+ts-client: app/web/codegen/node_modules/.package-lock.json
+	npm run --prefix app/web/codegen --silent codegen
+	npm run --prefix app/web/codegen --silent typecheck
+
+app/web/codegen/node_modules/.package-lock.json: app/web/codegen/package.json app/web/codegen/package-lock.json
+	npm ci --prefix app/web/codegen --ignore-scripts --no-audit --no-fund
+
 clean:
-	rm -rf $(VENV) app/web/node_modules .pytest_cache
+	rm -rf $(VENV) $(CODEGEN_VENV) app/web/node_modules app/web/codegen/node_modules app/web/codegen/generated .pytest_cache

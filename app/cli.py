@@ -1,4 +1,4 @@
-"""The `ims` command line: serve, migrate, admin, schema."""
+"""The `ims` command line: serve, migrate, admin (accounts, storage), schema."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from app.config import Settings
 from app.domain.enums import AccountRole
 
 cli = typer.Typer(help="Image Management Service", no_args_is_help=True, add_completion=False)
-admin_cli = typer.Typer(help="Administration: accounts.", no_args_is_help=True)
+admin_cli = typer.Typer(help="Administration: accounts, storage.", no_args_is_help=True)
 schema_cli = typer.Typer(help="The GraphQL schema.", no_args_is_help=True)
 cli.add_typer(admin_cli, name="admin")
 cli.add_typer(schema_cli, name="schema")
@@ -87,6 +87,27 @@ def create_account(
         raise typer.Exit(1) from exc
     console.print(f"account {account_id} ({name}, {role.value})")
     print(token)
+
+
+@admin_cli.command("init-storage")
+def init_storage() -> None:
+    """Create every region's service bucket (idempotent); run once per deployment, after
+    `ims migrate`, so that API and worker processes start against ready storage."""
+    from app.storage.factory import build_stores, close_stores, create_service_buckets, url_secret
+    from app.storage.signing import UrlSigner
+
+    settings = Settings.from_env()
+    _logging(settings)
+
+    async def run() -> list[str]:
+        stores = build_stores(settings, UrlSigner(url_secret(settings), settings.public_url))
+        try:
+            return await create_service_buckets(stores)
+        finally:
+            await close_stores(stores)
+
+    for bucket in asyncio.run(run()):
+        console.print(f"service bucket {bucket} is ready")
 
 
 @schema_cli.command("export")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import Settings
@@ -55,3 +56,18 @@ def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore
 def service_bucket(region: str) -> str:
     """The service's own bucket in a region (chunks, image-list CSVs)."""
     return f"ims-svc-{region}"[:63]
+
+
+async def create_service_buckets(stores: Mapping[str, ObjectStore]) -> list[str]:
+    """Create each region's service bucket where it is missing; return their names."""
+    for region, store in stores.items():
+        await store.create_bucket(service_bucket(region))
+    return [service_bucket(region) for region in stores]
+
+
+async def close_stores(stores: Mapping[str, ObjectStore]) -> None:
+    """Close each distinct store once (regions may share one)."""
+    for store in {id(s): s for s in stores.values()}.values():
+        close = getattr(store, "close", None)
+        if close is not None:
+            await close()

@@ -1,0 +1,281 @@
+"""The documents in graphql/operations: valid against the served schema, and each one run
+through the generated client (`app.client`, its typed methods) over real HTTP against the
+live server. The client raises on any top-level GraphQL error and validates every response
+against its pydantic models, so a passing call already proves the shape; the checks below
+prove the meaning."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.api.schema import build_schema
+from app.client import (
+    CreateAccountInput,
+    CreateApiTokenInput,
+    CreateBucketInput,
+    CreateUploadUrlInput,
+    DeleteImagesInput,
+    ImageTagsInput,
+    ImsClient,
+    PublishImageInput,
+    QuotaResource,
+    RemoveImageTagsInput,
+    RevokeApiTokenInput,
+    SetImageProtectionInput,
+    SetQuotaInput,
+    TagInput,
+    UpdateImageInput,
+)
+from app.db.tables import Account, ApiToken, Image
+from app.db.types import new_id, utcnow
+from app.db.uow import Database
+from app.services.accounts import hash_token, new_token
+from graphql import DocumentNode, OperationDefinitionNode, concat_ast, parse, validate
+from tests.conftest import LiveServer
+from tests.factories import make_account, make_image, share
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
+
+
+def documents() -> dict[str, DocumentNode]:
+    return {path.name: parse(path.read_text()) for path in sorted(OPERATIONS.glob("*.graphql"))}
+
+
+def operation_names() -> list[str]:
+    return [
+        d.name.value
+        for doc in documents().values()
+        for d in doc.definitions
+        if isinstance(d, OperationDefinitionNode) and d.name is not None
+    ]
+
+
+def method_name(operation: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+
+
+# ---------------------------------------------------------------- the documents
+
+
+def test_every_document_is_valid_against_the_served_schema() -> None:
+    docs = documents()
+    assert {"accounts.graphql", "images.graphql", "tags.graphql", "storage.graphql", "health.graphql"} <= set(docs)
+    # Fragments are shared across the folder, as both generated clients read it.
+    assert validate(build_schema()._schema, concat_ast(list(docs.values()))) == []
+
+
+def test_operations_are_named_and_unique() -> None:
+    anonymous = [name for name, doc in documents().items()
+                 for d in doc.definitions if isinstance(d, OperationDefinitionNode) and d.name is None]
+    assert anonymous == []
+    names = operation_names()
+    assert len(names) == len(set(names))
+
+
+def test_every_operation_is_executed_below() -> None:
+    assert sorted(operation_names()) == sorted(CASES)
+
+
+def test_the_client_has_a_method_per_operation() -> None:
+    assert [n for n in operation_names() if not callable(getattr(ImsClient, method_name(n), None))] == []
+
+
+# ---------------------------------------------------------------- running them
+
+
+@dataclass
+class World:
+    """What the cases act on: a user with a private image, the bootstrap admin, the server."""
+
+    db: Database
+    server: LiveServer
+    admin: Account
+    user: Account
+    user_token: str
+    image: Image
+
+    async def image_of(self, owner: Account, **fields: Any) -> Image:
+        return await make_image(self.db, owner, **fields)
+
+    async def token_of(self, account: Account) -> str:
+        """Another API token of `account`; returns its id."""
+        row = ApiToken(id=new_id("tok"), account_id=account.id, name="spare", token_hash=hash_token(new_token()),
+                       created_at=utcnow())
+        async with self.db.uow() as uow:
+            await uow.accounts.add_token(row)
+            await uow.commit()
+        return row.id
+
+
+Kwargs = Callable[[World, ImsClient], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One operation: the method's arguments (after any set-up), who calls it, and the
+    `__typename` its payload must have (`None` where the payload is no union)."""
+
+    kwargs: Kwargs
+    payload: Callable[[Any], Any]
+    typename: str | None
+    check: Callable[[Any, World], bool] = lambda payload, world: True
+    caller: str | None = "user"  # "user", "admin" or None (no token)
+
+
+async def no_args(_w: World, _c: ImsClient) -> dict[str, Any]:
+    return {}
+
+
+async def spare_token(w: World, _c: ImsClient) -> dict[str, Any]:
+    return {"input": RevokeApiTokenInput(id=await w.token_of(w.user))}
+
+
+async def catalog(w: World, _c: ImsClient) -> dict[str, Any]:
+    """One image of each union member, as the user sees them."""
+    await w.image_of(w.admin, visibility="PUBLIC")
+    other, _ = await make_account(w.db)
+    await share(w.db, await w.image_of(other), w.user)
+    return {"first": 10}
+
+
+async def admins_image(w: World, _c: ImsClient) -> dict[str, Any]:
+    return {"input": PublishImageInput(id=(await w.image_of(w.admin)).id)}
+
+
+async def tagged_image(w: World, _c: ImsClient) -> dict[str, Any]:
+    image = await w.image_of(w.user, tags={"env": "prod", "team": "core"})
+    return {"input": RemoveImageTagsInput(imageId=image.id, keys=["env"])}
+
+
+async def bucket(c: ImsClient, name: str = "my-bucket") -> str:
+    created = await c.create_bucket(input=CreateBucketInput(name=name))
+    assert created.create_bucket.typename__ == "CreateBucketSuccess"
+    return name
+
+
+BODY = b"disk bytes\n" * 1000
+
+
+async def bucket_with_object(_w: World, c: ImsClient) -> dict[str, Any]:
+    payload = (await c.create_upload_url(input=CreateUploadUrlInput(bucket=await bucket(c), key="dir/a.raw")))
+    assert payload.create_upload_url.typename__ == "CreateUploadUrlSuccess"
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.put(payload.create_upload_url.url, content=BODY)).status_code == 200
+    return {"prefix": "dir/", "url_expires_in_seconds": 60}
+
+
+async def upload_target(_w: World, c: ImsClient) -> dict[str, Any]:
+    return {"input": CreateUploadUrlInput(bucket=await bucket(c), key="disk.qcow2", expiresInSeconds=600)}
+
+
+def objects_listed(buckets: Any, w: World) -> bool:
+    [only] = buckets
+    [edge] = only.objects.edges
+    return bool(edge.node.key == "dir/a.raw" and edge.node.size_bytes == len(BODY)
+                and edge.node.checksum == "sha256:" + hashlib.sha256(BODY).hexdigest()
+                and edge.node.download_url.startswith(w.server.url))
+
+
+def each_member(images: Any, _w: World) -> bool:
+    return {e.node.typename__ for e in images.edges} == {"PrivateImage", "PublicImage", "SharedImage"}
+
+
+def given(args: Callable[[World], dict[str, Any]]) -> Kwargs:
+    async def kwargs(w: World, _c: ImsClient) -> dict[str, Any]:
+        return args(w)
+
+    return kwargs
+
+
+def given_input(make: Callable[[World], Any]) -> Kwargs:
+    return given(lambda w: {"input": make(w)})
+
+
+CASES: dict[str, Case] = {
+    "Health": Case(no_args, lambda r: r.health, None, lambda p, w: p.ok is True and bool(p.version), caller=None),
+    "Regions": Case(no_args, lambda r: r.regions, None, lambda p, w: [(x.id, x.is_default) for x in p]
+                    == [("region-1", True)]),
+    "Viewer": Case(no_args, lambda r: r.viewer, None, lambda p, w: p.account.id == w.user.id
+                   and {q.resource for q in p.quotas} == set(QuotaResource) and len(p.api_tokens) == 1),
+    "Accounts": Case(given(lambda w: {"first": 10}), lambda r: r.accounts, None,
+                     lambda p, w: p.total_count == 2 and {e.node.id for e in p.edges} == {w.admin.id, w.user.id},
+                     caller="admin"),
+    "CreateAccount": Case(
+        given_input(lambda w: CreateAccountInput(name="carol")), lambda r: r.create_account, "CreateAccountSuccess",
+        lambda p, w: p.account.name == "carol" and p.account.role == "USER" and bool(p.token), caller="admin"),
+    "CreateApiToken": Case(
+        given_input(lambda w: CreateApiTokenInput(name="ci", expiresInDays=30)), lambda r: r.create_api_token,
+        "CreateApiTokenSuccess", lambda p, w: p.api_token.name == "ci" and p.api_token.expires_at is not None),
+    "RevokeApiToken": Case(spare_token, lambda r: r.revoke_api_token, "RevokeApiTokenSuccess",
+                           lambda p, w: p.revoked_id.startswith("tok")),
+    "SetQuota": Case(
+        given_input(lambda w: SetQuotaInput(accountId=w.user.id, resource=QuotaResource.PRIVATE_IMAGES, limit=5)),
+        lambda r: r.set_quota, "SetQuotaSuccess", lambda p, w: p.quota.limit == 5, caller="admin"),
+    "Image": Case(given(lambda w: {"id": w.image.id}), lambda r: r.image, "PrivateImage",
+                  lambda p, w: p.id == w.image.id and p.owner.id == w.user.id),
+    "Images": Case(catalog, lambda r: r.images, None, each_member),
+    "UpdateImage": Case(
+        given_input(lambda w: UpdateImageInput(id=w.image.id, name="renamed", expectedVersion=w.image.version)),
+        lambda r: r.update_image, "UpdateImageSuccess",
+        lambda p, w: p.image.name == "renamed" and p.image.version == w.image.version + 1),
+    "SetImageProtection": Case(
+        given_input(lambda w: SetImageProtectionInput(id=w.image.id, protected=True)),
+        lambda r: r.set_image_protection, "UpdateImageSuccess", lambda p, w: p.image.protected is True),
+    "PublishImage": Case(admins_image, lambda r: r.publish_image, "UpdateImageSuccess",
+                         lambda p, w: p.image.typename__ == "PublicImage", caller="admin"),
+    "DeleteImages": Case(given_input(lambda w: DeleteImagesInput(ids=[w.image.id])), lambda r: r.delete_images,
+                         "DeleteImagesSuccess", lambda p, w: p.deleted_ids == [w.image.id]),
+    "AddImageTags": Case(
+        given_input(lambda w: ImageTagsInput(imageId=w.image.id, tags=[TagInput(key="env", value="prod")])),
+        lambda r: r.add_image_tags, "UpdateImageSuccess",
+        lambda p, w: [(t.key, t.value) for t in p.image.tags] == [("env", "prod")]),
+    "RemoveImageTags": Case(tagged_image, lambda r: r.remove_image_tags, "UpdateImageSuccess",
+                            lambda p, w: [(t.key, t.value) for t in p.image.tags] == [("team", "core")]),
+    "Buckets": Case(bucket_with_object, lambda r: r.buckets, None, objects_listed),
+    "CreateBucket": Case(given_input(lambda w: CreateBucketInput(name="images-2024")), lambda r: r.create_bucket,
+                         "CreateBucketSuccess", lambda p, w: (p.bucket.name, p.bucket.region)
+                         == ("images-2024", "region-1")),
+    "CreateUploadUrl": Case(upload_target, lambda r: r.create_upload_url, "CreateUploadUrlSuccess",
+                            lambda p, w: p.url.startswith(w.server.url)),
+}
+
+
+@pytest.fixture
+async def world(db: Database, live_server: LiveServer) -> World:
+    user, token = await make_account(db)
+    async with db.uow() as uow:
+        admin = await uow.accounts.get_by_name(live_server.settings.admin_name)
+    assert admin is not None
+    return World(db, live_server, admin, user, token, await make_image(db, user))
+
+
+@pytest.fixture
+def client_for(world: World) -> Callable[[str | None], ImsClient]:
+    def make(caller: str | None) -> ImsClient:
+        token = {"user": world.user_token, "admin": world.server.settings.admin_token, None: None}[caller]
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return ImsClient(url=f"{world.server.url}/graphql", headers=headers)
+
+    return make
+
+
+@pytest.mark.parametrize("operation", sorted(CASES))
+async def test_operation_runs_through_the_generated_client(
+    operation: str, world: World, client_for: Callable[[str | None], ImsClient]
+) -> None:
+    case = CASES[operation]
+    async with client_for(case.caller) as client:
+        kwargs = await case.kwargs(world, client)
+        result = await getattr(client, method_name(operation))(**kwargs)
+    payload = case.payload(result)
+    if case.typename is not None:
+        assert payload.typename__ == case.typename, payload
+    assert case.check(payload, world), payload
