@@ -55,6 +55,17 @@ class ImageVisibility(str, Enum):
     SHARED = "SHARED"
 
 
+class KmsGrantOperation(str, Enum):
+    DECRYPT_DATA_KEY = "DECRYPT_DATA_KEY"
+    DESCRIBE_KEY = "DESCRIBE_KEY"
+
+
+class KmsKeyState(str, Enum):
+    DISABLED = "DISABLED"
+    ENABLED = "ENABLED"
+    PENDING_DELETION = "PENDING_DELETION"
+
+
 class MemberStatus(str, Enum):
     ACCEPTED = "ACCEPTED"
     PENDING = "PENDING"

@@ -15,6 +15,7 @@ from .enums import (
     ImageOrderField,
     ImageStatus,
     ImageVisibility,
+    KmsGrantOperation,
     MemberStatus,
     OrderDirection,
     OsType,
@@ -35,6 +36,17 @@ class CreateApiTokenInput(BaseModel):
 class CreateBucketInput(BaseModel):
     name: str
     region: Optional[str] = None
+
+
+class CreateKmsGrantInput(BaseModel):
+    grantee_account_id: str = Field(alias="granteeAccountId")
+    key_id: str = Field(alias="keyId")
+    operations: list[KmsGrantOperation]
+
+
+class CreateKmsKeyInput(BaseModel):
+    alias: str
+    description: Optional[str] = ""
 
 
 class CreateUploadUrlInput(BaseModel):
@@ -86,6 +98,12 @@ class ImageTagsInput(BaseModel):
     "Added, or their value replaced when the key exists."
 
 
+class KmsKeyStateInput(BaseModel):
+    key_id: str = Field(alias="keyId")
+    pending_days: Optional[int] = Field(alias="pendingDays", default=None)
+    "Days before a scheduled deletion takes effect (7 to 1096); only with scheduleKmsKeyDeletion."
+
+
 class PublishImageInput(BaseModel):
     id: str
 
@@ -97,6 +115,11 @@ class RemoveImageTagsInput(BaseModel):
 
 class RevokeApiTokenInput(BaseModel):
     id: str
+
+
+class RevokeKmsGrantInput(BaseModel):
+    grant_id: str = Field(alias="grantId")
+    key_id: str = Field(alias="keyId")
 
 
 class SetImageProtectionInput(BaseModel):
