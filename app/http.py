@@ -128,10 +128,13 @@ class EdgeMiddleware:
     @staticmethod
     def _anonymous_ok(scope: Scope, headers: dict[str, str], body: bytes) -> bool:
         if scope["method"] in ("GET", "HEAD"):
-            if "text/html" in headers.get("accept", ""):
-                return True  # the GraphiQL page itself; its requests carry the token
             params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            return anonymous_allowed(params.get("query", [None])[0])
+            query = params.get("query", [None])[0]
+            if query is None and "text/html" in headers.get("accept", ""):
+                # The GraphiQL page itself; its requests carry the token. With a `query`
+                # the request is executed, so the Accept header must not let it skip auth.
+                return True
+            return anonymous_allowed(query)
         try:
             data = json.loads(body)
         except ValueError:

@@ -54,3 +54,32 @@ async def share(db: Database, image: Image, account: Account, status: str = "ACC
         uow.session.add(ImageMember(image_id=image.id, account_id=account.id, status=status,
                                     created_at=now, updated_at=now))
         await uow.commit()
+
+
+async def unshare(db: Database, image: Image, account: Account) -> None:
+    """Remove a membership (the sharing API does not exist yet)."""
+    async with db.uow() as uow:
+        member = await uow.session.get(ImageMember, (image.id, account.id))
+        assert member is not None
+        await uow.session.delete(member)
+        await uow.commit()
+
+
+async def admin_account(db: Database, name: str = "admin") -> Account:
+    """The bootstrap administrator the live server created."""
+    async with db.uow(write=False) as uow:
+        admin = await uow.accounts.get_by_name(name)
+    assert admin is not None
+    return admin
+
+
+async def member_rows(db: Database, image_id: str) -> list[tuple[str, str]]:
+    """(account id, status) of every membership row of an image, straight from the database."""
+    async with db.uow(write=False) as uow:
+        rows = (await uow.images.members_of([image_id]))[image_id]
+    return sorted((r.member.account_id, r.member.status) for r in rows)
+
+
+async def tag_rows(db: Database, image_id: str) -> dict[str, str]:
+    async with db.uow(write=False) as uow:
+        return {t.key: t.value for t in (await uow.images.tags_of([image_id]))[image_id]}

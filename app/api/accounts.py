@@ -9,7 +9,14 @@ import strawberry
 
 from app.api.common import AccountRole, Node, PageInfo, QuotaResource
 from app.api.context import Info
-from app.api.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError, payload
+from app.api.errors import (
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    ValidationError,
+    payload,
+    query_errors,
+)
 from app.db.tables import Account as AccountRow
 from app.db.tables import ApiToken as ApiTokenRow
 from app.domain import enums as d
@@ -154,7 +161,8 @@ class AccountQueries:
 
     @strawberry.field(description="Administrators only.")
     async def accounts(self, info: Info, first: int | None = None, after: str | None = None) -> AccountConnection:
-        rows, has_next, total = await info.context.services.accounts.list_accounts(info.context.me, first, after)
+        with query_errors():
+            rows, has_next, total = await info.context.services.accounts.list_accounts(info.context.me, first, after)
         edges = [AccountEdge(cursor=r.id, node=Account.of(r)) for r in rows]
         return AccountConnection(
             edges=edges, page_info=PageInfo.of([e.cursor for e in edges], has_next, after is not None),

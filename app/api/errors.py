@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import strawberry
+from graphql import GraphQLError
 
 from app import errors as e
 
@@ -87,3 +89,24 @@ async def payload(allowed: tuple[type, ...], call: Awaitable[T]) -> T | Any:
         if type(err) not in allowed:
             raise
         return err
+
+
+class QueryError(GraphQLError):
+    """An expected failure of a query field, which has no payload union to carry it (a bad
+    `first`, cursor or region; a non-admin asking for `accounts`). It is a top-level error
+    with the message and `extensions.code` (and `field`): shown to the client, never masked."""
+
+    def __init__(self, exc: e.ImsError) -> None:
+        extensions: dict[str, Any] = {"code": exc.code}
+        if isinstance(exc, e.Invalid) and exc.field:
+            extensions["field"] = exc.field
+        super().__init__(exc.message, extensions=extensions)
+
+
+@contextmanager
+def query_errors() -> Iterator[None]:
+    """Turn an expected failure inside a query resolver into a `QueryError`."""
+    try:
+        yield
+    except e.ImsError as exc:
+        raise QueryError(exc) from exc

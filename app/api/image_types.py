@@ -21,6 +21,7 @@ from app.api.common import (
     PageInfo,
 )
 from app.api.context import Info
+from app.api.errors import query_errors
 from app.api.scalars import BigInt
 from app.db.repositories.images import MemberRow, VisibleImage
 from app.db.tables import Account as AccountRow
@@ -148,11 +149,12 @@ class PrivateImage(ImageBase):
         if status is not None:
             wanted = {s.value for s in status}
             rows = [r for r in rows if r.member.status in wanted]
-        size = validate_page_size(first)
-        start = 0
-        if after:
-            _, account_id = decode_cursor(after, "members")
-            start = next((i + 1 for i, r in enumerate(rows) if r.member.account_id == account_id), len(rows))
+        with query_errors():
+            size = validate_page_size(first)
+            start = 0
+            if after:
+                _, account_id = decode_cursor(after, "members")
+                start = next((i + 1 for i, r in enumerate(rows) if r.member.account_id == account_id), len(rows))
         window = rows[start : start + size]
         edges = [ImageMemberEdge(cursor=encode_cursor("members", 0, r.member.account_id), node=ImageMember.of(r))
                  for r in window]

@@ -29,6 +29,7 @@ from app.api.errors import (
     NotSupportedError,
     ValidationError,
     payload,
+    query_errors,
 )
 from app.api.image_types import Image, image_of
 from app.domain import enums as d
@@ -142,12 +143,13 @@ class ImageQueries:
         after: str | None = None,
     ) -> ImageConnection:
         svc = info.context.services.images
-        region = svc.check_region(filter.region if filter else None, field="filter.region")
         order = DomainOrder(d.ImageOrderField(order_by.field), d.OrderDirection(order_by.direction)) \
             if order_by else DomainOrder()
-        page = await svc.list(
-            info.context.me, to_query(filter, region), order, first, after, with_total=selects(info, "totalCount")
-        )
+        with query_errors():
+            region = svc.check_region(filter.region if filter else None, field="filter.region")
+            page = await svc.list(
+                info.context.me, to_query(filter, region), order, first, after, with_total=selects(info, "totalCount")
+            )
         me = info.context.me
         edges = [ImageEdge(cursor=c, node=image_of(v, me)) for v, c in zip(page.items, page.cursors, strict=True)]
         return ImageConnection(

@@ -23,7 +23,7 @@ from app import __version__
 from app.api.accounts import AccountMutations, AccountQueries
 from app.api.common import Node
 from app.api.context import Info, Unauthenticated
-from app.api.errors import ERROR_TYPES
+from app.api.errors import ERROR_TYPES, QueryError
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
 from app.api.kms import KmsKey, KmsMutations, KmsQueries
@@ -93,7 +93,7 @@ class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations)
 def _is_expected(error: GraphQLError) -> bool:
     """Errors a client caused (validation, limits, auth) are shown; the rest are masked."""
     original = error.original_error
-    return original is None or isinstance(original, Unauthenticated)
+    return original is None or isinstance(original, (Unauthenticated, QueryError))
 
 
 class LoggingSchema(strawberry.Schema):
@@ -102,7 +102,7 @@ class LoggingSchema(strawberry.Schema):
         if execution_context is not None and execution_context.context is not None:
             request_id = getattr(execution_context.context, "request_id", "-")
         for error in errors:
-            if error.original_error is not None and not isinstance(error.original_error, Unauthenticated):
+            if not _is_expected(error):
                 log.error("request %s: unexpected error in %s", request_id, error.path,
                           exc_info=error.original_error)
 

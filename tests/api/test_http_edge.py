@@ -1,0 +1,262 @@
+"""The HTTP edge and the GraphQL protections: auth, body limit, batching, GET, limits,
+error masking with request ids, and the parser/validation caches."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from strawberry.extensions.parser_cache import _get_parse_cache
+from strawberry.extensions.validation_cache import _get_validate_cache
+
+from app import __version__
+from app.api.schema import CACHE_SIZE, MAX_ALIASES, MAX_DEPTH, MAX_TOKENS
+from app.db.tables import ApiToken
+from app.db.types import new_id, utcnow
+from app.db.uow import Database
+from app.services.accounts import hash_token, new_token
+from tests.api.ops import mutate
+from tests.conftest import GraphQLClient, LiveServer
+from tests.factories import make_account
+
+VIEWER = "{ viewer { account { name } } }"
+MUTATION = 'mutation { createApiToken(input: {name: "x"}) { __typename } }'
+HEALTH = "{ health { ok version } }"
+
+
+def assert_401(response: httpx.Response) -> None:
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["www-authenticate"] == 'Bearer realm="ims"'
+    assert response.json() == {"errors": [{"message": "authentication required: Authorization: Bearer <token>"}]}
+
+
+async def _revoked_token(gql: GraphQLClient, db: Database) -> str:
+    _, token = await make_account(db)
+    tokens = (await gql.as_(token).execute("{ viewer { apiTokens { id } } }"))["viewer"]["apiTokens"]
+    revoked = await mutate(gql.as_(token), "revokeApiToken", {"id": tokens[0]["id"]},
+                           "... on RevokeApiTokenSuccess { revokedId }")
+    assert revoked["revokedId"] == tokens[0]["id"]
+    return token
+
+
+async def _expired_token(db: Database) -> str:
+    account, _ = await make_account(db)
+    token = new_token()
+    async with db.uow() as uow:
+        await uow.accounts.add_token(ApiToken(id=new_id("tok"), account_id=account.id, name="old",
+                                              token_hash=hash_token(token), created_at=utcnow() - timedelta(days=2),
+                                              expires_at=utcnow() - timedelta(seconds=1)))
+        await uow.commit()
+    return token
+
+
+async def test_queries_and_mutations_need_a_valid_token(gql: GraphQLClient, db: Database,
+                                                        http: httpx.AsyncClient) -> None:
+    revoked = await _revoked_token(gql, db)
+    expired = await _expired_token(db)
+    for headers in ({}, {"authorization": "Bearer ims_not-a-token"}, {"authorization": f"Bearer {revoked}"},
+                    {"authorization": f"Bearer {expired}"}, {"authorization": "Basic YWRtaW46YWRtaW4="},
+                    {"authorization": "Bearer " + "x" * 300}, {"authorization": "Bearer"}):
+        for document in (VIEWER, MUTATION, "{ regions { id } }", "{ __schema { queryType { name } } }"):
+            assert_401(await http.post("/graphql", json={"query": document}, headers=headers))
+        assert_401(await http.get("/graphql", params={"query": "{ regions { id } }"}, headers=headers))
+    # Nothing was executed on behalf of anyone.
+    assert (await gql.as_(revoked).raw(VIEWER)).status_code == 401
+
+
+async def test_health_answers_without_a_token(http: httpx.AsyncClient) -> None:
+    for document in (HEALTH, "query Probe { __typename health { ok } }"):
+        response = await http.post("/graphql", json={"query": document})
+        assert response.status_code == 200, document
+        assert "errors" not in response.json()
+    assert (await http.post("/graphql", json={"query": HEALTH})).json() == {
+        "data": {"health": {"ok": True, "version": __version__}}}
+    get = await http.get("/graphql", params={"query": HEALTH}, headers={"accept": "application/json"})
+    assert (get.status_code, get.json()["data"]["health"]["ok"]) == (200, True)
+    plain = await http.get("/health")
+    assert (plain.status_code, plain.json()) == (200, {"ok": True, "version": __version__})
+
+
+async def test_health_cannot_smuggle_other_fields(http: httpx.AsyncClient) -> None:
+    smuggled = [
+        "{ health { ok } viewer { account { name } } }",
+        "{ health { ok } regions { id } }",
+        "{ ...F } fragment F on Query { health { ok } }",
+        "mutation { __typename }",
+        "query A { health { ok } } query B { viewer { account { name } } }",
+        "{ health { ok } __schema { types { name } } }",
+        "{ health { ok ",  # unparsable
+    ]
+    for document in smuggled:
+        assert_401(await http.post("/graphql", json={"query": document}))
+    assert_401(await http.post("/graphql", json=[{"query": HEALTH}]))
+    assert_401(await http.post("/graphql", content=b"not json", headers={"content-type": "application/json"}))
+
+
+async def test_get_with_an_html_accept_header_does_not_skip_authentication(http: httpx.AsyncClient) -> None:
+    for document in ("{ regions { id } }", "{ __schema { queryType { name } } }", VIEWER):
+        response = await http.get("/graphql", params={"query": document}, headers={"accept": "text/html"})
+        assert_401(response)
+    # Without a query it is the GraphiQL page (503 when its npm assets are not installed).
+    page = await http.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code in (200, 503)
+    assert page.headers["content-type"].startswith("text/html")
+
+
+async def test_request_body_over_one_mebibyte_is_refused(gql: GraphQLClient, http: httpx.AsyncClient) -> None:
+    limit = 1024 * 1024
+    headers = {"authorization": f"Bearer {gql.token}", "content-type": "application/json"}
+    padding = " " * (limit - len('{"query": "{ health { ok } }"}'))
+    at_limit = ('{"query": "{ health { ok } }"}' + padding).encode()
+    assert len(at_limit) == limit
+    ok = await http.post("/graphql", content=at_limit, headers=headers)
+    assert (ok.status_code, ok.json()) == (200, {"data": {"health": {"ok": True}}})
+    over = await http.post("/graphql", content=at_limit + b" ", headers=headers)
+    assert (over.status_code, over.json()) == (413, {"errors": [{"message": "request body over 1 MiB"}]})
+
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted while reading
+        for _ in range(17):
+            yield b" " * 65536
+
+    streamed = await http.post("/graphql", content=chunks(), headers=headers)
+    assert streamed.status_code == 413
+
+
+async def test_batched_requests_are_refused_and_nothing_runs(gql: GraphQLClient, http: httpx.AsyncClient) -> None:
+    batch = [{"query": 'mutation { createAccount(input: {name: "batched-one"}) { __typename } }'},
+             {"query": 'mutation { createAccount(input: {name: "batched-two"}) { __typename } }'}]
+    response = await http.post("/graphql", json=batch, headers={"authorization": f"Bearer {gql.token}"})
+    assert 400 <= response.status_code < 500
+    assert "batched" not in response.text
+    names = {e["node"]["name"] for e in (await gql.execute("{ accounts { edges { node { name } } } }"))[
+        "accounts"]["edges"]}
+    assert names == {"admin"}
+
+
+async def test_mutations_are_refused_over_get(gql: GraphQLClient, db: Database, http: httpx.AsyncClient) -> None:
+    _, token = await make_account(db)
+    headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
+    refused = await http.get("/graphql", params={"query": MUTATION}, headers=headers)
+    assert refused.status_code in (400, 405)
+    assert "mutations are not allowed" in refused.text
+    tokens = (await gql.as_(token).execute("{ viewer { apiTokens { name } } }"))["viewer"]["apiTokens"]
+    assert [t["name"] for t in tokens] == ["t"]  # only the factory's token
+    query = await http.get("/graphql", params={"query": VIEWER}, headers=headers)
+    assert query.status_code == 200 and query.json()["data"]["viewer"]["account"]["name"].startswith("user-")
+
+
+# ---------------------------------------------------------------- document limits
+
+
+def _nested(depth: int) -> str:
+    """A query whose deepest field sits `depth` levels below the root field."""
+    return "{ " + "a { " * depth + "b" + " }" * depth + " }"
+
+
+async def _errors(gql: GraphQLClient, document: str) -> list[str]:
+    response = await gql.raw(document)
+    assert response.status_code == 200
+    return [e["message"] for e in response.json().get("errors", [])]
+
+
+async def test_depth_limit(gql: GraphQLClient) -> None:
+    assert MAX_DEPTH == 12
+    depth_error = "'anonymous' exceeds maximum operation depth of 12"
+    # The schema has no legal path 12 levels deep, so the documents use unknown fields:
+    # the other validation errors are there either way, the depth error only past 12.
+    assert depth_error in await _errors(gql, _nested(13))
+    assert depth_error not in await _errors(gql, _nested(12))
+    deepest_real = """{ images { edges { node { ... on PrivateImage {
+        members { edges { node { account { name } } } } } } } } }"""
+    assert await _errors(gql, deepest_real) == []
+
+
+async def test_alias_limit(gql: GraphQLClient) -> None:
+    assert MAX_ALIASES == 30
+
+    def aliased(n: int) -> str:
+        return "{ " + " ".join(f"h{i}: health {{ ok }}" for i in range(n)) + " }"
+
+    ok = await gql.raw(aliased(30))
+    assert ok.status_code == 200 and "errors" not in ok.json() and len(ok.json()["data"]) == 30
+    assert await _errors(gql, aliased(31)) == ["31 aliases found. Allowed: 30"]
+
+
+async def test_token_limit(gql: GraphQLClient) -> None:
+    assert MAX_TOKENS == 5000
+
+    def tokens(n: int) -> str:  # 16 punctuators and names, plus n - 16 strings
+        return '{ images(filter: {ids: [' + '"x" ' * (n - 16) + ']}) { totalCount } }'
+
+    ok = await gql.raw(tokens(5000))
+    assert ok.status_code == 200 and ok.json() == {"data": {"images": {"totalCount": 0}}}
+    [message] = await _errors(gql, tokens(5001))
+    assert message == "Syntax Error: Document contains more than 5000 tokens. Parsing aborted."
+
+
+# ---------------------------------------------------------------- masking and logging
+
+
+async def test_unexpected_errors_are_masked_and_logged_with_the_request_id(
+    gql: GraphQLClient, http: httpx.AsyncClient, live_server: LiveServer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    services = live_server.app.state.runtime.services
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom: SELECT token_hash FROM api_tokens")
+
+    monkeypatch.setattr(services.accounts, "quotas", broken)
+    with caplog.at_level(logging.ERROR, logger="app.api"):
+        response = await gql.raw("{ viewer { account { name } quotas { used } } }")
+        chosen = await http.post("/graphql", json={"query": "{ viewer { quotas { used } } }"},
+                                 headers={"authorization": f"Bearer {gql.token}", "x-request-id": "my-req.42"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["data"] is None  # quotas is non-null, so viewer (non-null) collapses too
+    assert body["errors"] == [{"message": "Internal server error", "locations": [{"line": 1, "column": 29}],
+                               "path": ["viewer", "quotas"]}]
+    for leak in ("boom", "SELECT", "token_hash", "Traceback", "RuntimeError"):
+        assert leak not in response.text
+    request_id = response.headers["x-request-id"]
+    assert len(request_id) == 16
+    assert chosen.headers["x-request-id"] == "my-req.42"
+
+    logged = [r for r in caplog.records if r.name == "app.api"]
+    assert [r.getMessage() for r in logged] == [
+        f"request {request_id}: unexpected error in ['viewer', 'quotas']",
+        "request my-req.42: unexpected error in ['viewer', 'quotas']",
+    ]
+    for record in logged:
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+
+
+async def test_invalid_incoming_request_ids_are_replaced(http: httpx.AsyncClient) -> None:
+    response = await http.post("/graphql", json={"query": HEALTH}, headers={"x-request-id": "bad id\twith spaces"})
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(response.headers["x-request-id"]) == 16
+
+
+# ---------------------------------------------------------------- caches
+
+
+async def test_parser_and_validation_caches_hit_across_requests(gql: GraphQLClient) -> None:
+    # The module-level LRU caches the extensions share (functools' cache_info is untyped here).
+    parse_cache: Any = _get_parse_cache(CACHE_SIZE)
+    validate_cache: Any = _get_validate_cache(CACHE_SIZE)
+    document = f"query Unique{secrets.token_hex(6)} {{ viewer {{ account {{ name }} }} }}"
+    await gql.execute(document)
+    parse_before, validate_before = parse_cache.cache_info(), validate_cache.cache_info()
+    await gql.execute(document)
+    parse_after, validate_after = parse_cache.cache_info(), validate_cache.cache_info()
+    assert parse_after.hits == parse_before.hits + 1
+    assert parse_after.misses == parse_before.misses
+    assert validate_after.hits == validate_before.hits + 1
+    assert validate_after.misses == validate_before.misses

@@ -1,0 +1,104 @@
+"""SQL statements per request: a page of images with tags and members costs a constant few."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from app.db.tables import ImageMember, ImageTag
+from app.db.types import utcnow
+from app.db.uow import Database
+from tests.conftest import GraphQLClient, LiveServer
+from tests.factories import make_account, make_image
+
+MAX_STATEMENTS = 4
+
+PAGE = """
+query {
+  images(first: 50) {
+    totalCount
+    edges { node {
+      __typename
+      ... on ImageBase { id name tags { key value } }
+      ... on PrivateImage {
+        owner { name }
+        members { totalCount edges { node { account { name } status } } }
+      }
+      ... on SharedImage { owner { name } membership { status } }
+    } }
+  }
+}
+"""
+
+
+@contextmanager
+def count_statements(live_server: LiveServer) -> Iterator[list[str]]:
+    """Every statement the live server's engines send while the block runs."""
+    db = live_server.app.state.runtime.services.db
+    engines = {id(e.sync_engine): e.sync_engine for e in (db.engine, db.write_engine)}.values()
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("size", [5, 50])
+async def test_a_page_costs_a_constant_number_of_statements(
+    size: int, gql: GraphQLClient, db: Database, live_server: LiveServer
+) -> None:
+    alice, alice_t = await make_account(db, "alice")
+    bob, bob_t = await make_account(db, "bob")
+    carol, _ = await make_account(db, "carol")
+    own = [await make_image(db, alice) for _ in range(size - size // 5)]
+    shared = [await make_image(db, bob) for _ in range(size // 5)]  # bob's, shared with alice
+    now = utcnow()
+    async with db.uow() as uow:
+        for image in own:
+            uow.session.add_all([ImageTag(image_id=image.id, key=k, value="v") for k in ("env", "team", "app")])
+            uow.session.add_all([ImageMember(image_id=image.id, account_id=a.id, status=s, created_at=now,
+                                             updated_at=now) for a, s in ((bob, "ACCEPTED"), (carol, "PENDING"))])
+        for image in shared:
+            uow.session.add(ImageTag(image_id=image.id, key="shared", value="yes"))
+            uow.session.add(ImageMember(image_id=image.id, account_id=alice.id, status="ACCEPTED", created_at=now,
+                                        updated_at=now))
+        await uow.commit()
+
+    q = gql.as_(alice_t)
+    await q.execute("{ viewer { account { id } } }")  # warm-up: the token's last_used_at write
+    with count_statements(live_server) as statements:
+        data = await q.execute(PAGE)
+    page = data["images"]
+    assert page["totalCount"] == size
+    assert len(page["edges"]) == size
+    nodes = [e["node"] for e in page["edges"]]
+    private = [n for n in nodes if n["__typename"] == "PrivateImage"]
+    shared_nodes = [n for n in nodes if n["__typename"] == "SharedImage"]
+    assert (len(private), len(shared_nodes)) == (len(own), len(shared))
+    for node in private:
+        assert node["owner"] == {"name": "alice"}
+        assert len(node["tags"]) == 3
+        assert node["members"]["totalCount"] == 2
+        assert sorted((m["node"]["account"]["name"], m["node"]["status"]) for m in node["members"]["edges"]) == [
+            ("bob", "ACCEPTED"), ("carol", "PENDING")]
+    for node in shared_nodes:
+        assert (node["owner"], node["membership"], node["tags"]) == (
+            {"name": "bob"}, {"status": "ACCEPTED"}, [{"key": "shared", "value": "yes"}])
+    assert 0 < len(statements) <= MAX_STATEMENTS, "\n\n".join(statements)
+
+    # The same request from another caller costs the same: nothing is cached across requests.
+    await gql.as_(bob_t).execute("{ viewer { account { id } } }")
+    with count_statements(live_server) as again:
+        await gql.as_(bob_t).execute(PAGE)
+    assert 0 < len(again) <= MAX_STATEMENTS, "\n\n".join(again)
