@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.images import ImageRepository
+from app.db.repositories.jobs import JobRepository
 
 
 class Database:
@@ -59,6 +60,7 @@ class UnitOfWork:
         self._session = (self.db.write_sessions if self.write else self.db.sessions)()
         self.accounts = AccountRepository(self._session)
         self.images = ImageRepository(self._session, self.caller_id)
+        self.jobs = JobRepository(self._session, self.caller_id)
         return self
 
     async def __aexit__(
