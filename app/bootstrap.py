@@ -9,6 +9,8 @@ from app.config import Settings
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database
+from app.jobs.events import event_bus_for
+from app.jobs.worker import WorkerPool
 from app.services.registry import Services
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,22 @@ def build_database(settings: Settings) -> Database:
     return Database(make_engine(url))
 
 
-class Runtime:
-    """Everything a process holds: database, services (and later stores, KMS, workers)."""
+def build_services(settings: Settings, db: Database) -> Services:
+    """Services with the adapters the settings pick (event bus by database dialect)."""
+    return Services.build(settings, db, events=event_bus_for(db))
 
-    def __init__(self, settings: Settings) -> None:
+
+class Runtime:
+    """Everything a process holds: database, services, job workers (and later stores, KMS).
+
+    `api=False` (the `ims worker` process) skips the admin bootstrap, which belongs to the
+    API processes."""
+
+    def __init__(self, settings: Settings, *, api: bool = True) -> None:
         self.settings = settings
+        self.api = api
         self._services: Services | None = None
+        self._workers: WorkerPool | None = None
 
     @property
     def services(self) -> Services:
@@ -40,12 +52,22 @@ class Runtime:
         if s.auto_migrate:
             await asyncio.to_thread(upgrade, s.effective_database_url)
         db = build_database(s)
-        self._services = Services.build(s, db)
-        await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
-        if not s.admin_token:
-            log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
+        self._services = build_services(s, db)
+        if self.api:
+            await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
+            if not s.admin_token:
+                log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
+        if s.workers > 0:
+            self._workers = WorkerPool(
+                self._services, s.workers, lease_seconds=s.job_lease_seconds, poll_interval=s.job_poll_interval
+            )
+            self._workers.start()
 
     async def stop(self) -> None:
+        if self._workers is not None:
+            await self._workers.stop(self.settings.worker_stop_grace)
+            self._workers = None
         if self._services is not None:
+            await self._services.close()
             await self._services.db.dispose()
             self._services = None

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.config import Settings
 from app.db.uow import Database
+from app.jobs.events import EventBus, event_bus_for
+from app.jobs.registry import JobRegistry, build_registry
+from app.jobs.service import JobService
 from app.services.accounts import AccountService
 from app.services.images import ImageService
 from app.services.tags import TagService
+
+#: `(bucket, key, expires_in_seconds) -> URL`: a time-limited download URL of an object.
+ObjectUrls = Callable[[str, str, int], str]
 
 
 @dataclass
@@ -18,16 +25,30 @@ class Services:
     accounts: AccountService
     images: ImageService
     tags: TagService
+    jobs: JobService
+    #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
+    object_urls: ObjectUrls | None = None
 
     @classmethod
-    def build(cls, settings: Settings, db: Database) -> Services:
+    def build(
+        cls, settings: Settings, db: Database, *, events: EventBus | None = None,
+        job_registry: JobRegistry | None = None,
+    ) -> Services:
         return cls(
             settings=settings,
             db=db,
             accounts=AccountService(db, settings.default_region),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
+            jobs=JobService(
+                db, events or event_bus_for(db),
+                job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
+            ),
         )
 
     async def ping(self) -> bool:
         return await self.db.ping()
+
+    async def close(self) -> None:
+        """Release what the services hold beyond the database (the event bus connection)."""
+        await self.jobs.events.close()
