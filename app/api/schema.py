@@ -26,6 +26,7 @@ from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
+from app.api.jobs import Job, JobQueries, Subscription
 from app.api.scalars import SCALAR_MAP
 from app.errors import NotFound
 
@@ -67,6 +68,8 @@ class CoreQueries:
         try:
             if prefix == "img":
                 return image_of(await info.context.services.images.get(me, str(id)), me)
+            if prefix == "job":
+                return Job.of(await info.context.services.jobs.get(me, str(id)))
             if prefix == "acc" and (me.is_admin or str(id) == me.account_id):
                 from app.api.accounts import Account
 
@@ -77,7 +80,7 @@ class CoreQueries:
 
 
 @strawberry.type
-class Query(CoreQueries, AccountQueries, ImageQueries):
+class Query(CoreQueries, AccountQueries, ImageQueries, JobQueries):
     pass
 
 
@@ -121,6 +124,7 @@ def build_schema() -> strawberry.Schema:
     return LoggingSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[PublicImage, PrivateImage, SharedImage, ImageBase, *ERROR_TYPES],
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
