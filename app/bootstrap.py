@@ -6,13 +6,17 @@ import asyncio
 import logging
 
 from app.config import Settings
+from app.datastore.store import ChunkStore
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database
+from app.jobs.events import event_bus_for
+from app.jobs.worker import WorkerPool
 from app.kms.envelope import load_root_key
 from app.kms.local import LocalKeyProvider
 from app.kms.port import KeyProvider
 from app.services.registry import Services
+from app.storage.base import ObjectStore
 from app.storage.factory import build_stores, service_bucket, url_secret
 from app.storage.signing import UrlSigner
 
@@ -33,12 +37,26 @@ async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:
     return LocalKeyProvider(db, root_key)
 
 
-class Runtime:
-    """Everything a process holds: database, services (and later stores, KMS, workers)."""
+def build_services(settings: Settings, db: Database, stores: dict[str, ObjectStore],
+                   key_provider: KeyProvider) -> Services:
+    """Services with the adapters the settings pick (event bus by database dialect)."""
+    services = Services.build(settings, db, stores, key_provider, events=event_bus_for(db))
+    services.chunks = ChunkStore(db, stores)
+    return services
 
-    def __init__(self, settings: Settings) -> None:
+
+class Runtime:
+    """Everything a process holds: database, stores, KMS, services and job workers.
+
+    `api=False` (the `ims worker` process) skips the admin bootstrap, which belongs to the
+    API processes."""
+
+    def __init__(self, settings: Settings, *, api: bool = True) -> None:
         self.settings = settings
+        self.api = api
         self._services: Services | None = None
+        self._workers: WorkerPool | None = None
+        self.stores: dict[str, ObjectStore] = {}
 
     @property
     def services(self) -> Services:
@@ -55,16 +73,26 @@ class Runtime:
         self.stores = build_stores(s, self.signer)
         for region, store in self.stores.items():
             await store.create_bucket(service_bucket(region))
-        self._services = Services.build(s, db, self.stores, await build_key_provider(s, db))
-        await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
-        if not s.admin_token:
-            log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
+        self._services = build_services(s, db, self.stores, await build_key_provider(s, db))
+        if self.api:
+            await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
+            if not s.admin_token:
+                log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
+        if s.workers > 0:
+            self._workers = WorkerPool(
+                self._services, s.workers, lease_seconds=s.job_lease_seconds, poll_interval=s.job_poll_interval
+            )
+            self._workers.start()
 
     async def stop(self) -> None:
-        for store in {id(s): s for s in getattr(self, "stores", {}).values()}.values():
+        if self._workers is not None:
+            await self._workers.stop(self.settings.worker_stop_grace)
+            self._workers = None
+        for store in {id(s): s for s in self.stores.values()}.values():
             close = getattr(store, "close", None)
             if close is not None:
                 await close()
         if self._services is not None:
+            await self._services.close()
             await self._services.db.dispose()
             self._services = None

@@ -1,9 +1,11 @@
-"""The `ims` command line: serve, migrate, admin (accounts, storage), schema."""
+"""The `ims` command line: serve, worker, migrate, admin (accounts, storage), schema."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -48,6 +50,36 @@ def serve(
 
 
 @cli.command()
+def worker(
+    concurrency: int = typer.Option(
+        0, "--concurrency", "-c", min=0, help="Jobs run at once (default: IMS_WORKERS, at least 1)."
+    ),
+) -> None:
+    """Run job workers in this process until SIGTERM or SIGINT (the current jobs get
+    IMS_WORKER_STOP_GRACE seconds to finish, then their leases are released)."""
+    settings = Settings.from_env()
+    _logging(settings)
+    count = concurrency or max(settings.workers, 1)
+    asyncio.run(_run_workers(replace(settings, workers=count)))
+
+
+async def _run_workers(settings: Settings) -> None:
+    from app.bootstrap import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(settings, api=False)
+    await runtime.start()
+    logging.getLogger("app.cli").info("%d job worker(s) running", settings.workers)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+
+
+@cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
     from app.db.migrate import upgrade
@@ -70,7 +102,7 @@ def create_account(
     settings = Settings.from_env()
 
     async def run() -> tuple[str, str]:
-        runtime = Runtime(settings)
+        runtime = Runtime(replace(settings, workers=0))
         await runtime.start()
         try:
             account, token = await runtime.services.accounts.create_account(None, name, AccountRole(role))
@@ -125,3 +157,7 @@ def schema_export(
 def main() -> None:
     logging.captureWarnings(True)
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -48,6 +48,10 @@ class Settings:
     url_secret: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     workers: int = 2
+    job_lease_seconds: float = 30.0
+    job_poll_interval: float = 0.5
+    worker_stop_grace: float = 10.0
+    test_job_handlers: tuple[str, ...] = ()
     auto_migrate: bool = True
     log_level: str = "INFO"
     region_endpoints: Mapping[str, str] = field(default_factory=dict)
@@ -94,6 +98,10 @@ class Settings:
             url_secret=e.get("IMS_URL_SECRET") or None,
             public_url=e.get("IMS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             workers=int(e.get("IMS_WORKERS", "2")),
+            job_lease_seconds=float(e.get("IMS_JOB_LEASE_SECONDS", "30")),
+            job_poll_interval=float(e.get("IMS_JOB_POLL_INTERVAL", "0.5")),
+            worker_stop_grace=float(e.get("IMS_WORKER_STOP_GRACE", "10")),
+            test_job_handlers=tuple(m.strip() for m in e.get("IMS_TEST_JOB_HANDLERS", "").split(",") if m.strip()),
             auto_migrate=_bool(e.get("IMS_AUTO_MIGRATE"), True),
             log_level=e.get("IMS_LOG_LEVEL", "INFO").upper(),
             region_endpoints=endpoints,
@@ -115,6 +123,10 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs; shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
     "IMS_WORKERS": "Job workers inside `ims serve` (0: run `ims worker` separately). Default 2.",
+    "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job; a job whose worker misses it is taken over. Default 30.",
+    "IMS_JOB_POLL_INTERVAL": "Seconds an idle worker waits before looking for jobs again. Default 0.5.",
+    "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it. Default 10.",
+    "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
     "IMS_AUTO_MIGRATE": "Run migrations at start. Default true.",
     "IMS_LOG_LEVEL": "Log level. Default INFO.",
 }

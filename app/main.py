@@ -9,10 +9,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route, Router, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from app import __version__
 from app.api.context import Context
@@ -25,9 +28,26 @@ from app.web.graphiql import graphiql_page, graphiql_routes
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    """GraphQL over HTTP (authenticated by EdgeMiddleware) and over graphql-transport-ws,
+    authenticated here from the `connection_init` payload `{"authorization": "Bearer <token>"}`."""
+
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__(build_schema(), graphql_ide="graphiql", allow_queries_via_get=True)
+        super().__init__(
+            build_schema(), graphql_ide="graphiql", allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
         self.runtime = runtime
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate the websocket; a missing or bad token closes it with 4403 Forbidden."""
+        auth = context.connection_params.get("authorization")
+        token = auth[7:].strip() if isinstance(auth, str) and auth[:7].lower() == "bearer " else ""
+        caller = await self.runtime.services.accounts.authenticate(token) if token else None
+        if caller is None:
+            raise ConnectionRejectionError({"message": "authentication required"})
+        context.caller = caller
+        unset: UnsetType = UNSET
+        return unset
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:  # type: ignore[override]
         state = request.scope.get("state", {})
@@ -87,6 +107,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[Any] = [
         Route("/health", health, methods=["GET"]),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql_app),
         *graphiql_routes(endpoint="/graphql"),
         Mount("/", app=objects_app),  # last: /objects/{bucket}/{key} signed URLs
     ]

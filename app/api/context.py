@@ -27,6 +27,8 @@ class Context:
     request: Any = None
     response: Any = None
     loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
+    #: The websocket `connection_init` payload (strawberry sets it before `on_ws_connect`).
+    connection_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def me(self) -> Caller:

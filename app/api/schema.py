@@ -27,6 +27,7 @@ from app.api.errors import ERROR_TYPES, QueryError
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
 from app.api.kms import KmsKey, KmsMutations, KmsQueries
+from app.api.jobs import Job, JobQueries, Subscription
 from app.api.scalars import SCALAR_MAP
 from app.api.storage import StorageMutations, StorageQueries
 from app.errors import NotFound
@@ -69,6 +70,8 @@ class CoreQueries:
         try:
             if prefix == "img":
                 return image_of(await info.context.services.images.get(me, str(id)), me)
+            if prefix == "job":
+                return Job.of(await info.context.services.jobs.get(me, str(id)))
             if prefix == "acc" and (me.is_admin or str(id) == me.account_id):
                 from app.api.accounts import Account
 
@@ -81,7 +84,7 @@ class CoreQueries:
 
 
 @strawberry.type
-class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries):
+class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries):
     pass
 
 
@@ -125,6 +128,7 @@ def build_schema() -> strawberry.Schema:
     return LoggingSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[PublicImage, PrivateImage, SharedImage, ImageBase, *ERROR_TYPES],
         extensions=extensions,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),

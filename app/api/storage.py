@@ -20,20 +20,27 @@ class StoredObject:
     bucket: str
     key: str
     size_bytes: BigInt
-    region: strawberry.Private[str]
+    #: None for objects the service wrote (job results): any region's signer serves them.
+    region: strawberry.Private[str | None]
     view: strawberry.Private[StoredObjectView]
 
     @strawberry.field(description="`sha256:<hex>` of the object's bytes.")
     async def checksum(self, info: Info) -> str:
-        return await info.context.services.storage.checksum(self.region, self.view)
+        if self.view.checksum:
+            return self.view.checksum
+        storage = info.context.services.storage
+        return await storage.checksum(self.region or storage.default_region, self.view)
 
     @strawberry.field(description="A time-limited URL that downloads the object without other credentials.")
     def download_url(self, info: Info, expires_in_seconds: int | None = 3600) -> str:
         seconds = 3600 if expires_in_seconds is None else expires_in_seconds
-        return info.context.services.storage.download_url(self.region, self.bucket, self.key, seconds)
+        storage = info.context.services.storage
+        if self.region is None:
+            return storage.download_url_for_bucket(self.bucket, self.key, seconds)
+        return storage.download_url(self.region, self.bucket, self.key, seconds)
 
     @classmethod
-    def of(cls, region: str, view: StoredObjectView) -> StoredObject:
+    def of(cls, region: str | None, view: StoredObjectView) -> StoredObject:
         return cls(bucket=view.bucket, key=view.key, size_bytes=BigInt(view.size), region=region, view=view)
 
 

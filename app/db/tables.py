@@ -159,6 +159,36 @@ class Job(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class JobImage(SQLModel, table=True):
+    """The images a job creates or works on: `jobs(filter: {imageId})` without JSON operators.
+
+    No foreign key to images: a job outlives the images it touched (they may be deleted)."""
+
+    __tablename__ = "job_images"
+
+    job_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    )
+    image_id: str = Field(sa_column=Column(String(40), primary_key=True, index=True))
+    position: int = 0
+
+
+class JobAttempt(SQLModel, table=True):
+    """One run of a job by one worker: the audit trail of claims, takeovers and outcomes."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (Index("ix_job_attempts_job", "job_id", "attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(sa_column=Column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False))
+    attempt: int
+    worker_id: str = Field(max_length=64)
+    started_at: datetime = _ts()
+    ended_at: datetime | None = _ts(nullable=True)
+    #: SUCCESS, FAIL, LOST (lease expired, taken over) or RELEASED (graceful stop); null while running.
+    outcome: str | None = Field(default=None, max_length=8)
+
+
 def metadata() -> Any:
     """The metadata of every table (Alembic's target): feature modules declare theirs."""
     import app.datastore.tables  # noqa: F401

@@ -12,6 +12,7 @@ from app.db.repositories.chunks import ChunkRepository
 from app.db.repositories.images import ImageRepository
 from app.db.repositories.storage import StorageRepository
 from app.db.repositories.kms import KmsRepository
+from app.db.repositories.jobs import JobRepository
 
 
 class Database:
@@ -65,6 +66,7 @@ class UnitOfWork:
         self.storage = StorageRepository(self._session)
         self.chunks = ChunkRepository(self._session)
         self.kms = KmsRepository(self._session)
+        self.jobs = JobRepository(self._session, self.caller_id)
         return self
 
     async def __aexit__(

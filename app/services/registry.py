@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from app.config import Settings
 from app.db.uow import Database
 from app.kms.port import KeyProvider
+from app.jobs.events import EventBus, event_bus_for
+from app.jobs.registry import JobRegistry, build_registry
+from app.jobs.service import JobService
 from app.services.accounts import AccountService
 from app.services.images import ImageService
 from app.services.storage import StorageService
 from app.services.kms import KmsService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
+
+#: `(bucket, key, expires_in_seconds) -> URL`: a time-limited download URL of an object.
+ObjectUrls = Callable[[str, str, int], str]
 
 
 @dataclass
@@ -28,18 +36,38 @@ class Services:
     key_provider: KeyProvider
     kms: KmsService
 
+    jobs: JobService
+    #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
+    object_urls: ObjectUrls | None = None
+    #: The chunk store (set by bootstrap, which owns the object stores).
+    chunks: Any = None
+
     @classmethod
-    def build(cls, settings: Settings, db: Database, stores: dict[str, ObjectStore], key_provider: KeyProvider) -> Services:
+    def build(
+        cls, settings: Settings, db: Database, stores: dict[str, ObjectStore], key_provider: KeyProvider, *,
+        events: EventBus | None = None,
+        job_registry: JobRegistry | None = None,
+    ) -> Services:
+        storage = StorageService(db, stores, settings.default_region)
         return cls(
             settings=settings,
             db=db,
             accounts=AccountService(db, settings.default_region),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
-            storage=StorageService(db, stores, settings.default_region),
+            storage=storage,
             key_provider=key_provider,
             kms=KmsService(db, key_provider),
+            jobs=JobService(
+                db, events or event_bus_for(db),
+                job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
+            ),
+            object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
         )
 
     async def ping(self) -> bool:
         return await self.db.ping()
+
+    async def close(self) -> None:
+        """Release what the services hold beyond the database (the event bus connection)."""
+        await self.jobs.events.close()

@@ -111,6 +111,12 @@ class StorageService:
         url = self.stores[bucket.region].presigned_url("PUT", bucket.name, key, expires_in)
         return url, utcnow() + timedelta(seconds=expires_in)
 
+    def download_url_for_bucket(self, bucket: str, key: str, expires_in: int) -> str:
+        """A download URL for an object the service wrote (buckets are service-wide names;
+        every region's store signs for the buckets it holds)."""
+        region = next((r for r in self.stores if bucket == f"ims-svc-{r}"[:63]), self.default_region)
+        return self.download_url(region, bucket, key, expires_in)
+
     def download_url(self, region: str, bucket: str, key: str, expires_in: int) -> str:
         self.check_expiry(expires_in, "expiresInSeconds")
         return self.stores[region].presigned_url("GET", bucket, key, expires_in)

@@ -1,0 +1,156 @@
+"""Job handlers by type, and the context a handler runs with.
+
+A handler is `async def handler(ctx: JobContext) -> dict | None`: it does the work, reports
+`await ctx.progress(fraction, step)`, and returns the job's result (e.g. the object an export
+wrote: `{"bucket", "key", "size", "checksum"}`). It fails an expected way by raising
+`JobFailed(code, message)`; anything else fails the job as INTERNAL_ERROR with a masked
+message, the full error logged with the job id.
+
+Handlers must be idempotent. A job is run again (up to MAX_ATTEMPTS times) when the worker
+running it stops renewing its lease, so a handler may find the work of an earlier, dead
+attempt half done: it starts over or resumes, and never creates anything twice (derive
+object keys and row ids from the job id; write rows with compare-and-set).
+
+When a job fails, its `on_fail` hook runs in the same transaction that marks it FAIL. The
+default, `kill_job_images`, compare-and-sets the job's QUEUED/SAVING images to KILLED; a
+data-plane handler passes its own hook to reclaim partial data as well.
+
+Handler modules expose `register(registry: JobRegistry) -> None`; `build_registry` imports
+the built-in ones and those named in IMS_TEST_JOB_HANDLERS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from app.db.tables import Job
+from app.db.types import utcnow
+from app.db.uow import UnitOfWork
+from app.domain.enums import JobType
+from app.domain.jobs import PROGRESS_INTERVAL_SECONDS, STEP_MAX, clamp_progress
+
+if TYPE_CHECKING:
+    from app.services.registry import Services
+
+log = logging.getLogger(__name__)
+
+#: Modules of the service's own handlers (the data plane adds its modules here).
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ()
+
+
+class JobFailed(Exception):
+    """An expected failure of a job: it ends FAIL with this code and message, shown to the owner."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class LeaseLost(Exception):
+    """The worker no longer holds the job (another worker took it over): stop at once."""
+
+
+#: Writes (progress, step) if the worker still holds the job; False when it does not.
+ProgressWriter = Callable[[float, str | None], Awaitable[bool]]
+
+
+class JobContext:
+    """What a handler knows and may do: ids, params, services, and progress reports."""
+
+    def __init__(
+        self, job: Job, attempt: int, services: Services, write: ProgressWriter, *,
+        interval: float = PROGRESS_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.job_id = job.id
+        self.account_id = job.account_id
+        self.type = job.type
+        self.params: dict[str, Any] = dict(job.params or {})
+        self.image_ids: list[str] = list(job.image_ids or [])
+        self.attempt = attempt
+        #: What an earlier attempt last persisted: a handler may resume from there.
+        self.resumed_progress = job.progress if attempt > 1 else 0.0
+        self.services = services
+        self.log = logging.LoggerAdapter(log, {"job_id": job.id})
+        self._write = write
+        self._interval = interval
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._written: tuple[float, str | None] = (job.progress, job.step)
+        self._latest = self._written
+        self._written_at = float("-inf")
+
+    async def progress(self, fraction: float, step: str | None = None) -> None:
+        """Report progress (0..1) and what the job is doing. Persisted at most every
+        PROGRESS_INTERVAL_SECONDS, and at once when the step changes; raises LeaseLost when
+        another worker took the job over."""
+        step = step[:STEP_MAX] if step is not None else self._latest[1]
+        self._latest = (clamp_progress(fraction), step)
+        due = self._clock() - self._written_at >= self._interval
+        if due or step != self._written[1]:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Persist the latest report if it was not yet (the worker's heartbeat calls this)."""
+        async with self._lock:
+            latest = self._latest
+            if latest == self._written:
+                return
+            if not await self._write(*latest):
+                raise LeaseLost(self.job_id)
+            self._written, self._written_at = latest, self._clock()
+
+
+Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any] | None]]
+#: Runs in the transaction that marks the job FAIL (after the job row is updated).
+OnFail = Callable[[JobContext, UnitOfWork], Awaitable[None]]
+
+
+async def kill_job_images(ctx: JobContext, uow: UnitOfWork) -> None:
+    """Compare-and-set the job's QUEUED/SAVING images to KILLED (ACTIVE ones are untouched)."""
+    killed = await uow.jobs.kill_images(ctx.job_id, utcnow())
+    if killed:
+        ctx.log.info("job %s: %d image(s) KILLED", ctx.job_id, killed)
+
+
+@dataclass(frozen=True)
+class Registration:
+    handler: Handler
+    on_fail: OnFail | None
+
+
+class JobRegistry:
+    """Handlers by job type. Workers only claim jobs of the types registered here."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Registration] = {}
+
+    def register(
+        self, job_type: JobType | str, handler: Handler, *, on_fail: OnFail | None = kill_job_images,
+        replace: bool = False,
+    ) -> None:
+        key = job_type.value if isinstance(job_type, JobType) else job_type
+        if key in self._handlers and not replace:
+            raise ValueError(f"a handler for {key} is already registered")
+        self._handlers[key] = Registration(handler, on_fail)
+
+    def get(self, job_type: str) -> Registration | None:
+        return self._handlers.get(job_type)
+
+    def types(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+
+def build_registry(extra_modules: Iterable[str] = ()) -> JobRegistry:
+    """A registry with the built-in handlers and those of `extra_modules` (each has `register`)."""
+    registry = JobRegistry()
+    for name in (*BUILTIN_HANDLER_MODULES, *extra_modules):
+        module = importlib.import_module(name)
+        module.register(registry)
+    return registry

@@ -1,0 +1,226 @@
+"""Workers: claim a job, run its handler under a renewed lease, record the outcome.
+
+A worker runs one job at a time. While the handler runs, a heartbeat task renews the lease
+every third of it (and persists pending progress). If the lease cannot be renewed — another
+worker took the job over, or the database has been unreachable for a whole lease — the
+handler is cancelled and its outcome discarded: the job belongs to someone else now.
+
+Stopping is graceful: the current job gets `grace` seconds to finish; after that its handler
+is cancelled and the lease released, so another worker takes the job at once (the released
+attempt does not count against MAX_ATTEMPTS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from app.db.repositories.jobs import Claim
+from app.domain.jobs import LEASE_SECONDS
+from app.http import request_id_var
+from app.jobs.registry import JobContext, JobFailed, LeaseLost, Registration
+from app.services.registry import Services
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 10.0
+
+
+def default_worker_id(index: int = 0) -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{index}"
+
+
+@dataclass
+class _Run:
+    """One job being run by this worker."""
+
+    ctx: JobContext
+    registration: Registration
+    task: asyncio.Task[dict[str, Any] | None]
+    lost: bool = False
+
+
+class Worker:
+    def __init__(
+        self, services: Services, worker_id: str | None = None, *,
+        lease_seconds: float = LEASE_SECONDS, poll_interval: float = POLL_INTERVAL_SECONDS,
+    ) -> None:
+        self.services = services
+        self.worker_id = worker_id or default_worker_id()
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.queue = services.jobs.queue
+        self.registry = services.jobs.registry
+        self._stopping = asyncio.Event()
+        self._current: _Run | None = None
+
+    async def run(self) -> None:
+        """Claim and run jobs until `stop()`."""
+        log.info("worker %s started", self.worker_id)
+        while not self._stopping.is_set():
+            try:
+                ran = await self.run_once()
+            except Exception:  # a database outage must not kill the worker
+                log.exception("worker %s: claiming failed", self.worker_id)
+                ran = False
+            if not ran:
+                # Jitter keeps many idle workers from polling in lockstep.
+                timeout = self.poll_interval * random.uniform(0.5, 1.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout)
+        log.info("worker %s stopped", self.worker_id)
+
+    async def run_once(self) -> bool:
+        """Claim one job and run it to its end; False when there was nothing to claim."""
+        if self._stopping.is_set():
+            return False
+        claim = await self.queue.claim(self.worker_id, self.lease_seconds, self.registry.types())
+        if claim is None:
+            return False
+        token = request_id_var.set(f"job:{claim.job.id}")
+        try:
+            await self._handle(claim)
+        finally:
+            request_id_var.reset(token)
+        return True
+
+    async def _handle(self, claim: Claim) -> None:
+        job = claim.job
+        registration = self.registry.get(job.type)
+        assert registration is not None, "claimed a job type without a handler"
+        write = partial(self.queue.progress, job.id, self.worker_id)
+        ctx = JobContext(job, claim.attempt, self.services, write)
+        if claim.exhausted:
+            log.warning("job %s: lease expired after attempt %d of %d; failing it",
+                        job.id, job.attempts, self.queue.max_attempts)
+            await self._fail(ctx, registration, "WORKER_LOST",
+                             f"The job's worker stopped answering {job.attempts} times.")
+            return
+        if claim.took_over:
+            log.warning("job %s: taken over after an expired lease (attempt %d)", job.id, claim.attempt)
+        log.info("job %s (%s) attempt %d started", job.id, job.type, claim.attempt)
+        run = _Run(ctx, registration, asyncio.create_task(registration.handler(ctx)))
+        self._current = run
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        try:
+            await asyncio.wait({run.task})
+        except asyncio.CancelledError:  # the worker itself is being torn down
+            run.task.cancel()
+            await asyncio.wait({run.task})
+            await self.queue.release(job.id, self.worker_id)
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self._current = None
+        await self._conclude(run)
+
+    async def _heartbeat(self, run: _Run) -> None:
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await run.ctx.flush()
+                ok = await self.queue.heartbeat(run.ctx.job_id, self.worker_id, self.lease_seconds)
+            except LeaseLost:
+                ok = False
+            except Exception:  # keep trying until the lease is surely gone
+                log.warning("job %s: heartbeat failed", run.ctx.job_id, exc_info=True)
+                ok = time.monotonic() - renewed < self.lease_seconds
+                if ok:
+                    continue
+            if not ok:
+                log.warning("job %s: lease lost; abandoning attempt %d", run.ctx.job_id, run.ctx.attempt)
+                run.lost = True
+                run.task.cancel()
+                return
+            renewed = time.monotonic()
+
+    async def _conclude(self, run: _Run) -> None:
+        ctx, task = run.ctx, run.task
+        if run.lost:
+            return
+        if task.cancelled():
+            released = await self.queue.release(ctx.job_id, self.worker_id)
+            log.info("job %s: stopped before the end; lease %s", ctx.job_id, "released" if released else "lost")
+            return
+        exc = task.exception()
+        if isinstance(exc, LeaseLost):
+            log.warning("job %s: lease lost; abandoning attempt %d", ctx.job_id, ctx.attempt)
+            return
+        if isinstance(exc, JobFailed):
+            log.info("job %s: failed %s: %s", ctx.job_id, exc.code, exc.message)
+            await self._fail(ctx, run.registration, exc.code, exc.message)
+            return
+        if exc is None:
+            result = task.result()
+            if result is None or isinstance(result, dict):
+                await self._succeed(ctx, run.registration, result)
+                return
+            exc = TypeError(f"handler returned {type(result).__name__}, not a dict")
+        log.error("job %s: unexpected error", ctx.job_id, exc_info=exc)
+        await self._fail(ctx, run.registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")
+
+    async def _succeed(self, ctx: JobContext, registration: Registration, result: dict[str, Any] | None) -> None:
+        try:
+            ok = await self.queue.succeed(ctx.job_id, self.worker_id, result)
+        except Exception:  # e.g. a result that is not JSON
+            log.exception("job %s: recording success failed", ctx.job_id)
+            await self._fail(ctx, registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")
+            return
+        if ok:
+            log.info("job %s: SUCCESS", ctx.job_id)
+        else:
+            log.warning("job %s: lease lost before success was recorded", ctx.job_id)
+
+    async def _fail(self, ctx: JobContext, registration: Registration, code: str, message: str) -> None:
+        try:
+            ok = await self.queue.fail(ctx, self.worker_id, code, message, registration.on_fail)
+        except Exception:  # a broken hook must not leave the job RUNNING
+            log.exception("job %s: on_fail hook failed; failing without it", ctx.job_id)
+            ok = await self.queue.fail(ctx, self.worker_id, code, message, None)
+        if not ok:
+            log.warning("job %s: lease lost before failure was recorded", ctx.job_id)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop claiming; give the current job `grace` seconds, then cancel it (its lease is released)."""
+        self.request_stop()
+        run = self._current
+        if run is not None:
+            done, _ = await asyncio.wait({run.task}, timeout=grace)
+            if not done:
+                run.task.cancel()
+
+
+class WorkerPool:
+    """N workers of one process (`ims serve` with IMS_WORKERS > 0, or `ims worker`)."""
+
+    def __init__(self, services: Services, count: int, *, lease_seconds: float = LEASE_SECONDS,
+                 poll_interval: float = POLL_INTERVAL_SECONDS) -> None:
+        self.workers = [
+            Worker(services, default_worker_id(i), lease_seconds=lease_seconds, poll_interval=poll_interval)
+            for i in range(count)
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(w.run(), name=f"worker {w.worker_id}") for w in self.workers]
+
+    async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        await asyncio.gather(*(w.stop(grace) for w in self.workers))
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []

@@ -1,0 +1,168 @@
+"""Workers in this process: outcomes, failures, takeover, bounded retries, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import update
+
+from app.db.tables import Job
+from app.db.types import utcnow
+from app.db.uow import Database
+from app.domain.jobs import MAX_ATTEMPTS
+from app.jobs.worker import Worker
+from app.services.registry import Services
+from tests.factories import make_account, make_image
+from tests.jobs.conftest import attempts, enqueue, finished, load, wait_for
+from tests.jobs.handlers import CRASH, ECHO, FAIL, HANG, RUNS, SECRET, STEPS
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        await worker.stop(grace=5)
+        await asyncio.wait_for(task, 10)
+
+
+def worker(services: Services, name: str = "w1", lease: float = 5.0) -> Worker:
+    return Worker(services, name, lease_seconds=lease, poll_interval=0.05)
+
+
+async def test_job_runs_to_success_with_its_result(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, STEPS, {"n": 4, "seconds": 0.01})
+    async with running(worker(services)):
+        done = await wait_for(db, job.id, finished)
+    assert (done.status, done.progress, done.step, done.error_code) == ("SUCCESS", 1.0, "done", None)
+    assert done.result == {"resumedAt": 0, "attempt": 1}
+    assert done.started_at is not None and done.finished_at is not None and done.started_at <= done.finished_at
+    assert RUNS[job.id] == 1
+    assert [(a.worker_id, a.outcome) for a in await attempts(db, [job.id])] == [("w1", "SUCCESS")]
+
+
+async def test_progress_is_persisted_while_the_job_runs(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, STEPS, {"n": 4, "seconds": 0.4})
+    async with running(worker(services)):
+        seen = await wait_for(db, job.id, lambda j: j.status == "RUNNING" and j.progress >= 0.5)
+        assert seen.progress == 0.5 and seen.step == "step 3 of 4"
+        await wait_for(db, job.id, finished)
+
+
+async def test_job_failed_ends_fail_with_its_code_and_kills_its_images(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice, status="QUEUED")
+    job = await enqueue(services, alice, FAIL, {"code": "FORMAT_MISMATCH", "message": "not a qcow2"}, [image.id])
+    async with running(worker(services)):
+        done = await wait_for(db, job.id, finished)
+    assert (done.status, done.error_code, done.error_message) == ("FAIL", "FORMAT_MISMATCH", "not a qcow2")
+    assert RUNS[job.id] == 1  # an expected failure is not retried
+    async with db.uow(alice.id, write=False) as uow:
+        view = await uow.images.get_visible(image.id)
+    assert view is not None and view.image.status == "KILLED"
+
+
+async def test_unexpected_error_is_masked_and_logged_with_the_job_id(
+    services: Services, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, CRASH)
+    with caplog.at_level(logging.ERROR, logger="app.jobs.worker"):
+        async with running(worker(services)):
+            done = await wait_for(db, job.id, finished)
+    assert (done.status, done.error_code) == ("FAIL", "INTERNAL_ERROR")
+    assert done.error_message == f"Internal error (job {job.id})."
+    assert SECRET not in (done.error_message or "")
+    [record] = [r for r in caplog.records if r.exc_info and job.id in r.getMessage()]
+    assert record.exc_info is not None and SECRET in str(record.exc_info[1])
+
+
+async def test_expired_lease_is_taken_over_and_the_job_resumes(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, STEPS, {"n": 5, "seconds": 0.01})
+    queue = services.jobs.queue
+    claim = await queue.claim("dead", 0.3, frozenset({STEPS}))  # a worker that dies mid-job
+    assert claim is not None
+    assert await queue.progress(job.id, "dead", 0.4, "step 3 of 5")
+    async with running(worker(services, "heir")):
+        done = await wait_for(db, job.id, finished)
+    assert done.status == "SUCCESS" and done.result == {"resumedAt": 2, "attempt": 2}
+    outcomes = [(a.attempt, a.worker_id, a.outcome) for a in await attempts(db, [job.id])]
+    assert outcomes == [(1, "dead", "LOST"), (2, "heir", "SUCCESS")]
+
+
+async def test_retries_are_bounded_then_worker_lost(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice, status="SAVING")
+    job = await enqueue(services, alice, ECHO, image_ids=[image.id])
+    for n in range(MAX_ATTEMPTS):
+        claim = await services.jobs.queue.claim(f"dead-{n}", 0.05, frozenset({ECHO}))
+        assert claim is not None and claim.attempt == n + 1
+        await asyncio.sleep(0.1)
+    async with running(worker(services)):
+        done = await wait_for(db, job.id, finished)
+    assert (done.status, done.error_code, done.attempts) == ("FAIL", "WORKER_LOST", MAX_ATTEMPTS)
+    assert RUNS[job.id] == 0  # never run a fourth time
+    async with db.uow(alice.id, write=False) as uow:
+        view = await uow.images.get_visible(image.id)
+    assert view is not None and view.image.status == "KILLED"
+    assert [a.outcome for a in await attempts(db, [job.id])] == ["LOST"] * MAX_ATTEMPTS
+
+
+async def test_a_worker_that_loses_its_lease_abandons_the_job(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, HANG)
+    slow = worker(services, "slow", lease=0.6)
+    async with running(slow):
+        await wait_for(db, job.id, lambda j: j.lease_owner == "slow")
+        # Its lease lapses (say the process was frozen) and another worker takes the job.
+        async with db.uow() as uow:
+            await uow.session.execute(update(Job).where(Job.id == job.id).values(lease_expires_at=utcnow()))  # type: ignore[arg-type]
+            await uow.commit()
+        assert await services.jobs.queue.claim("thief", 60, frozenset({HANG})) is not None
+        await asyncio.sleep(0.6)  # two heartbeats
+        assert slow._current is None  # the handler was cancelled
+    stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", "thief", 2)
+
+
+async def test_graceful_stop_releases_an_unfinished_job(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, HANG)
+    w = worker(services)
+    task = asyncio.create_task(w.run())
+    await wait_for(db, job.id, lambda j: j.lease_owner == "w1")
+    await w.stop(grace=0.1)
+    await asyncio.wait_for(task, 5)
+    stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", None, 0)
+    assert [a.outcome for a in await attempts(db, [job.id])] == ["RELEASED"]
+
+
+async def test_graceful_stop_lets_the_current_job_finish(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, STEPS, {"n": 3, "seconds": 0.1})
+    w = worker(services)
+    task = asyncio.create_task(w.run())
+    await wait_for(db, job.id, lambda j: j.status == "RUNNING")
+    await w.stop(grace=5)
+    await asyncio.wait_for(task, 5)
+    assert (await load(db, job.id)).status == "SUCCESS"
+
+
+async def test_heartbeats_keep_a_job_longer_than_its_lease(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, STEPS, {"n": 4, "seconds": 0.4})  # 1.6 s, lease 0.6 s
+    async with running(worker(services, "a", lease=0.6)):
+        await wait_for(db, job.id, lambda j: j.lease_owner == "a")
+        async with running(worker(services, "b", lease=0.6)):  # would take over a lapsed lease
+            done = await wait_for(db, job.id, finished)
+    assert done.status == "SUCCESS" and RUNS[job.id] == 1
+    assert [(a.worker_id, a.outcome) for a in await attempts(db, [job.id])] == [("a", "SUCCESS")]
