@@ -15,6 +15,8 @@ from .enums import (
     ImageOrderField,
     ImageStatus,
     ImageVisibility,
+    JobStatus,
+    JobType,
     KmsGrantOperation,
     MemberStatus,
     OrderDirection,
@@ -96,6 +98,12 @@ class ImageTagsInput(BaseModel):
     image_id: str = Field(alias="imageId")
     tags: list["TagInput"]
     "Added, or their value replaced when the key exists."
+
+
+class JobFilter(BaseModel):
+    image_id: Optional[str] = Field(alias="imageId", default=None)
+    status: Optional[list[JobStatus]] = None
+    type_: Optional[list[JobType]] = Field(alias="type", default=None)
 
 
 class KmsKeyStateInput(BaseModel):
