@@ -37,9 +37,14 @@ async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:
     return LocalKeyProvider(db, root_key)
 
 
-def build_services(settings: Settings, db: Database, stores: dict[str, ObjectStore],
-                   key_provider: KeyProvider) -> Services:
-    """Services with the adapters the settings pick (event bus by database dialect)."""
+def build_services(settings: Settings, db: Database, stores: dict[str, ObjectStore] | None = None,
+                   key_provider: KeyProvider | None = None) -> Services:
+    """Services with the adapters the settings pick (event bus by database dialect). Stores
+    and the key provider are built from the settings when not given (tools and tests)."""
+    if stores is None:
+        stores = build_stores(settings, UrlSigner(url_secret(settings), settings.public_url))
+    if key_provider is None:
+        key_provider = LocalKeyProvider(db, load_root_key(settings.effective_kms_root_key_file))
     services = Services.build(settings, db, stores, key_provider, events=event_bus_for(db))
     services.chunks = ChunkStore(db, stores)
     return services

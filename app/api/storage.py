@@ -36,7 +36,10 @@ class StoredObject:
         seconds = 3600 if expires_in_seconds is None else expires_in_seconds
         storage = info.context.services.storage
         if self.region is None:
-            return storage.download_url_for_bucket(self.bucket, self.key, seconds)
+            storage.check_expiry(seconds, "expiresInSeconds")
+            make_url = info.context.services.object_urls
+            assert make_url is not None
+            return make_url(self.bucket, self.key, seconds)
         return storage.download_url(self.region, self.bucket, self.key, seconds)
 
     @classmethod

@@ -171,14 +171,15 @@ async def test_job_object_comes_from_the_result_when_urls_can_be_made(
     gql: GraphQLClient, live_server: LiveServer, services: Services, db: Database
 ) -> None:
     alice, token = await make_account(db)
-    job = await enqueue(services, alice, "EXPORT_IMAGE_LIST", {"n": 1, "seconds": 0, "bucket": "b1"})
+    job = await enqueue(services, alice, "EXPORT_IMAGE_LIST", {"n": 1, "seconds": 0, "bucket": "bkt-1"})
     await wait_for(db, job.id, finished)
     q = "query($id: ID!) { job(id: $id) { object { bucket key sizeBytes checksum downloadUrl(expiresInSeconds: 60) } } }"
-    assert (await gql.as_(token).execute(q, {"id": job.id}))["job"] == {"object": None}  # no URL provider yet
+    default = (await gql.as_(token).execute(q, {"id": job.id}))["job"]["object"]
+    assert default["downloadUrl"].startswith(f"{live_server.url}/objects/bkt-1/exports/{job.id}.csv?expires=")
     runtime = live_server.app.state.runtime
     runtime.services.object_urls = lambda bucket, key, expires: f"https://objects/{bucket}/{key}?e={expires}"
     obj = (await gql.as_(token).execute(q, {"id": job.id}))["job"]["object"]
     assert obj == {
-        "bucket": "b1", "key": f"exports/{job.id}.csv", "sizeBytes": 1234, "checksum": "sha256:" + "ab" * 32,
-        "downloadUrl": f"https://objects/b1/exports/{job.id}.csv?e=60",
+        "bucket": "bkt-1", "key": f"exports/{job.id}.csv", "sizeBytes": 1234, "checksum": "sha256:" + "ab" * 32,
+        "downloadUrl": f"https://objects/bkt-1/exports/{job.id}.csv?e=60",
     }
