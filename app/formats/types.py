@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+from app.domain.enums import DiskFormat as _DomainDiskFormat
+
 from dataclasses import dataclass
-from enum import Enum
 from typing import Final, Literal
 
 __all__ = ["DiskFormat", "FormatError", "FormatErrorCode", "GiB", "Inspection", "KiB", "MiB", "TiB"]
@@ -22,16 +23,10 @@ GiB: Final = 1024 * MiB
 TiB: Final = 1024 * GiB
 
 
-class DiskFormat(str, Enum):
-    """Disk formats the service accepts (the GraphQL DiskFormat enum)."""
 
-    RAW = "RAW"
-    QCOW2 = "QCOW2"
-    VMDK = "VMDK"
-    VHD = "VHD"
-    VHDX = "VHDX"
-    ISO = "ISO"
 
+# One enum of disk formats for the whole service (the GraphQL DiskFormat enum).
+DiskFormat = _DomainDiskFormat
 
 FormatErrorCode = Literal[
     "UNSAFE_IMAGE_FILE", "FORMAT_MISMATCH", "UNSUPPORTED_FORMAT", "INVALID_IMAGE_FILE"

@@ -186,17 +186,17 @@ class ImageRepository:
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
+    def _may_see(self) -> ColumnElement[bool]:
+        """Public, owned, or shared with the caller in any membership status."""
+        return or_(
+            col(Image.visibility) == "PUBLIC",
+            col(Image.owner_id) == self.caller_id,
+            self._member.account_id.is_not(None),
+        )
+
     async def get_visible(self, image_id: str, *, for_update: bool = False) -> VisibleImage | None:
         """The image if the caller may see it: public, owned, or shared with it in any status."""
-        m = self._member
-        stmt = self._visible_select().where(
-            col(Image.id) == image_id,
-            or_(
-                col(Image.visibility) == "PUBLIC",
-                col(Image.owner_id) == self.caller_id,
-                m.account_id.is_not(None),
-            ),
-        )
+        stmt = self._visible_select().where(col(Image.id) == image_id, self._may_see())
         if for_update:
             stmt = stmt.with_for_update(of=Image)
         row = (await self.session.execute(stmt)).first()
@@ -205,15 +205,7 @@ class ImageRepository:
     async def get_many_visible(self, ids: list[str], *, for_update: bool = False) -> dict[str, VisibleImage]:
         if not ids:
             return {}
-        m = self._member
-        stmt = self._visible_select().where(
-            col(Image.id).in_(ids),
-            or_(
-                col(Image.visibility) == "PUBLIC",
-                col(Image.owner_id) == self.caller_id,
-                m.account_id.is_not(None),
-            ),
-        )
+        stmt = self._visible_select().where(col(Image.id).in_(ids), self._may_see())
         if for_update:
             stmt = stmt.with_for_update(of=Image)
         return {r[0].id: VisibleImage(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()}
