@@ -83,3 +83,61 @@ async def member_rows(db: Database, image_id: str) -> list[tuple[str, str]]:
 async def tag_rows(db: Database, image_id: str) -> dict[str, str]:
     async with db.uow(write=False) as uow:
         return {t.key: t.value for t in (await uow.images.tags_of([image_id]))[image_id]}
+
+
+# ---------------------------------------------------------------- images with real data
+
+
+async def _bytes(data: bytes, piece: int = 1 << 20) -> Any:
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+
+
+def data_plane(db: Database, settings: Any) -> tuple[Any, Any]:
+    """A chunk store and key provider on the test's own loop, over the same data dir and
+    database as the live server (the server's own live on its thread's loop)."""
+    from app.datastore.store import ChunkStore
+    from app.kms.envelope import load_root_key
+    from app.kms.local import LocalKeyProvider
+    from app.storage.factory import build_stores, url_secret
+    from app.storage.signing import UrlSigner
+
+    stores = build_stores(settings, UrlSigner(url_secret(settings), settings.public_url))
+    return ChunkStore(db, stores), LocalKeyProvider(db, load_root_key(settings.effective_kms_root_key_file))
+
+
+async def make_kms_key(db: Database, settings: Any, owner: Account, alias: str | None = None) -> str:
+    from app.domain.images import Caller
+
+    _, kms = data_plane(db, settings)
+    info = await kms.create_key(Caller(owner.id, owner.name, owner.role), alias or f"key-{next(_seq)}")
+    return str(info.id)
+
+
+async def make_image_with_data(
+    db: Database, settings: Any, owner: Account, data: bytes, *, kms_key_id: str | None = None, **fields: Any
+) -> Image:
+    """An ACTIVE image whose single disk really holds `data` in the chunk store (sealed with
+    a data key of `kms_key_id` when given), as an import or a snapshot would leave it."""
+    import secrets as _secrets
+
+    from app.datastore.store import DataKey
+    from app.storage.factory import service_bucket
+
+    chunks, kms = data_plane(db, settings)
+    region = fields.get("region", "region-1")
+    await chunks.stores[region].create_bucket(service_bucket(region))
+    key = None
+    if kms_key_id is not None:
+        plaintext, wrapped = await kms.generate_data_key(owner.id, kms_key_id)
+        key = DataKey(kms_key_id, "dk-" + _secrets.token_hex(8), plaintext, wrapped)
+    manifest = await chunks.write(region, _bytes(data), key=key)
+    role = "DATA" if fields.get("kind") == "DATA_DISK" else "SYSTEM"
+    size_gb = max(1, -(-len(data) // 1024**3))
+    defaults: dict[str, Any] = dict(
+        size_bytes=len(data), virtual_size_bytes=len(data), checksum=manifest.checksum, min_disk_gb=size_gb,
+        kms_key_id=kms_key_id, quick_provisioning=True,
+        disks=[{"role": role, "sizeGb": size_gb, "storedBytes": manifest.stored_bytes, "manifestId": manifest.id}],
+    )
+    defaults.update(fields)
+    return await make_image(db, owner, **defaults)
