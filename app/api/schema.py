@@ -26,6 +26,7 @@ from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES, QueryError
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
+from app.api.imports import ImportMutations
 from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.jobs import Job, JobQueries, Subscription
 from app.api.scalars import SCALAR_MAP
@@ -89,7 +90,7 @@ class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQuerie
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations):
     pass
 
 

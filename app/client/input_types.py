@@ -100,6 +100,30 @@ class ImageTagsInput(BaseModel):
     "Added, or their value replaced when the key exists."
 
 
+class ImportImageInput(BaseModel):
+    boot_mode: Optional[BootMode] = Field(alias="bootMode", default=BootMode.BIOS)
+    bucket: str
+    description: Optional[str] = ""
+    disk_format: Optional[DiskFormat] = Field(alias="diskFormat", default=None)
+    "Declared format; it must match the file's content. Null: detect it."
+    encrypt_with_default_key: Optional[bool] = Field(
+        alias="encryptWithDefaultKey", default=False
+    )
+    key: str
+    kind: ImageKind = ImageKind.SYSTEM_DISK
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
+    "Encrypt the image with this key."
+    max_ram_mb: Optional[int] = Field(alias="maxRamMb", default=None)
+    min_disk_gb: int = Field(alias="minDiskGb")
+    min_ram_mb: Optional[int] = Field(alias="minRamMb", default=0)
+    name: str
+    os: Optional["OperatingSystemInput"] = None
+    "Required for SYSTEM_DISK and ISO."
+    public: Optional[bool] = False
+    "Administrators only: publish the image as PUBLIC when it becomes ACTIVE."
+    tags: Optional[list["TagInput"]] = Field(default_factory=lambda: [])
+
+
 class JobFilter(BaseModel):
     image_id: Optional[str] = Field(alias="imageId", default=None)
     status: Optional[list[JobStatus]] = None
@@ -110,6 +134,13 @@ class KmsKeyStateInput(BaseModel):
     key_id: str = Field(alias="keyId")
     pending_days: Optional[int] = Field(alias="pendingDays", default=None)
     "Days before a scheduled deletion takes effect (7 to 1096); only with scheduleKmsKeyDeletion."
+
+
+class OperatingSystemInput(BaseModel):
+    bits: int = 64
+    platform: str
+    type_: OsType = Field(alias="type")
+    version: str
 
 
 class PublishImageInput(BaseModel):
@@ -167,3 +198,4 @@ class UpdateImageInput(BaseModel):
 
 ImageFilter.model_rebuild()
 ImageTagsInput.model_rebuild()
+ImportImageInput.model_rebuild()

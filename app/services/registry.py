@@ -14,6 +14,7 @@ from app.jobs.registry import JobRegistry, build_registry
 from app.jobs.service import JobService
 from app.services.accounts import AccountService
 from app.services.images import ImageService
+from app.services.imports import ImportService
 from app.services.storage import StorageService
 from app.services.kms import KmsService
 from app.services.tags import TagService
@@ -31,6 +32,7 @@ class Services:
     images: ImageService
     tags: TagService
     storage: StorageService
+    imports: ImportService
 
     #: The KMS port itself, for services that encrypt and decrypt data.
     key_provider: KeyProvider
@@ -49,6 +51,10 @@ class Services:
         job_registry: JobRegistry | None = None,
     ) -> Services:
         storage = StorageService(db, stores, settings.default_region)
+        jobs = JobService(
+            db, events or event_bus_for(db),
+            job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
+        )
         return cls(
             settings=settings,
             db=db,
@@ -58,10 +64,8 @@ class Services:
             storage=storage,
             key_provider=key_provider,
             kms=KmsService(db, key_provider),
-            jobs=JobService(
-                db, events or event_bus_for(db),
-                job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
-            ),
+            jobs=jobs,
+            imports=ImportService(db, storage, key_provider, jobs),
             object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
         )
 

@@ -1,0 +1,197 @@
+"""importImage end to end over HTTP: upload through a signed URL, import, follow the job,
+and check the stored bytes; every up-front rule with its exact error type and code."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import Settings
+from app.db.uow import Database
+from tests.conftest import GraphQLClient, LiveServer
+from tests.factories import data_plane, make_account, make_kms_key
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """This module's server runs a job worker, polling fast."""
+    return replace(settings, workers=1, job_poll_interval=0.05)
+
+
+IMPORT = """mutation($input: ImportImageInput!) { importImage(input: $input) {
+  __typename
+  ... on ImageJobSuccess { job { id status type } images { __typename ... on PrivateImage { id status kind encrypted kmsKeyId } } }
+  ... on UserError { code }
+  ... on ValidationError { field }
+  ... on LimitExceededError { limit }
+} }"""
+JOB = """query($id: ID!) { job(id: $id) { status progress error { code message }
+  images { __typename ... on ImageBase { id status diskFormat sizeBytes virtualSizeBytes checksum quickProvisioning
+    encrypted kmsKeyId minDiskGb disks { role sizeGb storedBytes } origin { type ref } tags { key value } } } } }"""
+
+
+async def upload(me: GraphQLClient, bucket: str, key: str, data: bytes) -> None:
+    made = await me.execute('mutation($n: String!) { createBucket(input: {name: $n}) { __typename } }', {"n": bucket})
+    assert made["createBucket"]["__typename"] in ("CreateBucketSuccess", "ConflictError")
+    url = (await me.execute(
+        'mutation($b: String!, $k: String!) { createUploadUrl(input: {bucket: $b, key: $k}) { ... on CreateUploadUrlSuccess { url } } }',
+        {"b": bucket, "k": key},
+    ))["createUploadUrl"]["url"]
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.put(url, content=data)).status_code == 200
+
+
+def system_input(bucket_name: str, object_key: str, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"bucket": bucket_name, "key": object_key, "name": "my image", "kind": "SYSTEM_DISK", "minDiskGb": 1,
+                            "os": {"type": "LINUX", "platform": "Debian", "version": "Debian 12 64bit"}}
+    base.update(over)
+    return base
+
+
+async def finished(me: GraphQLClient, job_id: str) -> dict[str, Any]:
+    for _ in range(600):
+        job = (await me.execute(JOB, {"id": job_id}))["job"]
+        if job["status"] in ("SUCCESS", "FAIL"):
+            return job  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+async def test_raw_import_end_to_end(gql: GraphQLClient, db: Database, settings: Settings) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    data = bytes(4 * MiB) + hashlib.sha256(b"x").digest() * 40000 + bytes(3 * MiB)
+    await upload(me, "imports", "disk.raw", data)
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "disk.raw", diskFormat="RAW",
+                                                          tags=[{"key": "env", "value": "prod"}])}))["importImage"]
+    assert got["__typename"] == "ImageJobSuccess"
+    assert got["job"]["type"] == "IMPORT_IMAGE"
+    [image] = got["images"]
+    assert image["status"] in ("QUEUED", "SAVING") and image["encrypted"] is False
+    job = await finished(me, got["job"]["id"])
+    assert job["status"] == "SUCCESS" and job["progress"] == 1.0, job
+    [done] = job["images"]
+    assert done["status"] == "ACTIVE"
+    assert done["diskFormat"] == "RAW" and done["quickProvisioning"] is True
+    assert done["sizeBytes"] == len(data) == done["virtualSizeBytes"]
+    assert done["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert done["origin"] == {"type": "FILE", "ref": "imports:disk.raw"}
+    assert done["tags"] == [{"key": "env", "value": "prod"}]
+    # Zero chunks are not stored: of the three 4 MiB chunks only the middle one holds data.
+    assert done["disks"][0]["storedBytes"] == 4 * MiB
+
+
+async def test_qcow2_import_keeps_its_format(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    raw = tmp_path / "d.raw"
+    raw.write_bytes(b"\x07" * MiB + bytes(MiB))
+    qcow = tmp_path / "d.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow)], check=True)
+    await upload(me, "imports", "d.qcow2", qcow.read_bytes())
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "d.qcow2")}))["importImage"]
+    job = await finished(me, got["job"]["id"])
+    [done] = job["images"]
+    assert (done["status"], done["diskFormat"], done["quickProvisioning"]) == ("ACTIVE", "QCOW2", False)
+    assert done["virtualSizeBytes"] == 2 * MiB
+
+
+async def test_hostile_and_mismatched_files_kill_the_image(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    bad = tmp_path / "b.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", str(bad), "1M"],
+                   check=True)
+    await upload(me, "imports", "backing.qcow2", bad.read_bytes())
+    await upload(me, "imports", "plain.raw", b"\x01" * MiB)
+    await upload(me, "imports", "disk.gz", b"\x1f\x8b\x08\x00" + b"\x00" * 5000)
+    for key, declared, code in (("backing.qcow2", None, "UNSAFE_IMAGE_FILE"), ("plain.raw", "QCOW2", "FORMAT_MISMATCH"),
+                                ("disk.gz", None, "UNSUPPORTED_FORMAT")):
+        extra = {"diskFormat": declared} if declared else {}
+        got = (await me.execute(IMPORT, {"input": system_input("imports", key, **extra)}))["importImage"]
+        job = await finished(me, got["job"]["id"])
+        assert job["status"] == "FAIL" and job["error"]["code"] == code, (key, job)
+        assert [i["status"] for i in job["images"]] == ["KILLED"]
+
+
+async def test_encrypted_import_reads_back_only_with_the_key(gql: GraphQLClient, db: Database,
+                                                             live_server: LiveServer) -> None:
+    owner, token = await make_account(db)
+    me = gql.as_(token)
+    key_id = await make_kms_key(db, live_server.settings, owner)
+    data = hashlib.sha256(b"secret").digest() * 200_000
+    await upload(me, "imports", "secret.raw", data)
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "secret.raw", kmsKeyId=key_id)}))["importImage"]
+    job = await finished(me, got["job"]["id"])
+    [done] = job["images"]
+    assert (done["status"], done["encrypted"], done["kmsKeyId"]) == ("ACTIVE", True, key_id)
+    chunks, kms = data_plane(db, live_server.settings)
+    async with db.uow(owner.id, write=False) as uow:
+        view = await uow.images.get_visible(done["id"])
+    assert view is not None
+    manifest, _ = await chunks.load(view.image.disks[0]["manifestId"])
+    plaintext = await kms.decrypt_data_key(owner.id, key_id, manifest.wrapped_key)
+    assert b"".join([p async for p in chunks.read(manifest.id, data_key=plaintext)]) == data
+
+
+async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Database) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await upload(me, "imports", "d.raw", b"\x02" * MiB)
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw", encryptWithDefaultKey=True)}))["importImage"]
+    [image] = got["images"]
+    keys = (await me.execute("{ kmsKeys { edges { node { id alias isDefault } } } }"))["kmsKeys"]["edges"]
+    assert [k["node"]["alias"] for k in keys] == ["ims/default"]
+    assert image["kmsKeyId"] == keys[0]["node"]["id"]
+    assert (await finished(me, got["job"]["id"]))["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    ("over", "typename", "code", "field"),
+    [
+        ({"os": None}, "ValidationError", "OS_REQUIRED", "input.os"),
+        ({"minDiskGb": 0}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
+        ({"minDiskGb": 1025}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
+        ({"kind": "DATA_DISK", "os": None, "minDiskGb": 2049}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
+        ({"kind": "FULL_ECS"}, "NotSupportedError", "IMPORT_KIND_NOT_SUPPORTED", None),
+        ({"kind": "ISO", "diskFormat": "QCOW2"}, "ValidationError", "FORMAT_MISMATCH", "input.diskFormat"),
+        ({"name": " lead"}, "ValidationError", "INVALID_NAME", "input.name"),
+        ({"minRamMb": 10, "maxRamMb": 5}, "ValidationError", "INVALID_RAM_RANGE", "input.minRamMb"),
+        ({"public": True}, "ForbiddenError", "ADMIN_REQUIRED", None),
+        ({"key": "missing.raw"}, "NotFoundError", "OBJECT_NOT_FOUND", None),
+        ({"bucket": "nobody-has-it"}, "NotFoundError", "BUCKET_NOT_FOUND", None),
+        ({"kmsKeyId": "key-doesnotexist"}, "NotFoundError", "KMS_KEY_NOT_FOUND", None),
+    ],
+)
+async def test_refusals_create_nothing(gql: GraphQLClient, db: Database, over: dict[str, Any], typename: str,
+                                       code: str, field: str | None) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await upload(me, "imports", "d.raw", b"\x03" * MiB)
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw", **over)}))["importImage"]
+    assert got["__typename"] == typename and got["code"] == code, got
+    if typename == "ValidationError":
+        assert got["field"] == field
+    assert (await me.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } jobs { totalCount } }")) == {
+        "images": {"totalCount": 0}, "jobs": {"totalCount": 0}}
+
+
+async def test_private_image_quota(gql: GraphQLClient, db: Database) -> None:
+    account, token = await make_account(db)
+    me = gql.as_(token)
+    await upload(me, "imports", "d.raw", b"\x04" * MiB)
+    set_quota = """mutation($a: ID!) { setQuota(input: {accountId: $a, resource: PRIVATE_IMAGES, limit: 1}) { __typename } }"""
+    assert (await gql.execute(set_quota, {"a": account.id}))["setQuota"]["__typename"] == "SetQuotaSuccess"
+    first = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw")}))["importImage"]
+    assert first["__typename"] == "ImageJobSuccess"
+    second = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw")}))["importImage"]
+    assert second == {"__typename": "LimitExceededError", "code": "QUOTA_PRIVATE_IMAGES", "limit": 1}
