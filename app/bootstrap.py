@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from app.config import Settings
@@ -11,6 +12,7 @@ from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database
 from app.jobs.events import event_bus_for
+from app.jobs.maintenance import run_forever
 from app.jobs.worker import WorkerPool
 from app.kms.envelope import load_root_key
 from app.kms.local import LocalKeyProvider
@@ -61,6 +63,7 @@ class Runtime:
         self.api = api
         self._services: Services | None = None
         self._workers: WorkerPool | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         self.stores: dict[str, ObjectStore] = {}
 
     @property
@@ -88,8 +91,15 @@ class Runtime:
                 self._services, s.workers, lease_seconds=s.job_lease_seconds, poll_interval=s.job_poll_interval
             )
             self._workers.start()
+            if s.maintenance_interval > 0:
+                self._maintenance = asyncio.create_task(run_forever(self._services, s.maintenance_interval))
 
     async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
         if self._workers is not None:
             await self._workers.stop(self.settings.worker_stop_grace)
             self._workers = None

@@ -79,6 +79,28 @@ async def _run_workers(settings: Settings) -> None:
         await runtime.stop()
 
 
+@admin_cli.command("maintenance")
+def maintenance() -> None:
+    """Run one round of garbage collection and KMS purges now (skipped while another
+    process holds the maintenance lock)."""
+    from app.bootstrap import Runtime
+    from app.jobs.maintenance import run_once
+
+    settings = replace(Settings.from_env(), workers=0)
+    _logging(settings)
+
+    async def run() -> object:
+        runtime = Runtime(settings, api=False)
+        await runtime.start()
+        try:
+            return await run_once(runtime.services)
+        finally:
+            await runtime.stop()
+
+    report = asyncio.run(run())
+    console.print("another process holds the maintenance lock" if report is None else str(report))
+
+
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""

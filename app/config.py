@@ -51,6 +51,7 @@ class Settings:
     job_lease_seconds: float = 30.0
     job_poll_interval: float = 0.5
     worker_stop_grace: float = 10.0
+    maintenance_interval: float = 300.0
     test_job_handlers: tuple[str, ...] = ()
     auto_migrate: bool = True
     log_level: str = "INFO"
@@ -101,6 +102,7 @@ class Settings:
             job_lease_seconds=float(e.get("IMS_JOB_LEASE_SECONDS", "30")),
             job_poll_interval=float(e.get("IMS_JOB_POLL_INTERVAL", "0.5")),
             worker_stop_grace=float(e.get("IMS_WORKER_STOP_GRACE", "10")),
+            maintenance_interval=float(e.get("IMS_MAINTENANCE_INTERVAL", "300")),
             test_job_handlers=tuple(m.strip() for m in e.get("IMS_TEST_JOB_HANDLERS", "").split(",") if m.strip()),
             auto_migrate=_bool(e.get("IMS_AUTO_MIGRATE"), True),
             log_level=e.get("IMS_LOG_LEVEL", "INFO").upper(),
@@ -128,5 +130,6 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it. Default 10.",
     "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
     "IMS_AUTO_MIGRATE": "Run migrations at start. Default true.",
+    "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
     "IMS_LOG_LEVEL": "Log level. Default INFO.",
 }
