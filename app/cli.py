@@ -79,6 +79,35 @@ async def _run_workers(settings: Settings) -> None:
         await runtime.stop()
 
 
+@cli.command()
+def demo() -> None:
+    """Create a handful of real public images (raw and qcow2, Linux and Windows) to try
+    every feature with."""
+    from app.bootstrap import Runtime
+    from app.domain.images import Caller
+    from app.services.demo import create_demo_images
+
+    settings = replace(Settings.from_env(), workers=max(Settings.from_env().workers, 1))
+    _logging(settings)
+
+    async def run() -> list[str]:
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            services = runtime.services
+            async with services.db.uow(write=False) as uow:
+                admin = await uow.accounts.get_by_name(settings.admin_name)
+            assert admin is not None
+            return await create_demo_images(services, Caller(admin.id, admin.name, admin.role))
+        finally:
+            await runtime.stop()
+
+    statuses = asyncio.run(run())
+    console.print(f"demo images: {statuses.count('SUCCESS')} of {len(statuses)} imported as PUBLIC")
+    if any(s != "SUCCESS" for s in statuses):
+        raise typer.Exit(1)
+
+
 @admin_cli.command("maintenance")
 def maintenance() -> None:
     """Run one round of garbage collection and KMS purges now (skipped while another
