@@ -15,6 +15,7 @@ from app.jobs.events import event_bus_for
 from app.jobs.maintenance import run_forever
 from app.jobs.worker import WorkerPool
 from app.kms.envelope import load_root_key
+from app.metrics import Metrics, attach
 from app.kms.local import LocalKeyProvider
 from app.kms.port import KeyProvider
 from app.services.registry import Services
@@ -65,6 +66,8 @@ class Runtime:
         self._workers: WorkerPool | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self.stores: dict[str, ObjectStore] = {}
+        #: Set by the HTTP app before start; workers and the chunk store report into it.
+        self.metrics: Metrics | None = None
 
     @property
     def services(self) -> Services:
@@ -82,6 +85,8 @@ class Runtime:
         for region, store in self.stores.items():
             await store.create_bucket(service_bucket(region))
         self._services = build_services(s, db, self.stores, await build_key_provider(s, db))
+        if self.metrics is not None:
+            attach(self._services, self.metrics)
         if self.api:
             await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
             if not s.admin_token:

@@ -23,6 +23,7 @@ from app.api.schema import build_schema
 from app.bootstrap import Runtime
 from app.config import Settings
 from app.http import EdgeMiddleware
+from app.metrics import CONTENT_TYPE, Metrics
 from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
 
@@ -31,9 +32,9 @@ class GraphQLApp(GraphQL[Context, None]):
     """GraphQL over HTTP (authenticated by EdgeMiddleware) and over graphql-transport-ws,
     authenticated here from the `connection_init` payload `{"authorization": "Bearer <token>"}`."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
         super().__init__(
-            build_schema(), graphql_ide="graphiql", allow_queries_via_get=True,
+            build_schema((metrics.extension(),)), graphql_ide="graphiql", allow_queries_via_get=True,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self.runtime = runtime
@@ -98,7 +99,12 @@ def create_app(settings: Settings) -> Starlette:
         ok = await runtime.services.ping()
         return JSONResponse({"ok": ok, "version": __version__}, status_code=200 if ok else 503)
 
-    graphql_app = GraphQLApp(runtime)
+    metrics = Metrics()
+    runtime.metrics = metrics
+    graphql_app = GraphQLApp(runtime, metrics)
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(await metrics.render(runtime.services), media_type=CONTENT_TYPE)
 
     async def on_put(bucket: str, key: str, info: Any) -> None:
         await runtime.services.storage.record_checksum(bucket, key, info)
@@ -106,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
     objects_app = LazyObjectRoutes(runtime, on_put)
     routes: list[Any] = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql_app),
         *graphiql_routes(endpoint="/graphql"),

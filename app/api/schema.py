@@ -111,7 +111,7 @@ class LoggingSchema(strawberry.Schema):
                           exc_info=error.original_error)
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(extra_extensions: tuple[type, ...] = ()) -> strawberry.Schema:
     """Build the schema. The limiter rules are built here once and every request's extension
     reuses the same rule classes: the validation cache is keyed by them, so it hits across
     requests (rules built per request would make every lookup a miss)."""
@@ -125,6 +125,7 @@ def build_schema() -> strawberry.Schema:
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
         lambda: MaskErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
+        *extra_extensions,
     ]
     return LoggingSchema(
         query=Query,

@@ -10,7 +10,7 @@ once they are older than the grace period too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -54,6 +54,8 @@ class ChunkStore:
         self.db = db
         self.stores = stores
         self.grace = grace
+        #: Called with ("in"|"out", bytes) as data moves (metrics); None: not measured.
+        self.meter: Callable[[str, int], None] | None = None
 
     def _where(self, region: str) -> tuple[ObjectStore, str]:
         return self.stores[region], service_bucket(region)
@@ -80,6 +82,8 @@ class ChunkStore:
             kms_key_id=key.kms_key_id if key else None, data_key_id=key.data_key_id if key else None,
             wrapped_key=key.wrapped if key else None, refcount=1, created_at=utcnow(),
         )
+        if self.meter is not None:
+            self.meter("in", result.size)
         async with self.db.uow() as uow:
             await uow.chunks.add_manifest(
                 manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes, utcnow()
@@ -109,6 +113,8 @@ class ChunkStore:
         async for piece in read_stream(
             chunks, store=store, bucket=bucket, opener=opener, total_size=manifest.size, offset=offset, length=length
         ):
+            if self.meter is not None:
+                self.meter("out", len(piece))
             yield piece
 
     async def retain(self, manifest_id: str) -> None:

@@ -74,6 +74,7 @@ class JobContext:
         self.params: dict[str, Any] = dict(job.params or {})
         self.image_ids: list[str] = list(job.image_ids or [])
         self.attempt = attempt
+        self.started = time.monotonic()
         #: What an earlier attempt last persisted: a handler may resume from there.
         self.resumed_progress = job.progress if attempt > 1 else 0.0
         self.services = services

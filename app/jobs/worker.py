@@ -180,6 +180,7 @@ class Worker:
             return
         if ok:
             log.info("job %s: SUCCESS", ctx.job_id)
+            self._observe(ctx, "SUCCESS")
         else:
             log.warning("job %s: lease lost before success was recorded", ctx.job_id)
 
@@ -191,6 +192,13 @@ class Worker:
             ok = await self.queue.fail(ctx, self.worker_id, code, message, None)
         if not ok:
             log.warning("job %s: lease lost before failure was recorded", ctx.job_id)
+        else:
+            self._observe(ctx, "FAIL")
+
+    def _observe(self, ctx: JobContext, status: str) -> None:
+        metrics = getattr(ctx.services, "metrics", None)
+        if metrics is not None:
+            metrics.job_seconds.labels(ctx.type, status).observe(time.monotonic() - ctx.started)
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -43,6 +43,8 @@ class Services:
     object_urls: ObjectUrls | None = None
     #: The chunk store (set by bootstrap, which owns the object stores).
     chunks: Any = None
+    #: The process's Prometheus metrics (app.metrics.Metrics), when it serves them.
+    metrics: Any = None
 
     @classmethod
     def build(

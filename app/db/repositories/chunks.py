@@ -63,9 +63,10 @@ class ChunkRepository:
                 stmt = insert(Chunk).values(
                     region=manifest.region, digest=digest, size=sizes.get(digest, 0), refcount=1, touched_at=now
                 )
+                # The claim made the row with size 0 before the upload; the size is known now.
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["region", "digest"],
-                    set_={"refcount": Chunk.refcount + 1, "touched_at": now},
+                    set_={"refcount": Chunk.refcount + 1, "touched_at": now, "size": stmt.excluded.size},
                 )
                 await self.session.execute(stmt)
 

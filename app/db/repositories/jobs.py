@@ -227,3 +227,9 @@ class JobRepository:
             col(JobAttempt.job_id), col(JobAttempt.id)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+
+async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(type, status, count) over every account: the jobs gauge of /metrics."""
+    stmt = select(Job.type, Job.status, func.count()).group_by(col(Job.type), col(Job.status))
+    return [(t, s, int(n)) for t, s, n in await session.execute(stmt)]
