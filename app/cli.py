@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from app.cli_client import jobs_cli, upload
 from app.config import Settings
 from app.domain.enums import AccountRole
 
@@ -19,6 +20,8 @@ admin_cli = typer.Typer(help="Administration: accounts, storage.", no_args_is_he
 schema_cli = typer.Typer(help="The GraphQL schema.", no_args_is_help=True)
 cli.add_typer(admin_cli, name="admin")
 cli.add_typer(schema_cli, name="schema")
+cli.add_typer(jobs_cli, name="jobs")
+cli.command("upload")(upload)
 console = Console()
 
 DEFAULT_SCHEMA_PATH = Path("graphql/schema.graphql")

@@ -1,0 +1,162 @@
+"""Client commands of `ims`, talking to a running server over HTTP like any user:
+`ims upload FILE --bucket B [--import NAME …]` and `ims jobs watch ID`.
+
+The server URL and token come from `--url`/`--token` or IMS_URL/IMS_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+import websocket  # websocket-client: graphql-transport-ws is a plain websocket protocol
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+console = Console()
+jobs_cli = typer.Typer(help="Follow jobs.", no_args_is_help=True)
+
+URL_OPTION = typer.Option(None, "--url", help="Server URL (IMS_URL, default http://127.0.0.1:8000).")
+TOKEN_OPTION = typer.Option(None, "--token", help="API token (IMS_TOKEN).")
+
+JOB_FIELDS = "id type status progress step error { code message } images { ... on ImageBase { id name status } }"
+
+
+class ApiError(Exception):
+    pass
+
+
+def _target(url: str | None, token: str | None) -> tuple[str, str]:
+    url = (url or os.environ.get("IMS_URL") or "http://127.0.0.1:8000").rstrip("/")
+    token = token or os.environ.get("IMS_TOKEN")
+    if not token:
+        raise typer.BadParameter("an API token is needed: --token or IMS_TOKEN")
+    return url, token
+
+
+def graphql(url: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables},
+                          headers={"authorization": f"Bearer {token}"}, timeout=60)
+    if response.status_code != 200:
+        raise ApiError(f"HTTP {response.status_code}: {response.text[:200]}")
+    body = response.json()
+    if body.get("errors"):
+        raise ApiError("; ".join(e.get("message", "?") for e in body["errors"]))
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def _payload(data: dict[str, Any], field: str, success: str) -> dict[str, Any]:
+    result = data[field]
+    if result["__typename"] != success:
+        raise ApiError(f"{result['__typename']} {result.get('code')}: {result.get('message')}")
+    return result  # type: ignore[no-any-return]
+
+
+def _put_file(url: str, path: Path) -> None:
+    size = path.stat().st_size
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress, open(path, "rb") as fh:
+        task = progress.add_task(f"upload {path.name}", total=size)
+
+        def body() -> Any:
+            while piece := fh.read(1024 * 1024):
+                progress.advance(task, len(piece))
+                yield piece
+
+        response = httpx.put(url, content=body(), headers={"content-length": str(size)}, timeout=None)
+    if response.status_code != 200:
+        raise ApiError(f"upload refused: HTTP {response.status_code} {response.text[:200]}")
+
+
+def watch_job(url: str, token: str, job_id: str) -> dict[str, Any]:
+    """Follow `jobUpdated(id)` over graphql-transport-ws with a progress bar; the last state."""
+    ws = websocket.create_connection(url.replace("http", "ws", 1) + "/graphql",
+                                     subprotocols=["graphql-transport-ws"], timeout=3600)
+    last: dict[str, Any] = {}
+    try:
+        ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+        if json.loads(ws.recv()).get("type") != "connection_ack":
+            raise ApiError("the server refused the websocket connection (token?)")
+        query = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"id": job_id}}}))
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      console=console) as progress:
+            task = progress.add_task(f"job {job_id}", total=1.0)
+            while True:
+                message = json.loads(ws.recv())
+                if message["type"] == "next":
+                    if message["payload"].get("errors"):
+                        raise ApiError(message["payload"]["errors"][0].get("message", "error"))
+                    last = message["payload"]["data"]["jobUpdated"]
+                    progress.update(task, completed=last["progress"], description=f"{last['status']} {last['step'] or ''}")
+                elif message["type"] in ("complete", "error"):
+                    break
+    finally:
+        ws.close()
+    return last
+
+
+@jobs_cli.command("watch")
+def jobs_watch(job_id: str, url: str | None = URL_OPTION, token: str | None = TOKEN_OPTION) -> None:
+    """Follow a job to its end with a progress bar (exit 1 when it FAILs)."""
+    base, tok = _target(url, token)
+    try:
+        job = watch_job(base, tok, job_id)
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    _report(job)
+
+
+def _report(job: dict[str, Any]) -> None:
+    if job.get("status") == "FAIL":
+        console.print(f"[red]job {job['id']} FAIL {job['error']['code']}[/red]: {job['error']['message']}")
+        raise typer.Exit(1)
+    names = ", ".join(f"{i['name']} ({i['id']}, {i['status']})" for i in job.get("images", []) if i)
+    console.print(f"job {job.get('id')} {job.get('status')}" + (f": {names}" if names else ""))
+
+
+UPLOAD_URL = """mutation($b: String!, $k: String!) { createUploadUrl(input: {bucket: $b, key: $k, expiresInSeconds: 86400}) {
+  __typename ... on CreateUploadUrlSuccess { url } ... on UserError { code message } } }"""
+IMPORT = f"""mutation($input: ImportImageInput!) {{ importImage(input: $input) {{
+  __typename ... on ImageJobSuccess {{ job {{ id }} }} ... on UserError {{ code message }} }} }}"""
+
+
+def upload(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    bucket: str = typer.Option(..., "--bucket", "-b", help="Your bucket."),
+    key: str | None = typer.Option(None, "--key", help="Object key (default: the file name)."),
+    import_as: str | None = typer.Option(None, "--import", help="Then import it as an image with this name."),
+    kind: str = typer.Option("SYSTEM_DISK", help="SYSTEM_DISK, DATA_DISK or ISO."),
+    min_disk_gb: int = typer.Option(1, "--min-disk-gb"),
+    os_type: str = typer.Option("LINUX", "--os-type"),
+    os_platform: str | None = typer.Option(None, "--os-platform", help="e.g. Ubuntu (system disk and ISO)."),
+    os_version: str | None = typer.Option(None, "--os-version", help="e.g. 'Ubuntu 22.04 server 64bit'."),
+    url: str | None = URL_OPTION,
+    token: str | None = TOKEN_OPTION,
+) -> None:
+    """Upload FILE to your bucket through a signed URL (with a progress bar); with --import,
+    import it and follow the job."""
+    base, tok = _target(url, token)
+    object_key = key or file.name
+    try:
+        signed = _payload(graphql(base, tok, UPLOAD_URL, {"b": bucket, "k": object_key}),
+                          "createUploadUrl", "CreateUploadUrlSuccess")
+        _put_file(signed["url"], file)
+        console.print(f"uploaded {bucket}/{object_key}")
+        if import_as is None:
+            return
+        spec: dict[str, Any] = {"bucket": bucket, "key": object_key, "name": import_as, "kind": kind,
+                                "minDiskGb": min_disk_gb}
+        if os_platform:
+            spec["os"] = {"type": os_type, "platform": os_platform, "version": os_version or os_platform}
+        job_id = _payload(graphql(base, tok, IMPORT, {"input": spec}), "importImage", "ImageJobSuccess")["job"]["id"]
+        _report(watch_job(base, tok, job_id))
+    except ApiError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc

@@ -1,0 +1,59 @@
+"""`ims upload --import` and `ims jobs watch` against a live server, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.db.uow import Database
+from tests.conftest import GraphQLClient, LiveServer
+from tests.factories import make_account
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, workers=1, job_poll_interval=0.05)
+
+
+def ims(*args: str, url: str, token: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "IMS_URL": url, "IMS_TOKEN": token, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+async def test_upload_import_and_watch(gql: GraphQLClient, db: Database, live_server: LiveServer,
+                                       tmp_path: Path) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await me.execute('mutation { createBucket(input: {name: "cli-bucket"}) { __typename } }')
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"\x09" * (3 * 1024 * 1024))
+    done = ims("upload", str(disk), "--bucket", "cli-bucket", "--import", "from cli", "--os-platform", "Debian",
+               url=live_server.url, token=token)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "uploaded cli-bucket/disk.raw" in done.stdout
+    assert "SUCCESS: from cli (" in done.stdout and "ACTIVE)" in done.stdout
+    images = (await me.execute("{ images(filter: {visibility: [PRIVATE]}) { edges { node { ... on PrivateImage { name status sizeBytes } } } } jobs { edges { node { id } } } }"))
+    assert [e["node"] for e in images["images"]["edges"]] == [{"name": "from cli", "status": "ACTIVE", "sizeBytes": 3 * 1024 * 1024}]
+    job_id = images["jobs"]["edges"][0]["node"]["id"]
+    watched = ims("jobs", "watch", job_id, url=live_server.url, token=token)
+    assert watched.returncode == 0 and f"job {job_id} SUCCESS" in watched.stdout, watched.stdout + watched.stderr
+
+
+async def test_upload_to_someone_elses_bucket_fails(gql: GraphQLClient, db: Database, live_server: LiveServer,
+                                                    tmp_path: Path) -> None:
+    _, alice = await make_account(db)
+    _, bob = await make_account(db)
+    await gql.as_(alice).execute('mutation { createBucket(input: {name: "alices"}) { __typename } }')
+    disk = tmp_path / "d"
+    disk.write_bytes(b"x")
+    result = ims("upload", str(disk), "--bucket", "alices", url=live_server.url, token=bob)
+    assert result.returncode == 1 and "NotFoundError BUCKET_NOT_FOUND" in result.stdout
+    bad = ims("jobs", "watch", "job-nothere", url=live_server.url, token=bob)
+    assert bad.returncode == 1
