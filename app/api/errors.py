@@ -97,7 +97,9 @@ class QueryError(GraphQLError):
     with the message and `extensions.code` (and `field`): shown to the client, never masked."""
 
     def __init__(self, exc: e.ImsError) -> None:
-        extensions: dict[str, Any] = {"code": exc.code}
+        # `classification` is the graphql-java convention generic clients (and fuzzers) read
+        # to tell a refused request from a server failure.
+        extensions: dict[str, Any] = {"code": exc.code, "classification": exc.kind}
         if isinstance(exc, e.Invalid) and exc.field:
             extensions["field"] = exc.field
         super().__init__(exc.message, extensions=extensions)

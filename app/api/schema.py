@@ -31,7 +31,7 @@ from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.jobs import Job, JobQueries, Subscription
 from app.api.scalars import SCALAR_MAP
 from app.api.storage import StorageMutations, StorageQueries
-from app.errors import NotFound
+from app.errors import ImsError, NotFound
 
 log = logging.getLogger("app.api")
 
@@ -95,9 +95,26 @@ class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations,
 
 
 def _is_expected(error: GraphQLError) -> bool:
-    """Errors a client caused (validation, limits, auth) are shown; the rest are masked."""
+    """Errors a client caused (validation, limits, auth, the service's expected failures)
+    are shown; the rest are masked."""
     original = error.original_error
-    return original is None or isinstance(original, (Unauthenticated, QueryError))
+    return original is None or isinstance(original, (Unauthenticated, QueryError, ImsError))
+
+
+class ClientErrors(MaskErrors):
+    """An expected failure (the service's error tree) raised by any query field reaches the
+    client as a `QueryError`, with its code; every other exception is masked."""
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [self._shown(err) if isinstance(err.original_error, ImsError) else
+                self.anonymise_error(err) if self.should_mask_error(err) else err for err in errors]
+
+    @staticmethod
+    def _shown(err: GraphQLError) -> GraphQLError:
+        assert isinstance(err.original_error, ImsError)
+        shown = QueryError(err.original_error)
+        return GraphQLError(shown.message, nodes=err.nodes, source=err.source, positions=err.positions,
+                            path=err.path, extensions=shown.extensions)
 
 
 class LoggingSchema(strawberry.Schema):
@@ -124,7 +141,7 @@ def build_schema(extra_extensions: tuple[type, ...] = ()) -> strawberry.Schema:
         lambda: ParserCache(maxsize=CACHE_SIZE),
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
-        lambda: MaskErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
+        lambda: ClientErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
         *extra_extensions,
     ]
     return LoggingSchema(

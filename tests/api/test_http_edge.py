@@ -260,3 +260,30 @@ async def test_parser_and_validation_caches_hit_across_requests(gql: GraphQLClie
     assert parse_after.misses == parse_before.misses
     assert validate_after.hits == validate_before.hits + 1
     assert validate_after.misses == validate_before.misses
+
+
+async def test_nul_characters_are_refused_everywhere(gql: GraphQLClient, db: Database) -> None:
+    """PostgreSQL cannot store NUL in text and no name, key or id may hold one: the edge
+    refuses it in variables, in document literals and in GET queries, and nothing runs."""
+    from urllib.parse import quote
+
+    from tests.factories import make_image
+
+    owner, token = await make_account(db)
+    image = await make_image(db, owner)
+    me = gql.as_(token)
+    update = "mutation($id: ID!, $d: String) { updateImage(input: {id: $id, description: $d}) { __typename } }"
+    by_variable = await me.raw(update, {"id": image.id, "d": "a\x00b"})
+    literal = 'mutation { updateImage(input: {id: "%s", description: "a\\u0000b"}) { __typename } }' % image.id
+    by_literal = await me.raw(literal)
+    by_get = await me.http.get("/graphql?query=" + quote('{ image(id: "x\\u0000") { __typename } }'),
+                               headers={"authorization": f"Bearer {token}"})
+    for response in (by_variable, by_literal, by_get):
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_CHARACTER"
+    data = await me.execute("query($id: ID!) { image(id: $id) { ... on ImageBase { description version } } }",
+                            {"id": image.id})
+    assert data["image"] == {"description": image.description, "version": image.version}
+    # A backslash that is not a NUL escape is ordinary text.
+    fine = await me.execute(update, {"id": image.id, "d": "C:\\\\u0001 path"})
+    assert fine["updateImage"]["__typename"] == "UpdateImageSuccess"
