@@ -396,7 +396,7 @@ async def test_page_size_and_cursor_errors(gql: GraphQLClient, db: Database) -> 
     q = gql.as_(alice_t)
     for first in (1001, -1):
         err = await _client_error(q, {"first": first})
-        assert err["extensions"] == {"code": "INVALID_PAGE_SIZE", "field": "first"}
+        assert err["extensions"] == {"code": "INVALID_PAGE_SIZE", "classification": "ValidationError", "field": "first"}
     assert len((await list_images(q, first=1000))["edges"]) == 3
 
     by_name = await list_images(q, orderBy={"field": "NAME", "direction": "ASC"}, first=1)
@@ -408,7 +408,7 @@ async def test_page_size_and_cursor_errors(gql: GraphQLClient, db: Database) -> 
     ]
     for after in bad_cursors:
         err = await _client_error(q, {"first": 1, "after": after})
-        assert err["extensions"] == {"code": "INVALID_CURSOR", "field": "after"}, after
+        assert err["extensions"] == {"code": "INVALID_CURSOR", "classification": "ValidationError", "field": "after"}, after
     err = await _client_error(q, {"first": 1, "after": cursor, "orderBy": {"field": "NAME", "direction": "DESC"}})
     assert err["extensions"]["code"] == "INVALID_CURSOR"
     err = await _client_error(q, {"first": 1, "after": cursor, "orderBy": {"field": "SIZE", "direction": "ASC"}})
