@@ -16,6 +16,7 @@ from app.services.accounts import AccountService
 from app.services.images import ImageService
 from app.services.storage import StorageService
 from app.services.kms import KmsService
+from app.services.sharing import SharingService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
 
@@ -35,6 +36,7 @@ class Services:
     #: The KMS port itself, for services that encrypt and decrypt data.
     key_provider: KeyProvider
     kms: KmsService
+    sharing: SharingService
 
     jobs: JobService
     #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
@@ -58,6 +60,7 @@ class Services:
             storage=storage,
             key_provider=key_provider,
             kms=KmsService(db, key_provider),
+            sharing=SharingService(db, key_provider),
             jobs=JobService(
                 db, events or event_bus_for(db),
                 job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
