@@ -30,6 +30,7 @@ from app.api.imports import ImportMutations
 from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.jobs import Job, JobQueries, Subscription
 from app.api.scalars import SCALAR_MAP
+from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
 from app.errors import ImsError, NotFound
 
@@ -90,7 +91,7 @@ class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQuerie
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations):
     pass
 
 

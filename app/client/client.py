@@ -30,7 +30,10 @@ from .input_types import (
     RevokeApiTokenInput,
     SetImageProtectionInput,
     SetQuotaInput,
+    ShareImagesInput,
+    UnshareImagesInput,
     UpdateImageInput,
+    UpdateImageMembershipInput,
 )
 from .publish_image import PublishImage
 from .regions import Regions
@@ -38,7 +41,10 @@ from .remove_image_tags import RemoveImageTags
 from .revoke_api_token import RevokeApiToken
 from .set_image_protection import SetImageProtection
 from .set_quota import SetQuota
+from .share_images import ShareImages
+from .unshare_images import UnshareImages
 from .update_image import UpdateImage
+from .update_image_membership import UpdateImageMembership
 from .viewer import Viewer
 
 
@@ -833,6 +839,135 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return DeleteImages.model_validate(data)
+
+    async def share_images(self, input: ShareImagesInput, **kwargs: Any) -> ShareImages:
+        query = gql("""
+            mutation ShareImages($input: ShareImagesInput!) {
+              shareImages(input: $input) {
+                __typename
+                ... on ShareImagesSuccess {
+                  members {
+                    ...ImageMemberFields
+                  }
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on ValidationError {
+                  field
+                }
+                ... on LimitExceededError {
+                  limit
+                }
+                ... on KmsKeyError {
+                  keyId
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment ImageMemberFields on ImageMember {
+              imageId
+              account {
+                id
+                name
+              }
+              status
+              createdAt
+              updatedAt
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="ShareImages", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return ShareImages.model_validate(data)
+
+    async def unshare_images(
+        self, input: UnshareImagesInput, **kwargs: Any
+    ) -> UnshareImages:
+        query = gql("""
+            mutation UnshareImages($input: UnshareImagesInput!) {
+              unshareImages(input: $input) {
+                __typename
+                ... on UnshareImagesSuccess {
+                  removed
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on ValidationError {
+                  field
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="UnshareImages", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return UnshareImages.model_validate(data)
+
+    async def update_image_membership(
+        self, input: UpdateImageMembershipInput, **kwargs: Any
+    ) -> UpdateImageMembership:
+        query = gql("""
+            mutation UpdateImageMembership($input: UpdateImageMembershipInput!) {
+              updateImageMembership(input: $input) {
+                __typename
+                ... on UpdateImageMembershipSuccess {
+                  members {
+                    ...ImageMemberFields
+                  }
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on ValidationError {
+                  field
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment ImageMemberFields on ImageMember {
+              imageId
+              account {
+                id
+                name
+              }
+              status
+              createdAt
+              updatedAt
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query,
+            operation_name="UpdateImageMembership",
+            variables=variables,
+            **kwargs,
+        )
+        data = self.get_data(response)
+        return UpdateImageMembership.model_validate(data)
 
     async def buckets(
         self,

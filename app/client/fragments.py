@@ -95,6 +95,19 @@ class ImageBaseFieldsTags(BaseModel):
     value: str
 
 
+class ImageMemberFields(BaseModel):
+    image_id: str = Field(alias="imageId")
+    account: "ImageMemberFieldsAccount"
+    status: MemberStatus
+    created_at: datetime = Field(alias="createdAt")
+    updated_at: datetime = Field(alias="updatedAt")
+
+
+class ImageMemberFieldsAccount(BaseModel):
+    id: str
+    name: str
+
+
 class PageInfoFields(BaseModel):
     has_next_page: bool = Field(alias="hasNextPage")
     has_previous_page: bool = Field(alias="hasPreviousPage")
@@ -316,6 +329,7 @@ AccountFields.model_rebuild()
 ApiTokenFields.model_rebuild()
 BucketFields.model_rebuild()
 ImageBaseFields.model_rebuild()
+ImageMemberFields.model_rebuild()
 PageInfoFields.model_rebuild()
 PrivateImageFields.model_rebuild()
 PublicImageFields.model_rebuild()

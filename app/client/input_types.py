@@ -172,6 +172,11 @@ class SetQuotaInput(BaseModel):
     resource: QuotaResource
 
 
+class ShareImagesInput(BaseModel):
+    account_ids: list[str] = Field(alias="accountIds")
+    image_ids: list[str] = Field(alias="imageIds")
+
+
 class TagFilter(BaseModel):
     key: str
     value: Optional[str] = None
@@ -181,6 +186,11 @@ class TagFilter(BaseModel):
 class TagInput(BaseModel):
     key: str
     value: str
+
+
+class UnshareImagesInput(BaseModel):
+    account_ids: list[str] = Field(alias="accountIds")
+    image_ids: list[str] = Field(alias="imageIds")
 
 
 class UpdateImageInput(BaseModel):
@@ -194,6 +204,12 @@ class UpdateImageInput(BaseModel):
     name: Optional[str] = None
     nic_multi_queue: Optional[bool] = Field(alias="nicMultiQueue", default=None)
     sriov_driver: Optional[bool] = Field(alias="sriovDriver", default=None)
+
+
+class UpdateImageMembershipInput(BaseModel):
+    image_ids: list[str] = Field(alias="imageIds")
+    status: MemberStatus
+    "ACCEPTED or REJECTED."
 
 
 ImageFilter.model_rebuild()

@@ -17,6 +17,7 @@ from app.services.images import ImageService
 from app.services.imports import ImportService
 from app.services.storage import StorageService
 from app.services.kms import KmsService
+from app.services.sharing import SharingService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
 
@@ -37,6 +38,7 @@ class Services:
     #: The KMS port itself, for services that encrypt and decrypt data.
     key_provider: KeyProvider
     kms: KmsService
+    sharing: SharingService
 
     jobs: JobService
     #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
@@ -68,6 +70,7 @@ class Services:
             kms=KmsService(db, key_provider),
             jobs=jobs,
             imports=ImportService(db, storage, key_provider, jobs),
+            sharing=SharingService(db, key_provider),
             object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
         )
 

@@ -25,14 +25,18 @@ from app.client import (
     DeleteImagesInput,
     ImageTagsInput,
     ImsClient,
+    MemberStatus,
     PublishImageInput,
     QuotaResource,
     RemoveImageTagsInput,
     RevokeApiTokenInput,
     SetImageProtectionInput,
     SetQuotaInput,
+    ShareImagesInput,
     TagInput,
+    UnshareImagesInput,
     UpdateImageInput,
+    UpdateImageMembershipInput,
 )
 from app.db.tables import Account, ApiToken, Image
 from app.db.types import new_id, utcnow
@@ -184,6 +188,24 @@ def objects_listed(buckets: Any, w: World) -> bool:
                 and edge.node.download_url.startswith(w.server.url))
 
 
+async def share_target(w: World, _c: ImsClient) -> dict[str, Any]:
+    other, _ = await make_account(w.db, "share-target")
+    return {"input": ShareImagesInput(imageIds=[w.image.id], accountIds=[other.id])}
+
+
+async def shared_pair(w: World, _c: ImsClient) -> dict[str, Any]:
+    other, _ = await make_account(w.db)
+    await share(w.db, w.image, other, "ACCEPTED")
+    return {"input": UnshareImagesInput(imageIds=[w.image.id], accountIds=[other.id])}
+
+
+async def shared_with_user(w: World, _c: ImsClient) -> dict[str, Any]:
+    other, _ = await make_account(w.db)
+    image = await w.image_of(other)
+    await share(w.db, image, w.user, "PENDING")
+    return {"input": UpdateImageMembershipInput(imageIds=[image.id], status=MemberStatus.ACCEPTED)}
+
+
 def each_member(images: Any, _w: World) -> bool:
     return {e.node.typename__ for e in images.edges} == {"PrivateImage", "PublicImage", "SharedImage"}
 
@@ -239,6 +261,14 @@ CASES: dict[str, Case] = {
         lambda p, w: [(t.key, t.value) for t in p.image.tags] == [("env", "prod")]),
     "RemoveImageTags": Case(tagged_image, lambda r: r.remove_image_tags, "UpdateImageSuccess",
                             lambda p, w: [(t.key, t.value) for t in p.image.tags] == [("team", "core")]),
+    "ShareImages": Case(share_target, lambda r: r.share_images, "ShareImagesSuccess",
+                        lambda p, w: [(m.image_id, m.account.name, m.status) for m in p.members]
+                        == [(w.image.id, "share-target", MemberStatus.PENDING)]),
+    "UnshareImages": Case(shared_pair, lambda r: r.unshare_images, "UnshareImagesSuccess",
+                          lambda p, w: p.removed == 1),
+    "UpdateImageMembership": Case(
+        shared_with_user, lambda r: r.update_image_membership, "UpdateImageMembershipSuccess",
+        lambda p, w: [(m.account.id, m.status) for m in p.members] == [(w.user.id, MemberStatus.ACCEPTED)]),
     "Buckets": Case(bucket_with_object, lambda r: r.buckets, None, objects_listed),
     "CreateBucket": Case(given_input(lambda w: CreateBucketInput(name="images-2024")), lambda r: r.create_bucket,
                          "CreateBucketSuccess", lambda p, w: (p.bucket.name, p.bucket.region)

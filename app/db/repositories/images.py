@@ -207,7 +207,9 @@ class ImageRepository:
             return {}
         stmt = self._visible_select().where(col(Image.id).in_(ids), self._may_see())
         if for_update:
-            stmt = stmt.with_for_update(of=Image)
+            # Rows are locked in id order: two batches naming the same images in different
+            # orders then queue behind each other instead of deadlocking.
+            stmt = stmt.order_by(col(Image.id)).with_for_update(of=Image)
         return {r[0].id: VisibleImage(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()}
 
     # ---------------------------------------------------------------- writes
