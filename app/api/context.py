@@ -10,6 +10,7 @@ from strawberry.dataloader import DataLoader
 
 from app.db.repositories.images import MemberRow
 from app.db.tables import ImageTag
+from app.db.uow import SharedReader, reading
 from app.domain.images import Caller
 from app.errors import ImsError
 from app.services.registry import Services
@@ -29,6 +30,8 @@ class Context:
     loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
     #: The websocket `connection_init` payload (strawberry sets it before `on_ws_connect`).
     connection_params: dict[str, Any] = field(default_factory=dict)
+    #: The read session shared by a query request's resolvers (set by SharedReads).
+    reader: SharedReader | None = None
 
     @property
     def me(self) -> Caller:
@@ -53,12 +56,12 @@ class Context:
         self.loaders.clear()
 
     async def _load_tags(self, image_ids: list[str]) -> list[list[ImageTag]]:
-        async with self.services.db.uow(self.me.account_id, write=False) as uow:
+        async with reading(self.services.db, self.me.account_id, self.reader) as uow:
             found = await uow.images.tags_of(list(image_ids))
         return [found[i] for i in image_ids]
 
     async def _load_members(self, image_ids: list[str]) -> list[list[MemberRow]]:
-        async with self.services.db.uow(self.me.account_id, write=False) as uow:
+        async with reading(self.services.db, self.me.account_id, self.reader) as uow:
             found = await uow.images.members_of(list(image_ids))
         return [found[i] for i in image_ids]
 

@@ -128,7 +128,7 @@ class ImageQueries:
     @strawberry.field
     async def image(self, info: Info, id: strawberry.ID) -> Image | None:
         try:
-            view = await info.context.services.images.get(info.context.me, str(id))
+            view = await info.context.services.images.get(info.context.me, str(id), info.context.reader)
         except NotFound:
             return None
         return image_of(view, info.context.me)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, lexicographic_sort_schema, print_schema
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -14,10 +14,12 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from app import __version__
 from app.api.accounts import AccountMutations, AccountQueries
@@ -27,12 +29,14 @@ from app.api.errors import ERROR_TYPES, QueryError
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
 from app.api.imports import ImportMutations
-from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.jobs import Job, JobQueries, Subscription
+from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.scalars import SCALAR_MAP
 from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
+from app.db.uow import SharedReader
 from app.errors import ImsError, NotFound
+from graphql import GraphQLError, lexicographic_sort_schema, print_schema
 
 log = logging.getLogger("app.api")
 
@@ -102,6 +106,23 @@ def _is_expected(error: GraphQLError) -> bool:
     return original is None or isinstance(original, (Unauthenticated, QueryError, ImsError))
 
 
+class SharedReads(SchemaExtension):
+    """Query operations read through one shared read session (closed when they end);
+    mutations and subscriptions keep a unit of work per read, so they see each commit."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context.context
+        if self.execution_context.operation_type is not OperationType.QUERY or getattr(ctx, "caller", None) is None:
+            yield
+            return
+        ctx.reader = SharedReader(ctx.services.db, ctx.caller.account_id)
+        try:
+            yield
+        finally:
+            reader, ctx.reader = ctx.reader, None
+            await reader.close()
+
+
 class ClientErrors(MaskErrors):
     """An expected failure (the service's error tree) raised by any query field reaches the
     client as a `QueryError`, with its code; every other exception is masked."""
@@ -142,6 +163,7 @@ def build_schema(extra_extensions: tuple[type, ...] = ()) -> strawberry.Schema:
         lambda: ParserCache(maxsize=CACHE_SIZE),
         lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
+        SharedReads,
         lambda: ClientErrors(should_mask_error=lambda err: not _is_expected(err), error_message="Internal server error"),
         *extra_extensions,
     ]

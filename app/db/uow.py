@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 from sqlalchemy import text
@@ -10,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.chunks import ChunkRepository
 from app.db.repositories.images import ImageRepository
-from app.db.repositories.storage import StorageRepository
-from app.db.repositories.kms import KmsRepository
 from app.db.repositories.jobs import JobRepository
+from app.db.repositories.kms import KmsRepository
 from app.db.repositories.sharing import SharingRepository
+from app.db.repositories.storage import StorageRepository
 
 
 class Database:
@@ -84,3 +87,35 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         await self.session.commit()
+
+
+class SharedReader:
+    """One read-only unit of work shared by every read of one query request (the page, its
+    tags, its members…), one statement at a time: a request costs one connection checkout
+    and one snapshot instead of one per loader. Closed when the request ends."""
+
+    def __init__(self, db: Database, caller_id: str) -> None:
+        self.db = db
+        self.caller_id = caller_id
+        self._uow: UnitOfWork | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[UnitOfWork]:
+        async with self._lock:
+            if self._uow is None:
+                uow = self.db.uow(self.caller_id, write=False)
+                await uow.__aenter__()
+                self._uow = uow
+            yield self._uow
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._uow is not None:
+                uow, self._uow = self._uow, None
+                await uow.__aexit__(None, None, None)
+
+
+def reading(db: Database, caller_id: str, reader: SharedReader | None) -> contextlib.AbstractAsyncContextManager[UnitOfWork]:
+    """The request's shared reader when there is one, else a read-only unit of work of its own."""
+    return reader.use() if reader is not None else db.uow(caller_id, write=False)

@@ -7,11 +7,17 @@ from typing import Any
 
 from app.db.repositories.images import VisibleImage, sort_value
 from app.db.types import utcnow
-from app.db.uow import Database
+from app.db.uow import Database, SharedReader, reading
 from app.domain.enums import BootMode, ImageKind, ImageOrderField, ImageStatus, ImageVisibility
 from app.domain.images import Caller, ImageOrder, ImageQuery
 from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
-from app.domain.rules import validate_batch, validate_description, validate_name, validate_page_size, validate_ram
+from app.domain.rules import (
+    validate_batch,
+    validate_description,
+    validate_name,
+    validate_page_size,
+    validate_ram,
+)
 from app.errors import Conflict, Forbidden, Invalid, NotFound, NotSupported
 from app.services.access import relation, require_manager
 
@@ -70,8 +76,8 @@ class ImageService:
 
     # ---------------------------------------------------------------- reads
 
-    async def get(self, caller: Caller, image_id: str) -> VisibleImage:
-        async with self.db.uow(caller.account_id, write=False) as uow:
+    async def get(self, caller: Caller, image_id: str, reader: SharedReader | None = None) -> VisibleImage:
+        async with reading(self.db, caller.account_id, reader) as uow:
             view = await uow.images.get_visible(image_id)
         if view is None:
             raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
@@ -79,7 +85,7 @@ class ImageService:
 
     async def list(
         self, caller: Caller, query: ImageQuery, order: ImageOrder, first: int | None, after: str | None,
-        *, with_total: bool, session_uow: Any = None,
+        *, with_total: bool, reader: SharedReader | None = None,
     ) -> ImagePage:
         size = validate_page_size(first)
         ordering = _ordering(order)
@@ -91,7 +97,7 @@ class ImageService:
             elif order.field is ImageOrderField.SIZE and not isinstance(value, int):
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
-        async with self.db.uow(caller.account_id, write=False) as uow:
+        async with reading(self.db, caller.account_id, reader) as uow:
             items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total)
         cursors = [encode_cursor(ordering, sort_value(v.image, order.field), v.image.id) for v in items]
         return ImagePage(items, has_next, cursor is not None, total, cursors)

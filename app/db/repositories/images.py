@@ -6,13 +6,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, delete, exists, false, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
+from app.db.repositories.catalog_sql import (
+    count_statement,
+    page_statement,
+    shape_and_params,
+)
 from app.db.tables import Account, Image, ImageMember, ImageTag
-from app.domain.enums import ImageOrderField, ImageVisibility, OrderDirection
+from app.domain.enums import ImageOrderField
 from app.domain.images import ImageOrder, ImageQuery
 
 
@@ -33,20 +46,6 @@ class VisibleImage:
 class MemberRow:
     member: ImageMember
     account_name: str
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def sort_column(field: ImageOrderField) -> ColumnElement[Any]:
-    if field is ImageOrderField.NAME:
-        return col(Image.name)
-    if field is ImageOrderField.SIZE:
-        return func.coalesce(col(Image.size_bytes), -1)
-    if field is ImageOrderField.STATUS:
-        return col(Image.status)
-    return col(Image.created_at)
 
 
 def sort_value(image: Image, field: ImageOrderField) -> Any:
@@ -76,57 +75,6 @@ class ImageRepository:
             .outerjoin(m, and_(m.image_id == col(Image.id), m.account_id == self.caller_id))
         )
 
-    def _visibility_condition(self, query: ImageQuery) -> ColumnElement[bool]:
-        m = self._member
-        parts: list[ColumnElement[bool]] = []
-        if ImageVisibility.PUBLIC in query.visibility:
-            parts.append(col(Image.visibility) == "PUBLIC")
-        if ImageVisibility.PRIVATE in query.visibility:
-            parts.append(and_(col(Image.visibility) == "PRIVATE", col(Image.owner_id) == self.caller_id))
-        if ImageVisibility.SHARED in query.visibility and query.member_statuses:
-            parts.append(
-                and_(
-                    col(Image.visibility) == "PRIVATE",
-                    col(Image.owner_id) != self.caller_id,
-                    m.status.in_(sorted(s.value for s in query.member_statuses)),
-                )
-            )
-        return or_(*parts) if parts else false()
-
-    def _conditions(self, query: ImageQuery) -> list[ColumnElement[bool]]:
-        conds: list[ColumnElement[bool]] = [col(Image.region) == query.region, self._visibility_condition(query)]
-        if query.kinds is not None:
-            conds.append(col(Image.kind).in_(sorted(k.value for k in query.kinds)))
-        if query.statuses is not None:
-            conds.append(col(Image.status).in_(sorted(s.value for s in query.statuses)))
-        if query.name_contains:
-            pattern = f"%{_escape_like(query.name_contains.lower())}%"
-            conds.append(func.lower(col(Image.name)).like(pattern, escape="\\"))
-        if query.os_types is not None:
-            conds.append(col(Image.os_type).in_(sorted(t.value for t in query.os_types)))
-        if query.platforms is not None:
-            conds.append(func.lower(col(Image.os_platform)).in_(sorted(p.lower() for p in query.platforms)))
-        if query.disk_formats is not None:
-            conds.append(col(Image.disk_format).in_(sorted(f.value for f in query.disk_formats)))
-        if query.encrypted is not None:
-            conds.append(col(Image.kms_key_id).is_not(None) if query.encrypted else col(Image.kms_key_id).is_(None))
-        if query.kms_key_id is not None:
-            conds.append(col(Image.kms_key_id) == query.kms_key_id)
-        if query.protected is not None:
-            conds.append(col(Image.protected) == query.protected)
-        for tag in query.tags:
-            tag_cond = and_(col(ImageTag.image_id) == col(Image.id), col(ImageTag.key) == tag.key)
-            if tag.value is not None:
-                tag_cond = and_(tag_cond, col(ImageTag.value) == tag.value)
-            conds.append(exists().where(tag_cond))
-        if query.created_after is not None:
-            conds.append(col(Image.created_at) > query.created_after)
-        if query.created_before is not None:
-            conds.append(col(Image.created_at) < query.created_before)
-        if query.ids is not None:
-            conds.append(col(Image.id).in_(sorted(query.ids)))
-        return conds
-
     async def page(
         self,
         query: ImageQuery,
@@ -136,55 +84,27 @@ class ImageRepository:
         *,
         with_total: bool,
     ) -> tuple[list[VisibleImage], bool, int | None]:
-        """One keyset page (`first` rows after the cursor's (sort key, id)).
+        """One keyset page (`first` rows after the cursor's (sort key, id)), see catalog_sql.
 
-        The total, when asked for, rides in the same statement as a scalar subquery, so a
-        page costs one round trip.
-        """
-        conds = self._conditions(query)
-        key = sort_column(order.field)
-        stmt = self._visible_select().where(*conds)
-        if with_total:
-            m, o = self._member, self._owner
-            total_q = (
-                select(func.count())
-                .select_from(Image)
-                .join(o, o.id == col(Image.owner_id))
-                .outerjoin(m, and_(m.image_id == col(Image.id), m.account_id == self.caller_id))
-                .where(*conds)
-                .scalar_subquery()
-            )
-            stmt = stmt.add_columns(total_q.label("total"))
-        if after is not None:
-            value, last_id = after
-            if order.direction is OrderDirection.ASC:
-                stmt = stmt.where(or_(key > value, and_(key == value, col(Image.id) > last_id)))
-            else:
-                stmt = stmt.where(or_(key < value, and_(key == value, col(Image.id) < last_id)))
-        if order.direction is OrderDirection.ASC:
-            stmt = stmt.order_by(key.asc(), col(Image.id).asc())
-        else:
-            stmt = stmt.order_by(key.desc(), col(Image.id).desc())
-        rows = list((await self.session.execute(stmt.limit(first + 1))).all())
+        Each visibility branch takes its own first `first + 1` rows after the cursor from its
+        index; the union of those few rows is sorted once more and joined with owners and
+        memberships. The total, when asked for, rides in the same statement, so a page costs
+        one round trip and a deep page costs what page 1 costs."""
+        shape, params = shape_and_params(query, order, self.caller_id, first, after, with_total)
+        stmt = page_statement(shape)
+        if stmt is None:
+            return [], False, 0 if with_total else None
+        rows = list((await self.session.execute(stmt, params)).all())
         total: int | None = None
         if with_total:
-            if rows:
-                total = int(rows[0][3])
-            else:
-                total = await self.count(query)
+            total = int(rows[0][3]) if rows else await self.count(query)
         items = [VisibleImage(r[0], r[1], r[2]) for r in rows[:first]]
         return items, len(rows) > first, total
 
     async def count(self, query: ImageQuery) -> int:
-        m, o = self._member, self._owner
-        stmt = (
-            select(func.count())
-            .select_from(Image)
-            .join(o, o.id == col(Image.owner_id))
-            .outerjoin(m, and_(m.image_id == col(Image.id), m.account_id == self.caller_id))
-            .where(*self._conditions(query))
-        )
-        return int((await self.session.execute(stmt)).scalar_one())
+        shape, params = shape_and_params(query, ImageOrder(), self.caller_id, 0, None, True)
+        stmt = count_statement(shape)
+        return 0 if stmt is None else int((await self.session.execute(stmt, params)).scalar_one())
 
     def _may_see(self) -> ColumnElement[bool]:
         """Public, owned, or shared with the caller in any membership status."""

@@ -1,0 +1,226 @@
+"""The catalog page statement, built once per query *shape* and cached.
+
+A request's filter values, caller, cursor and page size travel as bound parameters; which
+filters are present, the visibilities, the ordering and whether a cursor or a total is
+wanted make the shape. Building a union of three subqueries with SQLAlchemy costs more
+Python time than SQLite takes to run it, so each shape is built once per process
+(`functools.lru_cache`; statements are immutable and shared safely).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, or_, select, union_all
+from sqlalchemy.orm import aliased
+from sqlmodel import col
+
+from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.domain.enums import ImageOrderField, ImageVisibility, OrderDirection
+from app.domain.images import ImageOrder, ImageQuery
+
+MEMBER = aliased(ImageMember, name="my_membership")
+OWNER = aliased(Account, name="owner")
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def sort_column(field: ImageOrderField, entity: Any = Image) -> ColumnElement[Any]:
+    """The sort key of an ordering, on the images table or an alias of it."""
+    if field is ImageOrderField.NAME:
+        return entity.name  # type: ignore[no-any-return]
+    if field is ImageOrderField.SIZE:
+        return func.coalesce(entity.size_bytes, -1)
+    if field is ImageOrderField.STATUS:
+        return entity.status  # type: ignore[no-any-return]
+    return entity.created_at  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What decides the SQL text of a catalog query (values are parameters)."""
+
+    visibility: frozenset[ImageVisibility]
+    shared: bool
+    kinds: bool
+    statuses: bool
+    name: bool
+    os_types: bool
+    platforms: bool
+    formats: bool
+    encrypted: bool | None
+    kms_key: bool
+    protected: bool
+    tags: tuple[bool, ...]
+    after_time: bool
+    before_time: bool
+    ids: bool
+    field: ImageOrderField
+    ascending: bool
+    cursor: bool
+    total: bool
+
+
+def shape_and_params(query: ImageQuery, order: ImageOrder, caller_id: str, first: int,
+                     after: tuple[Any, str] | None, with_total: bool) -> tuple[Shape, dict[str, Any]]:
+    q = query
+    params: dict[str, Any] = {"caller": caller_id, "region": q.region, "limit": first + 1}
+    shape = Shape(
+        visibility=frozenset(q.visibility), shared=bool(q.member_statuses), kinds=q.kinds is not None,
+        statuses=q.statuses is not None, name=bool(q.name_contains), os_types=q.os_types is not None,
+        platforms=q.platforms is not None, formats=q.disk_formats is not None, encrypted=q.encrypted,
+        kms_key=q.kms_key_id is not None, protected=q.protected is not None,
+        tags=tuple(t.value is not None for t in q.tags), after_time=q.created_after is not None,
+        before_time=q.created_before is not None, ids=q.ids is not None, field=order.field,
+        ascending=order.direction is OrderDirection.ASC, cursor=after is not None, total=with_total,
+    )
+    params["member_statuses"] = sorted(s.value for s in q.member_statuses)
+    if q.kinds is not None:
+        params["kinds"] = sorted(k.value for k in q.kinds)
+    if q.statuses is not None:
+        params["statuses"] = sorted(s.value for s in q.statuses)
+    if q.name_contains:
+        params["name"] = f"%{escape_like(q.name_contains.lower())}%"
+    if q.os_types is not None:
+        params["os_types"] = sorted(t.value for t in q.os_types)
+    if q.platforms is not None:
+        params["platforms"] = sorted(p.lower() for p in q.platforms)
+    if q.disk_formats is not None:
+        params["formats"] = sorted(f.value for f in q.disk_formats)
+    if q.kms_key_id is not None:
+        params["kms_key"] = q.kms_key_id
+    if q.protected is not None:
+        params["protected"] = q.protected
+    for i, tag in enumerate(q.tags):
+        params[f"tag_key_{i}"] = tag.key
+        if tag.value is not None:
+            params[f"tag_value_{i}"] = tag.value
+    if q.created_after is not None:
+        params["after_time"] = q.created_after
+    if q.created_before is not None:
+        params["before_time"] = q.created_before
+    if q.ids is not None:
+        params["ids"] = sorted(q.ids)
+    if after is not None:
+        params["cursor_value"], params["cursor_id"] = after
+    return shape, params
+
+
+def _in(name: str) -> Any:
+    return bindparam(name, expanding=True)
+
+
+def _filters(s: Shape) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = [col(Image.region) == bindparam("region")]
+    if s.kinds:
+        conds.append(col(Image.kind).in_(_in("kinds")))
+    if s.statuses:
+        conds.append(col(Image.status).in_(_in("statuses")))
+    if s.name:
+        conds.append(func.lower(col(Image.name)).like(bindparam("name"), escape="\\"))
+    if s.os_types:
+        conds.append(col(Image.os_type).in_(_in("os_types")))
+    if s.platforms:
+        conds.append(func.lower(col(Image.os_platform)).in_(_in("platforms")))
+    if s.formats:
+        conds.append(col(Image.disk_format).in_(_in("formats")))
+    if s.encrypted is not None:
+        conds.append(col(Image.kms_key_id).is_not(None) if s.encrypted else col(Image.kms_key_id).is_(None))
+    if s.kms_key:
+        conds.append(col(Image.kms_key_id) == bindparam("kms_key"))
+    if s.protected:
+        conds.append(col(Image.protected) == bindparam("protected"))
+    for i, with_value in enumerate(s.tags):
+        tag = and_(col(ImageTag.image_id) == col(Image.id), col(ImageTag.key) == bindparam(f"tag_key_{i}"))
+        if with_value:
+            tag = and_(tag, col(ImageTag.value) == bindparam(f"tag_value_{i}"))
+        conds.append(exists().where(tag))
+    if s.after_time:
+        conds.append(col(Image.created_at) > bindparam("after_time", type_=Image.__table__.c.created_at.type))  # type: ignore[attr-defined]
+    if s.before_time:
+        conds.append(col(Image.created_at) < bindparam("before_time", type_=Image.__table__.c.created_at.type))  # type: ignore[attr-defined]
+    if s.ids:
+        conds.append(col(Image.id).in_(_in("ids")))
+    return conds
+
+
+def branches(s: Shape) -> list[Select[Any]]:
+    """One SELECT per visibility asked for, each served by its own index (public by region;
+    owned by owner; shared through the caller's memberships), which an OR would defeat."""
+    filters = _filters(s)
+    out: list[Select[Any]] = []
+    if ImageVisibility.PUBLIC in s.visibility:
+        out.append(select(Image).where(col(Image.visibility) == "PUBLIC", *filters))
+    if ImageVisibility.PRIVATE in s.visibility:
+        out.append(select(Image).where(
+            col(Image.owner_id) == bindparam("caller"), col(Image.visibility) == "PRIVATE", *filters
+        ))
+    if ImageVisibility.SHARED in s.visibility and s.shared:
+        out.append(
+            select(Image).join(ImageMember, col(ImageMember.image_id) == col(Image.id)).where(
+                col(ImageMember.account_id) == bindparam("caller"),
+                col(ImageMember.status).in_(_in("member_statuses")),
+                col(Image.visibility) == "PRIVATE",
+                col(Image.owner_id) != bindparam("caller"),
+                *filters,
+            )
+        )
+    return out
+
+
+def _cursor_type(field: ImageOrderField) -> Any:
+    if field is ImageOrderField.CREATED_AT:
+        return Image.__table__.c.created_at.type  # type: ignore[attr-defined]
+    return None
+
+
+@lru_cache(maxsize=512)
+def page_statement(s: Shape) -> Select[Any] | None:
+    """Rows: (image, owner account, the caller's membership or None[, total])."""
+    parts = branches(s)
+    if not parts:
+        return None
+    key = sort_column(s.field, Image)
+    limited = []
+    for branch in parts:
+        if s.cursor:
+            value = bindparam("cursor_value", type_=_cursor_type(s.field))
+            last = bindparam("cursor_id")
+            if s.ascending:
+                branch = branch.where(or_(key > value, and_(key == value, col(Image.id) > last)))
+            else:
+                branch = branch.where(or_(key < value, and_(key == value, col(Image.id) < last)))
+        ordering = (key.asc(), col(Image.id).asc()) if s.ascending else (key.desc(), col(Image.id).desc())
+        limited.append(branch.order_by(*ordering).limit(bindparam("limit")).subquery().select())
+    rows = union_all(*limited).subquery("page")
+    page = aliased(Image, rows)
+    outer_key = sort_column(s.field, page)
+    stmt = (
+        select(page, OWNER, MEMBER)
+        .join(OWNER, OWNER.id == page.owner_id)
+        .outerjoin(MEMBER, and_(MEMBER.image_id == page.id, MEMBER.account_id == bindparam("caller")))
+        .order_by(*((outer_key.asc(), page.id.asc()) if s.ascending else (outer_key.desc(), page.id.desc())))
+        .limit(bindparam("limit"))
+    )
+    if s.total:
+        stmt = stmt.add_columns(count_expression(s).label("total"))
+    return stmt
+
+
+def count_expression(s: Shape) -> Any:
+    counts = [select(func.count()).select_from(b.subquery()).scalar_subquery() for b in branches(s)]
+    total = counts[0]
+    for c in counts[1:]:
+        total = total + c
+    return total
+
+
+@lru_cache(maxsize=512)
+def count_statement(s: Shape) -> Select[Any] | None:
+    if not branches(s):
+        return None
+    return select(count_expression(s))

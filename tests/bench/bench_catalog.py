@@ -1,0 +1,228 @@
+"""The read path (DESIGN §4): `images(first: 50)` with tags and members on a large catalog.
+
+* throughput of the query through the service and the database, as a ratio to the same query
+  shape served by the same Strawberry schema from in-memory objects (target ≥ 0.7);
+* SQL statements per request (target ≤ 4, authentication excluded here: it is one more);
+* keyset pagination: the page after 50,000 images costs ≤ 1.5× the first page.
+
+    python -m tests.bench.bench_catalog [--images 100000] [--quick]
+
+SQLite in a temporary directory; PostgreSQL too when IMS_TEST_DATABASE_URL is set (in a
+database `ims_bench` created next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, insert, text
+
+from app.api.context import Context
+from app.api.schema import build_schema
+from app.bootstrap import build_database, build_services
+from app.config import Settings, normalize_database_url
+from app.db.engine import sync_url
+from app.db.migrate import upgrade
+from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.domain.images import Caller
+from app.domain.pagination import encode_cursor
+from tests.bench.common import Figure
+
+QUERY = """query Catalog($after: String) { images(first: 50, after: $after) { totalCount
+  pageInfo { endCursor hasNextPage }
+  edges { cursor node { __typename ... on ImageBase { id name status kind sizeBytes tags { key value } }
+    ... on PrivateImage { members { totalCount edges { node { account { name } status } } } }
+    ... on SharedImage { owner { name } membership { status } } } } } }"""
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def populate(url: str, images: int) -> tuple[str, list[tuple[datetime, str]]]:
+    """Bulk-insert the catalog; returns the viewer id and the (created_at, id) of what it sees."""
+    engine = create_engine(sync_url(url))
+    accounts = [{"id": f"acc-{i:05d}", "name": f"user{i:05d}", "role": "USER", "created_at": T0} for i in range(50)]
+    viewer = accounts[0]["id"]
+    rows, tags, members, visible = [], [], [], []
+    for i in range(images):
+        owner = accounts[i % 50]["id"]
+        public = i % 3 == 0
+        created = T0 + timedelta(seconds=i)
+        image_id = f"img-{i:07d}"
+        rows.append({
+            "id": image_id, "owner_id": owner, "visibility": "PUBLIC" if public else "PRIVATE", "region": "region-1",
+            "name": f"image {i}", "description": "", "kind": "SYSTEM_DISK", "status": "ACTIVE", "disk_format": "RAW",
+            "os_type": "LINUX", "os_platform": "Debian", "os_version": "Debian 12", "os_bits": 64, "min_disk_gb": 10,
+            "min_ram_mb": 0, "size_bytes": i * 1000, "boot_mode": "BIOS", "nic_multi_queue": False,
+            "sriov_driver": False, "quick_provisioning": True, "protected": False, "origin_type": "NONE",
+            "disks": [], "version": 1, "created_at": created, "updated_at": created,
+        })
+        tags += [{"image_id": image_id, "key": "env", "value": "prod"}, {"image_id": image_id, "key": "n", "value": str(i)}]
+        if not public and owner == viewer:
+            members += [{"image_id": image_id, "account_id": accounts[k]["id"], "status": "ACCEPTED",
+                         "created_at": created, "updated_at": created} for k in (1, 2, 3)]
+        if not public and i % 7 == 1 and owner != viewer:
+            members.append({"image_id": image_id, "account_id": viewer, "status": "ACCEPTED",
+                            "created_at": created, "updated_at": created})
+        if public or owner == viewer or (i % 7 == 1):
+            visible.append((created, image_id))
+    with engine.begin() as conn:
+        conn.execute(insert(Account), accounts)
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(Image), rows[start : start + 5000])
+        for start in range(0, len(tags), 10000):
+            conn.execute(insert(ImageTag), tags[start : start + 10000])
+        if members:
+            conn.execute(insert(ImageMember), members)
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("ANALYZE"))
+    engine.dispose()
+    return viewer, sorted(visible, reverse=True)
+
+
+class MemoryImages:
+    """The image service's list, answered from objects already in memory."""
+
+    def __init__(self, real: Any, page: Any) -> None:
+        self.real = real
+        self.page = page
+
+    def check_region(self, region: str | None, field: str = "") -> str:
+        return self.real.check_region(region, field)  # type: ignore[no-any-return]
+
+    async def list(self, *args: Any, **kwargs: Any) -> Any:
+        return self.page
+
+
+class MemoryContext(Context):
+    preloaded_tags: dict[str, Any]
+    preloaded_members: dict[str, Any]
+
+    async def _load_tags(self, image_ids: list[str]) -> list[Any]:
+        return [self.preloaded_tags[i] for i in image_ids]
+
+    async def _load_members(self, image_ids: list[str]) -> list[Any]:
+        return [self.preloaded_members[i] for i in image_ids]
+
+
+async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Figure]:
+    viewer, visible = await asyncio.to_thread(populate, url, images)
+    settings = Settings(data_dir=data_dir, database_url=url, workers=0, auto_migrate=False)
+    db = build_database(settings)
+    services = build_services(settings, db)
+    schema = build_schema()
+    caller = Caller(viewer, "user00000", "USER")
+    label = "PostgreSQL" if "postgresql" in url else "SQLite"
+
+    statements = 0
+
+    def count(*_a: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    for engine in {db.engine, db.write_engine}:
+        event.listen(engine.sync_engine, "before_cursor_execute", count)
+
+    async def run_db(after: str | None = None) -> float:
+        start = time.perf_counter()
+        result = await schema.execute(QUERY, variable_values={"after": after},
+                                      context_value=Context(services=services, caller=caller, request_id="bench"))
+        assert result.errors is None, result.errors
+        return time.perf_counter() - start
+
+    await run_db()
+    statements = 0
+    await run_db()
+    per_request = statements
+    # The in-memory baseline: the same page, tags and members, already loaded.
+    page = await services.images.list(caller, *_default_query(services), 50, None, with_total=True)
+    ids = [v.image.id for v in page.items]
+    async with db.uow(viewer, write=False) as uow:
+        tags = await uow.images.tags_of(ids)
+        members = await uow.images.members_of(ids)
+    memory_services = type("S", (), {})()
+    memory_services.__dict__.update(services.__dict__)
+    memory_services.images = MemoryImages(services.images, page)
+
+    async def run_memory() -> float:
+        ctx = MemoryContext(services=memory_services, caller=caller, request_id="bench")
+        ctx.preloaded_tags, ctx.preloaded_members = tags, members
+        start = time.perf_counter()
+        result = await schema.execute(QUERY, variable_values={"after": None}, context_value=ctx)
+        assert result.errors is None, result.errors
+        return time.perf_counter() - start
+
+    for _ in range(3):
+        await run_memory()
+    db_times = [await run_db() for _ in range(rounds)]
+    mem_times = [await run_memory() for _ in range(rounds)]
+    db_rate, mem_rate = 1 / statistics.median(db_times), 1 / statistics.median(mem_times)
+    deep = min(len(visible) - 60, 50_000)
+    created, last_id = visible[deep]
+    cursor = encode_cursor("CREATED_AT:DESC", created, last_id)
+    first_page = statistics.median([await run_db() for _ in range(rounds)])
+    deep_page = statistics.median([await run_db(cursor) for _ in range(rounds)])
+    await db.dispose()
+    return [
+        Figure(f"images(first: 50) throughput, {images:,} images, {label}",
+               f"in-memory {mem_rate:.0f} q/s", db_rate / mem_rate, "≥ 0.7×", db_rate / mem_rate >= 0.7),
+        Figure(f"SQL statements per images(first: 50) request, {label}", "-", per_request,
+               "≤ 3 (+1 auth)", per_request <= 3, unit="statements"),
+        Figure(f"keyset page after {deep:,} images vs page 1, {label}", f"page 1 {first_page * 1000:.1f} ms",
+               deep_page / first_page, "≤ 1.5×", deep_page / first_page <= 1.5),
+    ]
+
+
+def _default_query(services: Any) -> tuple[Any, Any]:
+    from app.domain.images import ImageOrder, ImageQuery
+
+    return ImageQuery(region="region-1"), ImageOrder()
+
+
+async def _postgres_url() -> str | None:
+    base = os.environ.get("IMS_TEST_DATABASE_URL")
+    if not base:
+        return None
+    admin = create_engine(sync_url(normalize_database_url(base)), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS ims_bench WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE ims_bench"))
+    admin.dispose()
+    return normalize_database_url(base.rsplit("/", 1)[0] + "/ims_bench")
+
+
+def figures(quick: bool) -> list[Figure]:
+    images = 5_000 if quick else 100_000
+    rounds = 10 if quick else 40
+
+    async def run() -> list[Figure]:
+        out: list[Figure] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+            await asyncio.to_thread(upgrade, url)
+            out += await measure(url, Path(tmp), images, rounds)
+            pg = await _postgres_url()
+            if pg:
+                await asyncio.to_thread(upgrade, pg)
+                out += await measure(pg, Path(tmp), images, rounds)
+        return out
+
+    return asyncio.run(run())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    for f in figures(args.quick):
+        print(" | ".join(f.cells()))
+
+
+if __name__ == "__main__":
+    main()
