@@ -13,6 +13,7 @@ from app.db.repositories.images import ImageRepository
 from app.db.repositories.storage import StorageRepository
 from app.db.repositories.kms import KmsRepository
 from app.db.repositories.jobs import JobRepository
+from app.compute.repository import ComputeRepository
 
 
 class Database:
@@ -67,6 +68,7 @@ class UnitOfWork:
         self.chunks = ChunkRepository(self._session)
         self.kms = KmsRepository(self._session)
         self.jobs = JobRepository(self._session, self.caller_id)
+        self.compute = ComputeRepository(self._session, self.caller_id)
         return self
 
     async def __aexit__(
