@@ -23,41 +23,37 @@ from app.domain import enums as d
 ServerStatus = strawberry.enum(c.ServerStatus)
 
 
-def _loader(info: Info, name: str, load: object) -> DataLoader[str, object]:
-    loaders = info.context.loaders
-    if name not in loaders:
-        loaders[name] = DataLoader(load)  # type: ignore[arg-type]
-    return loaders[name]
-
-
-def _volumes_loader(info: Info) -> DataLoader[str, object]:
+def _volumes_loader(info: Info) -> DataLoader[str, list[VolumeRow]]:
     context = info.context
+    if "server_volumes" not in context.loaders:
+        async def load(server_ids: list[str]) -> list[list[VolumeRow]]:
+            found = await context.services.compute.volumes_of(context.me, list(server_ids))
+            return [found.get(s, []) for s in server_ids]
 
-    async def load(server_ids: list[str]) -> list[list[VolumeRow]]:
-        found = await context.services.compute.volumes_of(context.me, list(server_ids))
-        return [found.get(s, []) for s in server_ids]
-
-    return _loader(info, "server_volumes", load)
+        context.loaders["server_volumes"] = DataLoader(load)
+    return context.loaders["server_volumes"]
 
 
-def _visible_loader(info: Info) -> DataLoader[str, object]:
+def _visible_loader(info: Info) -> DataLoader[str, bool]:
     context = info.context
+    if "visible_source_images" not in context.loaders:
+        async def load(image_ids: list[str]) -> list[bool]:
+            visible = await context.services.compute.visible_images(context.me, list(image_ids))
+            return [i in visible for i in image_ids]
 
-    async def load(image_ids: list[str]) -> list[bool]:
-        visible = await context.services.compute.visible_images(context.me, list(image_ids))
-        return [i in visible for i in image_ids]
-
-    return _loader(info, "visible_source_images", load)
+        context.loaders["visible_source_images"] = DataLoader(load)
+    return context.loaders["visible_source_images"]
 
 
-def backup_loader(info: Info) -> DataLoader[str, object]:
+def backup_loader(info: Info) -> DataLoader[str, BackupRow | None]:
     context = info.context
+    if "backups" not in context.loaders:
+        async def load(backup_ids: list[str]) -> list[BackupRow | None]:
+            found = await context.services.compute.get_backups(context.me, list(backup_ids))
+            return [found.get(b) for b in backup_ids]
 
-    async def load(backup_ids: list[str]) -> list[BackupRow | None]:
-        found = await context.services.compute.get_backups(context.me, list(backup_ids))
-        return [found.get(b) for b in backup_ids]
-
-    return _loader(info, "backups", load)
+        context.loaders["backups"] = DataLoader(load)
+    return context.loaders["backups"]
 
 
 async def _visible_source(info: Info, image_id: str | None) -> strawberry.ID | None:
@@ -112,7 +108,7 @@ class Server(Node):
     @strawberry.field(description="System disk first, then data disks.")
     async def volumes(self, info: Info) -> list[Volume]:
         rows = await _volumes_loader(info).load(self.row.id)
-        return [Volume.of(r) for r in rows]  # type: ignore[attr-defined]
+        return [Volume.of(r) for r in rows]
 
 
 @strawberry.type(description="The differential backup a full-ECS image is made from.")
@@ -125,5 +121,5 @@ class Backup(Node):
 
     @classmethod
     def of(cls, row: BackupRow) -> Backup:
-        return cls(id=strawberry.ID(row.id), server_id=strawberry.ID(row.server_id), size_bytes=row.size_bytes,
-                   new_bytes=row.new_bytes, created_at=row.created_at)
+        return cls(id=strawberry.ID(row.id), server_id=strawberry.ID(row.server_id), size_bytes=BigInt(row.size_bytes),
+                   new_bytes=BigInt(row.new_bytes), created_at=row.created_at)

@@ -170,7 +170,7 @@ class PrivateImage(ImageBase):
         if self.row.backup_id is None:
             return None
         row = await backup_loader(info).load(self.row.backup_id)
-        return Backup.of(row) if row is not None else None  # type: ignore[arg-type]
+        return Backup.of(row) if row is not None else None
 
 
 @strawberry.type

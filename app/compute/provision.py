@@ -115,7 +115,9 @@ class Provisioner:
         source_id = disk.source_manifest
         if disk.image is None or source_id is None:
             return
-        manifest, _ = await self.chunks.load(source_id)
+        if disk.image.quick_provisioning and (key is None or disk.image.kms_key_id is not None):
+            return  # by reference: the manifest and its key are shared as they are
+        manifest = await self.chunks.head(source_id)
         plaintext = await self.open_key(account_id, manifest)
         if manifest.data_key_id is not None:
             assert manifest.kms_key_id is not None and manifest.wrapped_key is not None and plaintext is not None
@@ -136,7 +138,7 @@ class Provisioner:
         """Stream the manifest into a private temporary file, `qemu-img convert` it to raw,
         and stream the result back into a new manifest sealed with `key`. The temporary files
         are removed whatever happens."""
-        region = (await self.chunks.load(manifest_id))[0].region
+        region = (await self.chunks.head(manifest_id)).region
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
         async with qemu.temporary_workfile(self.work_dir, ".src") as src, \
                 qemu.temporary_workfile(self.work_dir, ".raw") as dst:

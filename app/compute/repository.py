@@ -126,8 +126,10 @@ class ComputeRepository:
         other = aliased(ManifestChunk)
         conds: list[Any] = [col(ManifestChunk.manifest_id) == manifest_id, col(ManifestChunk.digest).is_not(None)]
         if held:
-            conds.append(~exists().where(other.manifest_id.in_(sorted(set(held))), other.digest == ManifestChunk.digest))
-        stmt = select(ManifestChunk.digest, ManifestChunk.length).where(*conds).distinct()
+            conds.append(~exists().where(
+                col(other.manifest_id).in_(sorted(set(held))), col(other.digest) == col(ManifestChunk.digest)
+            ))
+        stmt = select(col(ManifestChunk.digest), col(ManifestChunk.length)).where(*conds).distinct()
         return [(str(r[0]), int(r[1])) for r in await self.session.execute(stmt)]
 
     async def update_backup(self, backup_id: str, values: dict[str, Any]) -> None:

@@ -16,8 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from app.datastore.chunks import CHUNK_PREFIX, CHUNK_SIZE, ChunkRef, WriteResult, chunk_key, prepare_chunk
 from app.datastore._pipeline import raise_first
+from app.datastore.chunks import (
+    CHUNK_PREFIX,
+    CHUNK_SIZE,
+    ChunkRef,
+    WriteResult,
+    chunk_key,
+    prepare_chunk,
+)
 from app.datastore.crypto import Opener, Sealer
 from app.datastore.errors import ChunkIntegrityError, ChunkMissingError
 from app.datastore.reader import read_stream
@@ -46,6 +53,10 @@ class DataKey:
 
     def __repr__(self) -> str:
         return f"DataKey(kms_key_id={self.kms_key_id!r}, data_key_id={self.data_key_id!r})"
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def blank_manifest(region: str, key: DataKey | None = None) -> Manifest:
@@ -165,10 +176,10 @@ class ChunkStore:
         ]
         size = sum(lengths)
         opener = Opener(key.plaintext, key.data_key_id) if key else None
-        digest = hashlib.sha256()
+        hasher = hashlib.sha256()
         async for piece in read_stream(new_refs, store=store, bucket=bucket, opener=opener, total_size=size):
-            await asyncio.to_thread(digest.update, piece)
-        result = WriteResult(chunks=new_refs, size=size, checksum="sha256:" + digest.hexdigest(), new_bytes=new_bytes)
+            await asyncio.to_thread(hasher.update, piece)
+        result = WriteResult(chunks=new_refs, size=size, checksum="sha256:" + hasher.hexdigest(), new_bytes=new_bytes)
         return await self._record(base.region, result, key)
 
     async def verify(
@@ -189,7 +200,7 @@ class ChunkStore:
                     stored = await store.get_bytes(bucket, chunk_key(digest))
                 except NoSuchObjectError:
                     raise ChunkMissingError(f"chunk {digest} is missing") from None
-                actual = await asyncio.to_thread(lambda: hashlib.sha256(stored).hexdigest())
+                actual = await asyncio.to_thread(_sha256_hex, stored)
                 del stored
             if actual != digest:
                 raise ChunkIntegrityError(f"chunk {digest} does not match its digest")
@@ -203,6 +214,14 @@ class ChunkStore:
                     group.create_task(one(digest))
         except BaseExceptionGroup as failures:
             raise_first(failures)
+
+    async def head(self, manifest_id: str) -> Manifest:
+        """The manifest's row without its chunk list (O(1))."""
+        async with self.db.uow(write=False) as uow:
+            manifest = await uow.chunks.manifest(manifest_id)
+        if manifest is None:
+            raise KeyError(manifest_id)
+        return manifest
 
     async def load(self, manifest_id: str) -> tuple[Manifest, list[ChunkRef]]:
         async with self.db.uow(write=False) as uow:

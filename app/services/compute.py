@@ -12,8 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from app.compute.provision import PlannedDisk, Provisioner, licensed_origin, require_active, usable_image
+from app.compute.provision import (
+    PlannedDisk,
+    Provisioner,
+    licensed_origin,
+    require_active,
+    usable_image,
+)
 from app.compute.tables import Backup, Server, Volume
 from app.datastore.chunks import CHUNK_SIZE
 from app.datastore.store import ChunkStore, DataKey, blank_manifest
@@ -155,7 +162,7 @@ class ComputeService:
         if system_gb < image.min_disk_gb:
             raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image needs at least {image.min_disk_gb} GiB.",
                           field="input.systemDiskGb")
-        sources = list(image.disks) or [None]
+        sources: list[dict[str, Any] | None] = [*image.disks] or [None]
         disks = [PlannedDisk(DiskRole.SYSTEM, system_gb, image, sources[0])]
         disks += [PlannedDisk(DiskRole.DATA, int(d["sizeGb"]), image, d) for d in sources[1:] if d]
         for i, wanted in enumerate(spec.data_disks):
@@ -189,7 +196,7 @@ class ComputeService:
             for disk, key in zip(disks, keys, strict=True):
                 await self.provisioner.fill(caller.account_id, disk, key)
                 if disk.owned:
-                    made, _ = await self.chunks.load(disk.manifest_id or "")
+                    made = await self.chunks.head(disk.manifest_id or "")
                     if made.size > disk.size_gb * GiB:
                         raise Invalid("DISK_SMALLER_THAN_IMAGE", field="input.systemDiskGb")
         except BaseException:
@@ -332,7 +339,7 @@ class ComputeService:
             raise ValueError(f"write [{offset}, {end}) outside a {volume.size_gb} GiB disk")
         if not data:
             return
-        manifest, _ = await self.chunks.load(volume.manifest_id)
+        manifest = await self.chunks.head(volume.manifest_id)
         plaintext = await self.provisioner.open_key(volume.account_id, manifest)
         key = None
         if plaintext is not None:

@@ -35,7 +35,13 @@ from app.domain.compute import (
 )
 from app.domain.enums import ImageKind, ImageStatus, JobType, OriginType
 from app.domain.images import Caller
-from app.domain.rules import TAGS_PER_IMAGE, validate_description, validate_name, validate_ram, validate_tag
+from app.domain.rules import (
+    TAGS_PER_IMAGE,
+    validate_description,
+    validate_name,
+    validate_ram,
+    validate_tag,
+)
 from app.errors import Conflict, Invalid, LimitExceeded, NotFound, register_codes
 from app.jobs.registry import JobFailed
 from app.jobs.service import JobService
@@ -263,7 +269,7 @@ class ServerImageService:
             raise JobFailed("BACKUP_DATA_INVALID", f"A disk's data failed verification: {exc}") from exc
         disks = [{**disk, "newBytes": sum(n + overhead for _, n in new)}
                  for disk, new, overhead in zip(backup.disks, found, overheads, strict=True)]
-        total = sum(d["newBytes"] for d in disks)
+        total = sum(int(d["newBytes"]) for d in disks)
         async with self.db.uow() as uow:
             await uow.compute.update_backup(backup_id, {"new_bytes": total, "disks": disks})
             await uow.commit()
