@@ -19,7 +19,7 @@ from app.db.tables import Account
 from app.db.uow import Database
 from tests.compute.conftest import MiB, manifest_count
 from tests.conftest import GraphQLClient
-from tests.factories import make_account, make_image, make_image_with_data, make_kms_key, share
+from tests.factories import make_account, make_image, make_image_with_data, make_kms_key, share, unshare
 
 #: The error members of each payload union, and the extra field each error type shows.
 UNIONS = {
@@ -392,3 +392,21 @@ async def test_images_from_volumes(gql: GraphQLClient, db: Database, settings: S
     data = await wait_job(q, (await image_from_volume(q, volumeId=data_volume))["job"]["id"])
     assert (data["images"][0]["kind"], data["images"][0]["os"], data["images"][0]["minDiskGb"]) == (
         "DATA_DISK", None, 3)
+
+
+async def test_source_image_ids_hide_images_the_owner_no_longer_sees(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
+    alice, alice_t = await make_account(db)
+    bob, _ = await make_account(db)
+    q = gql.as_(alice_t)
+    shared = await quick_image(db, settings, bob, kind="SYSTEM_DISK")
+    await share(db, shared, alice, "ACCEPTED")
+    server = (await create_server(q, imageId=shared.id))["server"]
+    assert (server["sourceImageId"], server["volumes"][0]["sourceImageId"]) == (shared.id, shared.id)
+    await unshare(db, shared, alice)
+    [kept] = await servers(q)
+    assert (kept["id"], kept["sourceImageId"], kept["volumes"][0]["sourceImageId"]) == (server["id"], None, None)
+    # The server keeps working: an image of it can still be made.
+    made = await image_from_server(q, serverId=server["id"])
+    assert (await wait_job(q, made["job"]["id"]))["status"] == "SUCCESS"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
 import secrets
 import statistics
 import sys
@@ -127,7 +128,7 @@ async def bench(settings: Settings, ecs_mib: int, repeat: int) -> dict[str, floa
 
         image = await make_image_with_data(db, settings, owner, secrets.token_bytes(ecs_mib * MiB))
         chunks = ecs_mib * MiB // CHUNK_SIZE
-        changed = max(1, chunks // 100)
+        changed = math.ceil(chunks / 100)  # at least 1% of the blocks
         rounds = []
         for r in range(repeat):
             server = await services.compute.create_server(me, ServerSpec(name=f"ecs-{r}", image_id=image.id))

@@ -100,3 +100,21 @@ async def test_a_backup_whose_new_data_fails_verification_fails_and_keeps_nothin
     assert await manifest_count(db) == manifests
     await services.images.delete(caller(owner), [image_row.id])
     assert await manifest_count(db) == manifests
+
+
+async def test_a_full_ecs_image_provisions_every_disk_by_reference(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    image = await make_image_with_data(db, settings, owner, secrets.token_bytes(CHUNK_SIZE))
+    server = await new_server(services, owner, image, data_disks=[3])
+    _, data = await volumes(services, owner, server)
+    await services.compute.write_volume(data.id, 0, b"data disk")
+    made = await services.server_images.from_server(caller(owner), server.id, NewImage("f", ImageKind.FULL_ECS))
+    await run_jobs(services)
+    full = await load_image(db, made.image_ids[0])
+    assert full is not None and full.status == "ACTIVE"
+    copy = await new_server(services, owner, full, data_disks=[1])
+    disks = await volumes(services, owner, copy)
+    assert [(v.role, v.size_gb) for v in disks] == [("SYSTEM", 1), ("DATA", 3), ("DATA", 1)]
+    assert [v.manifest_id for v in disks[:2]] == [d["manifestId"] for d in full.disks]
