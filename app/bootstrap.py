@@ -7,7 +7,6 @@ import contextlib
 import logging
 
 from app.config import Settings
-from app.datastore.store import ChunkStore
 from app.db.engine import make_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database
@@ -49,7 +48,6 @@ def build_services(settings: Settings, db: Database, stores: dict[str, ObjectSto
     if key_provider is None:
         key_provider = LocalKeyProvider(db, load_root_key(settings.effective_kms_root_key_file))
     services = Services.build(settings, db, stores, key_provider, events=event_bus_for(db))
-    services.chunks = ChunkStore(db, stores)
     return services
 
 

@@ -46,6 +46,8 @@ CODES: dict[str, str] = {
     "INVALID_QUOTA": "A quota limit is between 0 and 100000.",
     "INVALID_EXPIRY": "Token lifetime: 1 to 3650 days.",
     "INVALID_ID": "An id in the request is malformed.",
+    "OS_REQUIRED": "System disk and ISO images need an operating system (`os`).",
+    "INVALID_OS": "Operating system: a platform of 1-64 and a version of 1-128 characters, 32 or 64 bits.",
     "EMPTY_REQUEST": "The request names nothing to act on.",
     "TOO_MANY_ITEMS": "A batch names more items than allowed in one request.",
     # ForbiddenError

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from app.api.compute_types import Backup, backup_loader
 from app.api.common import (
     AccountRef,
     BootMode,
@@ -163,6 +164,13 @@ class PrivateImage(ImageBase):
             page_info=PageInfo.of([e.cursor for e in edges], start + size < len(rows), start > 0),
             total_count=len(rows),
         )
+
+    @strawberry.field(description="Set for FULL_ECS images.")
+    async def backup(self, info: Info) -> Backup | None:
+        if self.row.backup_id is None:
+            return None
+        row = await backup_loader(info).load(self.row.backup_id)
+        return Backup.of(row) if row is not None else None
 
 
 @strawberry.type

@@ -7,13 +7,18 @@ import strawberry
 from app.api.common import BootMode, DiskFormat, ImageKind
 from app.api.context import Info
 from app.api.errors import payload
-from app.api.image_jobs import CREATE_IMAGE_ERRORS, CreateImagePayload, ImageJobSuccess, OperatingSystemInput
+from app.api.image_jobs import (
+    CREATE_IMAGE_ERRORS,
+    CreateImagePayload,
+    ImageJobSuccess,
+    OperatingSystemInput,
+)
 from app.api.image_types import image_of
 from app.api.images import TagInput
 from app.api.jobs import Job
 from app.db.repositories.images import VisibleImage
 from app.domain import enums as d
-from app.services.imports import ImportRequest, OsInput
+from app.services.imports import ImportRequest
 
 
 @strawberry.input
@@ -39,9 +44,7 @@ class ImportImageInput:
     )
 
     def to_request(self) -> ImportRequest:
-        os = None
-        if self.os is not None:
-            os = OsInput(d.OsType(self.os.type), self.os.platform, self.os.version, self.os.bits)
+        os = self.os.spec() if self.os is not None else None
         return ImportRequest(
             bucket=self.bucket, key=self.key, name=self.name, min_disk_gb=self.min_disk_gb,
             description=self.description or "", kind=d.ImageKind(self.kind),

@@ -24,6 +24,8 @@ from strawberry.types.graphql import OperationType
 from app import __version__
 from app.api.accounts import AccountMutations, AccountQueries
 from app.api.common import Node
+from app.api.compute import ComputeMutations, ComputeQueries
+from app.api.compute_types import Backup, Server, Volume
 from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES, QueryError
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
@@ -84,18 +86,25 @@ class CoreQueries:
                 return Account.of(await info.context.services.accounts.get(str(id)))
             if prefix == "key":
                 return KmsKey.of(await info.context.services.kms.get_key(me, str(id)))
+            if prefix == "srv":
+                return Server.of(await info.context.services.compute.get_server(me, str(id)))
+            if prefix == "vol":
+                return Volume.of(await info.context.services.compute.get_volume(me, str(id)))
+            if prefix == "bak":
+                backup = (await info.context.services.compute.get_backups(me, [str(id)])).get(str(id))
+                return Backup.of(backup) if backup is not None else None
         except NotFound:
             return None
         return None
 
 
 @strawberry.type
-class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries):
+class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries, ComputeQueries):
     pass
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations):
     pass
 
 

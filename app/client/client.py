@@ -11,8 +11,13 @@ from .buckets import Buckets
 from .create_account import CreateAccount
 from .create_api_token import CreateApiToken
 from .create_bucket import CreateBucket
+from .create_image_from_server import CreateImageFromServer
+from .create_image_from_volume import CreateImageFromVolume
+from .create_server import CreateServer
 from .create_upload_url import CreateUploadUrl
+from .create_volume import CreateVolume
 from .delete_images import DeleteImages
+from .delete_server import DeleteServer
 from .health import Health
 from .image import Image
 from .images import Images
@@ -20,8 +25,13 @@ from .input_types import (
     CreateAccountInput,
     CreateApiTokenInput,
     CreateBucketInput,
+    CreateImageFromServerInput,
+    CreateImageFromVolumeInput,
+    CreateServerInput,
     CreateUploadUrlInput,
+    CreateVolumeInput,
     DeleteImagesInput,
+    DeleteServerInput,
     ImageFilter,
     ImageOrder,
     ImageTagsInput,
@@ -39,6 +49,8 @@ from .publish_image import PublishImage
 from .regions import Regions
 from .remove_image_tags import RemoveImageTags
 from .revoke_api_token import RevokeApiToken
+from .server import Server
+from .servers import Servers
 from .set_image_protection import SetImageProtection
 from .set_quota import SetQuota
 from .share_images import ShareImages
@@ -46,6 +58,7 @@ from .unshare_images import UnshareImages
 from .update_image import UpdateImage
 from .update_image_membership import UpdateImageMembership
 from .viewer import Viewer
+from .volume import Volume
 
 
 def gql(q: str) -> str:
@@ -270,6 +283,414 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return SetQuota.model_validate(data)
+
+    async def servers(
+        self,
+        first: Union[Optional[int], UnsetType] = UNSET,
+        after: Union[Optional[str], UnsetType] = UNSET,
+        **kwargs: Any,
+    ) -> Servers:
+        query = gql("""
+            query Servers($first: Int, $after: String) {
+              servers(first: $first, after: $after) {
+                totalCount
+                pageInfo {
+                  ...PageInfoFields
+                }
+                edges {
+                  cursor
+                  node {
+                    ...ServerFields
+                  }
+                }
+              }
+            }
+
+            fragment PageInfoFields on PageInfo {
+              hasNextPage
+              hasPreviousPage
+              startCursor
+              endCursor
+            }
+
+            fragment ServerFields on Server {
+              id
+              name
+              status
+              region
+              sourceImageId
+              createdAt
+              volumes {
+                ...VolumeFields
+              }
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"first": first, "after": after}
+        response = await self.execute(
+            query=query, operation_name="Servers", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Servers.model_validate(data)
+
+    async def server(self, id: str, **kwargs: Any) -> Server:
+        query = gql("""
+            query Server($id: ID!) {
+              server(id: $id) {
+                ...ServerFields
+              }
+            }
+
+            fragment ServerFields on Server {
+              id
+              name
+              status
+              region
+              sourceImageId
+              createdAt
+              volumes {
+                ...VolumeFields
+              }
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"id": id}
+        response = await self.execute(
+            query=query, operation_name="Server", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Server.model_validate(data)
+
+    async def volume(self, id: str, **kwargs: Any) -> Volume:
+        query = gql("""
+            query Volume($id: ID!) {
+              volume(id: $id) {
+                ...VolumeFields
+              }
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"id": id}
+        response = await self.execute(
+            query=query, operation_name="Volume", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Volume.model_validate(data)
+
+    async def create_server(
+        self, input: CreateServerInput, **kwargs: Any
+    ) -> CreateServer:
+        query = gql("""
+            mutation CreateServer($input: CreateServerInput!) {
+              createServer(input: $input) {
+                __typename
+                ... on CreateServerSuccess {
+                  server {
+                    ...ServerFields
+                  }
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on ValidationError {
+                  field
+                }
+                ... on KmsKeyError {
+                  keyId
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment ServerFields on Server {
+              id
+              name
+              status
+              region
+              sourceImageId
+              createdAt
+              volumes {
+                ...VolumeFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="CreateServer", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return CreateServer.model_validate(data)
+
+    async def delete_server(
+        self, input: DeleteServerInput, **kwargs: Any
+    ) -> DeleteServer:
+        query = gql("""
+            mutation DeleteServer($input: DeleteServerInput!) {
+              deleteServer(input: $input) {
+                __typename
+                ... on DeleteServerSuccess {
+                  deletedId
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="DeleteServer", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return DeleteServer.model_validate(data)
+
+    async def create_volume(
+        self, input: CreateVolumeInput, **kwargs: Any
+    ) -> CreateVolume:
+        query = gql("""
+            mutation CreateVolume($input: CreateVolumeInput!) {
+              createVolume(input: $input) {
+                __typename
+                ... on CreateVolumeSuccess {
+                  volume {
+                    ...VolumeFields
+                  }
+                }
+                ... on ValidationError {
+                  field
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="CreateVolume", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return CreateVolume.model_validate(data)
+
+    async def create_image_from_server(
+        self, input: CreateImageFromServerInput, **kwargs: Any
+    ) -> CreateImageFromServer:
+        query = gql("""
+            mutation CreateImageFromServer($input: CreateImageFromServerInput!) {
+              createImageFromServer(input: $input) {
+                __typename
+                ...ImageJobFields
+                ... on ValidationError {
+                  field
+                }
+                ... on LimitExceededError {
+                  limit
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment CreatedImageFields on Image {
+              __typename
+              ... on ImageBase {
+                id
+                name
+                kind
+                status
+                encrypted
+                kmsKeyId
+                origin {
+                  type
+                  ref
+                }
+                disks {
+                  role
+                  sizeGb
+                  storedBytes
+                }
+              }
+              ... on PrivateImage {
+                backup {
+                  id
+                  serverId
+                  sizeBytes
+                  newBytes
+                  createdAt
+                }
+              }
+            }
+
+            fragment ImageJobFields on ImageJobSuccess {
+              job {
+                id
+                type
+                status
+                progress
+                step
+              }
+              images {
+                ...CreatedImageFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query,
+            operation_name="CreateImageFromServer",
+            variables=variables,
+            **kwargs,
+        )
+        data = self.get_data(response)
+        return CreateImageFromServer.model_validate(data)
+
+    async def create_image_from_volume(
+        self, input: CreateImageFromVolumeInput, **kwargs: Any
+    ) -> CreateImageFromVolume:
+        query = gql("""
+            mutation CreateImageFromVolume($input: CreateImageFromVolumeInput!) {
+              createImageFromVolume(input: $input) {
+                __typename
+                ...ImageJobFields
+                ... on ValidationError {
+                  field
+                }
+                ... on LimitExceededError {
+                  limit
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment CreatedImageFields on Image {
+              __typename
+              ... on ImageBase {
+                id
+                name
+                kind
+                status
+                encrypted
+                kmsKeyId
+                origin {
+                  type
+                  ref
+                }
+                disks {
+                  role
+                  sizeGb
+                  storedBytes
+                }
+              }
+              ... on PrivateImage {
+                backup {
+                  id
+                  serverId
+                  sizeBytes
+                  newBytes
+                  createdAt
+                }
+              }
+            }
+
+            fragment ImageJobFields on ImageJobSuccess {
+              job {
+                id
+                type
+                status
+                progress
+                step
+              }
+              images {
+                ...CreatedImageFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query,
+            operation_name="CreateImageFromVolume",
+            variables=variables,
+            **kwargs,
+        )
+        data = self.get_data(response)
+        return CreateImageFromVolume.model_validate(data)
 
     async def health(self, **kwargs: Any) -> Health:
         query = gql("""

@@ -2,7 +2,7 @@
 # Source: graphql/operations
 
 from datetime import datetime
-from typing import Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -14,10 +14,13 @@ from .enums import (
     DiskRole,
     ImageKind,
     ImageStatus,
+    JobStatus,
+    JobType,
     MemberStatus,
     OriginType,
     OsType,
     QuotaResource,
+    ServerStatus,
 )
 
 
@@ -93,6 +96,106 @@ class ImageBaseFieldsDisks(BaseModel):
 class ImageBaseFieldsTags(BaseModel):
     key: str
     value: str
+
+
+class ImageJobFields(BaseModel):
+    job: "ImageJobFieldsJob"
+    images: list[
+        Annotated[
+            Union[
+                "ImageJobFieldsImagesPrivateImage",
+                "ImageJobFieldsImagesPublicImage",
+                "ImageJobFieldsImagesSharedImage",
+            ],
+            Field(discriminator="typename__"),
+        ]
+    ]
+
+
+class ImageJobFieldsJob(BaseModel):
+    id: str
+    type_: JobType = Field(alias="type")
+    status: JobStatus
+    progress: float
+    step: Optional[str]
+
+
+class ImageJobFieldsImagesPrivateImage(BaseModel):
+    typename__: Literal["PrivateImage"] = Field(alias="__typename")
+    id: str
+    name: str
+    kind: ImageKind
+    status: ImageStatus
+    encrypted: bool
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId")
+    origin: "ImageJobFieldsImagesPrivateImageOrigin"
+    disks: list["ImageJobFieldsImagesPrivateImageDisks"]
+    backup: Optional["ImageJobFieldsImagesPrivateImageBackup"]
+
+
+class ImageJobFieldsImagesPrivateImageOrigin(BaseModel):
+    type_: OriginType = Field(alias="type")
+    ref: Optional[str]
+
+
+class ImageJobFieldsImagesPrivateImageDisks(BaseModel):
+    role: DiskRole
+    size_gb: int = Field(alias="sizeGb")
+    stored_bytes: Optional[int] = Field(alias="storedBytes")
+
+
+class ImageJobFieldsImagesPrivateImageBackup(BaseModel):
+    id: str
+    server_id: str = Field(alias="serverId")
+    size_bytes: int = Field(alias="sizeBytes")
+    new_bytes: int = Field(alias="newBytes")
+    created_at: datetime = Field(alias="createdAt")
+
+
+class ImageJobFieldsImagesPublicImage(BaseModel):
+    typename__: Literal["PublicImage"] = Field(alias="__typename")
+    id: str
+    name: str
+    kind: ImageKind
+    status: ImageStatus
+    encrypted: bool
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId")
+    origin: "ImageJobFieldsImagesPublicImageOrigin"
+    disks: list["ImageJobFieldsImagesPublicImageDisks"]
+
+
+class ImageJobFieldsImagesPublicImageOrigin(BaseModel):
+    type_: OriginType = Field(alias="type")
+    ref: Optional[str]
+
+
+class ImageJobFieldsImagesPublicImageDisks(BaseModel):
+    role: DiskRole
+    size_gb: int = Field(alias="sizeGb")
+    stored_bytes: Optional[int] = Field(alias="storedBytes")
+
+
+class ImageJobFieldsImagesSharedImage(BaseModel):
+    typename__: Literal["SharedImage"] = Field(alias="__typename")
+    id: str
+    name: str
+    kind: ImageKind
+    status: ImageStatus
+    encrypted: bool
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId")
+    origin: "ImageJobFieldsImagesSharedImageOrigin"
+    disks: list["ImageJobFieldsImagesSharedImageDisks"]
+
+
+class ImageJobFieldsImagesSharedImageOrigin(BaseModel):
+    type_: OriginType = Field(alias="type")
+    ref: Optional[str]
+
+
+class ImageJobFieldsImagesSharedImageDisks(BaseModel):
+    role: DiskRole
+    size_gb: int = Field(alias="sizeGb")
+    stored_bytes: Optional[int] = Field(alias="storedBytes")
 
 
 class ImageMemberFields(BaseModel):
@@ -253,6 +356,32 @@ class QuotaFields(BaseModel):
     limit: int
 
 
+class VolumeFields(BaseModel):
+    id: str
+    name: str
+    role: DiskRole
+    size_gb: int = Field(alias="sizeGb")
+    server_id: Optional[str] = Field(alias="serverId")
+    encrypted: bool
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId")
+    source_image_id: Optional[str] = Field(alias="sourceImageId")
+    created_at: datetime = Field(alias="createdAt")
+
+
+class ServerFields(BaseModel):
+    id: str
+    name: str
+    status: ServerStatus
+    region: str
+    source_image_id: Optional[str] = Field(alias="sourceImageId")
+    created_at: datetime = Field(alias="createdAt")
+    volumes: list["ServerFieldsVolumes"]
+
+
+class ServerFieldsVolumes(VolumeFields):
+    pass
+
+
 class SharedImageFields(BaseModel):
     id: str
     name: str
@@ -329,10 +458,13 @@ AccountFields.model_rebuild()
 ApiTokenFields.model_rebuild()
 BucketFields.model_rebuild()
 ImageBaseFields.model_rebuild()
+ImageJobFields.model_rebuild()
 ImageMemberFields.model_rebuild()
 PageInfoFields.model_rebuild()
 PrivateImageFields.model_rebuild()
 PublicImageFields.model_rebuild()
 QuotaFields.model_rebuild()
+VolumeFields.model_rebuild()
+ServerFields.model_rebuild()
 SharedImageFields.model_rebuild()
 StoredObjectFields.model_rebuild()

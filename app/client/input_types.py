@@ -40,6 +40,27 @@ class CreateBucketInput(BaseModel):
     region: Optional[str] = None
 
 
+class CreateImageFromServerInput(BaseModel):
+    description: Optional[str] = ""
+    kind: ImageKind = ImageKind.SYSTEM_DISK
+    "SYSTEM_DISK or FULL_ECS."
+    max_ram_mb: Optional[int] = Field(alias="maxRamMb", default=None)
+    min_ram_mb: Optional[int] = Field(alias="minRamMb", default=0)
+    name: str
+    server_id: str = Field(alias="serverId")
+    tags: Optional[list["TagInput"]] = Field(default_factory=lambda: [])
+
+
+class CreateImageFromVolumeInput(BaseModel):
+    description: Optional[str] = ""
+    kind: ImageKind = ImageKind.DATA_DISK
+    "DATA_DISK, or SYSTEM_DISK (then `os` is required)."
+    name: str
+    os: Optional["OperatingSystemInput"] = None
+    tags: Optional[list["TagInput"]] = Field(default_factory=lambda: [])
+    volume_id: str = Field(alias="volumeId")
+
+
 class CreateKmsGrantInput(BaseModel):
     grantee_account_id: str = Field(alias="granteeAccountId")
     key_id: str = Field(alias="keyId")
@@ -51,16 +72,49 @@ class CreateKmsKeyInput(BaseModel):
     description: Optional[str] = ""
 
 
+class CreateServerInput(BaseModel):
+    data_disks: Optional[list["DataDiskInput"]] = Field(
+        alias="dataDisks", default_factory=lambda: []
+    )
+    image_id: str = Field(alias="imageId")
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
+    "Encrypt the new disks with this key (images already encrypted keep their key)."
+    name: str
+    region: Optional[str] = None
+    system_disk_gb: Optional[int] = Field(alias="systemDiskGb", default=None)
+    "Default: the image's minDiskGb."
+
+
 class CreateUploadUrlInput(BaseModel):
     bucket: str
     expires_in_seconds: Optional[int] = Field(alias="expiresInSeconds", default=3600)
     key: str
 
 
+class CreateVolumeInput(BaseModel):
+    image_id: Optional[str] = Field(alias="imageId", default=None)
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
+    name: str
+    region: Optional[str] = None
+    size_gb: int = Field(alias="sizeGb")
+
+
+class DataDiskInput(BaseModel):
+    image_id: Optional[str] = Field(alias="imageId", default=None)
+    "A DATA_DISK image to fill the disk from."
+    size_gb: int = Field(alias="sizeGb")
+
+
 class DeleteImagesInput(BaseModel):
     delete_backups: Optional[bool] = Field(alias="deleteBackups", default=False)
     "For FULL_ECS images: also delete their backups."
     ids: list[str]
+
+
+class DeleteServerInput(BaseModel):
+    delete_volumes: Optional[bool] = Field(alias="deleteVolumes", default=True)
+    "Also delete the server's data disks (the system disk always goes)."
+    id: str
 
 
 class ImageFilter(BaseModel):
@@ -212,6 +266,9 @@ class UpdateImageMembershipInput(BaseModel):
     "ACCEPTED or REJECTED."
 
 
+CreateImageFromServerInput.model_rebuild()
+CreateImageFromVolumeInput.model_rebuild()
+CreateServerInput.model_rebuild()
 ImageFilter.model_rebuild()
 ImageTagsInput.model_rebuild()
 ImportImageInput.model_rebuild()

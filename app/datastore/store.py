@@ -11,17 +11,30 @@ once they are older than the grace period too.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from app.datastore.chunks import CHUNK_PREFIX, ChunkRef
+from app.datastore._pipeline import raise_first
+from app.datastore.chunks import (
+    CHUNK_PREFIX,
+    CHUNK_SIZE,
+    ChunkRef,
+    WriteResult,
+    chunk_key,
+    prepare_chunk,
+)
 from app.datastore.crypto import Opener, Sealer
+from app.datastore.errors import ChunkIntegrityError, ChunkMissingError
 from app.datastore.reader import read_stream
+from app.datastore.reseal import reseal
 from app.datastore.tables import Manifest
 from app.datastore.writer import ChunkWriter
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
-from app.storage.base import ObjectStore
+from app.storage.base import NoSuchObjectError, ObjectStore
 from app.storage.factory import service_bucket
 
 #: GCM nonce and tag around every sealed chunk.
@@ -43,6 +56,22 @@ class DataKey:
         return f"DataKey(kms_key_id={self.kms_key_id!r}, data_key_id={self.data_key_id!r})"
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def blank_manifest(region: str, key: DataKey | None = None) -> Manifest:
+    """The manifest of an empty stream (a blank disk), to insert with
+    `uow.chunks.add_manifest(m, [], {}, now)` in the transaction of the rows that hold it.
+    Sealed with `key` it carries the wrapped data key that the disk's writes will use."""
+    return Manifest(
+        id=new_id("man"), region=region, size=0, checksum="sha256:" + hashlib.sha256(b"").hexdigest(),
+        new_bytes=0, stored_bytes=0, kms_key_id=key.kms_key_id if key else None,
+        data_key_id=key.data_key_id if key else None, wrapped_key=key.wrapped if key else None,
+        refcount=1, created_at=utcnow(),
+    )
+
+
 @dataclass(frozen=True)
 class GcReport:
     chunks_deleted: int
@@ -60,20 +89,17 @@ class ChunkStore:
     def _where(self, region: str) -> tuple[ObjectStore, str]:
         return self.stores[region], service_bucket(region)
 
-    async def write(self, region: str, source: AsyncIterator[bytes], *, key: DataKey | None = None) -> Manifest:
-        """Store a stream; returns its manifest (one reference, owned by the caller)."""
-        store, bucket = self._where(region)
-
+    def _claimer(self, region: str) -> Callable[[list[str]], Awaitable[set[str]]]:
         async def claim(digests: list[str]) -> set[str]:
             async with self.db.uow() as uow:
                 found = await uow.chunks.claim(region, digests, utcnow())
                 await uow.commit()
             return found
 
-        sealer = Sealer(key.plaintext, key.data_key_id) if key else None
-        result = await ChunkWriter().write_stream(
-            source, store=store, bucket=bucket, seal=sealer, exists=claim
-        )
+        return claim
+
+    async def _record(self, region: str, result: WriteResult, key: DataKey | None) -> Manifest:
+        """Insert the manifest of a finished write and count its chunk references."""
         overhead = SEAL_OVERHEAD if key else 0
         sizes = {r.digest: r.length + overhead for r in result.chunks if r.digest is not None}
         manifest = Manifest(
@@ -89,6 +115,117 @@ class ChunkStore:
                 manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes, utcnow()
             )
             await uow.commit()
+        return manifest
+
+    async def write(self, region: str, source: AsyncIterator[bytes], *, key: DataKey | None = None) -> Manifest:
+        """Store a stream; returns its manifest (one reference, owned by the caller)."""
+        store, bucket = self._where(region)
+        sealer = Sealer(key.plaintext, key.data_key_id) if key else None
+        result = await ChunkWriter().write_stream(
+            source, store=store, bucket=bucket, seal=sealer, exists=self._claimer(region)
+        )
+        return await self._record(region, result, key)
+
+    async def copy(self, manifest_id: str, *, data_key: bytes | None = None, key: DataKey | None = None) -> Manifest:
+        """A new manifest of the same plaintext under `key` (None: unencrypted), every chunk
+        verified on the way; `data_key` opens the source when it is sealed. O(size)."""
+        base, refs = await self.load(manifest_id)
+        store, bucket = self._where(base.region)
+        opener = None
+        if base.data_key_id is not None:
+            if data_key is None:
+                raise ValueError("an encrypted manifest needs its data key")
+            opener = Opener(data_key, base.data_key_id)
+        result = await reseal(
+            refs, opener, Sealer(key.plaintext, key.data_key_id) if key else None, src_store=store,
+            src_bucket=bucket, total_size=base.size, checksum=base.checksum, exists=self._claimer(base.region),
+        )
+        return await self._record(base.region, result, key)
+
+    async def compose(self, base_id: str, changes: Mapping[int, bytes], *, key: DataKey | None = None) -> Manifest:
+        """Copy-on-write: a new manifest listing the base's chunks with those at the positions
+        of `changes` replaced by the given plaintext (positions past the end extend the
+        stream, the gap being zero chunks). Unchanged chunks are shared by reference, so the
+        cost is that of the changed chunks plus one pass hashing the new stream's checksum.
+
+        Every chunk but the last must stay CHUNK_SIZE long (ValueError otherwise). A sealed
+        base needs its own data key as `key`; new chunks are sealed with it at their
+        positions. Returns the new manifest (one reference, owned by the caller); the base
+        is left as it is, for the caller to release.
+        """
+        base, refs = await self.load(base_id)
+        if (key is None) != (base.data_key_id is None) or (key is not None and key.data_key_id != base.data_key_id):
+            raise ValueError("compose needs the base manifest's own data key")
+        count = max(len(refs), max(changes, default=-1) + 1)
+        lengths = [
+            len(changes[i]) if i in changes else refs[i].length if i < len(refs) else CHUNK_SIZE for i in range(count)
+        ]
+        if any(n != CHUNK_SIZE for n in lengths[:-1]) or not all(0 < n <= CHUNK_SIZE for n in lengths):
+            raise ValueError("every chunk but the last must be CHUNK_SIZE long")
+        store, bucket = self._where(base.region)
+        sealer = Sealer(key.plaintext, key.data_key_id) if key else None
+        prepared = {i: await asyncio.to_thread(prepare_chunk, i, data, sealer) for i, data in sorted(changes.items())}
+        stored = {p.digest: p.stored for p in prepared.values() if p.digest is not None and p.stored is not None}
+        present: set[str] = set()
+        if sealer is None and stored:
+            present = await self._claimer(base.region)(sorted(stored))
+        new_bytes = 0
+        for digest, data in stored.items():
+            if digest not in present:
+                await store.put_bytes(bucket, chunk_key(digest), data)
+                new_bytes += len(data)
+        new_refs = [
+            ChunkRef(i, prepared[i].digest, lengths[i]) if i in prepared
+            else refs[i] if i < len(refs) else ChunkRef(i, None, CHUNK_SIZE)
+            for i in range(count)
+        ]
+        size = sum(lengths)
+        opener = Opener(key.plaintext, key.data_key_id) if key else None
+        hasher = hashlib.sha256()
+        async for piece in read_stream(new_refs, store=store, bucket=bucket, opener=opener, total_size=size):
+            await asyncio.to_thread(hasher.update, piece)
+        result = WriteResult(chunks=new_refs, size=size, checksum="sha256:" + hasher.hexdigest(), new_bytes=new_bytes)
+        return await self._record(base.region, result, key)
+
+    async def verify(
+        self, region: str, digests: Sequence[str], *, concurrency: int = 4,
+        progress: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        """Check that each chunk's object exists and its stored bytes match its digest (no
+        key needed: sealed chunks are named by their sealed bytes). Raises ChunkMissingError
+        or ChunkIntegrityError; `progress(done)` after each chunk. O(bytes of the chunks)."""
+        store, bucket = self._where(region)
+        slots = asyncio.Semaphore(concurrency)
+        done = 0
+
+        async def one(digest: str) -> None:
+            nonlocal done
+            async with slots:
+                try:
+                    stored = await store.get_bytes(bucket, chunk_key(digest))
+                except NoSuchObjectError:
+                    raise ChunkMissingError(f"chunk {digest} is missing") from None
+                actual = await asyncio.to_thread(_sha256_hex, stored)
+                del stored
+            if actual != digest:
+                raise ChunkIntegrityError(f"chunk {digest} does not match its digest")
+            done += 1
+            if progress is not None:
+                await progress(done)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for digest in dict.fromkeys(digests):
+                    group.create_task(one(digest))
+        except BaseExceptionGroup as failures:
+            raise_first(failures)
+
+    async def head(self, manifest_id: str) -> Manifest:
+        """The manifest's row without its chunk list (O(1))."""
+        async with self.db.uow(write=False) as uow:
+            manifest = await uow.chunks.manifest(manifest_id)
+        if manifest is None:
+            raise KeyError(manifest_id)
         return manifest
 
     async def load(self, manifest_id: str) -> tuple[Manifest, list[ChunkRef]]:

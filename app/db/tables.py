@@ -191,6 +191,7 @@ class JobAttempt(SQLModel, table=True):
 
 def metadata() -> Any:
     """The metadata of every table (Alembic's target): feature modules declare theirs."""
+    import app.compute.tables  # noqa: F401
     import app.datastore.tables  # noqa: F401
     import app.kms.tables  # noqa: F401
 

@@ -17,6 +17,7 @@ from app.db.repositories.jobs import JobRepository
 from app.db.repositories.kms import KmsRepository
 from app.db.repositories.sharing import SharingRepository
 from app.db.repositories.storage import StorageRepository
+from app.compute.repository import ComputeRepository
 
 
 class Database:
@@ -72,6 +73,7 @@ class UnitOfWork:
         self.kms = KmsRepository(self._session)
         self.jobs = JobRepository(self._session, self.caller_id)
         self.sharing = SharingRepository(self._session)
+        self.compute = ComputeRepository(self._session, self.caller_id)
         return self
 
     async def __aexit__(

@@ -41,7 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Modules of the service's own handlers (the data plane adds its modules here).
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("app.jobs.handlers.import_image",)
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
+    "app.jobs.handlers.import_image",
+    "app.jobs.handlers.from_server",
+    "app.jobs.handlers.from_volume",
+)
 
 
 class JobFailed(Exception):

@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.domain.compute import OsSpec
 from app.domain.enums import DiskFormat, ImageKind, JobStatus, OsType
 from app.domain.images import Caller
 from app.errors import Conflict
 from app.formats.qemu import convert
-from app.services.imports import ImportRequest, OsInput
+from app.services.imports import ImportRequest
 from app.services.registry import Services
 
 MiB = 1024 * 1024
@@ -28,19 +29,19 @@ DEMO_BUCKET = "demo-images"
 @dataclass(frozen=True)
 class DemoImage:
     name: str
-    os: OsInput | None
+    os: OsSpec | None
     kind: ImageKind
     fmt: DiskFormat
     size_mib: int
 
 
 DEMO_IMAGES = (
-    DemoImage("Ubuntu 22.04 server 64bit", OsInput(OsType.LINUX, "Ubuntu", "Ubuntu 22.04 server 64bit"),
+    DemoImage("Ubuntu 22.04 server 64bit", OsSpec(OsType.LINUX, "Ubuntu", "Ubuntu 22.04 server 64bit"),
               ImageKind.SYSTEM_DISK, DiskFormat.RAW, 64),
-    DemoImage("Debian 12 64bit", OsInput(OsType.LINUX, "Debian", "Debian 12 64bit"),
+    DemoImage("Debian 12 64bit", OsSpec(OsType.LINUX, "Debian", "Debian 12 64bit"),
               ImageKind.SYSTEM_DISK, DiskFormat.QCOW2, 64),
     DemoImage("Windows Server 2022 Datacenter 64bit",
-              OsInput(OsType.WINDOWS, "Windows", "Windows Server 2022 Datacenter 64bit"),
+              OsSpec(OsType.WINDOWS, "Windows", "Windows Server 2022 Datacenter 64bit"),
               ImageKind.SYSTEM_DISK, DiskFormat.QCOW2, 96),
     DemoImage("Empty data disk 32 MiB", None, ImageKind.DATA_DISK, DiskFormat.RAW, 32),
 )

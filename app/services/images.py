@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.db.repositories.images import VisibleImage, sort_value
+from app.db.tables import Image
 from app.db.types import utcnow
 from app.db.uow import Database, SharedReader, reading
 from app.domain.enums import BootMode, ImageKind, ImageOrderField, ImageStatus, ImageVisibility
@@ -20,6 +21,7 @@ from app.domain.rules import (
 )
 from app.errors import Conflict, Forbidden, Invalid, NotFound, NotSupported
 from app.services.access import relation, require_manager
+from app.services.server_images import delete_backup_rows
 
 _UNSET: Any = object()
 
@@ -209,5 +211,14 @@ class ImageService:
                 for disk in views[image_id].image.disks:
                     if disk.get("manifestId"):
                         await uow.chunks.release(disk["manifestId"], now)
+            if delete_backups:
+                await _delete_backups(uow, [views[i].image for i in ids])
             await uow.commit()
         return ids
+
+
+async def _delete_backups(uow: Any, images: list[Image]) -> None:
+    """The backups of FULL_ECS images go with them (`deleteBackups: true`)."""
+    wanted = [i.backup_id for i in images if i.kind == ImageKind.FULL_ECS.value and i.backup_id]
+    for backup in (await uow.compute.get_backups(wanted)).values():
+        await delete_backup_rows(uow, backup)

@@ -11,19 +11,16 @@ from dataclasses import dataclass, field
 
 from app.db.tables import Image, ImageTag, Job
 from app.db.types import new_id, utcnow
-from app.db.uow import Database, UnitOfWork
+from app.db.uow import Database
+from app.domain.compute import OsSpec, validate_os
 from app.domain.enums import (
-    CREATION_JOB_TYPES,
     DiskFormat,
     ImageKind,
     ImageStatus,
     JobType,
-    OsType,
-    QuotaResource,
 )
 from app.domain.images import Caller
 from app.domain.rules import (
-    DEFAULT_QUOTAS,
     TAGS_PER_IMAGE,
     validate_description,
     validate_name,
@@ -42,12 +39,11 @@ from app.errors import (
 from app.jobs.service import JobService
 from app.kms.port import KeyProvider
 from app.services.ingest import MAX_IMPORT_BYTES
+from app.services.quotas import check_creation_quotas
 from app.services.storage import StorageService
 
 register_codes({
-    "OS_REQUIRED": "System disk and ISO images need an operating system.",
     "INVALID_MIN_DISK": "minDiskGb: 1-1024 for system disk and ISO images, 1-2048 for data disk images.",
-    "INVALID_OS": "Operating system: a platform and version of 1-64/1-128 characters, 32 or 64 bits.",
     "IMPORT_KIND_NOT_SUPPORTED": "Only SYSTEM_DISK, DATA_DISK and ISO images are imported from files.",
     "FILE_TOO_LARGE": "Image files are at most 128 GiB.",
     "PUBLIC_NOT_ENCRYPTED": "Public images cannot be encrypted.",
@@ -64,14 +60,6 @@ SYSTEM_MIN_DISK_MAX = 1024
 DATA_MIN_DISK_MAX = 2048
 
 
-@dataclass(frozen=True)
-class OsInput:
-    type: OsType
-    platform: str
-    version: str
-    bits: int = 64
-
-
 @dataclass
 class ImportRequest:
     bucket: str
@@ -81,7 +69,7 @@ class ImportRequest:
     description: str = ""
     kind: ImageKind = ImageKind.SYSTEM_DISK
     disk_format: DiskFormat | None = None
-    os: OsInput | None = None
+    os: OsSpec | None = None
     min_ram_mb: int = 0
     max_ram_mb: int | None = None
     boot_mode: str = "BIOS"
@@ -100,8 +88,7 @@ def _validate(caller: Caller, req: ImportRequest) -> None:
     if req.kind is not ImageKind.DATA_DISK:
         if req.os is None:
             raise Invalid("OS_REQUIRED", field="input.os")
-        if not (1 <= len(req.os.platform) <= 64 and 1 <= len(req.os.version) <= 128 and req.os.bits in (32, 64)):
-            raise Invalid("INVALID_OS", field="input.os")
+        req.os = validate_os(req.os)
     upper = DATA_MIN_DISK_MAX if req.kind is ImageKind.DATA_DISK else SYSTEM_MIN_DISK_MAX
     if not 1 <= req.min_disk_gb <= upper:
         raise Invalid("INVALID_MIN_DISK", field="input.minDiskGb")
@@ -120,21 +107,6 @@ def _validate(caller: Caller, req: ImportRequest) -> None:
             raise Forbidden("ADMIN_REQUIRED")
         if req.kms_key_id or req.encrypt_with_default_key:
             raise NotSupported("PUBLIC_NOT_ENCRYPTED")
-
-
-async def check_creation_quotas(uow: UnitOfWork, account_id: str, region: str, new_images: int) -> None:
-    """PRIVATE_IMAGES and CONCURRENT_CREATIONS, counted in the transaction that creates."""
-    await uow.accounts.lock_account(account_id)
-    overrides = await uow.accounts.quota_overrides(account_id)
-    images_limit = overrides.get(QuotaResource.PRIVATE_IMAGES.value, DEFAULT_QUOTAS[QuotaResource.PRIVATE_IMAGES])
-    if await uow.accounts.count_private_images(account_id, region) + new_images > images_limit:
-        raise LimitExceeded("QUOTA_PRIVATE_IMAGES", limit=images_limit)
-    jobs_limit = overrides.get(
-        QuotaResource.CONCURRENT_CREATIONS.value, DEFAULT_QUOTAS[QuotaResource.CONCURRENT_CREATIONS]
-    )
-    running = await uow.accounts.count_active_jobs(account_id, frozenset(t.value for t in CREATION_JOB_TYPES))
-    if running + 1 > jobs_limit:
-        raise LimitExceeded("QUOTA_CONCURRENT_CREATIONS", limit=jobs_limit)
 
 
 async def encryption_key(kms: KeyProvider, caller: Caller, kms_key_id: str | None, use_default: bool) -> str | None:

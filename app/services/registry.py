@@ -12,12 +12,15 @@ from app.kms.port import KeyProvider
 from app.jobs.events import EventBus, event_bus_for
 from app.jobs.registry import JobRegistry, build_registry
 from app.jobs.service import JobService
+from app.datastore.store import ChunkStore
 from app.services.accounts import AccountService
+from app.services.compute import ComputeService
 from app.services.images import ImageService
 from app.services.imports import ImportService
 from app.services.storage import StorageService
 from app.services.kms import KmsService
 from app.services.sharing import SharingService
+from app.services.server_images import ServerImageService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
 
@@ -41,6 +44,9 @@ class Services:
     sharing: SharingService
 
     jobs: JobService
+    #: Servers and volumes, and the images made from them.
+    compute: ComputeService
+    server_images: ServerImageService
     #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
     object_urls: ObjectUrls | None = None
     #: The chunk store (set by bootstrap, which owns the object stores).
@@ -55,6 +61,7 @@ class Services:
         job_registry: JobRegistry | None = None,
     ) -> Services:
         storage = StorageService(db, stores, settings.default_region)
+        chunks = ChunkStore(db, stores)
         jobs = JobService(
             db, events or event_bus_for(db),
             job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
@@ -71,7 +78,10 @@ class Services:
             jobs=jobs,
             imports=ImportService(db, storage, key_provider, jobs),
             sharing=SharingService(db, key_provider),
+            compute=ComputeService(db, chunks, key_provider, settings.regions, settings.data_dir / "work"),
+            server_images=ServerImageService(db, chunks, jobs),
             object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
+            chunks=chunks,
         )
 
     async def ping(self) -> bool:

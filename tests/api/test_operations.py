@@ -21,8 +21,15 @@ from app.client import (
     CreateAccountInput,
     CreateApiTokenInput,
     CreateBucketInput,
+    CreateImageFromServerInput,
+    CreateImageFromVolumeInput,
+    CreateServerInput,
     CreateUploadUrlInput,
+    CreateVolumeInput,
+    DataDiskInput,
     DeleteImagesInput,
+    DeleteServerInput,
+    ImageKind,
     ImageTagsInput,
     ImsClient,
     MemberStatus,
@@ -44,7 +51,7 @@ from app.db.uow import Database
 from app.services.accounts import hash_token, new_token
 from graphql import DocumentNode, OperationDefinitionNode, concat_ast, parse, validate
 from tests.conftest import LiveServer
-from tests.factories import make_account, make_image, share
+from tests.factories import make_account, make_image, make_image_with_data, share
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "graphql" / "operations"
 
@@ -210,6 +217,27 @@ def each_member(images: Any, _w: World) -> bool:
     return {e.node.typename__ for e in images.edges} == {"PrivateImage", "PublicImage", "SharedImage"}
 
 
+async def user_server(w: World, c: ImsClient) -> Any:
+    """A server of the user (a 1 GiB system disk from a quick image, and a 2 GiB data disk)."""
+    image = await make_image_with_data(w.db, w.server.settings, w.user, b"boot" * 4096)
+    made = await c.create_server(input=CreateServerInput(name="web-1", imageId=image.id,
+                                                         dataDisks=[DataDiskInput(sizeGb=2)]))
+    assert made.create_server.typename__ == "CreateServerSuccess"
+    return made.create_server.server  # type: ignore[union-attr]
+
+
+async def new_server_input(w: World, _c: ImsClient) -> dict[str, Any]:
+    image = await make_image_with_data(w.db, w.server.settings, w.user, b"boot" * 4096)
+    return {"input": CreateServerInput(name="web-2", imageId=image.id, systemDiskGb=5)}
+
+
+def with_server(make: Callable[[Any], dict[str, Any]]) -> Kwargs:
+    async def kwargs(w: World, c: ImsClient) -> dict[str, Any]:
+        return make(await user_server(w, c))
+
+    return kwargs
+
+
 def given(args: Callable[[World], dict[str, Any]]) -> Kwargs:
     async def kwargs(w: World, _c: ImsClient) -> dict[str, Any]:
         return args(w)
@@ -275,6 +303,28 @@ CASES: dict[str, Case] = {
                          == ("images-2024", "region-1")),
     "CreateUploadUrl": Case(upload_target, lambda r: r.create_upload_url, "CreateUploadUrlSuccess",
                             lambda p, w: p.url.startswith(w.server.url)),
+    "Servers": Case(with_server(lambda s: {"first": 10}), lambda r: r.servers, None,
+                    lambda p, w: p.total_count == 1 and [v.role for v in p.edges[0].node.volumes] == ["SYSTEM", "DATA"]),
+    "Server": Case(with_server(lambda s: {"id": s.id}), lambda r: r.server, None,
+                   lambda p, w: p.status == "RUNNING" and p.volumes[1].size_gb == 2),
+    "Volume": Case(with_server(lambda s: {"id": s.volumes[1].id}), lambda r: r.volume, None,
+                   lambda p, w: p.role == "DATA" and p.server_id is not None and p.source_image_id is None),
+    "CreateServer": Case(new_server_input, lambda r: r.create_server, "CreateServerSuccess",
+                         lambda p, w: p.server.volumes[0].size_gb == 5 and p.server.source_image_id is not None),
+    "DeleteServer": Case(with_server(lambda s: {"input": DeleteServerInput(id=s.id, deleteVolumes=False)}),
+                         lambda r: r.delete_server, "DeleteServerSuccess", lambda p, w: p.deleted_id.startswith("srv")),
+    "CreateVolume": Case(given_input(lambda w: CreateVolumeInput(name="scratch", sizeGb=100)),
+                         lambda r: r.create_volume, "CreateVolumeSuccess",
+                         lambda p, w: (p.volume.size_gb, p.volume.server_id) == (100, None)),
+    "CreateImageFromServer": Case(
+        with_server(lambda s: {"input": CreateImageFromServerInput(serverId=s.id, name="web", kind=ImageKind.FULL_ECS)}),
+        lambda r: r.create_image_from_server, "ImageJobSuccess",
+        lambda p, w: p.job.type_ == "CREATE_FULL_ECS_IMAGE" and [d.role for d in p.images[0].disks] == ["SYSTEM", "DATA"]
+        and p.images[0].backup.server_id == p.images[0].origin.ref),
+    "CreateImageFromVolume": Case(
+        with_server(lambda s: {"input": CreateImageFromVolumeInput(volumeId=s.volumes[1].id, name="data")}),
+        lambda r: r.create_image_from_volume, "ImageJobSuccess",
+        lambda p, w: p.job.type_ == "CREATE_IMAGE_FROM_VOLUME" and p.images[0].kind == "DATA_DISK"),
 }
 
 

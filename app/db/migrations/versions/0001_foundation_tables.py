@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 15:38:41.675848
+Create Date: 2026-11-26 16:34:48.882632
 """
 
 from __future__ import annotations
@@ -76,6 +76,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_tokens_account_id'), ['account_id'], unique=False)
+
+    op.create_table('backups',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('server_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('new_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('disks', sa.JSON(), nullable=False),
+    sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('backups', schema=None) as batch_op:
+        batch_op.create_index('ix_backups_server_created', ['server_id', 'created_at', 'id'], unique=False)
 
     op.create_table('buckets',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
@@ -195,6 +210,27 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('account_id', 'resource')
     )
+    op.create_table('servers',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('source_image_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+    sa.Column('os_type', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=True),
+    sa.Column('os_platform', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('os_version', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
+    sa.Column('os_bits', sa.Integer(), nullable=True),
+    sa.Column('boot_mode', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('licensed_platform', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('servers', schema=None) as batch_op:
+        batch_op.create_index('ix_servers_account_created', ['account_id', 'created_at', 'id'], unique=False)
+
     op.create_table('image_members',
     sa.Column('image_id', sa.String(length=40), nullable=False),
     sa.Column('account_id', sa.String(length=40), nullable=False),
@@ -256,11 +292,39 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_kms_grants_grantee_account_id'), ['grantee_account_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_kms_grants_key_id'), ['key_id'], unique=False)
 
+    op.create_table('volumes',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('account_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('region', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
+    sa.Column('size_gb', sa.Integer(), nullable=False),
+    sa.Column('server_id', sa.String(length=40), nullable=True),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('manifest_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('kms_key_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+    sa.Column('source_image_id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
+    sa.Column('licensed_platform', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['server_id'], ['servers.id'], ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('volumes', schema=None) as batch_op:
+        batch_op.create_index('ix_volumes_account_created', ['account_id', 'created_at', 'id'], unique=False)
+        batch_op.create_index('ix_volumes_server', ['server_id', 'position'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('volumes', schema=None) as batch_op:
+        batch_op.drop_index('ix_volumes_server')
+        batch_op.drop_index('ix_volumes_account_created')
+
+    op.drop_table('volumes')
     with op.batch_alter_table('kms_grants', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_kms_grants_key_id'))
         batch_op.drop_index(batch_op.f('ix_kms_grants_grantee_account_id'))
@@ -282,6 +346,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_image_members_account_status')
 
     op.drop_table('image_members')
+    with op.batch_alter_table('servers', schema=None) as batch_op:
+        batch_op.drop_index('ix_servers_account_created')
+
+    op.drop_table('servers')
     op.drop_table('quotas')
     with op.batch_alter_table('manifest_chunks', schema=None) as batch_op:
         batch_op.drop_index('ix_manifest_chunks_digest')
@@ -309,6 +377,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_buckets_account_id'))
 
     op.drop_table('buckets')
+    with op.batch_alter_table('backups', schema=None) as batch_op:
+        batch_op.drop_index('ix_backups_server_created')
+
+    op.drop_table('backups')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_tokens_account_id'))
 

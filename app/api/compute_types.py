@@ -1,0 +1,125 @@
+"""GraphQL types of the compute inventory: Server, Volume, Backup (built from table rows).
+
+Relations a list can ask for (a server's volumes, whether a volume's source image is still
+visible, an image's backup) go through per-request DataLoaders: one statement per list.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.dataloader import DataLoader
+
+from app.api.common import DiskRole, Node
+from app.api.context import Info
+from app.api.scalars import BigInt
+from app.compute.tables import Backup as BackupRow
+from app.compute.tables import Server as ServerRow
+from app.compute.tables import Volume as VolumeRow
+from app.domain import compute as c
+from app.domain import enums as d
+
+ServerStatus = strawberry.enum(c.ServerStatus)
+
+
+def _volumes_loader(info: Info) -> DataLoader[str, list[VolumeRow]]:
+    context = info.context
+    if "server_volumes" not in context.loaders:
+        async def load(server_ids: list[str]) -> list[list[VolumeRow]]:
+            found = await context.services.compute.volumes_of(context.me, list(server_ids))
+            return [found.get(s, []) for s in server_ids]
+
+        context.loaders["server_volumes"] = DataLoader(load)
+    return context.loaders["server_volumes"]
+
+
+def _visible_loader(info: Info) -> DataLoader[str, bool]:
+    context = info.context
+    if "visible_source_images" not in context.loaders:
+        async def load(image_ids: list[str]) -> list[bool]:
+            visible = await context.services.compute.visible_images(context.me, list(image_ids))
+            return [i in visible for i in image_ids]
+
+        context.loaders["visible_source_images"] = DataLoader(load)
+    return context.loaders["visible_source_images"]
+
+
+def backup_loader(info: Info) -> DataLoader[str, BackupRow | None]:
+    context = info.context
+    if "backups" not in context.loaders:
+        async def load(backup_ids: list[str]) -> list[BackupRow | None]:
+            found = await context.services.compute.get_backups(context.me, list(backup_ids))
+            return [found.get(b) for b in backup_ids]
+
+        context.loaders["backups"] = DataLoader(load)
+    return context.loaders["backups"]
+
+
+async def _visible_source(info: Info, image_id: str | None) -> strawberry.ID | None:
+    if image_id is None or not await _visible_loader(info).load(image_id):
+        return None
+    return strawberry.ID(image_id)
+
+
+@strawberry.type
+class Volume(Node):
+    id: strawberry.ID
+    name: str
+    role: DiskRole
+    size_gb: int
+    server_id: strawberry.ID | None
+    encrypted: bool
+    kms_key_id: strawberry.ID | None
+    created_at: datetime
+    row: strawberry.Private[VolumeRow]
+
+    @classmethod
+    def of(cls, row: VolumeRow) -> Volume:
+        return cls(
+            id=strawberry.ID(row.id), name=row.name, role=d.DiskRole(row.role), size_gb=row.size_gb,
+            server_id=strawberry.ID(row.server_id) if row.server_id else None, encrypted=row.kms_key_id is not None,
+            kms_key_id=strawberry.ID(row.kms_key_id) if row.kms_key_id else None, created_at=row.created_at, row=row,
+        )
+
+    @strawberry.field(description="The image this volume was created from, if any and if still visible.")
+    async def source_image_id(self, info: Info) -> strawberry.ID | None:
+        return await _visible_source(info, self.row.source_image_id)
+
+
+@strawberry.type
+class Server(Node):
+    id: strawberry.ID
+    name: str
+    status: ServerStatus
+    region: str
+    created_at: datetime
+    row: strawberry.Private[ServerRow]
+
+    @classmethod
+    def of(cls, row: ServerRow) -> Server:
+        return cls(id=strawberry.ID(row.id), name=row.name, status=c.ServerStatus(row.status), region=row.region,
+                   created_at=row.created_at, row=row)
+
+    @strawberry.field
+    async def source_image_id(self, info: Info) -> strawberry.ID | None:
+        return await _visible_source(info, self.row.source_image_id)
+
+    @strawberry.field(description="System disk first, then data disks.")
+    async def volumes(self, info: Info) -> list[Volume]:
+        rows = await _volumes_loader(info).load(self.row.id)
+        return [Volume.of(r) for r in rows]
+
+
+@strawberry.type(description="The differential backup a full-ECS image is made from.")
+class Backup(Node):
+    id: strawberry.ID
+    server_id: strawberry.ID
+    size_bytes: BigInt = strawberry.field(description="Total logical bytes of all backed-up disks.")
+    new_bytes: BigInt = strawberry.field(description="Bytes this backup had to store that no earlier backup already held.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: BackupRow) -> Backup:
+        return cls(id=strawberry.ID(row.id), server_id=strawberry.ID(row.server_id), size_bytes=BigInt(row.size_bytes),
+                   new_bytes=BigInt(row.new_bytes), created_at=row.created_at)

@@ -1,0 +1,1 @@
+"""The built-in compute inventory: servers and volumes whose disks live in the chunk store."""

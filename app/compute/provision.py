@@ -1,0 +1,158 @@
+"""Filling new disks from images: by reference, by conversion, blank.
+
+A disk from a quick image is the image's manifest, retained (O(1)); an image's key comes
+along with it (the wrapped data key lives in the manifest). A disk from a non-quick image
+(an imported qcow2, say) is converted to raw once with qemu-img into a new manifest. A disk
+that must be encrypted with a key its source does not have is copied under a new data key.
+Blank disks are empty manifests, sealed when they must be encrypted.
+
+The plan (`PlannedDisk`) is made by the service from what the caller may use; this module
+does the data work, outside any transaction, and leaves the manifests it made owned by
+the caller (one reference each) to retain in the transaction that records the disks, or
+to release on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.datastore.chunks import CHUNK_SIZE
+from app.datastore.store import ChunkStore, DataKey
+from app.datastore.tables import Manifest
+from app.db.repositories.images import VisibleImage
+from app.db.tables import Image
+from app.domain.enums import DiskFormat, DiskRole, ImageStatus, ImageVisibility, MemberStatus
+from app.domain.images import Caller, is_licensed_platform
+from app.errors import Conflict, NotFound
+from app.formats import qemu
+from app.kms.port import KeyProvider
+from app.services.access import relation
+
+
+@dataclass
+class PlannedDisk:
+    """One disk to create: blank (no `source`), or filled from an image's disk."""
+
+    role: DiskRole
+    size_gb: int
+    image: Image | None = None
+    #: The image's disk entry ({"role", "sizeGb", "storedBytes", "manifestId"}).
+    source: dict[str, Any] | None = None
+    #: The manifest the disk will hold; `owned` when this module made it (else retained).
+    manifest_id: str | None = None
+    owned: bool = False
+    kms_key_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source_manifest(self) -> str | None:
+        return None if self.source is None else self.source.get("manifestId")
+
+
+def usable_image(view: VisibleImage | None, caller: Caller, image_id: str) -> Image:
+    """An image the caller may provision from: public, its own, or shared with it and
+    ACCEPTED (a pending or rejected membership is as invisible as no image); ACTIVE."""
+    if view is None:
+        raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+    if relation(view, caller) is ImageVisibility.SHARED and (
+        view.membership is None or view.membership.status != MemberStatus.ACCEPTED.value
+    ):
+        raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
+    return view.image
+
+
+def require_active(image: Image) -> None:
+    if image.status != ImageStatus.ACTIVE.value:
+        raise Conflict("IMAGE_NOT_ACTIVE", f"Image {image.id} is {image.status}, not ACTIVE.")
+
+
+def licensed_origin(image: Image) -> str | None:
+    """The licensed public platform in the image's origin chain, if any."""
+    if image.licensed_platform:
+        return image.licensed_platform
+    if image.visibility == ImageVisibility.PUBLIC.value and is_licensed_platform(image.os_platform):
+        return image.os_platform
+    return None
+
+
+async def _file_pieces(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while piece := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+            yield piece
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+class Provisioner:
+    """The data work of making disks: data keys, conversions, copies."""
+
+    def __init__(self, chunks: ChunkStore, kms: KeyProvider, work_dir: Path) -> None:
+        self.chunks = chunks
+        self.kms = kms
+        self.work_dir = work_dir
+
+    async def new_data_key(self, account_id: str, kms_key_id: str) -> DataKey:
+        """A fresh data key of `kms_key_id` (KmsKeyProblem when the caller cannot use it)."""
+        plaintext, wrapped = await self.kms.generate_data_key(account_id, kms_key_id)
+        return DataKey(kms_key_id, "dk-" + secrets.token_hex(8), plaintext, wrapped)
+
+    async def open_key(self, account_id: str, manifest: Manifest) -> bytes | None:
+        """The plaintext data key of a sealed manifest (None for a plain one)."""
+        if manifest.kms_key_id is None or manifest.wrapped_key is None:
+            return None
+        return await self.kms.decrypt_data_key(account_id, manifest.kms_key_id, manifest.wrapped_key)
+
+    async def fill(self, account_id: str, disk: PlannedDisk, key: DataKey | None) -> None:
+        """Make the disk's own manifest when it cannot share its source's: a non-quick image
+        is converted to raw; a plain quick image that must be encrypted with `key` is copied
+        under it. Quick images otherwise stay by reference (nothing done here)."""
+        source_id = disk.source_manifest
+        if disk.image is None or source_id is None:
+            return
+        if disk.image.quick_provisioning and (key is None or disk.image.kms_key_id is not None):
+            return  # by reference: the manifest and its key are shared as they are
+        manifest = await self.chunks.head(source_id)
+        plaintext = await self.open_key(account_id, manifest)
+        if manifest.data_key_id is not None:
+            assert manifest.kms_key_id is not None and manifest.wrapped_key is not None and plaintext is not None
+            # The image's own key stays with its disks: same data key, new nonces.
+            key = DataKey(manifest.kms_key_id, manifest.data_key_id, plaintext, manifest.wrapped_key)
+        if not disk.image.quick_provisioning:
+            made = await self.convert_to_raw(source_id, DiskFormat(disk.image.disk_format), plaintext, key)
+        elif key is not None and manifest.data_key_id is None:
+            made = await self.chunks.copy(source_id, key=key)
+        else:
+            return
+        disk.manifest_id, disk.owned = made.id, True
+        disk.kms_key_id = made.kms_key_id
+
+    async def convert_to_raw(
+        self, manifest_id: str, fmt: DiskFormat, data_key: bytes | None, key: DataKey | None
+    ) -> Manifest:
+        """Stream the manifest into a private temporary file, `qemu-img convert` it to raw,
+        and stream the result back into a new manifest sealed with `key`. The temporary files
+        are removed whatever happens."""
+        region = (await self.chunks.head(manifest_id)).region
+        await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
+        async with qemu.temporary_workfile(self.work_dir, ".src") as src, \
+                qemu.temporary_workfile(self.work_dir, ".raw") as dst:
+            handle = await asyncio.to_thread(src.open, "wb")
+            try:
+                async for piece in self.chunks.read(manifest_id, data_key=data_key):
+                    await asyncio.to_thread(handle.write, piece)
+            finally:
+                await asyncio.to_thread(handle.close)
+            await qemu.convert(src, fmt, dst, DiskFormat.RAW)
+            return await self.chunks.write(region, _file_pieces(dst), key=key)
+
+    async def release_owned(self, disks: list[PlannedDisk]) -> None:
+        for disk in disks:
+            if disk.owned and disk.manifest_id is not None:
+                await self.chunks.release(disk.manifest_id)
+                disk.manifest_id, disk.owned = None, False

@@ -1,0 +1,28 @@
+"""Quota checks shared by every feature that creates images (import, from server/volume)."""
+
+from __future__ import annotations
+
+from app.db.uow import UnitOfWork
+from app.domain.enums import CREATION_JOB_TYPES, QuotaResource
+from app.domain.rules import DEFAULT_QUOTAS
+from app.errors import LimitExceeded
+
+
+async def quota_limit(uow: UnitOfWork, account_id: str, resource: QuotaResource) -> int:
+    overrides = await uow.accounts.quota_overrides(account_id)
+    return overrides.get(resource.value, DEFAULT_QUOTAS[resource])
+
+
+async def check_creation_quotas(uow: UnitOfWork, account_id: str, region: str, new_images: int = 1) -> None:
+    """Refuse a creation that would exceed PRIVATE_IMAGES (in the region) or
+    CONCURRENT_CREATIONS. Locks the account until the transaction ends, so two concurrent
+    creations cannot both take the last place: call it in the transaction that adds the
+    images and the job."""
+    await uow.accounts.lock_account(account_id)
+    limit = await quota_limit(uow, account_id, QuotaResource.PRIVATE_IMAGES)
+    if await uow.accounts.count_private_images(account_id, region) + new_images > limit:
+        raise LimitExceeded("QUOTA_PRIVATE_IMAGES", limit=limit)
+    limit = await quota_limit(uow, account_id, QuotaResource.CONCURRENT_CREATIONS)
+    running = await uow.accounts.count_active_jobs(account_id, frozenset(t.value for t in CREATION_JOB_TYPES))
+    if running + 1 > limit:
+        raise LimitExceeded("QUOTA_CONCURRENT_CREATIONS", limit=limit)

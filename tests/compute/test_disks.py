@@ -1,0 +1,254 @@
+"""Disks in the chunk store: provisioning by reference, qcow2 conversion, encryption,
+copy-on-write writes, and what deleting a server leaves (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, update
+
+from app.compute.tables import Server
+from app.config import Settings
+from app.datastore.chunks import CHUNK_SIZE
+from app.db.uow import Database
+from app.domain.enums import ImageKind
+from app.errors import Conflict, KmsKeyProblem
+from app.services.compute import VolumeSpec
+from app.services.registry import Services
+from app.services.server_images import NewImage
+from tests.compute.conftest import (
+    MiB,
+    caller,
+    chunk_objects,
+    disk_bytes,
+    load_image,
+    manifest_bytes,
+    manifest_count,
+    new_server,
+    run_jobs,
+    sha,
+    volumes,
+)
+from tests.factories import make_account, make_image_with_data, make_kms_key
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    engines = {id(e): e for e in (db.engine, db.write_engine)}.values()
+    for engine in engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_quick_images_are_provisioned_by_reference_in_constant_work(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    small = await make_image_with_data(db, settings, owner, secrets.token_bytes(MiB))
+    big = await make_image_with_data(db, settings, owner, secrets.token_bytes(12 * CHUNK_SIZE))
+    manifests, objects = await manifest_count(db), await chunk_objects(services)
+    counts = []
+    for image in (small, big):
+        with statements(db) as seen:
+            server = await new_server(services, owner, image)
+        counts.append(len(seen))
+        [system] = await volumes(services, owner, server)
+        assert system.manifest_id == image.disks[0]["manifestId"]
+    # Same work whatever the image's size, and not a byte or manifest more in the store.
+    assert counts[0] == counts[1]
+    assert (await manifest_count(db), await chunk_objects(services)) == (manifests, objects)
+
+
+def _qemu(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_a_qcow2_image_is_converted_to_raw_once(
+    db: Database, settings: Settings, services: Services, tmp_path: Path, encrypted: bool
+) -> None:
+    owner, _ = await make_account(db)
+    raw = bytearray(9 * MiB)
+    raw[MiB : 2 * MiB] = secrets.token_bytes(MiB)
+    raw[7 * MiB : 7 * MiB + 4096] = secrets.token_bytes(4096)
+    (tmp_path / "disk.raw").write_bytes(raw)
+    _qemu("convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"), str(tmp_path / "disk.qcow2"))
+    _qemu("convert", "-f", "qcow2", "-O", "raw", str(tmp_path / "disk.qcow2"), str(tmp_path / "expected.raw"))
+    expected = (tmp_path / "expected.raw").read_bytes()
+    key = await make_kms_key(db, settings, owner) if encrypted else None
+    image = await make_image_with_data(
+        db, settings, owner, (tmp_path / "disk.qcow2").read_bytes(), kms_key_id=key, disk_format="QCOW2",
+        quick_provisioning=False, virtual_size_bytes=len(raw), min_disk_gb=1,
+    )
+    server = await new_server(services, owner, image)
+    [system] = await volumes(services, owner, server)
+    assert system.manifest_id != image.disks[0]["manifestId"]
+    assert await manifest_bytes(services, system.manifest_id, owner.id) == expected
+    converted, _ = await services.chunks.load(system.manifest_id)
+    source, _ = await services.chunks.load(image.disks[0]["manifestId"])
+    assert (system.kms_key_id, converted.kms_key_id, converted.data_key_id) == (key, key, source.data_key_id)
+    assert list((settings.data_dir / "work").iterdir()) == []  # temporary files removed
+
+
+async def test_kms_key_encrypts_new_blank_disks_and_copies_of_plain_images(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    key = await make_kms_key(db, settings, owner)
+    data = secrets.token_bytes(5 * MiB)
+    plain = await make_image_with_data(db, settings, owner, data)
+    server = await new_server(services, owner, plain, data_disks=[2], kms_key_id=key)
+    system, blank = await volumes(services, owner, server)
+    assert (system.kms_key_id, blank.kms_key_id) == (key, key)
+    assert system.manifest_id != plain.disks[0]["manifestId"]  # sealed copy of the plain image
+    assert await manifest_bytes(services, system.manifest_id, owner.id) == data
+    blank_manifest, refs = await services.chunks.load(blank.manifest_id)
+    assert (blank_manifest.size, refs, blank_manifest.kms_key_id) == (0, [], key)
+    await services.compute.write_volume(blank.id, MiB, b"secret" * 1000)
+    assert (await manifest_bytes(services, (await volumes(services, owner, server))[1].manifest_id, owner.id))[
+        MiB : MiB + 6000] == b"secret" * 1000
+
+    await services.key_provider.disable_key(caller(owner), key)
+    with pytest.raises(KmsKeyProblem) as refused:
+        await services.compute.create_volume(caller(owner), VolumeSpec("v", 1, kms_key_id=key))
+    assert refused.value.code == "KMS_KEY_DISABLED"
+
+
+async def test_writes_are_copy_on_write(db: Database, settings: Settings, services: Services) -> None:
+    owner, _ = await make_account(db)
+    data = secrets.token_bytes(2 * CHUNK_SIZE + 123)
+    image = await make_image_with_data(db, settings, owner, data)
+    server = await new_server(services, owner, image, data_disks=[1])
+    system, blank = await volumes(services, owner, server)
+    objects = await chunk_objects(services)
+
+    # Across a chunk boundary: two chunks change, the third is still the image's.
+    at = CHUNK_SIZE - 10
+    await services.compute.write_volume(system.id, at, b"z" * 20)
+    system, _ = await volumes(services, owner, server)
+    expected = data[:at] + b"z" * 20 + data[at + 20 :]
+    assert await disk_bytes(services, system) == expected
+    assert await manifest_bytes(services, image.disks[0]["manifestId"], owner.id) == data
+    _, refs = await services.chunks.load(system.manifest_id)
+    _, image_refs = await services.chunks.load(image.disks[0]["manifestId"])
+    assert [r.digest == i.digest for r, i in zip(refs, image_refs, strict=True)] == [False, False, True]
+    assert await chunk_objects(services) == objects + 2
+
+    # Past the end: the short last chunk grows, the gap reads as zeros.
+    end = 4 * CHUNK_SIZE + 5
+    await services.compute.write_volume(system.id, end, b"tail")
+    system, _ = await volumes(services, owner, server)
+    grown = expected + bytes(end - len(expected)) + b"tail"
+    assert await disk_bytes(services, system) == grown
+    # A blank disk's first write; the previous manifests of the volume are gone.
+    await services.compute.write_volume(blank.id, 3, b"abc")
+    _, blank = await volumes(services, owner, server)
+    assert await disk_bytes(services, blank) == b"\0\0\0abc"
+    with pytest.raises(ValueError):
+        await services.compute.write_volume(blank.id, 1024**3 - 1, b"xx")
+    assert await manifest_count(db) == 3  # the image's, the system disk's, the data disk's
+
+
+async def test_deleting_a_server_keeps_its_images_readable(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    image = await make_image_with_data(db, settings, owner, secrets.token_bytes(3 * MiB))
+    server = await new_server(services, owner, image, data_disks=[1])
+    system, data = await volumes(services, owner, server)
+    await services.compute.write_volume(system.id, 0, b"boot" * 100)
+    await services.compute.write_volume(data.id, 5 * MiB, secrets.token_bytes(MiB))
+    system, data = await volumes(services, owner, server)
+    disks = [await disk_bytes(services, v) for v in (system, data)]
+    me = caller(owner)
+    made = [await services.server_images.from_server(me, server.id, NewImage(f"i{k}", k))
+            for k in (ImageKind.SYSTEM_DISK, ImageKind.FULL_ECS)]
+    assert [j.status for j in await run_jobs(services)] == ["SUCCESS", "SUCCESS"]
+    await services.compute.delete_server(me, server.id)
+    system_image, full_image = [await load_image(db, m.image_ids[0]) for m in made]
+    assert system_image is not None and full_image is not None
+    assert system_image.checksum == sha(disks[0])
+    for disk, content in zip(full_image.disks, disks, strict=True):
+        assert sha(await manifest_bytes(services, disk["manifestId"], owner.id)) == sha(content)
+    assert sha(await manifest_bytes(services, system_image.disks[0]["manifestId"], owner.id)) == sha(disks[0])
+    # A server made from the image boots the saved disk.
+    again = await new_server(services, owner, system_image)
+    assert await disk_bytes(services, (await volumes(services, owner, again))[0]) == disks[0]
+
+
+async def test_images_inherit_the_licensed_origin(db: Database, settings: Settings, services: Services) -> None:
+    admin, _ = await make_account(db, role="ADMIN")
+    owner, _ = await make_account(db)
+    public = await make_image_with_data(db, settings, admin, b"w" * 1000, visibility="PUBLIC",
+                                        os_type="WINDOWS", os_platform="Windows", os_version="Windows Server 2022")
+    free = await make_image_with_data(db, settings, admin, b"d" * 1000, visibility="PUBLIC", os_platform="Debian")
+    me = caller(owner)
+    licensed, plain = await new_server(services, owner, public), await new_server(services, owner, free)
+    assert (licensed.licensed_platform, licensed.os_platform, plain.licensed_platform) == ("Windows", "Windows", None)
+    made = [await services.server_images.from_server(me, s.id, NewImage("x", ImageKind.SYSTEM_DISK))
+            for s in (licensed, plain)]
+    from_volume = await services.server_images.from_volume(
+        me, (await volumes(services, owner, licensed))[0].id, NewImage("v", ImageKind.DATA_DISK))
+    await run_jobs(services)
+    images = [await load_image(db, m.image_ids[0]) for m in (*made, from_volume)]
+    assert [(i.licensed_platform, i.os_type) for i in images if i] == [
+        ("Windows", "WINDOWS"), (None, "LINUX"), ("Windows", None)]
+    # A server made from the private copy is still of licensed origin.
+    assert images[0] is not None
+    assert (await new_server(services, owner, images[0])).licensed_platform == "Windows"
+
+
+async def test_only_running_or_stopped_servers_are_imaged(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    image = await make_image_with_data(db, settings, owner, b"x" * 100)
+    server = await new_server(services, owner, image)
+    for status, ok in (("STOPPED", True), ("BUILDING", False)):
+        async with db.uow() as uow:
+            await uow.session.execute(update(Server).where(Server.id == server.id).values(status=status))  # type: ignore[arg-type]
+            await uow.commit()
+        call = services.server_images.from_server(caller(owner), server.id, NewImage("s", ImageKind.SYSTEM_DISK))
+        if ok:
+            await call
+        else:
+            with pytest.raises(Conflict) as refused:
+                await call
+            assert refused.value.code == "SERVER_NOT_READY"
+
+
+async def test_concurrent_writes_to_one_volume_lose_nothing_silently(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    image = await make_image_with_data(db, settings, owner, b"x" * 100)
+    [system] = await volumes(services, owner, await new_server(services, owner, image))
+    results = await asyncio.gather(*(services.compute.write_volume(system.id, i * CHUNK_SIZE, b"w") for i in range(3)),
+                                   return_exceptions=True)
+    written = [i for i, r in enumerate(results) if r is None]
+    assert written and all(isinstance(r, RuntimeError) for r in results if r is not None)
+    [system] = await volumes(services, owner, await _server_of(db, system.server_id))
+    content = await disk_bytes(services, system)
+    assert [content[i * CHUNK_SIZE : i * CHUNK_SIZE + 1] == b"w" for i in written] == [True] * len(written)
+
+
+async def _server_of(db: Database, server_id: str | None) -> Server:
+    async with db.uow(write=False) as uow:
+        server = await uow.session.get(Server, server_id)
+    assert server is not None
+    return server
