@@ -28,6 +28,7 @@ from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImag
 from app.api.images import ImageMutations, ImageQueries
 from app.api.kms import KmsKey, KmsMutations, KmsQueries
 from app.api.jobs import Job, JobQueries, Subscription
+from app.api.replication import ReplicationMutations
 from app.api.scalars import SCALAR_MAP
 from app.api.storage import StorageMutations, StorageQueries
 from app.errors import NotFound
@@ -89,7 +90,7 @@ class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQuerie
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ReplicationMutations):
     pass
 
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Modules of the service's own handlers (the data plane adds its modules here).
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ()
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("app.jobs.handlers.replicate_image",)
 
 
 class JobFailed(Exception):

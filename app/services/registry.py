@@ -16,6 +16,7 @@ from app.services.accounts import AccountService
 from app.services.images import ImageService
 from app.services.storage import StorageService
 from app.services.kms import KmsService
+from app.services.replication import ReplicationService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
 
@@ -37,6 +38,7 @@ class Services:
     kms: KmsService
 
     jobs: JobService
+    replication: ReplicationService
     #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
     object_urls: ObjectUrls | None = None
     #: The chunk store (set by bootstrap, which owns the object stores).
@@ -49,6 +51,10 @@ class Services:
         job_registry: JobRegistry | None = None,
     ) -> Services:
         storage = StorageService(db, stores, settings.default_region)
+        jobs = JobService(
+            db, events or event_bus_for(db),
+            job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
+        )
         return cls(
             settings=settings,
             db=db,
@@ -58,10 +64,8 @@ class Services:
             storage=storage,
             key_provider=key_provider,
             kms=KmsService(db, key_provider),
-            jobs=JobService(
-                db, events or event_bus_for(db),
-                job_registry if job_registry is not None else build_registry(settings.test_job_handlers),
-            ),
+            jobs=jobs,
+            replication=ReplicationService(db, key_provider, settings.regions, jobs),
             object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
         )
 

@@ -28,6 +28,7 @@ from app.client import (
     PublishImageInput,
     QuotaResource,
     RemoveImageTagsInput,
+    ReplicateImageInput,
     RevokeApiTokenInput,
     SetImageProtectionInput,
     SetQuotaInput,
@@ -184,6 +185,13 @@ def objects_listed(buckets: Any, w: World) -> bool:
                 and edge.node.download_url.startswith(w.server.url))
 
 
+def queued_copy(p: Any, w: World) -> bool:
+    [copy] = p.images
+    return bool(p.job.type_ == "REPLICATE_IMAGE" and p.job.status == "INIT" and copy.typename__ == "PrivateImage"
+                and (copy.name, copy.status, copy.owner.id) == ("copy-1", "QUEUED", w.user.id)
+                and (copy.origin.type_, copy.origin.ref) == ("IMAGE", w.image.id))
+
+
 def each_member(images: Any, _w: World) -> bool:
     return {e.node.typename__ for e in images.edges} == {"PrivateImage", "PublicImage", "SharedImage"}
 
@@ -243,6 +251,8 @@ CASES: dict[str, Case] = {
     "CreateBucket": Case(given_input(lambda w: CreateBucketInput(name="images-2024")), lambda r: r.create_bucket,
                          "CreateBucketSuccess", lambda p, w: (p.bucket.name, p.bucket.region)
                          == ("images-2024", "region-1")),
+    "ReplicateImage": Case(given_input(lambda w: ReplicateImageInput(imageId=w.image.id, name="copy-1")),
+                           lambda r: r.replicate_image, "ImageJobSuccess", queued_copy),
     "CreateUploadUrl": Case(upload_target, lambda r: r.create_upload_url, "CreateUploadUrlSuccess",
                             lambda p, w: p.url.startswith(w.server.url)),
 }
