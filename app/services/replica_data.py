@@ -120,11 +120,12 @@ class DiskCopier:
     ) -> NewManifest | None:
         """The copy's manifest for the disk `manifest_id`; None when the copy keeps the source's.
         Raises KmsKeyProblem when a key cannot be used, CopyRefused when conversion fails."""
-        source, refs = await self.chunks.load(manifest_id)
+        source = await self.manifest(manifest_id)
         how = plan(source, region=region, kms_key_id=kms_key_id, quick=quick)
         if how is Plan.KEEP:
             await progress(1.0, "sharing the source's data")
             return None
+        _, refs = await self.chunks.load(manifest_id)
         opener = await self._opener(source)
         key = await self._data_key(kms_key_id)
         sealer = Sealer(key.plaintext, key.data_key_id) if key else None
@@ -133,6 +134,14 @@ class DiskCopier:
         else:
             result = await self._convert(source, refs, opener, sealer, region, source_format, progress)
         return self._manifest(result, region, key)
+
+    async def manifest(self, manifest_id: str) -> Manifest:
+        """The manifest's row alone (its chunk list is only read when the data is copied)."""
+        async with self.chunks.db.uow(write=False) as uow:
+            found = await uow.chunks.manifest(manifest_id)
+        if found is None:
+            raise KeyError(manifest_id)
+        return found
 
     async def _opener(self, source: Manifest) -> Opener | None:
         if source.kms_key_id is None:

@@ -8,7 +8,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -173,10 +173,3 @@ async def grant(db: Database, settings: Settings, owner: Account, key_id: str, g
     _, kms = data_plane(db, settings)
     await kms.create_grant(caller(owner), key_id, grantee.id, operations or (GrantOperation.DECRYPT_DATA_KEY,))
 
-
-@dataclass(frozen=True)
-class Stored:
-    """A disk's data as stored: its manifest row and plaintext."""
-
-    manifest: Manifest
-    data: bytes

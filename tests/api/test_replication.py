@@ -6,18 +6,22 @@ test_replication_data.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from app.bootstrap import build_services
 from app.config import Settings
 from app.db.tables import Account, Image
 from app.db.uow import Database
+from app.errors import NotFound
 from app.kms.port import GrantOperation
-from app.services.replication import REPLICATE_MAX_GIB
+from app.services.replication import REPLICATE_MAX_GIB, ReplicationRequest
 from tests.api.ops import error, without_message
 from tests.api.replication_helpers import (
     DATA,
+    caller,
     disable_key,
     footprint,
     grant,
@@ -32,6 +36,7 @@ from tests.factories import (
     make_image_with_data,
     make_kms_key,
     share,
+    unshare,
 )
 
 GiB = 1024**3
@@ -258,3 +263,52 @@ async def test_private_image_quota_counts_in_the_target_region(gql: GraphQLClien
     assert ok["__typename"] == "ImageJobSuccess"
     await refused(q, db, alice, image, image.id, error("LimitExceededError", "QUOTA_PRIVATE_IMAGES", limit=1),
                   region="region-2")
+
+
+# ---------------------------------------------------------------- races
+
+
+class _MeanwhileKms:
+    """The real provider, running `meanwhile` once while the copy's key is being checked:
+    between the first look at the source and the enqueuing transaction."""
+
+    def __init__(self, inner: Any, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        self._inner = inner
+        self._meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def generate_data_key(self, account_id: str, key_id: str) -> tuple[bytes, bytes]:
+        if self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            await meanwhile()
+        return await self._inner.generate_data_key(account_id, key_id)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("change", ["deleted", "unshared"])
+async def test_the_source_is_checked_again_in_the_enqueuing_transaction(
+    db: Database, settings: Settings, change: str
+) -> None:
+    alice, _ = await make_account(db)
+    bob, _ = await make_account(db)
+    source = await make_image_with_data(db, settings, alice, DATA)
+    await share(db, source, bob)
+    services = build_services(settings, db)
+    try:
+        key = await make_kms_key(db, settings, bob)
+
+        async def meanwhile() -> None:
+            if change == "deleted":
+                await services.images.delete(caller(alice), [source.id])
+            else:
+                await unshare(db, source, bob)
+
+        services.replication.kms = _MeanwhileKms(services.key_provider, meanwhile)
+        before = await footprint(db, bob)
+        with pytest.raises(NotFound) as refused:
+            await services.replication.replicate(caller(bob), ReplicationRequest(source.id, "copy", kms_key_id=key))
+        assert refused.value.code == "IMAGE_NOT_FOUND"
+        assert await footprint(db, bob) == before
+    finally:
+        await services.close()

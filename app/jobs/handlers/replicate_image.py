@@ -42,7 +42,7 @@ async def replicate_image(ctx: JobContext) -> dict[str, Any]:
     copier = DiskCopier(chunks, ctx.services.key_provider, ctx.account_id,
                         Path(ctx.services.settings.data_dir) / WORKDIR)
     disks = [dict(d) for d in copy.disks]
-    sizes = {i: (await chunks.load(str(d["manifestId"])))[0].size for i, d in enumerate(disks) if d.get("manifestId")}
+    sizes = {i: (await copier.manifest(str(d["manifestId"]))).size for i, d in enumerate(disks) if d.get("manifestId")}
     total = max(1, sum(sizes.values()))
     done = 0
     replaced: list[tuple[str, NewManifest]] = []
