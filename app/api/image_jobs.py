@@ -3,6 +3,7 @@ importImage, replicateImage): the job and its new images; and the OS input they 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 import strawberry
@@ -20,7 +21,10 @@ from app.api.errors import (
 )
 from app.api.image_types import Image, image_of
 from app.api.jobs import Job
+from app.db.repositories.images import VisibleImage
+from app.db.tables import Job as JobRow
 from app.domain import enums as d
+from app.domain.images import Caller
 from app.domain.compute import OsSpec
 from app.services.server_images import ImageJob
 
@@ -40,6 +44,10 @@ class OperatingSystemInput:
 class ImageJobSuccess:
     job: Job
     images: list[Image] = strawberry.field(description="The new images, in QUEUED or SAVING status until the job ends.")
+
+    @classmethod
+    def of(cls, job: JobRow, images: Iterable[VisibleImage], caller: Caller) -> ImageJobSuccess:
+        return cls(job=Job.of(job), images=[image_of(v, caller) for v in images])
 
 
 CREATE_IMAGE_ERRORS: tuple[type, ...] = (

@@ -33,6 +33,7 @@ from app.api.images import ImageMutations, ImageQueries
 from app.api.imports import ImportMutations
 from app.api.jobs import Job, JobQueries, Subscription
 from app.api.kms import KmsKey, KmsMutations, KmsQueries
+from app.api.replication import ReplicationMutations
 from app.api.scalars import SCALAR_MAP
 from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
@@ -104,7 +105,7 @@ class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQuerie
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations, ReplicationMutations):
     pass
 
 

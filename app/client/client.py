@@ -37,6 +37,7 @@ from .input_types import (
     ImageTagsInput,
     PublishImageInput,
     RemoveImageTagsInput,
+    ReplicateImageInput,
     RevokeApiTokenInput,
     SetImageProtectionInput,
     SetQuotaInput,
@@ -48,6 +49,7 @@ from .input_types import (
 from .publish_image import PublishImage
 from .regions import Regions
 from .remove_image_tags import RemoveImageTags
+from .replicate_image import ReplicateImage
 from .revoke_api_token import RevokeApiToken
 from .server import Server
 from .servers import Servers
@@ -1260,6 +1262,119 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return DeleteImages.model_validate(data)
+
+    async def replicate_image(
+        self, input: ReplicateImageInput, **kwargs: Any
+    ) -> ReplicateImage:
+        query = gql("""
+            mutation ReplicateImage($input: ReplicateImageInput!) {
+              replicateImage(input: $input) {
+                __typename
+                ... on ImageJobSuccess {
+                  job {
+                    id
+                    type
+                    status
+                    progress
+                    step
+                  }
+                  images {
+                    __typename
+                    ...PrivateImageFields
+                  }
+                }
+                ...UserErrorFields
+                ... on ValidationError {
+                  field
+                }
+                ... on LimitExceededError {
+                  limit
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on KmsKeyError {
+                  keyId
+                }
+              }
+            }
+
+            fragment ImageBaseFields on ImageBase {
+              id
+              name
+              description
+              kind
+              status
+              region
+              diskFormat
+              bootMode
+              encrypted
+              kmsKeyId
+              protected
+              quickProvisioning
+              minDiskGb
+              minRamMb
+              maxRamMb
+              nicMultiQueue
+              sriovDriver
+              sizeBytes
+              virtualSizeBytes
+              checksum
+              version
+              createdAt
+              updatedAt
+              os {
+                type
+                platform
+                version
+                bits
+              }
+              origin {
+                type
+                ref
+              }
+              disks {
+                role
+                sizeGb
+                storedBytes
+              }
+              tags {
+                key
+                value
+              }
+            }
+
+            fragment PrivateImageFields on PrivateImage {
+              ...ImageBaseFields
+              owner {
+                id
+                name
+              }
+              members(first: 100) {
+                totalCount
+                edges {
+                  node {
+                    account {
+                      id
+                      name
+                    }
+                    status
+                  }
+                }
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="ReplicateImage", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return ReplicateImage.model_validate(data)
 
     async def share_images(self, input: ShareImagesInput, **kwargs: Any) -> ShareImages:
         query = gql("""

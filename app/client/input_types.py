@@ -206,6 +206,20 @@ class RemoveImageTagsInput(BaseModel):
     keys: list[str]
 
 
+class ReplicateImageInput(BaseModel):
+    description: Optional[str] = ""
+    encrypt_with_default_key: Optional[bool] = Field(
+        alias="encryptWithDefaultKey", default=False
+    )
+    "Encrypt the copy with the account's default key `ims/default` (created on first use); ignored when kmsKeyId is given."
+    image_id: str = Field(alias="imageId")
+    kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
+    "Encrypt the copy with this key; null gives an unencrypted copy."
+    name: str
+    region: Optional[str] = None
+    "Another region: a cross-region replication. Null: the image's own region."
+
+
 class RevokeApiTokenInput(BaseModel):
     id: str
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 
 from app.datastore._pipeline import ExistsCheck
@@ -12,7 +12,19 @@ from app.datastore.reader import DEFAULT_READ_AHEAD, read_stream
 from app.datastore.writer import ChunkWriter
 from app.storage.base import ObjectStore
 
-__all__ = ["reseal"]
+__all__ = ["Progress", "reseal"]
+
+#: Called with the plaintext bytes read so far, after each piece (job progress reports).
+Progress = Callable[[int], Awaitable[None]]
+
+
+async def _counted(source: AsyncGenerator[bytes, None], progress: Progress) -> AsyncGenerator[bytes, None]:
+    done = 0
+    async with aclosing(source) as pieces:
+        async for piece in pieces:
+            done += len(piece)
+            await progress(done)
+            yield piece
 
 
 async def reseal(
@@ -29,6 +41,7 @@ async def reseal(
     exists: ExistsCheck | None = None,
     writer: ChunkWriter | None = None,
     read_ahead: int = DEFAULT_READ_AHEAD,
+    progress: Progress | None = None,
 ) -> WriteResult:
     """Stream a stored stream through verification into a new one: re-encrypt it under
     another data key, decrypt it, encrypt it, or copy it to another region's store.
@@ -39,7 +52,8 @@ async def reseal(
     writer's chunks in flight. The result's checksum is that of the plaintext, so it
     equals the source's: given the source's recorded `checksum`, the copy takes it instead
     of hashing the stream again (every chunk is verified against the source's manifest, so
-    the bytes are those the checksum was computed over).
+    the bytes are those the checksum was computed over). `progress`, when given, is told
+    how many plaintext bytes have been read after every piece.
     """
     source = read_stream(
         chunks,
@@ -49,6 +63,8 @@ async def reseal(
         total_size=total_size,
         read_ahead=read_ahead,
     )
+    if progress is not None:
+        source = _counted(source, progress)
     async with aclosing(source) as plaintext:
         return await (writer or ChunkWriter()).write_stream(
             plaintext,

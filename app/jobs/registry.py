@@ -45,6 +45,7 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "app.jobs.handlers.import_image",
     "app.jobs.handlers.from_server",
     "app.jobs.handlers.from_volume",
+    "app.jobs.handlers.replicate_image",
 )
 
 

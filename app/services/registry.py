@@ -21,6 +21,7 @@ from app.services.storage import StorageService
 from app.services.kms import KmsService
 from app.services.sharing import SharingService
 from app.services.server_images import ServerImageService
+from app.services.replication import ReplicationService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
 
@@ -47,6 +48,7 @@ class Services:
     #: Servers and volumes, and the images made from them.
     compute: ComputeService
     server_images: ServerImageService
+    replication: ReplicationService
     #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
     object_urls: ObjectUrls | None = None
     #: The chunk store (set by bootstrap, which owns the object stores).
@@ -80,6 +82,7 @@ class Services:
             sharing=SharingService(db, key_provider),
             compute=ComputeService(db, chunks, key_provider, settings.regions, settings.data_dir / "work"),
             server_images=ServerImageService(db, chunks, jobs),
+            replication=ReplicationService(db, key_provider, settings.regions, jobs),
             object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
             chunks=chunks,
         )

@@ -36,6 +36,7 @@ from app.client import (
     PublishImageInput,
     QuotaResource,
     RemoveImageTagsInput,
+    ReplicateImageInput,
     RevokeApiTokenInput,
     SetImageProtectionInput,
     SetQuotaInput,
@@ -211,6 +212,11 @@ async def shared_with_user(w: World, _c: ImsClient) -> dict[str, Any]:
     image = await w.image_of(other)
     await share(w.db, image, w.user, "PENDING")
     return {"input": UpdateImageMembershipInput(imageIds=[image.id], status=MemberStatus.ACCEPTED)}
+def queued_copy(p: Any, w: World) -> bool:
+    [copy] = p.images
+    return bool(p.job.type_ == "REPLICATE_IMAGE" and p.job.status == "INIT" and copy.typename__ == "PrivateImage"
+                and (copy.name, copy.status, copy.owner.id) == ("copy-1", "QUEUED", w.user.id)
+                and (copy.origin.type_, copy.origin.ref) == ("IMAGE", w.image.id))
 
 
 def each_member(images: Any, _w: World) -> bool:
@@ -301,6 +307,8 @@ CASES: dict[str, Case] = {
     "CreateBucket": Case(given_input(lambda w: CreateBucketInput(name="images-2024")), lambda r: r.create_bucket,
                          "CreateBucketSuccess", lambda p, w: (p.bucket.name, p.bucket.region)
                          == ("images-2024", "region-1")),
+    "ReplicateImage": Case(given_input(lambda w: ReplicateImageInput(imageId=w.image.id, name="copy-1")),
+                           lambda r: r.replicate_image, "ImageJobSuccess", queued_copy),
     "CreateUploadUrl": Case(upload_target, lambda r: r.create_upload_url, "CreateUploadUrlSuccess",
                             lambda p, w: p.url.startswith(w.server.url)),
     "Servers": Case(with_server(lambda s: {"first": 10}), lambda r: r.servers, None,

@@ -1,0 +1,245 @@
+"""The data side of a replication: one disk's manifest into the copy's.
+
+Three ways, chosen per disk (`plan`):
+
+    KEEP     same region, plain source, plain copy, source already raw (quick): the copy
+             keeps the reference `replicate` took on the source's manifest — O(1).
+    RESEAL   another key (plain → sealed, sealed → plain, key A → key B) or another region:
+             every chunk is read, verified, decrypted with the source's data key, sealed
+             with a fresh data key of the copy's KMS key, and written into the target
+             region's store (plain chunks the target already holds are not uploaded).
+    CONVERT  the source keeps a non-raw import as it was uploaded (quickProvisioning
+             false): the stream goes to a temporary file, is inspected again, converted to
+             raw by qemu-img, and the raw stream is stored (sealed when the copy is).
+
+A new manifest is returned uncommitted (`NewManifest`): the job inserts it in the same
+transaction that activates the copy and drops the source reference, so an attempt that dies
+half way leaves only unreferenced chunks, which garbage collection reclaims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO
+
+from app.datastore.chunks import CHUNK_SIZE, ChunkRef, WriteResult, is_zero
+from app.datastore.crypto import SEAL_OVERHEAD, Opener, Sealer
+from app.datastore.reader import read_stream
+from app.datastore.reseal import reseal
+from app.datastore.store import ChunkStore, DataKey
+from app.datastore.tables import Manifest
+from app.datastore.writer import ChunkWriter
+from app.db.types import new_id, utcnow
+from app.domain.enums import DiskFormat
+from app.formats import (
+    ConversionError,
+    FormatError,
+    convert,
+    inspect_file_async,
+    temporary_workfile,
+)
+from app.kms.port import KeyProvider
+from app.storage.factory import service_bucket
+
+#: `(fraction of this disk done, step in words)`.
+DiskProgress = Callable[[float, str], Awaitable[None]]
+
+
+class Plan(Enum):
+    KEEP = "KEEP"
+    RESEAL = "RESEAL"
+    CONVERT = "CONVERT"
+
+
+class CopyRefused(Exception):
+    """The data cannot be copied the expected way (a job error code and message)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NewManifest:
+    """A written, not yet committed manifest: its row, chunk list and chunk sizes."""
+
+    manifest: Manifest
+    refs: list[tuple[int, str | None, int]]
+    sizes: dict[str, int]
+
+
+def plan(source: Manifest, *, region: str, kms_key_id: str | None, quick: bool) -> Plan:
+    if not quick:
+        return Plan.CONVERT
+    if source.region == region and source.kms_key_id is None and kms_key_id is None:
+        return Plan.KEEP
+    return Plan.RESEAL
+
+
+def _write_piece(fh: BinaryIO, piece: bytes) -> None:
+    # Zero ranges become holes: the temporary file costs what the data does.
+    if is_zero(piece):
+        fh.seek(len(piece), 1)
+    else:
+        fh.write(piece)
+
+
+async def _file_pieces(path: Path, progress: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+    fh = await asyncio.to_thread(open, path, "rb")
+    try:
+        done = 0
+        while True:
+            piece = await asyncio.to_thread(fh.read, CHUNK_SIZE)
+            if not piece:
+                return
+            done += len(piece)
+            await progress(done)
+            yield piece
+    finally:
+        await asyncio.to_thread(fh.close)
+
+
+class DiskCopier:
+    """Copies disks for one account (whose KMS rights decide what it may decrypt and seal)."""
+
+    def __init__(self, chunks: ChunkStore, kms: KeyProvider, account_id: str, workdir: Path) -> None:
+        self.chunks = chunks
+        self.kms = kms
+        self.account_id = account_id
+        self.workdir = workdir
+
+    async def copy(
+        self, manifest_id: str, *, region: str, kms_key_id: str | None, source_format: DiskFormat, quick: bool,
+        progress: DiskProgress,
+    ) -> NewManifest | None:
+        """The copy's manifest for the disk `manifest_id`; None when the copy keeps the source's.
+        Raises KmsKeyProblem when a key cannot be used, CopyRefused when conversion fails."""
+        source = await self.manifest(manifest_id)
+        how = plan(source, region=region, kms_key_id=kms_key_id, quick=quick)
+        if how is Plan.KEEP:
+            await progress(1.0, "sharing the source's data")
+            return None
+        _, refs = await self.chunks.load(manifest_id)
+        opener = await self._opener(source)
+        key = await self._data_key(kms_key_id)
+        sealer = Sealer(key.plaintext, key.data_key_id) if key else None
+        if how is Plan.RESEAL:
+            result = await self._reseal(source, refs, opener, sealer, region, progress)
+        else:
+            result = await self._convert(source, refs, opener, sealer, region, source_format, progress)
+        return self._manifest(result, region, key)
+
+    async def manifest(self, manifest_id: str) -> Manifest:
+        """The manifest's row alone (its chunk list is only read when the data is copied)."""
+        async with self.chunks.db.uow(write=False) as uow:
+            found = await uow.chunks.manifest(manifest_id)
+        if found is None:
+            raise KeyError(manifest_id)
+        return found
+
+    async def _opener(self, source: Manifest) -> Opener | None:
+        if source.kms_key_id is None:
+            return None
+        assert source.wrapped_key is not None and source.data_key_id is not None
+        plaintext = await self.kms.decrypt_data_key(self.account_id, source.kms_key_id, source.wrapped_key)
+        return Opener(plaintext, source.data_key_id)
+
+    async def _data_key(self, kms_key_id: str | None) -> DataKey | None:
+        if kms_key_id is None:
+            return None
+        plaintext, wrapped = await self.kms.generate_data_key(self.account_id, kms_key_id)
+        return DataKey(kms_key_id, new_id("dk"), plaintext, wrapped)
+
+    def _claimer(self, region: str) -> Callable[[list[str]], Awaitable[set[str]]]:
+        """Claims chunks in the target region before they are uploaded or referenced (the
+        garbage collector then leaves them alone), as `ChunkStore.write` does."""
+        db = self.chunks.db
+
+        async def claim(digests: list[str]) -> set[str]:
+            async with db.uow() as uow:
+                found = await uow.chunks.claim(region, digests, utcnow())
+                await uow.commit()
+            return found
+
+        return claim
+
+    async def _reseal(
+        self, source: Manifest, refs: list[ChunkRef], opener: Opener | None, sealer: Sealer | None, region: str,
+        progress: DiskProgress,
+    ) -> WriteResult:
+        step = "copying to " + region if region != source.region else (
+            "re-encrypting" if opener and sealer else "encrypting" if sealer else "decrypting")
+        total = max(1, source.size)
+
+        async def report(done: int) -> None:
+            await progress(done / total, step)
+
+        await progress(0.0, step)
+        return await reseal(
+            refs, opener, sealer,
+            src_store=self.chunks.stores[source.region], src_bucket=service_bucket(source.region),
+            total_size=source.size, checksum=source.checksum,
+            dst_store=self.chunks.stores[region], dst_bucket=service_bucket(region),
+            exists=self._claimer(region), progress=report,
+        )
+
+    async def _convert(
+        self, source: Manifest, refs: list[ChunkRef], opener: Opener | None, sealer: Sealer | None, region: str,
+        source_format: DiskFormat, progress: DiskProgress,
+    ) -> WriteResult:
+        await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
+        total = max(1, source.size)
+        async with temporary_workfile(self.workdir, ".src") as src, temporary_workfile(self.workdir, ".raw") as dst:
+            await progress(0.0, "reading the image")
+            plaintext = read_stream(
+                refs, store=self.chunks.stores[source.region], bucket=service_bucket(source.region), opener=opener,
+                total_size=source.size,
+            )
+            fh = await asyncio.to_thread(open, src, "r+b")
+            try:
+                done = 0
+                async with aclosing(plaintext) as pieces:
+                    async for piece in pieces:
+                        await asyncio.to_thread(_write_piece, fh, piece)
+                        done += len(piece)
+                        await progress(0.4 * done / total, "reading the image")
+                await asyncio.to_thread(fh.truncate, source.size)
+            finally:
+                await asyncio.to_thread(fh.close)
+            await progress(0.4, "converting to raw")
+            try:
+                # Inspected at import already; checked again before qemu-img touches it.
+                await inspect_file_async(src, source_format)
+                await convert(src, source_format, dst, DiskFormat.RAW)
+            except (FormatError, ConversionError) as exc:
+                raise CopyRefused("REPLICATE_CONVERSION_FAILED", f"Converting the image to raw failed: {exc}") from exc
+            raw_size = (await asyncio.to_thread(dst.stat)).st_size
+
+            async def report(done: int) -> None:
+                await progress(0.5 + 0.5 * done / max(1, raw_size), "storing the raw copy")
+
+            return await ChunkWriter().write_stream(
+                _file_pieces(dst, report), store=self.chunks.stores[region], bucket=service_bucket(region),
+                seal=sealer, exists=self._claimer(region),
+            )
+
+    @staticmethod
+    def _manifest(result: WriteResult, region: str, key: DataKey | None) -> NewManifest:
+        overhead = SEAL_OVERHEAD if key else 0
+        sizes = {r.digest: r.length + overhead for r in result.chunks if r.digest is not None}
+        manifest = Manifest(
+            id=new_id("man"), region=region, size=result.size, checksum=result.checksum, new_bytes=result.new_bytes,
+            stored_bytes=sum(r.length + overhead for r in result.chunks if r.digest),
+            kms_key_id=key.kms_key_id if key else None, data_key_id=key.data_key_id if key else None,
+            wrapped_key=key.wrapped if key else None, refcount=1, created_at=utcnow(),
+        )
+        return NewManifest(manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes)
+
+
+__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "plan"]
