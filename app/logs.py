@@ -13,6 +13,16 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+#: Libraries whose DEBUG records carry SQL parameters (token hashes, sealed key material):
+#: never below WARNING, whatever IMS_LOG_LEVEL says.
+PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg", "botocore", "urllib3")
+
+
+def quiet_parameter_loggers() -> None:
+    for name in PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_ContextFilter())
@@ -22,3 +32,4 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet_parameter_loggers()

@@ -23,6 +23,7 @@ from app.api.schema import build_schema
 from app.bootstrap import Runtime
 from app.config import Settings
 from app.http import EdgeMiddleware
+from app.logs import quiet_parameter_loggers
 from app.metrics import CONTENT_TYPE, Metrics
 from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
@@ -85,6 +86,7 @@ class LazyObjectRoutes:
 
 
 def create_app(settings: Settings) -> Starlette:
+    quiet_parameter_loggers()
     runtime = Runtime(settings)
 
     @contextlib.asynccontextmanager
