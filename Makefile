@@ -78,5 +78,13 @@ ts-client: app/web/codegen/node_modules/.package-lock.json
 app/web/codegen/node_modules/.package-lock.json: app/web/codegen/package.json app/web/codegen/package-lock.json
 	npm ci --prefix app/web/codegen --ignore-scripts --no-audit --no-fund
 
+# Every benchmark of DESIGN §4, one table (README "Performance"); bench-quick uses small sizes
+# (a minute or two) and runs in CI. Exit 1 only when a benchmark crashes, not when a figure misses.
+bench: venv
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+bench-quick: venv
+	$(BIN)/python -m tests.bench.run --quick $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(CODEGEN_VENV) app/web/node_modules app/web/codegen/node_modules app/web/codegen/generated .pytest_cache

@@ -8,7 +8,7 @@
     python -m tests.bench.bench_catalog [--images 100000] [--quick]
 
 SQLite in a temporary directory; PostgreSQL too when IMS_TEST_DATABASE_URL is set (in a
-database `ims_bench` created next to it).
+database `<that database>_bench` created next to it).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def populate(url: str, images: int) -> tuple[str, list[tuple[datetime, str]]]:
         if engine.dialect.name == "postgresql":
             conn.execute(text("ANALYZE"))
     engine.dispose()
-    return viewer, sorted(visible, reverse=True)
+    return str(viewer), sorted(visible, reverse=True)
 
 
 class MemoryImages:
@@ -189,12 +189,14 @@ async def _postgres_url() -> str | None:
     base = os.environ.get("IMS_TEST_DATABASE_URL")
     if not base:
         return None
+    server, name = base.split("?", 1)[0].rsplit("/", 1)
+    bench = f"{name}_bench"  # next to the test database, so runs against other databases do not collide
     admin = create_engine(sync_url(normalize_database_url(base)), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text("DROP DATABASE IF EXISTS ims_bench WITH (FORCE)"))
-        conn.execute(text("CREATE DATABASE ims_bench"))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{bench}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{bench}"'))
     admin.dispose()
-    return normalize_database_url(base.rsplit("/", 1)[0] + "/ims_bench")
+    return normalize_database_url(f"{server}/{bench}")
 
 
 def figures(quick: bool) -> list[Figure]:

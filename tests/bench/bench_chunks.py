@@ -30,6 +30,7 @@ from pathlib import Path
 
 from app.datastore import ChunkWriter, Opener, Sealer, WriteResult, read_stream, reseal
 from app.storage.base import ObjectStore
+from tests.bench.common import Figure
 from tests.datastore.fsstore import FileStore
 from tests.datastore.memstore import MemoryStore
 
@@ -181,6 +182,52 @@ def report(bench: Bench, baseline: float) -> int:
     return missed
 
 
+def measure(
+    size: int, piece: int = MiB, in_flight: int = 4, repeat: int = 3, store_kind: str = "file",
+    parent: Path | None = None,
+) -> tuple[Bench, float, float]:
+    """Runs the phases `repeat` times; returns the bench and SHA-256's rate before and after."""
+    pool = os.urandom(POOL + piece)
+    before = sha256_rate(pool, size, piece)
+    print(
+        f"RSS before the phases (interpreter, libraries, {len(pool) // MiB} MiB source pool):"
+        f" {peak_rss_mib():.0f} MiB"
+    )
+    root = Path(tempfile.mkdtemp(prefix="bench-chunks-", dir=parent))
+    try:
+        store: ObjectStore = FileStore(root) if store_kind == "file" else MemoryStore()
+        bench = Bench(pool, size, piece, store, ChunkWriter(max_in_flight=in_flight), in_flight)
+
+        async def run() -> None:
+            await store.create_bucket(BUCKET)
+            for _ in range(repeat):
+                await bench.run_once()
+
+        asyncio.run(run())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return bench, before, sha256_rate(pool, size, piece)
+
+
+def figures(quick: bool) -> list[Figure]:
+    """The table's rows: each phase's best rate against SHA-256, and the peak RSS."""
+    size_mib = 64 if quick else 1024
+    bench, before, after = measure(size_mib * MiB, repeat=2 if quick else 3)
+    baseline = max(before, after)
+    report(bench, baseline)
+    size = f"{size_mib} MiB" if size_mib < 1024 else f"{size_mib // 1024} GiB"
+    out = []
+    for name, phase in bench.phases.items():
+        ratio = phase.rate(min(phase.runs)[0]) / baseline
+        target = TARGETS[phase.kind]
+        out.append(Figure(f"chunk store {name}, {size} / SHA-256", f"SHA-256 {baseline:.0f} MiB/s",
+                          ratio, f"≥ {target}×", ratio >= target))
+    rss = max(phase.peak_rss for phase in bench.phases.values())
+    out.append(Figure(f"peak RSS of the chunk store phases, {size}", "-", rss, "≤ 200 MB",
+                      rss * MiB <= 200e6, unit="MiB"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -191,35 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="parent of the file store")
     args = parser.parse_args(argv)
     size, piece = args.size_mib * MiB, args.piece_kib * 1024
-    pool = os.urandom(POOL + piece)
     print(
         f"{args.size_mib} MiB in {args.piece_kib} KiB pieces, {args.in_flight} chunks in flight,"
         f" {args.store} store, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
-
-    before = sha256_rate(pool, size, piece)
-    print(
-        f"RSS before the phases (interpreter, libraries, {len(pool) // MiB} MiB source pool):"
-        f" {peak_rss_mib():.0f} MiB"
-    )
-    root = Path(tempfile.mkdtemp(prefix="bench-chunks-", dir=args.dir))
-    try:
-        store: ObjectStore = FileStore(root) if args.store == "file" else MemoryStore()
-        bench = Bench(
-            pool, size, piece, store, ChunkWriter(max_in_flight=args.in_flight), args.in_flight
-        )
-
-        async def run() -> None:
-            await store.create_bucket(BUCKET)
-            for _ in range(args.repeat):
-                await bench.run_once()
-
-        asyncio.run(run())
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    after = sha256_rate(pool, size, piece)
+    bench, before, after = measure(size, piece, args.in_flight, args.repeat, args.store, args.dir)
     baseline = max(before, after)
-
     print(
         f"sha256, one core: {before:.0f} then {after:.0f} MiB/s; ratios against {baseline:.0f}"
         f" ({1024 / baseline:.2f} CPU s/GiB); load {os.getloadavg()[0]:.1f}"

@@ -1,0 +1,82 @@
+"""The one benchmark command runs, prints one table with the agreed columns and reports a
+crashing module as a row (exit 1) instead of stopping. No timed assertions: figures are
+reported, not tested."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.bench.run import COLUMNS, run_module
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_catalog_run_prints_one_table_and_the_machine(tmp_path: Path) -> None:
+    md = tmp_path / "bench.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.bench.run",
+            "--only",
+            "catalog",
+            "--quick",
+            "--markdown",
+            str(md),
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for column in COLUMNS:
+        assert column in done.stdout
+    assert "images(first: 50) throughput, 5,000 images, SQLite" in done.stdout
+    assert f"{os.cpu_count()} cores" in done.stdout
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| " + " | ".join(COLUMNS) + " |"
+    rows = [line for line in lines[2:] if line.startswith("| ")]
+    databases = ["SQLite"] + (["PostgreSQL"] if os.environ.get("IMS_TEST_DATABASE_URL") else [])
+    assert len(rows) == 3 * len(databases)
+    for database in databases:
+        names = [
+            row.removeprefix("| ").split(" | ")[0]
+            for row in rows
+            if row.split(" | ")[0].endswith(database)
+        ]
+        assert len(names) == 3
+        assert names[0] == f"images(first: 50) throughput, 5,000 images, {database}"
+        assert names[1] == f"SQL statements per images(first: 50) request, {database}"
+        assert names[2].startswith("keyset page after ") and names[2].endswith(
+            f"vs page 1, {database}"
+        )
+    for row in rows:
+        cells = row.strip("| ").split(" | ")
+        assert len(cells) == len(COLUMNS) and cells[4] in ("yes", "NO")
+    assert any(line.startswith("- CPU: ") for line in lines)
+
+
+def test_a_crashing_module_is_a_row_not_the_end_of_the_run() -> None:
+    outcome = run_module("no_such_benchmark", quick=True)
+    assert outcome.crashed
+    [row] = outcome.figures
+    assert row.name.startswith("no_such_benchmark: CRASHED (ModuleNotFoundError")
+    assert row.met is False and row.cells()[4] == "NO"
+
+
+def test_unknown_only_name_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.run", "--only", "nope"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "unknown benchmark(s) nope" in done.stderr
