@@ -33,7 +33,7 @@ from pathlib import Path
 from tests.bench.common import Figure
 
 #: Module names under tests/bench/ as bench_<name>.py; absent ones (e.g. export) are skipped.
-MODULES = ("catalog", "chunks", "compute", "replicate", "export")
+MODULES = ("catalog", "chunks", "import", "compute", "replicate", "export")
 COLUMNS = ("figure", "baseline (same run)", "ratio / value", "target", "met")
 
 

@@ -1,0 +1,109 @@
+"""Import (DESIGN §4): a raw file and a qcow2 file ingested from the filesystem object store
+into the chunk store — inspection, hashing, zero elision, storing — as ratios to single-core
+SHA-256 of the same bytes in the same run (target ≥ 0.5), with the peak RSS (≤ 200 MB).
+
+    python -m tests.bench.bench_import [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+from app.bootstrap import build_database
+from app.config import Settings
+from app.datastore.store import ChunkStore
+from app.db.migrate import upgrade
+from app.formats import DiskFormat
+from app.services.ingest import ingest
+from app.storage.factory import service_bucket
+from app.storage.filesystem import FilesystemObjectStore
+from app.storage.signing import UrlSigner
+from tests.bench.common import Figure, peak_rss_mib
+
+MiB = 1024 * 1024
+
+
+def make_files(directory: Path, size_mib: int) -> dict[str, Path]:
+    """A raw disk of random data (nothing to elide) and its qcow2 conversion."""
+    raw = directory / "disk.raw"
+    with open(raw, "wb") as fh:
+        block = os.urandom(4 * MiB)
+        for i in range(size_mib // 4):
+            fh.write(hashlib.sha256(str(i).encode()).digest() + block[32:])
+    qcow = directory / "disk.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow)], check=True)
+    return {"RAW": raw, "QCOW2": qcow}
+
+
+def sha256_rate(path: Path) -> float:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    start = time.perf_counter()
+    with open(path, "rb") as fh:
+        while piece := fh.read(MiB):
+            digest.update(piece)
+    return size / MiB / (time.perf_counter() - start)
+
+
+async def _file(path: Path) -> AsyncIterator[bytes]:
+    with open(path, "rb") as fh:
+        while piece := await asyncio.to_thread(fh.read, MiB):
+            yield piece
+
+
+async def _noop(_f: float, _s: str) -> None:
+    return None
+
+
+async def measure(size_mib: int) -> list[Figure]:
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        files = make_files(root, size_mib)
+        url = f"sqlite+aiosqlite:///{root / 'ims.db'}"
+        await asyncio.to_thread(upgrade, url)
+        db = build_database(Settings(data_dir=root, workers=0, auto_migrate=False))
+        store = FilesystemObjectStore(root / "objects", UrlSigner(b"b" * 32, "http://127.0.0.1"))
+        await store.create_bucket(service_bucket("region-1"))
+        await store.create_bucket("uploads")
+        for name, path in files.items():
+            await store.put_stream("uploads", path.name, _file(path))
+            chunks = ChunkStore(db, {"region-1": store}, grace=timedelta(hours=1))
+            baseline = max(sha256_rate(path), sha256_rate(path))
+            start = time.perf_counter()
+            got = await ingest(store, "uploads", path.name, declared=DiskFormat(name), chunks=chunks,
+                               region="region-1", data_key=None, progress=_noop)
+            seconds = time.perf_counter() - start
+            rate = got.manifest.size / MiB / seconds
+            out.append(Figure(f"import {name} {size_mib} MiB / SHA-256", f"SHA-256 {baseline:.0f} MiB/s",
+                              rate / baseline, "≥ 0.5×", rate / baseline >= 0.5))
+        await db.dispose()
+    rss = peak_rss_mib()
+    out.append(Figure(f"peak RSS during the {size_mib} MiB imports", "-", rss, "≤ 200 MB", rss * MiB <= 200e6,
+                      unit="MiB"))
+    return out
+
+
+def figures(quick: bool) -> list[Figure]:
+    return asyncio.run(measure(64 if quick else 1024))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    for f in figures(args.quick):
+        print(" | ".join(f.cells()))
+
+
+if __name__ == "__main__":
+    main()
