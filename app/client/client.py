@@ -8,25 +8,33 @@ from .add_image_tags import AddImageTags
 from .async_base_client import AsyncBaseClient
 from .base_model import UNSET, UnsetType
 from .buckets import Buckets
+from .cancel_kms_key_deletion import CancelKmsKeyDeletion
 from .create_account import CreateAccount
 from .create_api_token import CreateApiToken
 from .create_bucket import CreateBucket
 from .create_image_from_server import CreateImageFromServer
 from .create_image_from_volume import CreateImageFromVolume
+from .create_kms_grant import CreateKmsGrant
+from .create_kms_key import CreateKmsKey
 from .create_server import CreateServer
 from .create_upload_url import CreateUploadUrl
 from .create_volume import CreateVolume
 from .delete_images import DeleteImages
 from .delete_server import DeleteServer
+from .disable_kms_key import DisableKmsKey
+from .enable_kms_key import EnableKmsKey
 from .health import Health
 from .image import Image
 from .images import Images
+from .import_image import ImportImage
 from .input_types import (
     CreateAccountInput,
     CreateApiTokenInput,
     CreateBucketInput,
     CreateImageFromServerInput,
     CreateImageFromVolumeInput,
+    CreateKmsGrantInput,
+    CreateKmsKeyInput,
     CreateServerInput,
     CreateUploadUrlInput,
     CreateVolumeInput,
@@ -35,10 +43,14 @@ from .input_types import (
     ImageFilter,
     ImageOrder,
     ImageTagsInput,
+    ImportImageInput,
+    JobFilter,
+    KmsKeyStateInput,
     PublishImageInput,
     RemoveImageTagsInput,
     ReplicateImageInput,
     RevokeApiTokenInput,
+    RevokeKmsGrantInput,
     SetImageProtectionInput,
     SetQuotaInput,
     ShareImagesInput,
@@ -46,11 +58,17 @@ from .input_types import (
     UpdateImageInput,
     UpdateImageMembershipInput,
 )
+from .job import Job
+from .jobs import Jobs
+from .kms_keys import KmsKeys
+from .node import Node
 from .publish_image import PublishImage
 from .regions import Regions
 from .remove_image_tags import RemoveImageTags
 from .replicate_image import ReplicateImage
 from .revoke_api_token import RevokeApiToken
+from .revoke_kms_grant import RevokeKmsGrant
+from .schedule_kms_key_deletion import ScheduleKmsKeyDeletion
 from .server import Server
 from .servers import Servers
 from .set_image_protection import SetImageProtection
@@ -1262,6 +1280,459 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return DeleteImages.model_validate(data)
+
+    async def import_image(self, input: ImportImageInput, **kwargs: Any) -> ImportImage:
+        query = gql("""
+            mutation ImportImage($input: ImportImageInput!) {
+              importImage(input: $input) {
+                __typename
+                ... on ImageJobSuccess {
+                  job {
+                    id
+                    type
+                    status
+                  }
+                  images {
+                    __typename
+                    ... on PrivateImage {
+                      id
+                      name
+                      status
+                      encrypted
+                    }
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="ImportImage", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return ImportImage.model_validate(data)
+
+    async def job(self, id: str, **kwargs: Any) -> Job:
+        query = gql("""
+            query Job($id: ID!) {
+              job(id: $id) {
+                ...JobFields
+                object {
+                  bucket
+                  key
+                  sizeBytes
+                  checksum
+                }
+              }
+            }
+
+            fragment JobFields on Job {
+              id
+              type
+              status
+              progress
+              step
+              error {
+                code
+                message
+              }
+              createdAt
+              finishedAt
+            }
+            """)
+        variables: dict[str, object] = {"id": id}
+        response = await self.execute(
+            query=query, operation_name="Job", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Job.model_validate(data)
+
+    async def jobs(
+        self,
+        filter_: Union[Optional[JobFilter], UnsetType] = UNSET,
+        first: Union[Optional[int], UnsetType] = UNSET,
+        after: Union[Optional[str], UnsetType] = UNSET,
+        **kwargs: Any,
+    ) -> Jobs:
+        query = gql("""
+            query Jobs($filter: JobFilter, $first: Int, $after: String) {
+              jobs(filter: $filter, first: $first, after: $after) {
+                totalCount
+                edges {
+                  node {
+                    ...JobFields
+                  }
+                }
+              }
+            }
+
+            fragment JobFields on Job {
+              id
+              type
+              status
+              progress
+              step
+              error {
+                code
+                message
+              }
+              createdAt
+              finishedAt
+            }
+            """)
+        variables: dict[str, object] = {
+            "filter": filter_,
+            "first": first,
+            "after": after,
+        }
+        response = await self.execute(
+            query=query, operation_name="Jobs", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Jobs.model_validate(data)
+
+    async def node(self, id: str, **kwargs: Any) -> Node:
+        query = gql("""
+            query Node($id: ID!) {
+              node(id: $id) {
+                __typename
+                id
+              }
+            }
+            """)
+        variables: dict[str, object] = {"id": id}
+        response = await self.execute(
+            query=query, operation_name="Node", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Node.model_validate(data)
+
+    async def kms_keys(
+        self,
+        first: Union[Optional[int], UnsetType] = UNSET,
+        after: Union[Optional[str], UnsetType] = UNSET,
+        **kwargs: Any,
+    ) -> KmsKeys:
+        query = gql("""
+            query KmsKeys($first: Int, $after: String) {
+              kmsKeys(first: $first, after: $after) {
+                totalCount
+                edges {
+                  node {
+                    ...KmsKeyFields
+                  }
+                }
+              }
+            }
+
+            fragment KmsKeyFields on KmsKey {
+              id
+              alias
+              description
+              state
+              isDefault
+              createdAt
+              deletionDate
+              grants {
+                id
+                grantee {
+                  id
+                  name
+                }
+                operations
+              }
+            }
+            """)
+        variables: dict[str, object] = {"first": first, "after": after}
+        response = await self.execute(
+            query=query, operation_name="KmsKeys", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return KmsKeys.model_validate(data)
+
+    async def create_kms_key(
+        self, input: CreateKmsKeyInput, **kwargs: Any
+    ) -> CreateKmsKey:
+        query = gql("""
+            mutation CreateKmsKey($input: CreateKmsKeyInput!) {
+              createKmsKey(input: $input) {
+                __typename
+                ... on KmsKeySuccess {
+                  key {
+                    ...KmsKeyFields
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+
+            fragment KmsKeyFields on KmsKey {
+              id
+              alias
+              description
+              state
+              isDefault
+              createdAt
+              deletionDate
+              grants {
+                id
+                grantee {
+                  id
+                  name
+                }
+                operations
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="CreateKmsKey", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return CreateKmsKey.model_validate(data)
+
+    async def disable_kms_key(
+        self, input: KmsKeyStateInput, **kwargs: Any
+    ) -> DisableKmsKey:
+        query = gql("""
+            mutation DisableKmsKey($input: KmsKeyStateInput!) {
+              disableKmsKey(input: $input) {
+                __typename
+                ... on KmsKeySuccess {
+                  key {
+                    ...KmsKeyFields
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+
+            fragment KmsKeyFields on KmsKey {
+              id
+              alias
+              description
+              state
+              isDefault
+              createdAt
+              deletionDate
+              grants {
+                id
+                grantee {
+                  id
+                  name
+                }
+                operations
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="DisableKmsKey", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return DisableKmsKey.model_validate(data)
+
+    async def enable_kms_key(
+        self, input: KmsKeyStateInput, **kwargs: Any
+    ) -> EnableKmsKey:
+        query = gql("""
+            mutation EnableKmsKey($input: KmsKeyStateInput!) {
+              enableKmsKey(input: $input) {
+                __typename
+                ... on KmsKeySuccess {
+                  key {
+                    ...KmsKeyFields
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+
+            fragment KmsKeyFields on KmsKey {
+              id
+              alias
+              description
+              state
+              isDefault
+              createdAt
+              deletionDate
+              grants {
+                id
+                grantee {
+                  id
+                  name
+                }
+                operations
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="EnableKmsKey", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return EnableKmsKey.model_validate(data)
+
+    async def schedule_kms_key_deletion(
+        self, input: KmsKeyStateInput, **kwargs: Any
+    ) -> ScheduleKmsKeyDeletion:
+        query = gql("""
+            mutation ScheduleKmsKeyDeletion($input: KmsKeyStateInput!) {
+              scheduleKmsKeyDeletion(input: $input) {
+                __typename
+                ... on KmsKeySuccess {
+                  key {
+                    ...KmsKeyFields
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+
+            fragment KmsKeyFields on KmsKey {
+              id
+              alias
+              description
+              state
+              isDefault
+              createdAt
+              deletionDate
+              grants {
+                id
+                grantee {
+                  id
+                  name
+                }
+                operations
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query,
+            operation_name="ScheduleKmsKeyDeletion",
+            variables=variables,
+            **kwargs,
+        )
+        data = self.get_data(response)
+        return ScheduleKmsKeyDeletion.model_validate(data)
+
+    async def cancel_kms_key_deletion(
+        self, input: KmsKeyStateInput, **kwargs: Any
+    ) -> CancelKmsKeyDeletion:
+        query = gql("""
+            mutation CancelKmsKeyDeletion($input: KmsKeyStateInput!) {
+              cancelKmsKeyDeletion(input: $input) {
+                __typename
+                ... on KmsKeySuccess {
+                  key {
+                    ...KmsKeyFields
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+
+            fragment KmsKeyFields on KmsKey {
+              id
+              alias
+              description
+              state
+              isDefault
+              createdAt
+              deletionDate
+              grants {
+                id
+                grantee {
+                  id
+                  name
+                }
+                operations
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query,
+            operation_name="CancelKmsKeyDeletion",
+            variables=variables,
+            **kwargs,
+        )
+        data = self.get_data(response)
+        return CancelKmsKeyDeletion.model_validate(data)
+
+    async def create_kms_grant(
+        self, input: CreateKmsGrantInput, **kwargs: Any
+    ) -> CreateKmsGrant:
+        query = gql("""
+            mutation CreateKmsGrant($input: CreateKmsGrantInput!) {
+              createKmsGrant(input: $input) {
+                __typename
+                ... on KmsGrantSuccess {
+                  grant {
+                    id
+                    grantee {
+                      id
+                    }
+                    operations
+                  }
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="CreateKmsGrant", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return CreateKmsGrant.model_validate(data)
+
+    async def revoke_kms_grant(
+        self, input: RevokeKmsGrantInput, **kwargs: Any
+    ) -> RevokeKmsGrant:
+        query = gql("""
+            mutation RevokeKmsGrant($input: RevokeKmsGrantInput!) {
+              revokeKmsGrant(input: $input) {
+                __typename
+                ... on RevokeKmsGrantSuccess {
+                  revokedId
+                }
+                ... on UserError {
+                  code
+                  message
+                }
+              }
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="RevokeKmsGrant", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return RevokeKmsGrant.model_validate(data)
 
     async def replicate_image(
         self, input: ReplicateImageInput, **kwargs: Any

@@ -16,6 +16,8 @@ from .enums import (
     ImageStatus,
     JobStatus,
     JobType,
+    KmsGrantOperation,
+    KmsKeyState,
     MemberStatus,
     OriginType,
     OsType,
@@ -207,6 +209,44 @@ class ImageMemberFields(BaseModel):
 
 
 class ImageMemberFieldsAccount(BaseModel):
+    id: str
+    name: str
+
+
+class JobFields(BaseModel):
+    id: str
+    type_: JobType = Field(alias="type")
+    status: JobStatus
+    progress: float
+    step: Optional[str]
+    error: Optional["JobFieldsError"]
+    created_at: datetime = Field(alias="createdAt")
+    finished_at: Optional[datetime] = Field(alias="finishedAt")
+
+
+class JobFieldsError(BaseModel):
+    code: str
+    message: str
+
+
+class KmsKeyFields(BaseModel):
+    id: str
+    alias: str
+    description: str
+    state: KmsKeyState
+    is_default: bool = Field(alias="isDefault")
+    created_at: datetime = Field(alias="createdAt")
+    deletion_date: Optional[datetime] = Field(alias="deletionDate")
+    grants: list["KmsKeyFieldsGrants"]
+
+
+class KmsKeyFieldsGrants(BaseModel):
+    id: str
+    grantee: "KmsKeyFieldsGrantsGrantee"
+    operations: list[KmsGrantOperation]
+
+
+class KmsKeyFieldsGrantsGrantee(BaseModel):
     id: str
     name: str
 
@@ -460,6 +500,8 @@ BucketFields.model_rebuild()
 ImageBaseFields.model_rebuild()
 ImageJobFields.model_rebuild()
 ImageMemberFields.model_rebuild()
+JobFields.model_rebuild()
+KmsKeyFields.model_rebuild()
 PageInfoFields.model_rebuild()
 PrivateImageFields.model_rebuild()
 PublicImageFields.model_rebuild()

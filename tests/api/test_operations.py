@@ -22,6 +22,8 @@ from app.client import (
     CreateApiTokenInput,
     CreateBucketInput,
     CreateImageFromServerInput,
+    CreateKmsGrantInput,
+    CreateKmsKeyInput,
     CreateImageFromVolumeInput,
     CreateServerInput,
     CreateUploadUrlInput,
@@ -31,12 +33,19 @@ from app.client import (
     DeleteServerInput,
     ImageKind,
     ImageTagsInput,
+    ImportImageInput,
+    JobFilter,
+    KmsGrantOperation,
+    KmsKeyStateInput,
+    OperatingSystemInput,
+    OsType,
     ImsClient,
     MemberStatus,
     PublishImageInput,
     QuotaResource,
     RemoveImageTagsInput,
     ReplicateImageInput,
+    RevokeKmsGrantInput,
     RevokeApiTokenInput,
     SetImageProtectionInput,
     SetQuotaInput,
@@ -255,7 +264,84 @@ def given_input(make: Callable[[World], Any]) -> Kwargs:
     return given(lambda w: {"input": make(w)})
 
 
+async def user_key(c: ImsClient, alias: str = "ops-key") -> str:
+    made = await c.create_kms_key(input=CreateKmsKeyInput(alias=alias))
+    assert made.create_kms_key.typename__ == "KmsKeySuccess"
+    return str(made.create_kms_key.key.id)  # type: ignore[union-attr]
+
+
+def with_key(make: Callable[[str, World], Any]) -> Kwargs:
+    async def kwargs(w: World, c: ImsClient) -> dict[str, Any]:
+        return {"input": make(await user_key(c), w)}
+
+    return kwargs
+
+
+def a_key_then(make: Callable[[], dict[str, Any]]) -> Kwargs:
+    async def kwargs(w: World, c: ImsClient) -> dict[str, Any]:
+        await user_key(c)
+        return make()
+
+    return kwargs
+
+
+async def disabled_key(w: World, c: ImsClient) -> dict[str, Any]:
+    key = await user_key(c)
+    await c.disable_kms_key(input=KmsKeyStateInput(keyId=key))
+    return {"input": KmsKeyStateInput(keyId=key)}
+
+
+async def pending_key(w: World, c: ImsClient) -> dict[str, Any]:
+    key = await user_key(c)
+    await c.schedule_kms_key_deletion(input=KmsKeyStateInput(keyId=key, pendingDays=7))
+    return {"input": KmsKeyStateInput(keyId=key)}
+
+
+async def granted_key(w: World, c: ImsClient) -> dict[str, Any]:
+    key = await user_key(c)
+    made = await c.create_kms_grant(input=CreateKmsGrantInput(
+        keyId=key, granteeAccountId=w.admin.id, operations=[KmsGrantOperation.DECRYPT_DATA_KEY]))
+    return {"input": RevokeKmsGrantInput(keyId=key, grantId=made.create_kms_grant.grant.id)}  # type: ignore[union-attr]
+
+
+async def uploaded_disk(w: World, c: ImsClient) -> dict[str, Any]:
+    await bucket_with_object(w, c)
+    return {"input": ImportImageInput(
+        bucket="my-bucket", key="dir/a.raw", name="imported", minDiskGb=1,
+        os=OperatingSystemInput(type=OsType.LINUX, platform="Debian", version="Debian 12"))}
+
+
+async def a_job(w: World, c: ImsClient) -> dict[str, Any]:
+    made = await c.replicate_image(input=ReplicateImageInput(imageId=w.image.id, name="for-jobs"))
+    return {"id": made.replicate_image.job.id}  # type: ignore[union-attr]
+
+
 CASES: dict[str, Case] = {
+    "KmsKeys": Case(a_key_then(lambda: {"first": 10}), lambda r: r.kms_keys, None,
+                    lambda p, w: [e.node.alias for e in p.edges] == ["ops-key"]),
+    "CreateKmsKey": Case(given_input(lambda w: CreateKmsKeyInput(alias="app/data", description="data disks")),
+                         lambda r: r.create_kms_key, "KmsKeySuccess",
+                         lambda p, w: (p.key.alias, p.key.state, p.key.is_default) == ("app/data", "ENABLED", False)),
+    "DisableKmsKey": Case(with_key(lambda k, w: KmsKeyStateInput(keyId=k)), lambda r: r.disable_kms_key,
+                          "KmsKeySuccess", lambda p, w: p.key.state == "DISABLED"),
+    "EnableKmsKey": Case(disabled_key, lambda r: r.enable_kms_key, "KmsKeySuccess", lambda p, w: p.key.state == "ENABLED"),
+    "ScheduleKmsKeyDeletion": Case(with_key(lambda k, w: KmsKeyStateInput(keyId=k, pendingDays=30)),
+                                   lambda r: r.schedule_kms_key_deletion, "KmsKeySuccess",
+                                   lambda p, w: p.key.state == "PENDING_DELETION" and p.key.deletion_date is not None),
+    "CancelKmsKeyDeletion": Case(pending_key, lambda r: r.cancel_kms_key_deletion, "KmsKeySuccess",
+                                 lambda p, w: (p.key.state, p.key.deletion_date) == ("DISABLED", None)),
+    "CreateKmsGrant": Case(with_key(lambda k, w: CreateKmsGrantInput(
+        keyId=k, granteeAccountId=w.admin.id, operations=[KmsGrantOperation.DESCRIBE_KEY])),
+        lambda r: r.create_kms_grant, "KmsGrantSuccess", lambda p, w: p.grant.grantee.id == w.admin.id),
+    "RevokeKmsGrant": Case(granted_key, lambda r: r.revoke_kms_grant, "RevokeKmsGrantSuccess",
+                           lambda p, w: p.revoked_id.startswith("grt")),
+    "ImportImage": Case(uploaded_disk, lambda r: r.import_image, "ImageJobSuccess",
+                        lambda p, w: p.job.type_ == "IMPORT_IMAGE" and p.images[0].status == "QUEUED"),
+    "Job": Case(a_job, lambda r: r.job, None, lambda p, w: p.type_ == "REPLICATE_IMAGE" and p.object_ is None),
+    "Jobs": Case(given(lambda w: {"filter_": JobFilter(imageId=w.image.id)}), lambda r: r.jobs, None,
+                 lambda p, w: p.total_count == 0),
+    "Node": Case(given(lambda w: {"id": w.image.id}), lambda r: r.node, None,
+                 lambda p, w: (p.typename__, p.id) == ("PrivateImage", w.image.id)),
     "Health": Case(no_args, lambda r: r.health, None, lambda p, w: p.ok is True and bool(p.version), caller=None),
     "Regions": Case(no_args, lambda r: r.regions, None, lambda p, w: [(x.id, x.is_default) for x in p]
                     == [("region-1", True)]),
