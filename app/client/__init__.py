@@ -302,6 +302,7 @@ from .input_types import (
     UpdateImageMembershipInput,
 )
 from .job import Job, JobJob, JobJobObject
+from .job_updated import JobUpdated, JobUpdatedJobUpdated
 from .jobs import Jobs, JobsJobs, JobsJobsEdges, JobsJobsEdgesNode
 from .kms_keys import (
     KmsKeys,
@@ -644,6 +645,8 @@ __all__ = [
     "JobJobObject",
     "JobStatus",
     "JobType",
+    "JobUpdated",
+    "JobUpdatedJobUpdated",
     "Jobs",
     "JobsJobs",
     "JobsJobsEdges",

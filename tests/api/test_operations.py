@@ -101,8 +101,12 @@ def test_operations_are_named_and_unique() -> None:
     assert len(names) == len(set(names))
 
 
+#: Subscriptions run in their own tests below (an async iterator, not one payload).
+SUBSCRIPTIONS = ("JobUpdated",)
+
+
 def test_every_operation_is_executed_below() -> None:
-    assert sorted(operation_names()) == sorted(CASES)
+    assert sorted(operation_names()) == sorted([*CASES, *SUBSCRIPTIONS])
 
 
 def test_the_client_has_a_method_per_operation() -> None:
@@ -453,3 +457,20 @@ async def test_operation_runs_through_the_generated_client(
     if case.typename is not None:
         assert payload.typename__ == case.typename, payload
     assert case.check(payload, world), payload
+
+
+async def test_job_updated_subscription_through_the_generated_client(
+    world: World, client_for: Callable[[str | None], ImsClient]
+) -> None:
+    """The generated client follows jobUpdated over graphql-transport-ws (token in the
+    connection_init payload) until the job ends; here a replication no worker runs is
+    seen in INIT, then the subscription is closed by the client."""
+    async with client_for("user") as client:
+        made = await client.replicate_image(input=ReplicateImageInput(imageId=world.image.id, name="followed"))
+        job_id = made.replicate_image.job.id  # type: ignore[union-attr]
+    ws = ImsClient(url=f"{world.server.url}/graphql", ws_url=world.server.url.replace("http", "ws", 1) + "/graphql",
+                   ws_connection_init_payload={"authorization": f"Bearer {world.user_token}"})
+    updates = ws.job_updated(id=job_id)
+    first = await updates.__anext__()
+    assert (first.job_updated.id, first.job_updated.type_, first.job_updated.status) == (job_id, "REPLICATE_IMAGE", "INIT")
+    await updates.aclose()
