@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from app.db.tables import Account, ApiToken
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
@@ -163,7 +165,20 @@ class AccountService:
         return next(q for q in await self.quotas(account_id) if q.resource is resource)
 
     async def bootstrap_admin(self, name: str, env_token: str | None, token_file: Path) -> Account:
-        """Make sure an admin exists and can log in; see IMS_ADMIN_TOKEN in the README."""
+        """Make sure an admin exists and can log in; see IMS_ADMIN_TOKEN in the README.
+
+        Several API processes may start at once on one database: the loser of the race for the
+        account name (or the token hash) sees the unique violation and reads what the winner wrote."""
+        for attempt in range(3):
+            try:
+                return await self._bootstrap_admin_once(name, env_token, token_file)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                log.info("another process bootstrapped the admin concurrently; reading its rows")
+        raise AssertionError("unreachable")
+
+    async def _bootstrap_admin_once(self, name: str, env_token: str | None, token_file: Path) -> Account:
         async with self.db.uow() as uow:
             admin = await uow.accounts.get_by_name(name)
             if admin is None:

@@ -85,24 +85,26 @@ def cluster(s3_endpoint: str, tmp_path: Path) -> Iterator[Cluster]:
         processes.append(proc)
         return proc
 
-    for i in range(2):
-        port = _port()
-        start(f"api{i}", ["serve", "--port", str(port)], {"IMS_WORKERS": "0", "IMS_PUBLIC_URL": f"http://127.0.0.1:{port}"})
-        apis.append(f"http://127.0.0.1:{port}")
-    workers = [start(f"worker{i}", ["worker", "--concurrency", "2"], {}) for i in range(2)]
-    for api in apis:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (logs / "api0.log").read_text()[-3000:]
-            time.sleep(0.1)
     try:
+        for i in range(2):
+            port = _port()
+            start(f"api{i}", ["serve", "--port", str(port)],
+                  {"IMS_WORKERS": "0", "IMS_PUBLIC_URL": f"http://127.0.0.1:{port}"})
+            apis.append(f"http://127.0.0.1:{port}")
+        workers = [start(f"worker{i}", ["worker", "--concurrency", "2"], {}) for i in range(2)]
+        for i, api in enumerate(apis):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{api}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, (logs / f"api{i}.log").read_text()[-3000:]
+                time.sleep(0.1)
         yield Cluster(apis, workers, db_url, s3_endpoint, logs)
     finally:
+        # Also when start-up failed: no process outlives the test.
         for proc in processes:
             if proc.poll() is None:
                 proc.terminate()
@@ -111,6 +113,7 @@ def cluster(s3_endpoint: str, tmp_path: Path) -> Iterator[Cluster]:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
 
 def gql(api: str, token: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
