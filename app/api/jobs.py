@@ -81,7 +81,7 @@ class Job(Node):
         if ref is None or getattr(info.context.services, "object_urls", None) is None:
             return None
         view = StoredObjectView(ref.bucket, ref.key, ref.size_bytes, self.row.finished_at or self.row.updated_at, ref.checksum)
-        return StoredObject.of(None, view)
+        return StoredObject.of(ref.region, view)
 
 
 @strawberry.input

@@ -29,6 +29,7 @@ from app.api.compute_types import Backup, Server, Volume
 from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES, QueryError
 from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
+from app.api.exports import ExportMutations
 from app.api.images import ImageMutations, ImageQueries
 from app.api.imports import ImportMutations
 from app.api.jobs import Job, JobQueries, Subscription
@@ -105,7 +106,8 @@ class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQuerie
 
 
 @strawberry.type
-class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations, ReplicationMutations):
+class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations, ReplicationMutations,
+               ExportMutations):
     pass
 
 

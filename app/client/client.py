@@ -24,6 +24,8 @@ from .delete_images import DeleteImages
 from .delete_server import DeleteServer
 from .disable_kms_key import DisableKmsKey
 from .enable_kms_key import EnableKmsKey
+from .export_image import ExportImage
+from .export_image_list import ExportImageList
 from .health import Health
 from .image import Image
 from .images import Images
@@ -41,6 +43,8 @@ from .input_types import (
     CreateVolumeInput,
     DeleteImagesInput,
     DeleteServerInput,
+    ExportImageInput,
+    ExportImageListInput,
     ImageFilter,
     ImageOrder,
     ImageTagsInput,
@@ -713,6 +717,78 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return CreateImageFromVolume.model_validate(data)
+
+    async def export_image(self, input: ExportImageInput, **kwargs: Any) -> ExportImage:
+        query = gql("""
+            mutation ExportImage($input: ExportImageInput!) {
+              exportImage(input: $input) {
+                __typename
+                ... on ExportJobSuccess {
+                  job {
+                    id
+                    type
+                    status
+                    progress
+                    step
+                  }
+                }
+                ...UserErrorFields
+                ... on ValidationError {
+                  field
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="ExportImage", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return ExportImage.model_validate(data)
+
+    async def export_image_list(
+        self, input: ExportImageListInput, **kwargs: Any
+    ) -> ExportImageList:
+        query = gql("""
+            mutation ExportImageList($input: ExportImageListInput!) {
+              exportImageList(input: $input) {
+                __typename
+                ... on ExportJobSuccess {
+                  job {
+                    id
+                    type
+                    status
+                  }
+                }
+                ...UserErrorFields
+                ... on ValidationError {
+                  field
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="ExportImageList", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return ExportImageList.model_validate(data)
 
     async def health(self, **kwargs: Any) -> Health:
         query = gql("""

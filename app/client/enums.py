@@ -28,6 +28,13 @@ class DiskRole(str, Enum):
     SYSTEM = "SYSTEM"
 
 
+class ExportFormat(str, Enum):
+    QCOW2 = "QCOW2"
+    RAW = "RAW"
+    VHD = "VHD"
+    VMDK = "VMDK"
+
+
 class ImageKind(str, Enum):
     DATA_DISK = "DATA_DISK"
     FULL_ECS = "FULL_ECS"

@@ -11,6 +11,7 @@ from .enums import (
     AccountRole,
     BootMode,
     DiskFormat,
+    ExportFormat,
     ImageKind,
     ImageOrderField,
     ImageStatus,
@@ -115,6 +116,21 @@ class DeleteServerInput(BaseModel):
     delete_volumes: Optional[bool] = Field(alias="deleteVolumes", default=True)
     "Also delete the server's data disks (the system disk always goes)."
     id: str
+
+
+class ExportImageInput(BaseModel):
+    bucket: str
+    format: ExportFormat = ExportFormat.QCOW2
+    image_id: str = Field(alias="imageId")
+    key: str
+
+
+class ExportImageListInput(BaseModel):
+    bucket: Optional[str] = None
+    "Write the CSV into this bucket of the caller; null: a bucket of the service's own, downloadable by the caller."
+    region: Optional[str] = None
+    visibility: ImageVisibility
+    "PUBLIC or PRIVATE."
 
 
 class ImageFilter(BaseModel):

@@ -39,6 +39,15 @@ class DiskFormat(str, Enum):
     ISO = "ISO"
 
 
+class ExportFormat(str, Enum):
+    """The formats an image is exported as (a subset of DiskFormat, same values)."""
+
+    QCOW2 = "QCOW2"
+    VMDK = "VMDK"
+    VHD = "VHD"
+    RAW = "RAW"
+
+
 class BootMode(str, Enum):
     BIOS = "BIOS"
     UEFI = "UEFI"

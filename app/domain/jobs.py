@@ -44,6 +44,8 @@ class StoredObjectRef:
     key: str
     size_bytes: int
     checksum: str
+    #: The region whose store holds the bucket, when the job recorded it.
+    region: str | None = None
 
     @classmethod
     def from_result(cls, result: dict[str, Any] | None) -> StoredObjectRef | None:
@@ -53,7 +55,9 @@ class StoredObjectRef:
         if not isinstance(source, dict) or "bucket" not in source or "key" not in source:
             return None
         size = source.get("sizeBytes", source.get("size", 0))
-        return cls(str(source["bucket"]), str(source["key"]), int(size or 0), str(source.get("checksum", "")))
+        region = source.get("region")
+        return cls(str(source["bucket"]), str(source["key"]), int(size or 0), str(source.get("checksum", "")),
+                   str(region) if region else None)
 
 
 def clamp_progress(fraction: float) -> float:

@@ -47,17 +47,27 @@ class JobQueue:
                 await uow.commit()
         return ok
 
-    async def succeed(self, job_id: str, worker_id: str, result: dict[str, Any] | None) -> bool:
+    async def succeed(
+        self, job_id: str, worker_id: str, result: dict[str, Any] | None, *,
+        ctx: JobContext | None = None, on_finish: OnFail | None = None,
+    ) -> bool:
+        """End the job SUCCESS (and run `on_finish` with `ctx`), in one transaction; False (and
+        nothing changed) when the worker no longer holds the job."""
         async with self.db.uow() as uow:
             ok = await uow.jobs.finish(job_id, worker_id, JobStatus.SUCCESS, utcnow(), result=result)
             if ok:
+                if on_finish is not None and ctx is not None:
+                    await on_finish(ctx, uow)
                 await self.events.publish(uow.session, job_id)
                 await uow.commit()
         return ok
 
-    async def fail(self, ctx: JobContext, worker_id: str, code: str, message: str, on_fail: OnFail | None) -> bool:
-        """End the job FAIL and run its `on_fail` hook, in one transaction; False (and nothing
-        changed) when the worker no longer holds the job."""
+    async def fail(
+        self, ctx: JobContext, worker_id: str, code: str, message: str, on_fail: OnFail | None,
+        on_finish: OnFail | None = None,
+    ) -> bool:
+        """End the job FAIL and run its `on_fail` then `on_finish` hooks, in one transaction;
+        False (and nothing changed) when the worker no longer holds the job."""
         async with self.db.uow() as uow:
             ok = await uow.jobs.finish(
                 ctx.job_id, worker_id, JobStatus.FAIL, utcnow(),
@@ -67,6 +77,8 @@ class JobQueue:
                 return False
             if on_fail is not None:
                 await on_fail(ctx, uow)
+            if on_finish is not None:
+                await on_finish(ctx, uow)
             await self.events.publish(uow.session, ctx.job_id)
             await uow.commit()
         return True

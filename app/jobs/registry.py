@@ -13,7 +13,9 @@ object keys and row ids from the job id; write rows with compare-and-set).
 
 When a job fails, its `on_fail` hook runs in the same transaction that marks it FAIL. The
 default, `kill_job_images`, compare-and-sets the job's QUEUED/SAVING images to KILLED; a
-data-plane handler passes its own hook to reclaim partial data as well.
+data-plane handler passes its own hook to reclaim partial data as well. An `on_finish` hook
+runs in the transaction that ends the job either way (SUCCESS or FAIL), exactly once: e.g. an
+export lets go of the reference that kept the image's data readable while it ran.
 
 Handler modules expose `register(registry: JobRegistry) -> None`; `build_registry` imports
 the built-in ones and those named in IMS_TEST_JOB_HANDLERS.
@@ -46,6 +48,8 @@ BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "app.jobs.handlers.from_server",
     "app.jobs.handlers.from_volume",
     "app.jobs.handlers.replicate_image",
+    "app.jobs.handlers.export_image",
+    "app.jobs.handlers.export_image_list",
 )
 
 
@@ -129,6 +133,8 @@ async def kill_job_images(ctx: JobContext, uow: UnitOfWork) -> None:
 class Registration:
     handler: Handler
     on_fail: OnFail | None
+    #: Runs in the transaction that ends the job, SUCCESS or FAIL (after on_fail).
+    on_finish: OnFail | None = None
 
 
 class JobRegistry:
@@ -139,12 +145,12 @@ class JobRegistry:
 
     def register(
         self, job_type: JobType | str, handler: Handler, *, on_fail: OnFail | None = kill_job_images,
-        replace: bool = False,
+        on_finish: OnFail | None = None, replace: bool = False,
     ) -> None:
         key = job_type.value if isinstance(job_type, JobType) else job_type
         if key in self._handlers and not replace:
             raise ValueError(f"a handler for {key} is already registered")
-        self._handlers[key] = Registration(handler, on_fail)
+        self._handlers[key] = Registration(handler, on_fail, on_finish)
 
     def get(self, job_type: str) -> Registration | None:
         return self._handlers.get(job_type)

@@ -173,7 +173,8 @@ class Worker:
 
     async def _succeed(self, ctx: JobContext, registration: Registration, result: dict[str, Any] | None) -> None:
         try:
-            ok = await self.queue.succeed(ctx.job_id, self.worker_id, result)
+            ok = await self.queue.succeed(ctx.job_id, self.worker_id, result, ctx=ctx,
+                                         on_finish=registration.on_finish)
         except Exception:  # e.g. a result that is not JSON
             log.exception("job %s: recording success failed", ctx.job_id)
             await self._fail(ctx, registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")
@@ -186,10 +187,11 @@ class Worker:
 
     async def _fail(self, ctx: JobContext, registration: Registration, code: str, message: str) -> None:
         try:
-            ok = await self.queue.fail(ctx, self.worker_id, code, message, registration.on_fail)
+            ok = await self.queue.fail(ctx, self.worker_id, code, message, registration.on_fail,
+                                      registration.on_finish)
         except Exception:  # a broken hook must not leave the job RUNNING
             log.exception("job %s: on_fail hook failed; failing without it", ctx.job_id)
-            ok = await self.queue.fail(ctx, self.worker_id, code, message, None)
+            ok = await self.queue.fail(ctx, self.worker_id, code, message, None, registration.on_finish)
         if not ok:
             log.warning("job %s: lease lost before failure was recorded", ctx.job_id)
         else:

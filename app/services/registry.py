@@ -15,6 +15,8 @@ from app.jobs.service import JobService
 from app.datastore.store import ChunkStore
 from app.services.accounts import AccountService
 from app.services.compute import ComputeService
+from app.services.exports import ExportService
+from app.services.image_list import ImageListService
 from app.services.images import ImageService
 from app.services.imports import ImportService
 from app.services.storage import StorageService
@@ -49,6 +51,8 @@ class Services:
     compute: ComputeService
     server_images: ServerImageService
     replication: ReplicationService
+    exports: ExportService
+    image_list: ImageListService
     #: Provided by the object-storage wiring; None until it exists (StoredObject then stays null).
     object_urls: ObjectUrls | None = None
     #: The chunk store (set by bootstrap, which owns the object stores).
@@ -83,6 +87,8 @@ class Services:
             compute=ComputeService(db, chunks, key_provider, settings.regions, settings.data_dir / "work"),
             server_images=ServerImageService(db, chunks, jobs),
             replication=ReplicationService(db, key_provider, settings.regions, jobs),
+            exports=ExportService(db, storage, jobs),
+            image_list=ImageListService(db, storage, settings.regions, settings.default_region, jobs),
             object_urls=lambda bucket, key, expires: storage.download_url_for_bucket(bucket, key, expires),
             chunks=chunks,
         )

@@ -82,7 +82,7 @@ def plan(source: Manifest, *, region: str, kms_key_id: str | None, quick: bool) 
     return Plan.RESEAL
 
 
-def _write_piece(fh: BinaryIO, piece: bytes) -> None:
+def write_sparse_piece(fh: BinaryIO, piece: bytes) -> None:
     # Zero ranges become holes: the temporary file costs what the data does.
     if is_zero(piece):
         fh.seek(len(piece), 1)
@@ -90,7 +90,8 @@ def _write_piece(fh: BinaryIO, piece: bytes) -> None:
         fh.write(piece)
 
 
-async def _file_pieces(path: Path, progress: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+async def file_pieces(path: Path, progress: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """The file's bytes in chunk-sized pieces, reporting the bytes read so far."""
     fh = await asyncio.to_thread(open, path, "rb")
     try:
         done = 0
@@ -206,7 +207,7 @@ class DiskCopier:
                 done = 0
                 async with aclosing(plaintext) as pieces:
                     async for piece in pieces:
-                        await asyncio.to_thread(_write_piece, fh, piece)
+                        await asyncio.to_thread(write_sparse_piece, fh, piece)
                         done += len(piece)
                         await progress(0.4 * done / total, "reading the image")
                 await asyncio.to_thread(fh.truncate, source.size)
@@ -225,7 +226,7 @@ class DiskCopier:
                 await progress(0.5 + 0.5 * done / max(1, raw_size), "storing the raw copy")
 
             return await ChunkWriter().write_stream(
-                _file_pieces(dst, report), store=self.chunks.stores[region], bucket=service_bucket(region),
+                file_pieces(dst, report), store=self.chunks.stores[region], bucket=service_bucket(region),
                 seal=sealer, exists=self._claimer(region),
             )
 
@@ -242,4 +243,4 @@ class DiskCopier:
         return NewManifest(manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes)
 
 
-__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "plan"]
+__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "file_pieces", "plan", "write_sparse_piece"]

@@ -31,7 +31,11 @@ from app.client import (
     DataDiskInput,
     DeleteImagesInput,
     DeleteServerInput,
+    ExportFormat,
+    ExportImageInput,
+    ExportImageListInput,
     ImageKind,
+    ImageVisibility,
     ImageTagsInput,
     ImportImageInput,
     JobFilter,
@@ -187,6 +191,12 @@ async def bucket(c: ImsClient, name: str = "my-bucket") -> str:
 
 
 BODY = b"disk bytes\n" * 1000
+
+
+async def export_target(w: World, c: ImsClient) -> dict[str, Any]:
+    image = await make_image_with_data(w.db, w.server.settings, w.user, BODY[:8192])
+    return {"input": ExportImageInput(imageId=image.id, bucket=await bucket(c, "exports"), key="web.vhd",
+                                      format=ExportFormat.VHD)}
 
 
 async def bucket_with_object(_w: World, c: ImsClient) -> dict[str, Any]:
@@ -399,6 +409,11 @@ CASES: dict[str, Case] = {
                          == ("images-2024", "region-1")),
     "ReplicateImage": Case(given_input(lambda w: ReplicateImageInput(imageId=w.image.id, name="copy-1")),
                            lambda r: r.replicate_image, "ImageJobSuccess", queued_copy),
+    "ExportImage": Case(export_target, lambda r: r.export_image, "ExportJobSuccess",
+                        lambda p, w: (p.job.type_, p.job.status) == ("EXPORT_IMAGE", "INIT")),
+    "ExportImageList": Case(given_input(lambda w: ExportImageListInput(visibility=ImageVisibility.PUBLIC)),
+                            lambda r: r.export_image_list, "ExportJobSuccess",
+                            lambda p, w: (p.job.type_, p.job.status) == ("EXPORT_IMAGE_LIST", "INIT")),
     "CreateUploadUrl": Case(upload_target, lambda r: r.create_upload_url, "CreateUploadUrlSuccess",
                             lambda p, w: p.url.startswith(w.server.url)),
     "Servers": Case(with_server(lambda s: {"first": 10}), lambda r: r.servers, None,

@@ -42,6 +42,7 @@ IMAGE_MATRIX: dict[str, tuple[str, ...]] = {
                        *["NotFoundError"] * 3, "401"),
     "createServer": ("CreateServerSuccess", "NotFoundError", "CreateServerSuccess", "NotFoundError",
                      *["NotFoundError"] * 3, "401"),
+    "exportImage": ("ExportJobSuccess", *["ForbiddenError"] * 3, *["NotFoundError"] * 3, "401"),
     "deleteImages": ("DeleteImagesSuccess", *["ForbiddenError"] * 3, *["NotFoundError"] * 3, "401"),
 }
 
@@ -57,6 +58,7 @@ PRIVATE_MATRIX: dict[str, tuple[str, ...]] = {
     "kmsKeys": ("listed", "unlisted", "unlisted", "401"),
     "disableKmsKey": ("KmsKeySuccess", "NotFoundError", "NotFoundError", "401"),
     "deleteServer": ("DeleteServerSuccess", "NotFoundError", "NotFoundError", "401"),
+    "exportImageList": ("ExportJobSuccess", "NotFoundError", "NotFoundError", "401"),
 }
 
 
@@ -123,6 +125,16 @@ async def listed(w: World, client: GraphQLClient, query: str, path: Callable[[di
     return "listed" if wanted in path(body["data"]) else "unlisted"
 
 
+async def export_image(w: World, client: GraphQLClient) -> str:
+    """Into the owner's bucket: the others are refused before the bucket is looked at."""
+    if "bucket" not in w.extra:
+        owner = w.gql.as_(w.tokens["owner"])
+        await owner.execute('mutation { createBucket(input: {name: "owners-exports"}) { __typename } }')
+        w.extra["bucket"] = "owners-exports"
+    return await typename(client, 'mutation($id: ID!) { exportImage(input: {imageId: $id, bucket: "owners-exports", '
+                                  'key: "disk.qcow2"}) { __typename } }', {"id": w.image.id})
+
+
 IMAGE_OPS: dict[str, Outcome] = {
     "image": lambda w, c: image_query(w, c, "image"),
     "node": lambda w, c: image_query(w, c, "node"),
@@ -154,6 +166,7 @@ IMAGE_OPS: dict[str, Outcome] = {
     "createServer": image_op(
         'mutation($id: ID!) { createServer(input: {name: "srv", imageId: $id}) { __typename } }',
         lambda w: {"id": w.image.id}),
+    "exportImage": lambda w, c: export_image(w, c),
     "deleteImages": image_op("mutation($id: ID!) { deleteImages(input: {ids: [$id]}) { __typename } }",
                              lambda w: {"id": w.image.id}),
 }
@@ -201,6 +214,8 @@ PRIVATE_OPS: dict[str, Outcome] = {
         c, "mutation($k: ID!) { disableKmsKey(input: {keyId: $k}) { __typename } }", {"k": w.extra["key"]}),
     "deleteServer": lambda w, c: typename(
         c, "mutation($s: ID!) { deleteServer(input: {id: $s}) { __typename } }", {"s": w.extra["server"]}),
+    "exportImageList": lambda w, c: typename(
+        c, 'mutation { exportImageList(input: {visibility: PRIVATE, bucket: "isolation-bucket"}) { __typename } }', {}),
 }
 
 
@@ -217,4 +232,4 @@ async def test_private_resources_by_role(operation: str, gql: GraphQLClient, db:
 def test_matrix_size() -> None:
     """What the README's reliability section reports."""
     cells = sum(len(v) for v in IMAGE_MATRIX.values()) + sum(len(v) for v in PRIVATE_MATRIX.values())
-    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 140
+    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 152

@@ -102,6 +102,14 @@ class JobRepository:
         stmt = select(func.count()).select_from(Job).where(*self._conditions(query))
         return int((await self.session.execute(stmt)).scalar_one())
 
+    async def count_for_image(self, image_id: str, types: tuple[str, ...], statuses: tuple[str, ...]) -> int:
+        """Jobs of any account, of `types` in `statuses`, that work on the image."""
+        stmt = (
+            select(func.count()).select_from(Job).join(JobImage, col(JobImage.job_id) == col(Job.id))
+            .where(col(JobImage.image_id) == image_id, col(Job.type).in_(types), col(Job.status).in_(statuses))
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
     # ---------------------------------------------------------------- worker side
 
     async def claim(

@@ -1,0 +1,146 @@
+"""The image list as a CSV file (DESIGN §1 "export image list"): a job streams it into the
+caller's bucket or the service's bucket of the region, in constant memory.
+
+    PRIVATE  name,id,status,os,kind,created_at,disk_capacity_gb,size_bytes,encrypted,kms_key_id,
+             shared_with,tags            — the caller's own private images of the region
+    PUBLIC   name,id,status,os,kind,created_at,min_disk_gb,min_ram_mb
+                                         — the public images of the region
+
+File name `<private|public>-images-<region>-<UTC yyyymmddHHMMSS>.csv` (the time the job was
+asked for). Every field is quoted; a cell that starts with `=`, `+`, `-`, `@` (or a tab or
+carriage return) gets a leading `'`, so that a spreadsheet shows it as text instead of running
+it as a formula (CSV injection). `shared_with` is `account:STATUS` pairs and `tags`
+`key=value` pairs, each joined with `;`; rows are in creation order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from app.db.repositories import image_list as rows_sql
+from app.db.tables import Job
+from app.db.types import new_id, utcnow
+from app.db.uow import Database
+from app.domain.enums import ImageVisibility, JobType
+from app.domain.images import Caller
+from app.errors import Invalid, register_codes
+from app.jobs.service import JobService
+from app.services.storage import StorageService
+from app.storage.factory import service_bucket
+
+register_codes({
+    "INVALID_VISIBILITY": "Image lists are of PUBLIC or PRIVATE images.",
+})
+
+PRIVATE_COLUMNS = ("name", "id", "status", "os", "kind", "created_at", "disk_capacity_gb", "size_bytes", "encrypted",
+                   "kms_key_id", "shared_with", "tags")
+PUBLIC_COLUMNS = ("name", "id", "status", "os", "kind", "created_at", "min_disk_gb", "min_ram_mb")
+#: First characters that make a spreadsheet evaluate a cell.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+#: Rows read per statement; also the rows per piece handed to the object store.
+PAGE_ROWS = 2000
+#: Where lists written into the service's bucket go.
+SERVICE_PREFIX = "image-lists"
+
+
+def guard(value: str) -> str:
+    """The cell as a spreadsheet will show it: a formula trigger at the start is neutralized."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+
+
+def file_name(visibility: ImageVisibility, region: str, at: datetime) -> str:
+    stamp = at.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
+    return f"{visibility.value.lower()}-images-{region}-{stamp}.csv"
+
+
+def _timestamp(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _capacity_gb(disks: list[dict[str, Any]] | None, min_disk_gb: int) -> int:
+    sizes = [int(d.get("sizeGb") or 0) for d in disks or []]
+    return sum(sizes) if any(sizes) else min_disk_gb
+
+
+async def csv_pieces(
+    db: Database, caller_id: str, visibility: ImageVisibility, region: str,
+    progress: Callable[[int, int], Awaitable[None]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The CSV, a page of rows per piece; `progress(rows written, rows in all)` after each."""
+    async with db.uow(caller_id, write=False) as uow:
+        total = await rows_sql.count_rows(uow.session, visibility, region, caller_id)
+    private = visibility is ImageVisibility.PRIVATE
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+    writer.writerow(PRIVATE_COLUMNS if private else PUBLIC_COLUMNS)
+    after: tuple[datetime, str] | None = None
+    written = 0
+    while True:
+        async with db.uow(caller_id, write=False) as uow:
+            page = await rows_sql.page_rows(uow.session, visibility, region, caller_id, after, PAGE_ROWS)
+            ids = [r[0] for r in page]
+            tags = await rows_sql.tags_of(uow.session, ids) if private and ids else {}
+            members = await rows_sql.members_of(uow.session, ids) if private and ids else {}
+        for image_id, name, status, os, kind, created, disks, min_disk, min_ram, size, kms_key in page:
+            head = (guard(name), image_id, status, guard(os or ""), kind, _timestamp(created))
+            if private:
+                shared = ";".join(f"{n}:{s}" for n, s in members.get(image_id, ()))
+                tagged = ";".join(f"{k}={v}" for k, v in tags.get(image_id, ()))
+                writer.writerow((*head, _capacity_gb(disks, min_disk), "" if size is None else size,
+                                 "true" if kms_key else "false", kms_key or "", guard(shared), guard(tagged)))
+            else:
+                writer.writerow((*head, min_disk, min_ram))
+        written += len(page)
+        piece = buffer.getvalue()
+        if piece:
+            yield piece.encode()
+            buffer.seek(0)
+            buffer.truncate()
+        if progress is not None:
+            await progress(written, total)
+        if len(page) < PAGE_ROWS:
+            return
+        last = page[-1]
+        after = (last[5], last[0])
+
+
+class ImageListService:
+    def __init__(self, db: Database, storage: StorageService, regions: tuple[str, ...], default_region: str,
+                 jobs: JobService) -> None:
+        self.db = db
+        self.storage = storage
+        self.regions = regions
+        self.default_region = default_region
+        self.jobs = jobs
+
+    async def export_list(
+        self, caller: Caller, visibility: ImageVisibility, region: str | None, bucket_name: str | None,
+    ) -> Job:
+        """Check the request and enqueue EXPORT_IMAGE_LIST."""
+        if visibility not in (ImageVisibility.PUBLIC, ImageVisibility.PRIVATE):
+            raise Invalid("INVALID_VISIBILITY", field="input.visibility")
+        region = region or self.default_region
+        if region not in self.regions:
+            raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="input.region")
+        if bucket_name is not None:
+            bucket = await self.storage.owned_bucket(caller, bucket_name)
+            target_bucket, target_region = bucket.name, bucket.region
+        else:
+            target_bucket, target_region = service_bucket(region), region
+        name = file_name(visibility, region, utcnow())
+        # In the service's bucket each list has a key of its own, under the caller's id.
+        key = name if bucket_name is not None else f"{SERVICE_PREFIX}/{caller.account_id}/{new_id('lst')}/{name}"
+        async with self.db.uow(caller.account_id) as uow:
+            job = await self.jobs.enqueue(uow, caller.account_id, JobType.EXPORT_IMAGE_LIST, params={
+                "visibility": visibility.value, "region": region, "bucket": target_bucket,
+                "bucketRegion": target_region, "key": key,
+            })
+            await uow.commit()
+        return job
+
+
+__all__ = ["ImageListService", "PRIVATE_COLUMNS", "PUBLIC_COLUMNS", "csv_pieces", "file_name", "guard"]
