@@ -15,9 +15,14 @@ it as a formula (CSV injection). `shared_with` is `account:STATUS` pairs and `ta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
+import functools
 import io
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,7 +47,7 @@ PUBLIC_COLUMNS = ("name", "id", "status", "os", "kind", "created_at", "min_disk_
 #: First characters that make a spreadsheet evaluate a cell.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 #: Rows read per statement; also the rows per piece handed to the object store.
-PAGE_ROWS = 2000
+PAGE_ROWS = 5000
 #: Where lists written into the service's bucket go.
 SERVICE_PREFIX = "image-lists"
 
@@ -61,51 +66,79 @@ def _timestamp(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _capacity_gb(disks: list[dict[str, Any]] | None, min_disk_gb: int) -> int:
-    sizes = [int(d.get("sizeGb") or 0) for d in disks or []]
-    return sum(sizes) if any(sizes) else min_disk_gb
+@functools.lru_cache(maxsize=1024)
+def _disks_gb(disks: str | None) -> int:
+    """The sum of the disks' sizes in GiB, from the column's JSON text (images share a few
+    layouts, so each is parsed once)."""
+    parsed = json.loads(disks) if disks else []
+    return sum(int(d.get("sizeGb") or 0) for d in parsed or [])
+
+
+def _capacity_gb(disks: str | list[dict[str, Any]] | None, min_disk_gb: int) -> int:
+    if isinstance(disks, list):  # a driver that decoded the JSON itself
+        disks = json.dumps(disks, sort_keys=True)
+    return _disks_gb(disks) or min_disk_gb
 
 
 async def csv_pieces(
     db: Database, caller_id: str, visibility: ImageVisibility, region: str,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The CSV, a page of rows per piece; `progress(rows written, rows in all)` after each."""
+    """The CSV, a page of rows per piece; `progress(rows written, rows in all)` after each.
+    The next page is read while this one is formatted (the database works on its own thread
+    or server meanwhile)."""
     async with db.uow(caller_id, write=False) as uow:
-        total = await rows_sql.count_rows(uow.session, visibility, region, caller_id)
+        total = await rows_sql.count_rows(uow.session, rows_sql.ListRange(visibility, region, caller_id))
     private = visibility is ImageVisibility.PRIVATE
+
+    async def fetch(after: tuple[datetime, str] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        scope = rows_sql.ListRange(visibility, region, caller_id, after)
+        async with db.uow(caller_id, write=False) as uow:
+            page = await rows_sql.page_rows(uow.session, scope, PAGE_ROWS)
+            if not (private and page):
+                return page, {}, {}
+            # The page's own range: the same images, read in the same transaction.
+            scope = replace(scope, last=(page[-1][5], page[-1][0]))
+            tags = await rows_sql.tags_of(uow.session, scope)
+            members = await rows_sql.members_of(uow.session, scope)
+        return page, tags, members
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
     writer.writerow(PRIVATE_COLUMNS if private else PUBLIC_COLUMNS)
-    after: tuple[datetime, str] | None = None
     written = 0
-    while True:
-        async with db.uow(caller_id, write=False) as uow:
-            page = await rows_sql.page_rows(uow.session, visibility, region, caller_id, after, PAGE_ROWS)
-            ids = [r[0] for r in page]
-            tags = await rows_sql.tags_of(uow.session, ids) if private and ids else {}
-            members = await rows_sql.members_of(uow.session, ids) if private and ids else {}
-        for image_id, name, status, os, kind, created, disks, min_disk, min_ram, size, kms_key in page:
-            head = (guard(name), image_id, status, guard(os or ""), kind, _timestamp(created))
-            if private:
-                shared = ";".join(f"{n}:{s}" for n, s in members.get(image_id, ()))
-                tagged = ";".join(f"{k}={v}" for k, v in tags.get(image_id, ()))
-                writer.writerow((*head, _capacity_gb(disks, min_disk), "" if size is None else size,
+    pending: asyncio.Task[Any] | None = asyncio.ensure_future(fetch(None))
+    try:
+        while pending is not None:
+            page, tags, members = await pending
+            pending = None
+            if len(page) == PAGE_ROWS:
+                last = page[-1]
+                pending = asyncio.ensure_future(fetch((last[5], last[0])))
+            rows = []
+            for image_id, name, status, os, kind, created, disks, min_disk, min_ram, size, kms_key in page:
+                head = (guard(name), image_id, status, guard(os or ""), kind, _timestamp(created))
+                if private:
+                    shared = ";".join([f"{n}:{s}" for n, s in members.get(image_id, ())])
+                    tagged = ";".join([f"{k}={v}" for k, v in tags.get(image_id, ())])
+                    rows.append((*head, _capacity_gb(disks, min_disk), "" if size is None else size,
                                  "true" if kms_key else "false", kms_key or "", guard(shared), guard(tagged)))
-            else:
-                writer.writerow((*head, min_disk, min_ram))
-        written += len(page)
-        piece = buffer.getvalue()
-        if piece:
-            yield piece.encode()
-            buffer.seek(0)
-            buffer.truncate()
-        if progress is not None:
-            await progress(written, total)
-        if len(page) < PAGE_ROWS:
-            return
-        last = page[-1]
-        after = (last[5], last[0])
+                else:
+                    rows.append((*head, min_disk, min_ram))
+            writer.writerows(rows)
+            written += len(page)
+            piece = buffer.getvalue()
+            if piece:
+                yield piece.encode()
+                buffer.seek(0)
+                buffer.truncate()
+            if progress is not None:
+                await progress(written, total)
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
 
 
 class ImageListService:

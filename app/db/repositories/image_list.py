@@ -1,71 +1,98 @@
-"""The rows of an image-list CSV: keyset pages of plain tuples (no ORM entities), and the tags
-and members of a page in one statement each, so a 100k-row list costs a few hundred statements
-and constant memory."""
+"""The rows of an image-list CSV: keyset pages of plain tuples (Core statements on the tables,
+no ORM entities), and the tags and members of a page in one statement each, so a 100k-row list
+costs a few dozen statements and constant memory."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy import Row, String, and_, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageVisibility
 
-#: The image columns a list row is made of, in this order.
+_images = Image.__table__.c  # type: ignore[attr-defined]
+_tags = ImageTag.__table__.c  # type: ignore[attr-defined]
+_members = ImageMember.__table__.c  # type: ignore[attr-defined]
+_accounts = Account.__table__.c  # type: ignore[attr-defined]
+
+#: The image columns a list row is made of, in this order. `disks` comes as its JSON text:
+#: the few distinct layouts are parsed once each (see app.services.image_list).
 LIST_COLUMNS = (
-    Image.id, Image.name, Image.status, Image.os_version, Image.kind, Image.created_at, Image.disks,
-    Image.min_disk_gb, Image.min_ram_mb, Image.size_bytes, Image.kms_key_id,
+    _images.id, _images.name, _images.status, _images.os_version, _images.kind, _images.created_at,
+    type_coerce(_images.disks, String).label("disks"), _images.min_disk_gb, _images.min_ram_mb, _images.size_bytes,
+    _images.kms_key_id,
 )
 
 
-def _scope(visibility: ImageVisibility, region: str, owner_id: str) -> list[Any]:
-    """PUBLIC: every public image of the region; PRIVATE: the caller's own private images."""
-    conds = [col(Image.region) == region, col(Image.visibility) == visibility.value]
-    if visibility is ImageVisibility.PRIVATE:
-        conds.append(col(Image.owner_id) == owner_id)
-    return conds
+Keyset = tuple[datetime, str]
 
 
-async def count_rows(session: AsyncSession, visibility: ImageVisibility, region: str, owner_id: str) -> int:
-    stmt = select(func.count()).select_from(Image).where(*_scope(visibility, region, owner_id))
+@dataclass(frozen=True)
+class ListRange:
+    """The images of a list between two keysets `(created_at, id)`: after `after` (exclusive,
+    None: from the start) up to `last` (inclusive, None: to the end). PUBLIC: every public
+    image of the region; PRIVATE: the owner's private images of the region."""
+
+    visibility: ImageVisibility
+    region: str
+    owner_id: str
+    after: Keyset | None = None
+    last: Keyset | None = None
+
+    def conditions(self) -> list[Any]:
+        conds = [_images.region == self.region, _images.visibility == self.visibility.value]
+        if self.visibility is ImageVisibility.PRIVATE:
+            conds.append(_images.owner_id == self.owner_id)
+        if self.after is not None:
+            created, image_id = self.after
+            conds.append(or_(_images.created_at > created,
+                             and_(_images.created_at == created, _images.id > image_id)))
+        if self.last is not None:
+            created, image_id = self.last
+            conds.append(or_(_images.created_at < created,
+                             and_(_images.created_at == created, _images.id <= image_id)))
+        return conds
+
+    def ids(self) -> Any:
+        """The range's image ids as a subquery: a page's tags and members are selected by it,
+        not by a list of thousands of bound ids."""
+        return select(_images.id).where(*self.conditions()).scalar_subquery()
+
+
+async def count_rows(session: AsyncSession, scope: ListRange) -> int:
+    stmt = select(func.count()).select_from(Image.__table__).where(*scope.conditions())
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def page_rows(
-    session: AsyncSession, visibility: ImageVisibility, region: str, owner_id: str,
-    after: tuple[datetime, str] | None, limit: int,
-) -> Sequence[Row[Any]]:
-    """Up to `limit` rows after the keyset `(created_at, id)`, oldest first (index-served:
-    ix_images_owner_created for PRIVATE, ix_images_public_created for PUBLIC)."""
-    stmt = select(*LIST_COLUMNS).where(*_scope(visibility, region, owner_id))
-    if after is not None:
-        created, last_id = after
-        stmt = stmt.where(or_(col(Image.created_at) > created,
-                              and_(col(Image.created_at) == created, col(Image.id) > last_id)))
-    stmt = stmt.order_by(col(Image.created_at), col(Image.id)).limit(limit)
+async def page_rows(session: AsyncSession, scope: ListRange, limit: int) -> Sequence[Row[Any]]:
+    """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
+    PRIVATE, ix_images_public_created for PUBLIC)."""
+    stmt = (select(*LIST_COLUMNS).where(*scope.conditions())
+            .order_by(_images.created_at, _images.id).limit(limit))
     return (await session.execute(stmt)).all()
 
 
-async def tags_of(session: AsyncSession, image_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
-    stmt = (select(ImageTag.image_id, ImageTag.key, ImageTag.value)
-            .where(col(ImageTag.image_id).in_(image_ids)).order_by(col(ImageTag.image_id), col(ImageTag.key)))
+async def tags_of(session: AsyncSession, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
+    stmt = (select(_tags.image_id, _tags.key, _tags.value)
+            .where(_tags.image_id.in_(scope.ids())).order_by(_tags.image_id, _tags.key))
     found: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for image_id, key, value in await session.execute(stmt):
+    for image_id, key, value in (await session.execute(stmt)).all():
         found[image_id].append((key, value))
     return found
 
 
-async def members_of(session: AsyncSession, image_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+async def members_of(session: AsyncSession, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
     """(account name, membership status) of each image's members, by name."""
-    stmt = (select(ImageMember.image_id, Account.name, ImageMember.status)
-            .join(Account, col(Account.id) == col(ImageMember.account_id))
-            .where(col(ImageMember.image_id).in_(image_ids)).order_by(col(ImageMember.image_id), col(Account.name)))
+    stmt = (select(_members.image_id, _accounts.name, _members.status)
+            .join_from(ImageMember.__table__, Account.__table__, _accounts.id == _members.account_id)
+            .where(_members.image_id.in_(scope.ids())).order_by(_members.image_id, _accounts.name))
     found: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for image_id, name, status in await session.execute(stmt):
+    for image_id, name, status in (await session.execute(stmt)).all():
         found[image_id].append((name, status))
     return found
