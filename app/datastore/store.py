@@ -33,7 +33,7 @@ from app.datastore.reseal import reseal
 from app.datastore.tables import Manifest
 from app.datastore.writer import ChunkWriter
 from app.db.types import new_id, utcnow
-from app.db.uow import Database
+from app.db.uow import Database, UnitOfWork
 from app.storage.base import NoSuchObjectError, ObjectStore
 from app.storage.factory import service_bucket
 
@@ -78,6 +78,16 @@ class GcReport:
     orphans_adopted: int
 
 
+@dataclass(frozen=True)
+class PendingManifest:
+    """A written, not yet recorded manifest: its row, chunk list `(index, digest, length)` and
+    the stored size of each chunk."""
+
+    manifest: Manifest
+    refs: list[tuple[int, str | None, int]]
+    sizes: dict[str, int]
+
+
 class ChunkStore:
     def __init__(self, db: Database, stores: dict[str, ObjectStore], *, grace: timedelta = DEFAULT_GRACE) -> None:
         self.db = db
@@ -98,8 +108,7 @@ class ChunkStore:
 
         return claim
 
-    async def _record(self, region: str, result: WriteResult, key: DataKey | None) -> Manifest:
-        """Insert the manifest of a finished write and count its chunk references."""
+    def _pending(self, region: str, result: WriteResult, key: DataKey | None) -> PendingManifest:
         overhead = SEAL_OVERHEAD if key else 0
         sizes = {r.digest: r.length + overhead for r in result.chunks if r.digest is not None}
         manifest = Manifest(
@@ -110,21 +119,43 @@ class ChunkStore:
         )
         if self.meter is not None:
             self.meter("in", result.size)
-        async with self.db.uow() as uow:
-            await uow.chunks.add_manifest(
-                manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes, utcnow()
-            )
-            await uow.commit()
-        return manifest
+        return PendingManifest(manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes)
 
-    async def write(self, region: str, source: AsyncIterator[bytes], *, key: DataKey | None = None) -> Manifest:
-        """Store a stream; returns its manifest (one reference, owned by the caller)."""
+    @staticmethod
+    async def add_pending(uow: UnitOfWork, pending: PendingManifest) -> Manifest:
+        """Insert a written manifest and count its chunk references in `uow`'s transaction
+        (the one that also makes its owner, e.g. an image, point at it)."""
+        await uow.chunks.add_manifest(pending.manifest, pending.refs, pending.sizes, utcnow())
+        return pending.manifest
+
+    async def write_pending(
+        self, region: str, source: AsyncIterator[bytes], *, key: DataKey | None = None
+    ) -> PendingManifest:
+        """Store a stream's chunks; its manifest is returned unrecorded, for the caller to insert
+        (`add_pending`) in the transaction that hands it to its owner. Until then nothing refers
+        to the chunks: a crash leaves them to garbage collection, never a manifest nobody owns."""
         store, bucket = self._where(region)
         sealer = Sealer(key.plaintext, key.data_key_id) if key else None
         result = await ChunkWriter().write_stream(
             source, store=store, bucket=bucket, seal=sealer, exists=self._claimer(region)
         )
-        return await self._record(region, result, key)
+        return self._pending(region, result, key)
+
+    async def _record(self, region: str, result: WriteResult, key: DataKey | None) -> Manifest:
+        """Insert the manifest of a finished write and count its chunk references."""
+        pending = self._pending(region, result, key)
+        async with self.db.uow() as uow:
+            await self.add_pending(uow, pending)
+            await uow.commit()
+        return pending.manifest
+
+    async def write(self, region: str, source: AsyncIterator[bytes], *, key: DataKey | None = None) -> Manifest:
+        """Store a stream; returns its manifest (one reference, owned by the caller)."""
+        pending = await self.write_pending(region, source, key=key)
+        async with self.db.uow() as uow:
+            await self.add_pending(uow, pending)
+            await uow.commit()
+        return pending.manifest
 
     async def copy(self, manifest_id: str, *, data_key: bytes | None = None, key: DataKey | None = None) -> Manifest:
         """A new manifest of the same plaintext under `key` (None: unencrypted), every chunk

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from app.datastore.store import ChunkStore, DataKey
+from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.datastore.tables import Manifest
 from app.formats import DiskFormat, FormatError, Inspection, StreamInspector
 from app.formats.inspect import DEFAULT_HEAD_LIMIT
@@ -38,8 +38,13 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class Ingested:
-    manifest: Manifest
+    #: Not yet recorded: the job inserts it in the transaction that activates the image.
+    pending: PendingManifest
     inspection: Inspection
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.pending.manifest
 
 
 def _refusal(exc: FormatError) -> IngestError:
@@ -69,7 +74,9 @@ async def ingest(
     source: ObjectStore, bucket: str, key: str, *, declared: DiskFormat | None, chunks: ChunkStore,
     region: str, data_key: DataKey | None, progress: Progress,
 ) -> Ingested:
-    """Inspect and store the object `bucket/key`; raises IngestError keeping nothing."""
+    """Inspect and store the object `bucket/key`; raises IngestError keeping nothing. The
+    manifest comes back unrecorded (`ChunkStore.add_pending`): until its owner records it,
+    nothing refers to the chunks, and a refusal or a crash leaves them to garbage collection."""
     info = await source.stat(bucket, key)
     if info is None:
         raise IngestError("OBJECT_NOT_FOUND", f"No object {key!r} in bucket {bucket!r}.")
@@ -94,17 +101,13 @@ async def ingest(
             yield piece
 
     await progress(0.05, "storing the image data")
-    manifest = await chunks.write(region, body(), key=data_key)
-    try:
-        if manifest.size != size:
-            raise IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
-        if verdict is None:
-            inspector.finish(size)
-            try:
-                verdict = inspector.result(declared)
-            except FormatError as exc:
-                raise _refusal(exc) from exc
-    except BaseException:
-        await chunks.release(manifest.id)
-        raise
-    return Ingested(manifest, verdict)
+    pending = await chunks.write_pending(region, body(), key=data_key)
+    if pending.manifest.size != size:
+        raise IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
+    if verdict is None:
+        inspector.finish(size)
+        try:
+            verdict = inspector.result(declared)
+        except FormatError as exc:
+            raise _refusal(exc) from exc
+    return Ingested(pending, verdict)

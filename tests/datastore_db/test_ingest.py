@@ -15,6 +15,7 @@ from app.datastore.store import ChunkStore
 from app.datastore.tables import Manifest
 from app.db.uow import Database
 from app.formats import DiskFormat
+from app.db.types import utcnow
 from app.services.ingest import IngestError, ingest
 from app.storage.factory import service_bucket
 from app.storage.filesystem import FilesystemObjectStore
@@ -55,7 +56,15 @@ async def test_valid_images_are_stored_as_uploaded(tmp_path: Path, db: Database,
                            data_key=None, progress=_noop)
         assert got.inspection.format is image.format, name
         assert got.manifest.checksum == "sha256:" + hashlib.sha256(data).hexdigest(), name
+        # Unrecorded until its owner takes it: nothing refers to the chunks yet.
+        assert await _manifest_count(db) == 0, name
+        async with db.uow() as uow:
+            await chunks.add_pending(uow, got.pending)
+            await uow.commit()
         assert b"".join([p async for p in chunks.read(got.manifest.id)]) == data, name
+        async with db.uow() as uow:
+            await uow.chunks.release(got.manifest.id, utcnow())
+            await uow.commit()
 
 
 async def test_hostile_files_are_refused_and_nothing_is_kept(tmp_path: Path, db: Database, corpus: Path) -> None:

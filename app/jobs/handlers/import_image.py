@@ -11,7 +11,7 @@ import math
 import secrets
 from typing import Any
 
-from app.datastore.store import DataKey
+from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.db.types import utcnow
 from app.domain.enums import DiskFormat, ImageKind, ImageStatus, JobType
 from app.errors import ImsError
@@ -75,17 +75,17 @@ async def handle(ctx: JobContext) -> dict[str, Any] | None:
     except IngestError as exc:
         raise JobFailed(exc.code, exc.message) from exc
     fmt = got.inspection.format
-    try:
-        _check_kind(image, fmt, got.inspection.virtual_size)
-        await ctx.progress(0.97, "activating the image")
-        await _activate(ctx, image, got.manifest, fmt, got.inspection.virtual_size)
-    except BaseException:
-        await services.chunks.release(got.manifest.id)
-        raise
+    _check_kind(image, fmt, got.inspection.virtual_size)
+    await ctx.progress(0.97, "activating the image")
+    await _activate(ctx, image, got.pending, fmt, got.inspection.virtual_size)
     return {"imageId": image_id}
 
 
-async def _activate(ctx: JobContext, image: Any, manifest: Any, fmt: DiskFormat, virtual_size: int) -> None:
+async def _activate(ctx: JobContext, image: Any, pending: PendingManifest, fmt: DiskFormat, virtual_size: int) -> None:
+    """SAVING → ACTIVE in the transaction that records the image's manifest: a crash before it
+    leaves only unreferenced chunks (garbage collection takes them), never a manifest nobody
+    owns."""
+    manifest = pending.manifest
     role = "DATA" if image.kind == ImageKind.DATA_DISK.value else "SYSTEM"
     values = {
         "status": ImageStatus.ACTIVE.value, "disk_format": fmt.value, "size_bytes": manifest.size,
@@ -102,6 +102,7 @@ async def _activate(ctx: JobContext, image: Any, manifest: Any, fmt: DiskFormat,
             image.id, current.image.version, values, expected_status=ImageStatus.SAVING.value
         ):
             raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted while it was written.")
+        await ChunkStore.add_pending(uow, pending)
         await uow.commit()
 
 
