@@ -32,8 +32,8 @@ from pathlib import Path
 
 from tests.bench.common import Figure
 
-#: Module names under tests/bench/ as bench_<name>.py; absent ones (e.g. export) are skipped.
-MODULES = ("catalog", "chunks", "import", "compute", "replicate", "export")
+#: Module names under tests/bench/ as bench_<name>.py; absent ones are skipped.
+MODULES = ("catalog", "chunks", "import", "compute", "replicate", "export", "latency")
 COLUMNS = ("figure", "baseline (same run)", "ratio / value", "target", "met")
 
 
