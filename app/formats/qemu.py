@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from app.formats.types import DiskFormat, GiB
+from app.scratch import private_dir
 
 __all__ = [
     "ConversionError",
@@ -209,10 +210,16 @@ async def create(path: Path, fmt: DiskFormat, size: int) -> None:
     await _run(args, cpu_seconds=_INFO_CPU_SECONDS, memory_bytes=1 * GiB, what="create")
 
 
+def _mkstemp(dir: Path, suffix: str) -> tuple[int, str]:
+    return tempfile.mkstemp(suffix=suffix, dir=private_dir(dir))
+
+
 @contextlib.asynccontextmanager
 async def temporary_workfile(dir: Path, suffix: str = "") -> AsyncIterator[Path]:
-    """A fresh, private (0600) file in `dir`, deleted on exit, error or cancellation."""
-    fd, name = await asyncio.to_thread(tempfile.mkstemp, suffix=suffix, dir=dir)
+    """A fresh, private (0600) file under `dir`, deleted on exit, error or cancellation, and
+    by the next user of `dir` when its process is killed (it lies in the process's
+    `private_dir`)."""
+    fd, name = await asyncio.to_thread(_mkstemp, dir, suffix)
     os.close(fd)
     path = Path(name)
     try:

@@ -1,0 +1,260 @@
+"""The crash lab: a real deployment on one data directory (an `ims serve` process with job
+workers inside, and an `ims worker` process beside it), a GraphQL client, services of the
+test's own over the same database, and the kill -9 of one process at a random point of the
+running jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.bootstrap import build_database, build_services
+from app.config import Settings
+from app.db.tables import Job
+from app.db.uow import Database
+from app.services.registry import Services
+
+ADMIN = "ims_crash-admin-token"
+REGIONS = ("region-1", "region-2")
+MiB = 1024 * 1024
+ENDED = ("SUCCESS", "FAIL")
+#: A job's lease: a killed worker's job is taken over this long after its last heartbeat.
+LEASE_SECONDS = 1
+#: Bounds of waits whose end the system owes us (jobs ending, a server starting); reaching
+#: one is a failure of the system, not a measure of its speed.
+PATIENCE = 120.0
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_of(lease_owner: str | None) -> int | None:
+    """The process id inside a worker id `host:pid:index`."""
+    parts = (lease_owner or "").split(":")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+
+
+class Cluster:
+    """`ims serve` (API and IMS_WORKERS in-process workers) and one `ims worker` process
+    sharing one data directory (SQLite, filesystem object store, local KMS), as the embedded
+    default runs, with a worker process added so that either kind of process can be killed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: dict[str, subprocess.Popen[bytes] | None] = {"server": None, "worker": None}
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "IMS_DATA_DIR": str(self.data_dir), "IMS_ADMIN_TOKEN": ADMIN, "IMS_WORKERS": "2",
+                "IMS_REGIONS": ",".join(REGIONS), "IMS_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
+                "IMS_JOB_POLL_INTERVAL": "0.05", "IMS_MAINTENANCE_INTERVAL": "0", "IMS_WORKER_STOP_GRACE": "1",
+                "IMS_PUBLIC_URL": self.url}
+
+    def _spawn(self, which: str, *args: str) -> None:
+        with open(self.root / f"{which}.log", "ab") as log:
+            self.procs[which] = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=self._env(),
+                                                 stdout=log, stderr=subprocess.STDOUT)
+
+    async def start(self, which: str) -> None:
+        if which == "worker":
+            self._spawn("worker", "worker", "--concurrency", "2")
+            return
+        self._spawn("server", "serve", "--port", str(self.port))
+        deadline = time.monotonic() + PATIENCE
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    if (await http.get(f"{self.url}/health", timeout=1)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                assert self.procs["server"] is not None and self.procs["server"].poll() is None, self.log("server")
+                assert time.monotonic() < deadline, "the server did not start"
+                await asyncio.sleep(0.05)
+
+    def pid(self, which: str) -> int | None:
+        proc = self.procs[which]
+        return proc.pid if proc is not None else None
+
+    def kill(self, which: str) -> None:
+        proc = self.procs[which]
+        assert proc is not None and proc.poll() is None, f"the {which} died before it was killed:\n{self.log(which)}"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            if proc is not None:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def log(self, which: str) -> str:
+        path = self.root / f"{which}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Where one trial's kill -9 landed: the job watched, the progress awaited, what was seen."""
+
+    trial: int
+    victim: str
+    job_id: str
+    threshold: float
+    status: str
+    progress: float
+    #: The victim was running one of the trial's jobs when it died.
+    struck: bool
+
+    def __str__(self) -> str:
+        when = "right after the request" if self.threshold < 0 else f"when job {self.job_id} ran at {self.threshold:.2f}"
+        struck = "running a job" if self.struck else "running none of them"
+        return (f"trial {self.trial}: kill -9 {self.victim} {when} (seen {self.job_id} {self.status} "
+                f"{self.progress:.2f}), {struck}")
+
+
+@dataclass
+class Lab:
+    """What a scenario works with. `expected` maps every image the scenario made to the
+    SHA-256 of each of its disks' plaintext, as the scenario knows it from the bytes it wrote."""
+
+    cluster: Cluster
+    rng: random.Random
+    services: Services
+    http: httpx.AsyncClient
+    token: str = ""
+    expected: dict[str, list[str]] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)
+    kills: list[Kill] = field(default_factory=list)
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None) -> Any:
+        r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}},
+                                 headers={"authorization": f"Bearer {token or self.token}"}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert "errors" not in body, body
+        [value] = body["data"].values()
+        return value
+
+    async def ok(self, query: str, variables: dict[str, Any] | None = None, *, success: str) -> Any:
+        """Run a mutation whose payload must be the `success` member of its union."""
+        payload = await self.gql(query, variables)
+        assert payload["__typename"] == success, payload
+        return payload
+
+    async def jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        async with self.db.uow(write=False) as uow:
+            return {job_id: job for job_id in job_ids if (job := await uow.jobs.get(job_id)) is not None}
+
+    async def wait_ended(self, job_ids: list[str]) -> dict[str, Job]:
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            jobs = await self.jobs(job_ids)
+            if len(jobs) == len(job_ids) and all(j.status in ENDED for j in jobs.values()):
+                return jobs
+            assert time.monotonic() < deadline, {j.id: (j.status, j.progress, j.step) for j in jobs.values()}
+            await asyncio.sleep(0.05)
+
+    async def kill_somewhere(self, trial: int, job_ids: list[str]) -> Kill:
+        """kill -9 a process at a random point of the trial's jobs: right after the request
+        (before or as the jobs are claimed), or once a randomly chosen job runs and has
+        reached a random progress. Progress is persisted coarsely (on each new step, else
+        every PROGRESS_INTERVAL_SECONDS), so a short job may end first; as long as no kill of
+        the scenario has landed in a running job, the next one strikes as soon as its job runs.
+        The victim is the process running that job (or, when it has ended, another of them),
+        either one when no process runs any."""
+        target = self.rng.choice(job_ids)
+        draw = self.rng.random()
+        landed = any(k.struck for k in self.kills)
+        threshold = -1.0 if draw < 0.15 else 0.0 if draw < 0.4 or not landed else self.rng.uniform(0.02, 0.95)
+        coin = self.rng.choice(("server", "worker"))
+        deadline = time.monotonic() + PATIENCE
+        while True:
+            job = (await self.jobs([target]))[target]
+            if threshold < 0 or job.status in ENDED or (job.status == "RUNNING" and job.progress >= threshold):
+                break
+            assert time.monotonic() < deadline, (job.status, job.progress, job.step)
+            await asyncio.sleep(0.005)
+        jobs = await self.jobs(job_ids)
+        # The watched job may have ended meanwhile: then the process running another one dies.
+        running = sorted((j for j in jobs.values() if j.status == "RUNNING"), key=lambda j: j.id != target)
+        holder = _pid_of(running[0].lease_owner) if running else None
+        victim = next((w for w in ("server", "worker") if holder is not None and self.cluster.pid(w) == holder), coin)
+        self.cluster.kill(victim)
+        kill = Kill(trial, victim, target, threshold, job.status, job.progress, holder == self.cluster.pid(victim))
+        self.kills.append(kill)
+        return kill
+
+
+async def open_services(cluster: Cluster) -> Services:
+    """Services of the test's own over the cluster's database and stores (no workers); built
+    once the server has created the KMS root key."""
+    settings = Settings(data_dir=cluster.data_dir, admin_token=ADMIN, workers=0, auto_migrate=False, regions=REGIONS)
+    return build_services(settings, build_database(settings))
+
+
+async def close_services(services: Services) -> None:
+    await services.close()
+    await services.db.dispose()
+
+
+async def upload(lab: Lab, bucket: str, key: str, body: bytes) -> None:
+    url = (await lab.ok('mutation($b: String!, $k: String!) { createUploadUrl(input: {bucket: $b, key: $k}) '
+                        '{ __typename ... on CreateUploadUrlSuccess { url } } }', {"b": bucket, "k": key},
+                        success="CreateUploadUrlSuccess"))["url"]
+    assert (await lab.http.put(url, content=body, timeout=60)).status_code == 200
+
+
+IMAGE_JOB = "__typename ... on UserError { code message } ... on ImageJobSuccess { job { id } images { ... on ImageBase { id } } }"
+
+
+async def image_job(lab: Lab, mutation: str, spec: dict[str, Any]) -> tuple[str, str]:
+    """Run a mutation answering ImageJobSuccess with one image: (job id, image id)."""
+    payload = await lab.ok(f"mutation($s: {mutation[0].upper()}{mutation[1:]}Input!) {{ {mutation}(input: $s) {{ {IMAGE_JOB} }} }}",
+                           {"s": spec}, success="ImageJobSuccess")
+    [image] = payload["images"]
+    return payload["job"]["id"], image["id"]
+
+
+async def import_image(lab: Lab, bucket: str, key: str, name: str, **fields: Any) -> tuple[str, str]:
+    spec = {"bucket": bucket, "key": key, "name": name, "minDiskGb": 1,
+            "os": {"type": "LINUX", "platform": "Debian", "version": "12"}, **fields}
+    return await image_job(lab, "importImage", spec)
+
+
+async def create_key(lab: Lab, alias: str) -> str:
+    made = await lab.ok('mutation($a: String!) { createKmsKey(input: {alias: $a}) { __typename ... on KmsKeySuccess { key { id } } } }',
+                        {"a": alias}, success="KmsKeySuccess")
+    return str(made["key"]["id"])
