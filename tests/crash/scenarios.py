@@ -3,7 +3,7 @@ running), `start` runs one trial's mutations and returns their jobs (recording i
 `lab.expected` the bytes each new image must hold), and `check` adds the scenario's own
 invariants to the common ones (tests/crash/invariants.py) after the last restart.
 
-A new scenario (export, say) is one more class with these three methods in SCENARIOS."""
+A new scenario is one more class with these three methods in SCENARIOS."""
 
 from __future__ import annotations
 
@@ -242,4 +242,75 @@ class FullEcs:
         assert got == self.new_bytes
 
 
-SCENARIOS: list[Callable[[], Scenario]] = [Imports, Replication, FullEcs]
+# ---------------------------------------------------------------- exports
+
+
+def _raw_of_qcow2(body: bytes, workdir: Path, name: str) -> bytes:
+    src, dst = workdir / f"{name}.qcow2", workdir / f"{name}.raw"
+    src.write_bytes(body)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", str(src), str(dst)], check=True)
+    try:
+        return dst.read_bytes()
+    finally:
+        src.unlink()
+        dst.unlink()
+
+
+@dataclass
+class Exports:
+    """Four exports per trial, one per way a file is made: a raw image as RAW (streamed) and
+    as QCOW2 (converted), a qcow2 import as QCOW2 (streamed as stored) and as RAW (converted).
+    Four source images, since an image has one export at a time."""
+
+    name: str = "exports"
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (image id, export format)
+    raw: dict[str, bytes] = field(default_factory=dict)
+    exports: dict[str, tuple[str, str]] = field(default_factory=dict)  # job id → (image id, key)
+
+    async def setup(self, lab: Lab) -> None:
+        await lab.gql('mutation { createBucket(input: {name: "crash-in"}) { __typename } }')
+        await lab.gql('mutation { createBucket(input: {name: "crash-out"}) { __typename } }')
+        plain, inner = lab.rng.randbytes(16 * MiB), lab.rng.randbytes(16 * MiB)
+        qcow2 = await asyncio.to_thread(_qcow2, inner, lab.cluster.root)
+        await upload(lab, "crash-in", "plain.raw", plain)
+        await upload(lab, "crash-in", "disk.qcow2", qcow2)
+        made = await _activated(lab, [
+            await import_image(lab, "crash-in", "plain.raw", "raw a"),
+            await import_image(lab, "crash-in", "plain.raw", "raw b"),
+            await import_image(lab, "crash-in", "disk.qcow2", "qcow2 a", diskFormat="QCOW2"),
+            await import_image(lab, "crash-in", "disk.qcow2", "qcow2 b", diskFormat="QCOW2"),
+        ])
+        for image_id, body in zip(made, (plain, plain, qcow2, qcow2), strict=True):
+            lab.expected[image_id] = [sha(body)]
+        self.raw = {made[0]: plain, made[1]: plain, made[2]: inner, made[3]: inner}
+        self.sources = list(zip(made, ("RAW", "QCOW2", "QCOW2", "RAW"), strict=True))
+
+    async def start(self, lab: Lab, trial: int) -> list[str]:
+        jobs = []
+        for n, (image_id, fmt) in enumerate(self.sources):
+            key = f"t{trial}/{n}.{fmt.lower()}"
+            payload = await lab.ok(
+                "mutation($s: ExportImageInput!) { exportImage(input: $s) { __typename "
+                "... on UserError { code message } ... on ExportJobSuccess { job { id } } } }",
+                {"s": {"imageId": image_id, "bucket": "crash-out", "key": key, "format": fmt}},
+                success="ExportJobSuccess")
+            self.exports[payload["job"]["id"]] = (image_id, key)
+            jobs.append(payload["job"]["id"])
+        return jobs
+
+    async def check(self, lab: Lab) -> None:
+        """Every export is in the bucket, with the size and checksum its job reported, and reads
+        back (through qemu-img for QCOW2) as its source's disk."""
+        jobs = await lab.jobs(self.exports)
+        store = lab.services.storage.store(REGIONS[0])
+        for job_id, (image_id, key) in self.exports.items():
+            result = jobs[job_id].result
+            assert result is not None and (result["bucket"], result["key"]) == ("crash-out", key), (job_id, result)
+            body = await store.get_bytes("crash-out", key)
+            assert (result["size"], result["checksum"]) == (len(body), sha(body)), (job_id, key)
+            if key.endswith(".qcow2"):
+                body = await asyncio.to_thread(_raw_of_qcow2, body, lab.cluster.root, job_id)
+            assert body == self.raw[image_id], (job_id, key)
+
+
+SCENARIOS: list[Callable[[], Scenario]] = [Imports, Replication, FullEcs, Exports]

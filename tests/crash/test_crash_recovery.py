@@ -1,5 +1,5 @@
 """kill -9 the server (API and in-process workers) or a worker process at random points of
-running jobs — imports, replications, full-ECS image creations — five trials each (more
+running jobs — imports, exports, replications, full-ECS image creations — five trials each (more
 while no kill has struck a running job), restart it, and after the last trial check that
 nothing was lost: every job ended in SUCCESS, every ACTIVE image reads back with its
 checksum and the bytes written, every reference count matches its holders, garbage
