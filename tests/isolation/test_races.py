@@ -1,4 +1,5 @@
-"""Races over real HTTP: one winner per version, and deletes racing replications."""
+"""Races over real HTTP: one winner per version, deletes racing replications, exports racing
+each other and deletes."""
 
 from __future__ import annotations
 
@@ -54,3 +55,35 @@ async def test_delete_racing_replications(gql: GraphQLClient, db: Database, sett
             assert manifest is None
         else:
             assert manifest is not None and manifest.refcount == expected_refs, (kinds, manifest)
+
+
+async def test_concurrent_exports_of_one_image_one_winner(gql: GraphQLClient, db: Database, settings: Settings) -> None:
+    """One export per image at a time, whatever the interleaving: one job, and one reference
+    taken on the image's data; an export racing a delete leaves the data held exactly as
+    many times as there are holders."""
+    owner, token = await make_account(db)
+    me = gql.as_(token)
+    await me.execute('mutation { createBucket(input: {name: "race-exports"}) { __typename } }')
+    export = """mutation($id: ID!, $k: String!) { exportImage(input: {imageId: $id, bucket: "race-exports", key: $k}) {
+      __typename ... on UserError { code } } }"""
+    image = await make_image_with_data(db, settings, owner, b"\x07" * 60_000)
+    results = await asyncio.gather(*(me.execute(export, {"id": image.id, "k": f"k{i}"}) for i in range(8)))
+    outcomes = sorted((r["exportImage"]["__typename"], r["exportImage"].get("code")) for r in results)
+    assert outcomes == [("ConflictError", "EXPORT_IN_PROGRESS")] * 7 + [("ExportJobSuccess", None)]
+    async with db.uow(owner.id, write=False) as uow:
+        manifest = await uow.chunks.manifest(image.disks[0]["manifestId"])
+    assert manifest is not None and manifest.refcount == 2  # the image and its one export
+
+    for attempt in range(3):
+        raced = await make_image_with_data(db, settings, owner, bytes([attempt + 9]) * 60_000)
+        delete = me.execute("mutation($id: ID!) { deleteImages(input: {ids: [$id]}) { __typename } }", {"id": raced.id})
+        got = await asyncio.gather(me.execute(export, {"id": raced.id, "k": f"d{attempt}"}), delete)
+        exported = got[0]["exportImage"]["__typename"] == "ExportJobSuccess"
+        deleted = got[1]["deleteImages"]["__typename"] == "DeleteImagesSuccess"
+        assert deleted  # an export only reads: it never holds a delete up
+        async with db.uow(owner.id, write=False) as uow:
+            manifest = await uow.chunks.manifest(raced.disks[0]["manifestId"])
+        if exported:
+            assert manifest is not None and manifest.refcount == 1, got
+        else:
+            assert got[0]["exportImage"]["code"] == "IMAGE_NOT_FOUND" and manifest is None, (got, manifest)
