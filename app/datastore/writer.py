@@ -149,7 +149,8 @@ class _WriteRun:
             if await self.object_exists(digest, key):
                 return
         async with self.uploads:
-            await self.store.put_bytes(self.bucket, key, stored)
+            # The name is the digest of the stored bytes: the store need not hash them again.
+            await self.store.put_bytes(self.bucket, key, stored, sha256=digest)
         self.new_bytes += len(stored)
 
     async def object_exists(self, digest: str, key: str) -> bool:

@@ -74,7 +74,14 @@ class ObjectStore(Protocol):
         """Store the stream atomically (readers never see a partial object); returns its
         size and sha256 checksum. Raises ObjectTooLargeError past `max_bytes`, keeping nothing."""
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo: ...
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+    ) -> ObjectInfo:
+        """Store `data` atomically and durably; returns its size and sha256 checksum.
+
+        `sha256`, when given, is the hex SHA-256 of `data` that the caller already computed
+        (a content-addressed name, say): the adapter returns it as the checksum instead of
+        hashing the bytes again. ValueError when it is not 64 lowercase hex digits."""
 
     async def get_bytes(self, bucket: str, key: str) -> bytes: ...
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from app.storage._direct import write_all
 from app.storage.base import (
     STREAM_PIECE_BYTES,
     HttpMethod,
@@ -27,7 +28,7 @@ from app.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
-from app.storage.names import validate_bucket_name, validate_key
+from app.storage.names import validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import UrlSigner
 
 __all__ = ["FilesystemObjectStore"]
@@ -52,9 +53,12 @@ class FilesystemObjectStore:
     InvalidNameError (S3 accepts both).
     """
 
-    def __init__(self, root: Path, url_signer: UrlSigner) -> None:
+    def __init__(self, root: Path, url_signer: UrlSigner, *, direct_io: bool = True) -> None:
         self._root = Path(os.path.abspath(root))
         self._signer = url_signer
+        #: Whether `put_bytes` bypasses the page cache (see `app.storage._direct`); turned
+        #: off for good when the filesystem refuses it.
+        self.direct_io = direct_io
 
     # -- buckets ------------------------------------------------------------------------
 
@@ -96,8 +100,14 @@ class FilesystemObjectStore:
             await asyncio.to_thread(_discard, file, tmp_path)
             raise
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
-        return await self.put_stream(bucket, key, _single(data))
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+    ) -> ObjectInfo:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        validate_sha256(sha256)
+        # One thread hop for the whole object and no copy of it: written from `data` itself.
+        return await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256)
 
     async def delete(self, bucket: str, key: str) -> None:
         validate_bucket_name(bucket)
@@ -107,8 +117,10 @@ class FilesystemObjectStore:
     # -- reads --------------------------------------------------------------------------
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        pieces = [piece async for piece in self.open_stream(bucket, key)]
-        return b"".join(pieces)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        # One read into one bytes object: no pieces to join.
+        return await asyncio.to_thread(self._get_bytes, bucket, key)
 
     async def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
@@ -196,6 +208,17 @@ class FilesystemObjectStore:
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         return os.fdopen(fd, "wb"), Path(name)
 
+    def _put_bytes(self, bucket: str, key: str, data: bytes, digest: str | None) -> ObjectInfo:
+        file, tmp_path = self._begin_put(bucket, key)
+        try:
+            if digest is None:
+                digest = hashlib.sha256(data).hexdigest()
+            self.direct_io = write_all(file.fileno(), data, direct=self.direct_io)
+            return self._finish_put(file, tmp_path, bucket, key, len(data), digest)
+        except BaseException:
+            _discard(file, tmp_path)
+            raise
+
     def _finish_put(
         self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str
     ) -> ObjectInfo:
@@ -203,6 +226,17 @@ class FilesystemObjectStore:
         os.fsync(file.fileno())
         modified = os.fstat(file.fileno()).st_mtime
         file.close()
+        self._publish(tmp_path, bucket, key)
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            last_modified=datetime.fromtimestamp(modified, UTC),
+            checksum=f"sha256:{digest}",
+        )
+
+    def _publish(self, tmp_path: Path, bucket: str, key: str) -> None:
+        """Rename a complete, fsynced temporary file into place, durably."""
         target = self._object_path(bucket, key)
         for attempt in range(_RENAME_ATTEMPTS):
             try:
@@ -217,13 +251,6 @@ class FilesystemObjectStore:
                     f"object key {key!r} collides with an object or key prefix on this store"
                 ) from exc
         _fsync_dir(target.parent)  # make the rename itself durable
-        return ObjectInfo(
-            bucket=bucket,
-            key=key,
-            size=size,
-            last_modified=datetime.fromtimestamp(modified, UTC),
-            checksum=f"sha256:{digest}",
-        )
 
     def _delete(self, bucket: str, key: str) -> None:
         bucket_dir = self._bucket_dir(bucket)
@@ -256,6 +283,10 @@ class FilesystemObjectStore:
             file.close()
             raise
         return file
+
+    def _get_bytes(self, bucket: str, key: str) -> bytes:
+        with self._open_for_read(bucket, key, 0) as file:
+            return file.read()
 
     def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._object_path(bucket, key)
@@ -342,7 +373,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-async def _single(data: bytes) -> AsyncIterator[bytes]:
-    yield data

@@ -45,7 +45,9 @@ class FileStore:
             parts.append(piece)
         return await self.put_bytes(bucket, key, b"".join(parts))
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+    ) -> ObjectInfo:
         return await asyncio.to_thread(self._put, bucket, key, data)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:

@@ -64,7 +64,9 @@ class MemoryStore:
             parts.append(piece)
         return await self.put_bytes(bucket, key, b"".join(parts))
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+    ) -> ObjectInfo:
         self.calls["put"] += 1
         self._bucket(bucket)
         with self.puts:
@@ -74,6 +76,7 @@ class MemoryStore:
             key=key,
             size=len(data),
             last_modified=datetime.now(UTC),
+            checksum=None if sha256 is None else f"sha256:{sha256}",
         )
         self.objects[bucket, key] = (bytes(data), info)
         return info

@@ -35,9 +35,11 @@ class WatchingStore(MemoryStore):
     source: CountingSource
     ahead: list[int]
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+    ) -> ObjectInfo:
         self.ahead.append(self.source.pulled - self.calls["put"])
-        return await super().put_bytes(bucket, key, data)
+        return await super().put_bytes(bucket, key, data, sha256=sha256)
 
 
 async def test_writer_bounds_chunks_in_flight_and_uploads() -> None:
@@ -74,10 +76,12 @@ async def test_reader_reads_ahead_a_bounded_number_of_chunks(store: MemoryStore)
 
 
 class FailingStore(MemoryStore):
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+    ) -> ObjectInfo:
         if self.calls["put"] == 2:
             raise OSError("disk full")
-        return await super().put_bytes(bucket, key, data)
+        return await super().put_bytes(bucket, key, data, sha256=sha256)
 
 
 async def test_a_failed_upload_fails_the_write_with_its_own_error() -> None:

@@ -1,0 +1,107 @@
+"""Writing a whole object's bytes to a file, bypassing the page cache where the filesystem can.
+
+Objects are written once, fsynced, and seldom read back soon (a chunk is read when an image
+is exported or copied). Through the page cache each byte costs a copy into freshly allocated
+cache pages and, at fsync, the writeback of those pages; with `O_DIRECT` the device reads the
+bytes from a small staging buffer instead, and fsync only has metadata left to flush. On the
+2-vCPU VMs this project runs on that is ~0.1 CPU s/GiB instead of 1.2–2.5 (README,
+"Performance").
+
+`O_DIRECT` needs the buffer, the file offset and the length aligned to the device's logical
+block size. Each thread stages the bytes through its own page-aligned buffer, writes the
+aligned prefix directly and the short tail (under one block) through the page cache, which
+the fsync that follows flushes. Filesystems that refuse `O_DIRECT` (tmpfs on older kernels,
+some FUSE or network filesystems) get buffered writes: the first refusal switches direct I/O
+off for the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import threading
+
+__all__ = ["DIRECT_ALIGN", "DIRECT_MIN_BYTES", "write_all"]
+
+#: Alignment of offsets and lengths; one page covers every common logical block size.
+DIRECT_ALIGN = 4096
+#: Objects smaller than this stay on the page cache: a synchronous device write would cost
+#: them more than the copy it saves.
+DIRECT_MIN_BYTES = 256 * 1024
+#: The staging buffer of each writing thread.
+_STAGING_BYTES = 1024 * 1024
+
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+#: `os.write`, through a name of this module so that tests can fake refusals.
+_write = os.write
+
+
+class _Staging(threading.local):
+    buffer: mmap.mmap | None = None
+
+
+_staging = _Staging()
+
+
+def _staging_buffer() -> mmap.mmap:
+    if _staging.buffer is None:
+        # Anonymous mappings are page-aligned; reused by the thread for every write.
+        _staging.buffer = mmap.mmap(-1, _STAGING_BYTES)
+    return _staging.buffer
+
+
+def _set_direct(fd: int, on: bool) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | _O_DIRECT if on else flags & ~_O_DIRECT)
+
+
+def write_all(fd: int, data: bytes | memoryview, *, direct: bool) -> bool:
+    """Write `data` at the start of the empty file `fd` (opened for writing, not appending).
+
+    With `direct`, the aligned prefix of an object of at least DIRECT_MIN_BYTES goes through
+    O_DIRECT. Returns whether direct I/O is still worth trying on this filesystem (False
+    once it refused it). The caller fsyncs.
+    """
+    view = memoryview(data).cast("B")
+    done = 0
+    aligned = len(view) - len(view) % DIRECT_ALIGN
+    if direct and _O_DIRECT and len(view) >= DIRECT_MIN_BYTES:
+        try:
+            _set_direct(fd, True)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            direct = False
+        else:
+            try:
+                done = _write_direct(fd, view, aligned)
+            finally:
+                _set_direct(fd, False)
+            direct = done == aligned
+    while done < len(view):
+        done += _write(fd, view[done:])
+    return direct
+
+
+def _write_direct(fd: int, view: memoryview, aligned: int) -> int:
+    """Write `view[:aligned]` through O_DIRECT; returns the bytes written, fewer when the
+    filesystem refused an aligned write (EINVAL) and the rest must be written buffered."""
+    staging = _staging_buffer()
+    done = 0
+    with memoryview(staging) as target:
+        while done < aligned:
+            size = min(_STAGING_BYTES, aligned - done)
+            target[:size] = view[done : done + size]
+            try:
+                written = _write(fd, target[:size])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                return done
+            done += written
+            if written % DIRECT_ALIGN:
+                # A short write left the offset unaligned: finish through the page cache.
+                return done
+    return done
