@@ -8,9 +8,11 @@ bytes from a small staging buffer instead, and fsync only has metadata left to f
 "Performance").
 
 `O_DIRECT` needs the buffer, the file offset and the length aligned to the device's logical
-block size. Each thread stages the bytes through its own page-aligned buffer, writes the
-aligned prefix directly and the short tail (under one block) through the page cache, which
-the fsync that follows flushes. Filesystems that refuse `O_DIRECT` (tmpfs on older kernels,
+block size. The bytes are staged through a page-aligned buffer of one chunk (a whole 4 MiB
+chunk is one device request: with 1 MiB requests four writers got 270–440 MiB/s from this
+VM's disk, with 4 MiB ones 420–800), the aligned prefix written directly and the short tail
+(under one block) through the page cache, which the fsync that follows flushes. At most
+`_KEPT_BUFFERS` staging buffers are kept for reuse. Filesystems that refuse `O_DIRECT` (tmpfs on older kernels,
 some FUSE or network filesystems) get buffered writes: the first refusal switches direct I/O
 off for the store.
 """
@@ -30,26 +32,34 @@ DIRECT_ALIGN = 4096
 #: Objects smaller than this stay on the page cache: a synchronous device write would cost
 #: them more than the copy it saves.
 DIRECT_MIN_BYTES = 256 * 1024
-#: The staging buffer of each writing thread.
-_STAGING_BYTES = 1024 * 1024
+#: A staging buffer: one chunk (app.datastore.chunks.CHUNK_SIZE) per device request.
+_STAGING_BYTES = 4 * 1024 * 1024
+#: Staging buffers kept between writes (more writers at once allocate and drop their own).
+_KEPT_BUFFERS = 4
 
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 #: `os.write`, through a name of this module so that tests can fake refusals.
 _write = os.write
 
 
-class _Staging(threading.local):
-    buffer: mmap.mmap | None = None
+_kept: list[mmap.mmap] = []
+_kept_lock = threading.Lock()
 
 
-_staging = _Staging()
+def _borrow() -> mmap.mmap:
+    with _kept_lock:
+        if _kept:
+            return _kept.pop()
+    # Anonymous mappings are page-aligned.
+    return mmap.mmap(-1, _STAGING_BYTES)
 
 
-def _staging_buffer() -> mmap.mmap:
-    if _staging.buffer is None:
-        # Anonymous mappings are page-aligned; reused by the thread for every write.
-        _staging.buffer = mmap.mmap(-1, _STAGING_BYTES)
-    return _staging.buffer
+def _give_back(buffer: mmap.mmap) -> None:
+    with _kept_lock:
+        if len(_kept) < _KEPT_BUFFERS:
+            _kept.append(buffer)
+            return
+    buffer.close()
 
 
 def _set_direct(fd: int, on: bool) -> None:
@@ -88,20 +98,33 @@ def write_all(fd: int, data: bytes | memoryview, *, direct: bool) -> bool:
 def _write_direct(fd: int, view: memoryview, aligned: int) -> int:
     """Write `view[:aligned]` through O_DIRECT; returns the bytes written, fewer when the
     filesystem refused an aligned write (EINVAL) and the rest must be written buffered."""
-    staging = _staging_buffer()
+    staging = _borrow()
+    try:
+        return _stage_and_write(fd, view, aligned, staging)
+    finally:
+        _give_back(staging)
+
+
+def _stage_and_write(fd: int, view: memoryview, aligned: int, staging: mmap.mmap) -> int:
     done = 0
-    with memoryview(staging) as target:
+    target = memoryview(staging)
+    try:
         while done < aligned:
             size = min(_STAGING_BYTES, aligned - done)
-            target[:size] = view[done : done + size]
+            piece = target[:size]
+            piece[:] = view[done : done + size]
             try:
-                written = _write(fd, target[:size])
+                written = _write(fd, piece)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 return done
+            finally:
+                piece.release()
             done += written
             if written % DIRECT_ALIGN:
                 # A short write left the offset unaligned: finish through the page cache.
                 return done
-    return done
+        return done
+    finally:
+        target.release()

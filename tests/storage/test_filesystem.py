@@ -120,7 +120,7 @@ async def test_stray_files_are_not_objects(fs: FilesystemObjectStore, tmp_path: 
 
 # -- direct I/O ---------------------------------------------------------------------------
 
-BIG = 2 * 1024 * 1024 + 4096 + 28  # staged pieces, an aligned remainder and a short tail
+BIG = 2 * _direct._STAGING_BYTES + 4096 + 28  # 2 staged pieces, an aligned remainder, a tail
 
 
 def _einval(*_args: object) -> None:
@@ -177,7 +177,7 @@ def test_direct_write_refused_midway_finishes_buffered(
         still_direct = _direct.write_all(file.fileno(), data, direct=True)
 
     assert path.read_bytes() == data
-    # 1 MiB staged pieces: 2 whole ones and the aligned remainder, then a buffered tail.
+    # Two whole staged pieces and the aligned remainder, then a buffered tail.
     assert fake.direct_writes == min(refuse_at, 3)
     assert still_direct is (refuse_at > 3)
     assert fake.direct == set()
