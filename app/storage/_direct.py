@@ -25,21 +25,24 @@ import mmap
 import os
 import threading
 
-__all__ = ["DIRECT_ALIGN", "DIRECT_MIN_BYTES", "write_all"]
+__all__ = ["DIRECT_ALIGN", "DIRECT_MIN_BYTES", "read_all", "write_all"]
 
 #: Alignment of offsets and lengths; one page covers every common logical block size.
 DIRECT_ALIGN = 4096
 #: Objects smaller than this stay on the page cache: a synchronous device write would cost
 #: them more than the copy it saves.
 DIRECT_MIN_BYTES = 256 * 1024
-#: A staging buffer: one chunk (app.datastore.chunks.CHUNK_SIZE) per device request.
+#: A staging buffer: one chunk (app.datastore.chunks.CHUNK_SIZE) per device request, and
+#: room to read a sealed chunk (4 MiB + 28 bytes) rounded up to a whole block in one.
 _STAGING_BYTES = 4 * 1024 * 1024
+_READ_STAGING_BYTES = _STAGING_BYTES + DIRECT_ALIGN
 #: Staging buffers kept between writes (more writers at once allocate and drop their own).
 _KEPT_BUFFERS = 4
 
 _O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 #: `os.write`, through a name of this module so that tests can fake refusals.
 _write = os.write
+_preadv = os.preadv
 
 
 _kept: list[mmap.mmap] = []
@@ -51,7 +54,7 @@ def _borrow() -> mmap.mmap:
         if _kept:
             return _kept.pop()
     # Anonymous mappings are page-aligned.
-    return mmap.mmap(-1, _STAGING_BYTES)
+    return mmap.mmap(-1, _READ_STAGING_BYTES)
 
 
 def _give_back(buffer: mmap.mmap) -> None:
@@ -128,3 +131,67 @@ def _stage_and_write(fd: int, view: memoryview, aligned: int, staging: mmap.mmap
         return done
     finally:
         target.release()
+
+
+def read_all(fd: int, size: int, *, direct: bool) -> tuple[bytes, bool]:
+    """The `size` bytes of the file `fd` (an object: it does not change), and whether direct
+    I/O is still worth trying on this filesystem.
+
+    With `direct`, an object of DIRECT_MIN_BYTES up to one staging buffer (a chunk, sealed or
+    not) is read with O_DIRECT in one device request into a staging buffer, then copied once
+    into the result: objects written with O_DIRECT are not in the page cache, and filling it
+    costs more than the copy (four readers of such chunks on this VM: 390-450 MiB/s through
+    the page cache, 630-900 MiB/s direct). Anything else is read through the page cache.
+    """
+    if direct and _O_DIRECT and DIRECT_MIN_BYTES <= size and _aligned_up(size) <= _READ_STAGING_BYTES:
+        try:
+            _set_direct(fd, True)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            direct = False
+        else:
+            try:
+                data = _read_direct(fd, size)
+            finally:
+                _set_direct(fd, False)
+            if data is not None:
+                return data, True
+            direct = False
+    return _read_buffered(fd, size), direct
+
+
+def _read_direct(fd: int, size: int) -> bytes | None:
+    """None when the filesystem refused the aligned read (EINVAL)."""
+    staging = _borrow()
+    try:
+        with memoryview(staging) as target:
+            with target[: _aligned_up(size)] as piece:
+                try:
+                    got = _preadv(fd, [piece], 0)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    return None
+            if got != size:
+                return None  # an unexpected short read: read it again the ordinary way
+            with target[:size] as read:
+                return bytes(read)
+    finally:
+        _give_back(staging)
+
+
+def _aligned_up(size: int) -> int:
+    return -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+
+
+def _read_buffered(fd: int, size: int) -> bytes:
+    pieces = []
+    offset = 0
+    while True:
+        piece = os.pread(fd, max(size - offset, 1024 * 1024), offset)
+        if not piece:
+            break
+        pieces.append(piece)
+        offset += len(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from app.storage._direct import write_all
+from app.storage._direct import read_all, write_all
 from app.storage.base import (
     STREAM_PIECE_BYTES,
     HttpMethod,
@@ -286,7 +286,9 @@ class FilesystemObjectStore:
 
     def _get_bytes(self, bucket: str, key: str) -> bytes:
         with self._open_for_read(bucket, key, 0) as file:
-            return file.read()
+            size = os.fstat(file.fileno()).st_size
+            data, self.direct_io = read_all(file.fileno(), size, direct=self.direct_io)
+            return data
 
     def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._object_path(bucket, key)

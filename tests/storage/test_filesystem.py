@@ -213,3 +213,47 @@ async def test_failed_direct_write_leaves_no_temp_file(
     assert raised.value.errno == errno.ENOSPC
     assert tmp_files(tmp_path / "root") == []
     assert await fs.list_objects("bucket") == []
+
+
+def _einval_read(*_args: object) -> int:
+    raise OSError(errno.EINVAL, "Invalid argument")
+
+
+@pytest.mark.parametrize(
+    ("size", "direct_read"),
+    [(_direct.DIRECT_MIN_BYTES - 1, False), (4 * 1024 * 1024 + 28, True), (BIG, False)],
+    ids=["small", "sealed-chunk", "over-a-staging-buffer"],
+)
+def test_reads_go_direct_for_chunk_sized_objects_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, direct_read: bool
+) -> None:
+    fake = FakeDirectIO(refuse_at=99)
+    monkeypatch.setattr(_direct, "_set_direct", fake.set_direct)
+    reads: list[bool] = []
+    real_preadv = os.preadv
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        reads.append(fd in fake.direct)
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(_direct, "_preadv", preadv)
+    data = os.urandom(size)
+    (tmp_path / "object").write_bytes(data)
+
+    with open(tmp_path / "object", "rb") as file:
+        got, still_direct = _direct.read_all(file.fileno(), size, direct=True)
+
+    assert got == data
+    assert reads == ([True] if direct_read else [])
+    assert still_direct is True and fake.direct == set()
+
+
+async def test_filesystem_refusing_direct_reads_gets_buffered_reads(
+    fs: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(4 * 1024 * 1024 + 28)
+    await fs.put_bytes("bucket", "chunks/a", data)
+    monkeypatch.setattr(_direct, "_preadv", _einval_read)
+
+    assert await fs.get_bytes("bucket", "chunks/a") == data
+    assert fs.direct_io is False
