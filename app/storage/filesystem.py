@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from app.storage._direct import read_all, write_all
 from app.storage.base import (
     STREAM_PIECE_BYTES,
     HttpMethod,
@@ -53,12 +52,9 @@ class FilesystemObjectStore:
     InvalidNameError (S3 accepts both).
     """
 
-    def __init__(self, root: Path, url_signer: UrlSigner, *, direct_io: bool = True) -> None:
+    def __init__(self, root: Path, url_signer: UrlSigner) -> None:
         self._root = Path(os.path.abspath(root))
         self._signer = url_signer
-        #: Whether `put_bytes` bypasses the page cache (see `app.storage._direct`); turned
-        #: off for good when the filesystem refuses it.
-        self.direct_io = direct_io
 
     # -- buckets ------------------------------------------------------------------------
 
@@ -213,7 +209,7 @@ class FilesystemObjectStore:
         try:
             if digest is None:
                 digest = hashlib.sha256(data).hexdigest()
-            self.direct_io = write_all(file.fileno(), data, direct=self.direct_io)
+            _write_all(file.fileno(), data)
             return self._finish_put(file, tmp_path, bucket, key, len(data), digest)
         except BaseException:
             _discard(file, tmp_path)
@@ -286,9 +282,7 @@ class FilesystemObjectStore:
 
     def _get_bytes(self, bucket: str, key: str) -> bytes:
         with self._open_for_read(bucket, key, 0) as file:
-            size = os.fstat(file.fileno()).st_size
-            data, self.direct_io = read_all(file.fileno(), size, direct=self.direct_io)
-            return data
+            return file.read()
 
     def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._object_path(bucket, key)
@@ -362,6 +356,13 @@ def _write_piece(file: BinaryIO, hasher: hashlib._Hash, piece: bytes | bytearray
     if piece:
         file.write(piece)
         hasher.update(piece)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        done += os.write(fd, view[done:])
 
 
 def _discard(file: BinaryIO, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ and one after). Each phase runs `--repeat` times; the best and the worst run are
 Targets: plain ≥ 0.5, sealed ≥ 0.4. Peak RSS is the process's `ru_maxrss` after the phase.
 
 `--store memory` keeps objects in a dict instead, to measure the pipeline without the
-filesystem; `--store buffered` uses the filesystem store without direct I/O.
+filesystem.
 """
 
 from __future__ import annotations
@@ -223,8 +223,8 @@ def measure(
     root = Path(tempfile.mkdtemp(prefix="bench-chunks-", dir=parent))
     try:
         store: ObjectStore = (
-            MemoryStore() if store_kind == "memory" else FilesystemObjectStore(
-                root, UrlSigner(b"b" * 32, "http://127.0.0.1"), direct_io=store_kind == "file")
+            MemoryStore() if store_kind == "memory"
+            else FilesystemObjectStore(root, UrlSigner(b"b" * 32, "http://127.0.0.1"))
         )
         bench = Bench(pool, size, piece, store, ChunkWriter(max_in_flight=in_flight), in_flight)
 
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--piece-kib", type=int, default=1024, help="source piece size")
     parser.add_argument("--in-flight", type=int, default=4, help="chunks in flight, read-ahead")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--store", choices=["file", "buffered", "memory"], default="file")
+    parser.add_argument("--store", choices=["file", "memory"], default="file")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the file store")
     args = parser.parse_args(argv)
     size, piece = args.size_mib * MiB, args.piece_kib * 1024

@@ -83,8 +83,7 @@ async def test_put_get_round_trip(store: ObjectStore, bucket: str) -> None:
     assert_recent(stat.last_modified)
 
 
-#: Sizes around the filesystem adapter's direct-I/O thresholds: under its minimum, exactly
-#: aligned, an aligned prefix with a short tail, and a sealed chunk's 4 MiB + 28 bytes.
+#: Sizes around page and multipart boundaries, and a sealed chunk's 4 MiB + 28 bytes.
 BIG_SIZES = [4095, 256 * 1024, MiB + 4096, MiB + 5, 4 * MiB + 28]
 
 
