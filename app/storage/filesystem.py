@@ -97,13 +97,19 @@ class FilesystemObjectStore:
             raise
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
         validate_sha256(sha256)
         # One thread hop for the whole object and no copy of it: written from `data` itself.
-        return await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256)
+        return await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256, durable)
+
+    async def sync(self, bucket: str, key: str) -> None:
+        """fsync the object's file and its directory; NoSuchObjectError when it is gone."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await asyncio.to_thread(self._sync, bucket, key)
 
     async def delete(self, bucket: str, key: str) -> None:
         validate_bucket_name(bucket)
@@ -204,25 +210,29 @@ class FilesystemObjectStore:
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         return os.fdopen(fd, "wb"), Path(name)
 
-    def _put_bytes(self, bucket: str, key: str, data: bytes, digest: str | None) -> ObjectInfo:
+    def _put_bytes(
+        self, bucket: str, key: str, data: bytes, digest: str | None, durable: bool
+    ) -> ObjectInfo:
         file, tmp_path = self._begin_put(bucket, key)
         try:
             if digest is None:
                 digest = hashlib.sha256(data).hexdigest()
             _write_all(file.fileno(), data)
-            return self._finish_put(file, tmp_path, bucket, key, len(data), digest)
+            return self._finish_put(file, tmp_path, bucket, key, len(data), digest, durable=durable)
         except BaseException:
             _discard(file, tmp_path)
             raise
 
     def _finish_put(
-        self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str
+        self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str,
+        *, durable: bool = True,
     ) -> ObjectInfo:
         file.flush()
-        os.fsync(file.fileno())
+        if durable:
+            os.fsync(file.fileno())
         modified = os.fstat(file.fileno()).st_mtime
         file.close()
-        self._publish(tmp_path, bucket, key)
+        self._publish(tmp_path, bucket, key, durable=durable)
         return ObjectInfo(
             bucket=bucket,
             key=key,
@@ -231,8 +241,9 @@ class FilesystemObjectStore:
             checksum=f"sha256:{digest}",
         )
 
-    def _publish(self, tmp_path: Path, bucket: str, key: str) -> None:
-        """Rename a complete, fsynced temporary file into place, durably."""
+    def _publish(self, tmp_path: Path, bucket: str, key: str, *, durable: bool) -> None:
+        """Rename a complete temporary file into place (durably: the file was fsynced, the
+        directory is too)."""
         target = self._object_path(bucket, key)
         for attempt in range(_RENAME_ATTEMPTS):
             try:
@@ -246,7 +257,20 @@ class FilesystemObjectStore:
                 raise InvalidNameError(
                     f"object key {key!r} collides with an object or key prefix on this store"
                 ) from exc
-        _fsync_dir(target.parent)  # make the rename itself durable
+        if durable:
+            _fsync_dir(target.parent)  # make the rename itself durable
+
+    def _sync(self, bucket: str, key: str) -> None:
+        path = self._object_path(bucket, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
 
     def _delete(self, bucket: str, key: str) -> None:
         bucket_dir = self._bucket_dir(bucket)

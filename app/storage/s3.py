@@ -115,7 +115,7 @@ class S3ObjectStore:
         )
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
@@ -128,6 +128,11 @@ class S3ObjectStore:
             last_modified=datetime.now(UTC),
             checksum=f"sha256:{digest}",
         )
+
+    async def sync(self, bucket: str, key: str) -> None:
+        """A no-op: an S3 PUT is durable when it returns."""
+        validate_bucket_name(bucket)
+        validate_key(key)
 
     async def delete(self, bucket: str, key: str) -> None:
         validate_bucket_name(bucket)

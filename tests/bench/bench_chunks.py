@@ -145,9 +145,9 @@ class Bench:
         )
 
     async def store_alone(self) -> None:
-        """The store's own writes of as many distinct chunks, as many at once as the writer
-        uploads, with their digests given: a bound the chunk store's writes cannot beat
-        (on the filesystem store, the disk's durable write rate)."""
+        """The store's own durable writes (put, fsync) of as many distinct chunks, as many at
+        once as the writer uploads, digests given: what storing costs without the chunk
+        store around it (on the filesystem store, about the disk's durable write rate)."""
         count = -(-self.size // CHUNK_SIZE)
         starts = [i * 4099 % POOL for i in range(min(count, 8))]
         chunks = [self.pool[start : start + CHUNK_SIZE] for start in starts]
@@ -252,7 +252,7 @@ def figures(quick: bool) -> list[Figure]:
         target = TARGETS[phase.kind]
         if phase.kind == "bound":
             out.append(Figure(f"object store's durable chunk writes alone, {size} / SHA-256",
-                              f"SHA-256 {baseline:.0f} MiB/s", ratio, "(bounds the writes)", None))
+                              f"SHA-256 {baseline:.0f} MiB/s", ratio, "(context)", None))
             continue
         out.append(Figure(f"chunk store {name}, {size} / SHA-256", f"SHA-256 {baseline:.0f} MiB/s",
                           ratio, f"≥ {target}×", ratio >= target))

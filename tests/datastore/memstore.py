@@ -65,7 +65,7 @@ class MemoryStore:
         return await self.put_bytes(bucket, key, b"".join(parts))
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         self.calls["put"] += 1
         self._bucket(bucket)
@@ -80,6 +80,10 @@ class MemoryStore:
         )
         self.objects[bucket, key] = (bytes(data), info)
         return info
+
+    async def sync(self, bucket: str, key: str) -> None:
+        self.calls["sync"] += 1
+        self._object(bucket, key)  # a sync of a missing object is a caller's bug here
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         self.calls["get"] += 1

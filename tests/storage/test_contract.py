@@ -104,6 +104,20 @@ async def test_put_bytes_sizes_and_callers_sha256(
     assert stat is not None and stat.size == size
 
 
+async def test_put_not_yet_durable_then_sync(store: ObjectStore, bucket: str) -> None:
+    data = os.urandom(MiB + 5)
+
+    info = await store.put_bytes(bucket, "chunks/y", data, durable=False)
+    # Readers see the whole object at once, durable or not yet.
+    assert (info.size, info.checksum) == (len(data), sha256(data))
+    assert await store.get_bytes(bucket, "chunks/y") == data
+    await store.sync(bucket, "chunks/y")
+    await store.sync(bucket, "chunks/y")  # syncing again (or a durable object) is harmless
+
+    assert await store.get_bytes(bucket, "chunks/y") == data
+    assert [o.key for o in await store.list_objects(bucket)] == ["chunks/y"]
+
+
 async def test_callers_sha256_is_taken_as_given(store: ObjectStore, bucket: str) -> None:
     # The adapter does not hash again: the caller vouches for the digest (the chunk store
     # names chunks by it and verifies every read against it).
