@@ -33,7 +33,8 @@ async def test_sqlite_plan_reads_owned_images_by_owner_and_counts_once(db: Datab
             )
             statement, parameters = captured[-1]
             connection = await uow.session.connection()
-            plan = (await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)).all()
+            result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
 
@@ -48,7 +49,7 @@ def test_other_dialects_see_the_bare_column() -> None:
     shape, _ = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-1", 50, None, True)
     statement = page_statement(shape)
     assert statement is not None
-    sql = str(statement.compile(dialect=postgresql.dialect()))
+    sql = str(statement.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
     assert "+images" not in sql
     assert "images.owner_id = %(caller)s::VARCHAR AND images.visibility = " in sql
     assert "WITH total AS MATERIALIZED" in sql
