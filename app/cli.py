@@ -42,9 +42,11 @@ def serve(
     import uvicorn
 
     from app.main import create_app
+    from app.runtime import tune_allocator
 
     settings = Settings.from_env()
     _logging(settings)
+    tune_allocator()
     app = create_app(settings)
     if not settings.admin_token:
         console.print(f"Admin token file: [bold]{(settings.data_dir / 'admin-token').resolve()}[/bold]")
@@ -60,8 +62,11 @@ def worker(
 ) -> None:
     """Run job workers in this process until SIGTERM or SIGINT (the current jobs get
     IMS_WORKER_STOP_GRACE seconds to finish, then their leases are released)."""
+    from app.runtime import tune_allocator
+
     settings = Settings.from_env()
     _logging(settings)
+    tune_allocator()
     count = concurrency or max(settings.workers, 1)
     asyncio.run(_run_workers(replace(settings, workers=count)))
 

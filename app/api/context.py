@@ -8,8 +8,7 @@ from typing import Any
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from app.db.repositories.images import MemberRow
-from app.db.tables import ImageTag
+from app.db.repositories.images import MemberRow, TagFields
 from app.db.uow import SharedReader, reading
 from app.domain.images import Caller
 from app.errors import ImsError
@@ -40,7 +39,7 @@ class Context:
         return self.caller
 
     @property
-    def tags(self) -> DataLoader[str, list[ImageTag]]:
+    def tags(self) -> DataLoader[str, list[TagFields]]:
         if "tags" not in self.loaders:
             self.loaders["tags"] = DataLoader(self._load_tags)
         return self.loaders["tags"]
@@ -55,9 +54,9 @@ class Context:
         """After a mutation, later fields must see the committed state, not a cached one."""
         self.loaders.clear()
 
-    async def _load_tags(self, image_ids: list[str]) -> list[list[ImageTag]]:
+    async def _load_tags(self, image_ids: list[str]) -> list[list[TagFields]]:
         async with reading(self.services.db, self.me.account_id, self.reader) as uow:
-            found = await uow.images.tags_of(list(image_ids))
+            found = await uow.images.tag_fields_of(list(image_ids))
         return [found[i] for i in image_ids]
 
     async def _load_members(self, image_ids: list[str]) -> list[list[MemberRow]]:

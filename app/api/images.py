@@ -148,7 +148,8 @@ class ImageQueries:
         with query_errors():
             region = svc.check_region(filter.region if filter else None, field="filter.region")
             page = await svc.list(
-                info.context.me, to_query(filter, region), order, first, after, with_total=selects(info, "totalCount")
+                info.context.me, to_query(filter, region), order, first, after, with_total=selects(info, "totalCount"),
+                reader=info.context.reader,
             )
         me = info.context.me
         edges = [ImageEdge(cursor=c, node=image_of(v, me)) for v, c in zip(page.items, page.cursors, strict=True)]

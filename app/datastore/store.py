@@ -203,7 +203,7 @@ class ChunkStore:
         new_bytes = 0
         for digest, data in stored.items():
             if digest not in present:
-                await store.put_bytes(bucket, chunk_key(digest), data)
+                await store.put_bytes(bucket, chunk_key(digest), data, sha256=digest)
                 new_bytes += len(data)
         new_refs = [
             ChunkRef(i, prepared[i].digest, lengths[i]) if i in prepared

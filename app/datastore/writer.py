@@ -11,6 +11,7 @@ from app.datastore._pipeline import (
     ExistsBatcher,
     ExistsCheck,
     SequentialHasher,
+    cancel_all,
     raise_first,
     recut,
 )
@@ -18,13 +19,15 @@ from app.datastore.chunks import CHUNK_SIZE, ChunkRef, WriteResult, chunk_key, p
 from app.datastore.crypto import Sealer
 from app.storage.base import ObjectStore
 
-__all__ = ["DEFAULT_IN_FLIGHT", "ChunkWriter"]
+__all__ = ["DEFAULT_IN_FLIGHT", "DEFAULT_SYNC_CONCURRENCY", "ChunkWriter"]
 
 _CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 
 #: Chunks a write holds at once: its memory is about this many times CHUNK_SIZE (twice
 #: that when sealing), whatever the stream's size.
 DEFAULT_IN_FLIGHT = 4
+#: Uploaded chunks being made durable at once (they hold no memory of the write's).
+DEFAULT_SYNC_CONCURRENCY = 8
 
 
 class ChunkWriter:
@@ -43,6 +46,11 @@ class ChunkWriter:
     `WriteResult.new_bytes` counts the bytes this write uploaded; two concurrent writes of
     the same new plain chunk may both upload it (the same bytes under the same name) and
     both count it.
+
+    Uploads are not durable when they return (`put_bytes(durable=False)`): each chunk's
+    slot is free once the store has its bytes, and its `sync` runs beside the next chunks'
+    hashing (up to `DEFAULT_SYNC_CONCURRENCY` at once). `write_stream` returns only after
+    every upload's sync has: a manifest committed after it references durable chunks only.
     """
 
     def __init__(
@@ -81,7 +89,11 @@ class ChunkWriter:
             async with asyncio.TaskGroup() as group:
                 await run.feed(source, group)
         except BaseExceptionGroup as failures:
+            run.failed = True
             raise_first(failures)
+        except BaseException:
+            run.failed = True
+            raise
         finally:
             await run.aclose()
         return await run.result()
@@ -105,8 +117,11 @@ class _WriteRun:
         self.batcher = None if exists is None else ExistsBatcher(exists)
         self.slots = asyncio.Semaphore(writer.max_in_flight)
         self.uploads = asyncio.Semaphore(writer.upload_concurrency)
+        self.sync_slots = asyncio.Semaphore(DEFAULT_SYNC_CONCURRENCY)
+        self.syncs: list[asyncio.Task[None]] = []
         self.hasher = None if trusted_checksum is not None else SequentialHasher()
         self.trusted_checksum = trusted_checksum
+        self.failed = False
         self.refs: dict[int, ChunkRef] = {}
         self.claimed: set[str] = set()
         self.size = 0
@@ -149,8 +164,15 @@ class _WriteRun:
             if await self.object_exists(digest, key):
                 return
         async with self.uploads:
-            await self.store.put_bytes(self.bucket, key, stored)
+            # The name is the digest of the stored bytes: the store need not hash them again.
+            await self.store.put_bytes(self.bucket, key, stored, sha256=digest, durable=False)
         self.new_bytes += len(stored)
+        # Runs beside the next chunks; `result` waits for every sync, `aclose` cancels them.
+        self.syncs.append(asyncio.create_task(self.sync(key)))
+
+    async def sync(self, key: str) -> None:
+        async with self.sync_slots:
+            await self.store.sync(self.bucket, key)
 
     async def object_exists(self, digest: str, key: str) -> bool:
         if self.batcher is not None:
@@ -158,6 +180,11 @@ class _WriteRun:
         return await self.store.stat(self.bucket, key) is not None
 
     async def result(self) -> WriteResult:
+        try:
+            await asyncio.gather(*self.syncs)
+        except BaseException:
+            await cancel_all(self.syncs)
+            raise
         if self.hasher is None:
             assert self.trusted_checksum is not None
             checksum = self.trusted_checksum
@@ -171,6 +198,9 @@ class _WriteRun:
         )
 
     async def aclose(self) -> None:
+        """Stop what a failed write left running (after a success there is nothing left)."""
+        if self.failed:
+            await cancel_all(self.syncs)
         if self.hasher is not None:
             await self.hasher.aclose()
         if self.batcher is not None:

@@ -74,7 +74,23 @@ class ObjectStore(Protocol):
         """Store the stream atomically (readers never see a partial object); returns its
         size and sha256 checksum. Raises ObjectTooLargeError past `max_bytes`, keeping nothing."""
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo: ...
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
+        """Store `data` atomically and durably; returns its size and sha256 checksum.
+
+        `sha256`, when given, is the hex SHA-256 of `data` that the caller already computed
+        (a content-addressed name, say): the adapter returns it as the checksum instead of
+        hashing the bytes again. ValueError when it is not 64 lowercase hex digits.
+
+        `durable=False` returns as soon as readers see the whole object; it survives a crash
+        only once `sync(bucket, key)` has returned (a crash before may leave the key empty or
+        torn, never a partial object visible before it). Adapters whose writes are always
+        durable ignore it."""
+
+    async def sync(self, bucket: str, key: str) -> None:
+        """Make an object written with `durable=False` durable, its bytes and its name. A
+        no-op on adapters whose writes are durable when `put_bytes` returns."""
 
     async def get_bytes(self, bucket: str, key: str) -> bytes: ...
 

@@ -27,7 +27,7 @@ from app.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
-from app.storage.names import validate_bucket_name, validate_key
+from app.storage.names import validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import UrlSigner
 
 __all__ = ["FilesystemObjectStore"]
@@ -96,8 +96,20 @@ class FilesystemObjectStore:
             await asyncio.to_thread(_discard, file, tmp_path)
             raise
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
-        return await self.put_stream(bucket, key, _single(data))
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
+        validate_bucket_name(bucket)
+        validate_key(key)
+        validate_sha256(sha256)
+        # One thread hop for the whole object and no copy of it: written from `data` itself.
+        return await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256, durable)
+
+    async def sync(self, bucket: str, key: str) -> None:
+        """fsync the object's file and its directory; NoSuchObjectError when it is gone."""
+        validate_bucket_name(bucket)
+        validate_key(key)
+        await asyncio.to_thread(self._sync, bucket, key)
 
     async def delete(self, bucket: str, key: str) -> None:
         validate_bucket_name(bucket)
@@ -107,8 +119,10 @@ class FilesystemObjectStore:
     # -- reads --------------------------------------------------------------------------
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        pieces = [piece async for piece in self.open_stream(bucket, key)]
-        return b"".join(pieces)
+        validate_bucket_name(bucket)
+        validate_key(key)
+        # One read into one bytes object: no pieces to join.
+        return await asyncio.to_thread(self._get_bytes, bucket, key)
 
     async def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
@@ -196,13 +210,40 @@ class FilesystemObjectStore:
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         return os.fdopen(fd, "wb"), Path(name)
 
+    def _put_bytes(
+        self, bucket: str, key: str, data: bytes, digest: str | None, durable: bool
+    ) -> ObjectInfo:
+        file, tmp_path = self._begin_put(bucket, key)
+        try:
+            if digest is None:
+                digest = hashlib.sha256(data).hexdigest()
+            _write_all(file.fileno(), data)
+            return self._finish_put(file, tmp_path, bucket, key, len(data), digest, durable=durable)
+        except BaseException:
+            _discard(file, tmp_path)
+            raise
+
     def _finish_put(
-        self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str
+        self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str,
+        *, durable: bool = True,
     ) -> ObjectInfo:
         file.flush()
-        os.fsync(file.fileno())
+        if durable:
+            os.fsync(file.fileno())
         modified = os.fstat(file.fileno()).st_mtime
         file.close()
+        self._publish(tmp_path, bucket, key, durable=durable)
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=size,
+            last_modified=datetime.fromtimestamp(modified, UTC),
+            checksum=f"sha256:{digest}",
+        )
+
+    def _publish(self, tmp_path: Path, bucket: str, key: str, *, durable: bool) -> None:
+        """Rename a complete temporary file into place (durably: the file was fsynced, the
+        directory is too)."""
         target = self._object_path(bucket, key)
         for attempt in range(_RENAME_ATTEMPTS):
             try:
@@ -216,14 +257,20 @@ class FilesystemObjectStore:
                 raise InvalidNameError(
                     f"object key {key!r} collides with an object or key prefix on this store"
                 ) from exc
-        _fsync_dir(target.parent)  # make the rename itself durable
-        return ObjectInfo(
-            bucket=bucket,
-            key=key,
-            size=size,
-            last_modified=datetime.fromtimestamp(modified, UTC),
-            checksum=f"sha256:{digest}",
-        )
+        if durable:
+            _fsync_dir(target.parent)  # make the rename itself durable
+
+    def _sync(self, bucket: str, key: str) -> None:
+        path = self._object_path(bucket, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
 
     def _delete(self, bucket: str, key: str) -> None:
         bucket_dir = self._bucket_dir(bucket)
@@ -256,6 +303,10 @@ class FilesystemObjectStore:
             file.close()
             raise
         return file
+
+    def _get_bytes(self, bucket: str, key: str) -> bytes:
+        with self._open_for_read(bucket, key, 0) as file:
+            return file.read()
 
     def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._object_path(bucket, key)
@@ -331,6 +382,13 @@ def _write_piece(file: BinaryIO, hasher: hashlib._Hash, piece: bytes | bytearray
         hasher.update(piece)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        done += os.write(fd, view[done:])
+
+
 def _discard(file: BinaryIO, tmp_path: Path) -> None:
     file.close()
     tmp_path.unlink(missing_ok=True)
@@ -342,7 +400,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-async def _single(data: bytes) -> AsyncIterator[bytes]:
-    yield data

@@ -11,12 +11,13 @@ import unicodedata
 
 from app.storage.base import InvalidNameError
 
-__all__ = ["MAX_KEY_BYTES", "validate_bucket_name", "validate_key"]
+__all__ = ["MAX_KEY_BYTES", "validate_bucket_name", "validate_key", "validate_sha256"]
 
 MAX_KEY_BYTES = 1024
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_LIKE_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Sequences S3 (and the minio client) refuse: they break virtual-host addressing.
 _BAD_BUCKET_PARTS = ("..", ".-", "-.")
 _RESERVED_PREFIXES = ("xn--", "sthree-")
@@ -67,3 +68,10 @@ def validate_key(key: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidNameError(f"object key {key!r} has an empty, '.' or '..' path segment")
     return key
+
+
+def validate_sha256(digest: str | None) -> str | None:
+    """Return a caller's hex SHA-256 (or None) unchanged, else raise ValueError."""
+    if digest is not None and not (isinstance(digest, str) and _SHA256_RE.fullmatch(digest)):
+        raise ValueError(f"not a lowercase hex SHA-256: {digest!r}")
+    return digest

@@ -33,7 +33,7 @@ from app.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
-from app.storage.names import validate_bucket_name, validate_key
+from app.storage.names import validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import MAX_EXPIRES_IN
 
 __all__ = ["PART_BYTES", "S3ObjectStore"]
@@ -114,10 +114,13 @@ class S3ObjectStore:
             checksum=f"sha256:{pipe.hexdigest()}",
         )
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
-        digest = await asyncio.to_thread(self._put_bytes, bucket, key, data)
+        validate_sha256(sha256)
+        digest = await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256)
         return ObjectInfo(
             bucket=bucket,
             key=key,
@@ -125,6 +128,11 @@ class S3ObjectStore:
             last_modified=datetime.now(UTC),
             checksum=f"sha256:{digest}",
         )
+
+    async def sync(self, bucket: str, key: str) -> None:
+        """A no-op: an S3 PUT is durable when it returns."""
+        validate_bucket_name(bucket)
+        validate_key(key)
 
     async def delete(self, bucket: str, key: str) -> None:
         validate_bucket_name(bucket)
@@ -211,8 +219,9 @@ class S3ObjectStore:
                 bucket, key, reader, length=-1, part_size=PART_BYTES, num_parallel_uploads=1
             )
 
-    def _put_bytes(self, bucket: str, key: str, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def _put_bytes(self, bucket: str, key: str, data: bytes, digest: str | None) -> str:
+        if digest is None:
+            digest = hashlib.sha256(data).hexdigest()
         with _s3_errors(bucket, key):
             self._client.put_object(
                 bucket,

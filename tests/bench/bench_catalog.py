@@ -144,7 +144,7 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
     page = await services.images.list(caller, *_default_query(services), 50, None, with_total=True)
     ids = [v.image.id for v in page.items]
     async with db.uow(viewer, write=False) as uow:
-        tags = await uow.images.tags_of(ids)
+        tags = await uow.images.tag_fields_of(ids)
         members = await uow.images.members_of(ids)
     memory_services = type("S", (), {})()
     memory_services.__dict__.update(services.__dict__)

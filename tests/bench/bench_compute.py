@@ -44,6 +44,7 @@ from app.db.types import new_id, utcnow
 from app.domain.enums import ImageKind
 from app.domain.images import Caller
 from app.jobs.worker import Worker
+from app.runtime import tune_allocator
 from app.services.compute import ServerSpec
 from app.services.registry import Services
 from app.services.server_images import NewImage
@@ -192,6 +193,7 @@ def figures(quick: bool) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # as the product's serve and worker processes do
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ecs-mib", type=int, default=1024, help="data on the full-ECS server's system disk")
     parser.add_argument("--repeat", type=int, default=3)

@@ -37,6 +37,7 @@ from app.db.tables import Account, Image
 from app.db.types import new_id
 from app.domain.images import Caller
 from app.jobs.worker import Worker
+from app.runtime import tune_allocator
 from app.services.registry import Services
 from app.services.replication import ReplicationRequest
 from app.storage.factory import create_service_buckets
@@ -178,6 +179,7 @@ def figures(quick: bool) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # as the product's serve and worker processes do
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--large-gib", type=int, default=8)
     parser.add_argument("--small-mib", type=int, default=8)

@@ -12,12 +12,13 @@ class Figure:
     baseline: str
     value: float
     target: str
-    met: bool
+    #: None for a figure shown for context (a bound of others), with no target of its own.
+    met: bool | None
     unit: str = "×"
 
     def cells(self) -> list[str]:
         shown = f"{self.value:.3g}{self.unit}" if self.unit == "×" else f"{self.value:.3g} {self.unit}"
-        return [self.name, self.baseline, shown, self.target, "yes" if self.met else "NO"]
+        return [self.name, self.baseline, shown, self.target, "-" if self.met is None else "yes" if self.met else "NO"]
 
 
 def peak_rss_mib() -> float:

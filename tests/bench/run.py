@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.runtime import tune_allocator
 from tests.bench.common import Figure
 
 #: Module names under tests/bench/ as bench_<name>.py; absent ones are skipped.
@@ -51,6 +52,8 @@ def available() -> list[str]:
 
 def _measure(name: str, quick: bool) -> list[Figure]:
     """In the child process: the module's figures, its progress lines on stderr."""
+    # Tuned as the product's `serve` and `worker` processes are (app/runtime.py).
+    tune_allocator()
     module = importlib.import_module(f"tests.bench.bench_{name}")
     measure: Callable[[bool], list[Figure]] = module.figures
     with contextlib.redirect_stdout(sys.stderr):
@@ -115,7 +118,7 @@ def print_table(outcomes: list[Outcome], facts: list[str]) -> None:
     for column in COLUMNS:
         out.add_column(column, overflow="fold")
     for r in rows(outcomes):
-        out.add_row(*r[:4], r[4] if r[4] == "yes" else f"[bold red]{r[4]}[/]")
+        out.add_row(*r[:4], f"[bold red]{r[4]}[/]" if r[4] == "NO" else r[4])
     console = Console(width=max(140, Console().width))
     console.print(out)
     for fact in facts:

@@ -45,8 +45,13 @@ class FileStore:
             parts.append(piece)
         return await self.put_bytes(bucket, key, b"".join(parts))
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
         return await asyncio.to_thread(self._put, bucket, key, data)
+
+    async def sync(self, bucket: str, key: str) -> None:
+        return None  # this store never fsyncs (see the module docstring)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         return await asyncio.to_thread(self._get, bucket, key)

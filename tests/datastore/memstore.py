@@ -64,7 +64,9 @@ class MemoryStore:
             parts.append(piece)
         return await self.put_bytes(bucket, key, b"".join(parts))
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
         self.calls["put"] += 1
         self._bucket(bucket)
         with self.puts:
@@ -74,9 +76,14 @@ class MemoryStore:
             key=key,
             size=len(data),
             last_modified=datetime.now(UTC),
+            checksum=None if sha256 is None else f"sha256:{sha256}",
         )
         self.objects[bucket, key] = (bytes(data), info)
         return info
+
+    async def sync(self, bucket: str, key: str) -> None:
+        self.calls["sync"] += 1
+        self._object(bucket, key)  # a sync of a missing object is a caller's bug here
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         self.calls["get"] += 1

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.datastore import CHUNK_SIZE, ChunkWriter, WriteResult, read_stream
+from app.datastore import CHUNK_SIZE, ChunkWriter, Sealer, WriteResult, read_stream
 from app.storage.base import ObjectInfo
 from tests.datastore.conftest import BUCKET
 from tests.datastore.factories import agen, collect, generated_chunks, pieces, stream_bytes
@@ -35,9 +35,11 @@ class WatchingStore(MemoryStore):
     source: CountingSource
     ahead: list[int]
 
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
         self.ahead.append(self.source.pulled - self.calls["put"])
-        return await super().put_bytes(bucket, key, data)
+        return await super().put_bytes(bucket, key, data, sha256=sha256, durable=durable)
 
 
 async def test_writer_bounds_chunks_in_flight_and_uploads() -> None:
@@ -74,10 +76,12 @@ async def test_reader_reads_ahead_a_bounded_number_of_chunks(store: MemoryStore)
 
 
 class FailingStore(MemoryStore):
-    async def put_bytes(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
         if self.calls["put"] == 2:
             raise OSError("disk full")
-        return await super().put_bytes(bucket, key, data)
+        return await super().put_bytes(bucket, key, data, sha256=sha256, durable=durable)
 
 
 async def test_a_failed_upload_fails_the_write_with_its_own_error() -> None:
@@ -164,3 +168,56 @@ def test_writer_limits_must_be_positive(value: int) -> None:
         ChunkWriter(max_in_flight=value)
     with pytest.raises(ValueError, match="at least 1"):
         ChunkWriter(upload_concurrency=value)
+
+
+class SyncRecordingStore(MemoryStore):
+    """Records, for every put, whether it asked for durability, and the order of syncs;
+    `fail_sync` makes the n-th sync fail."""
+
+    def __init__(self, fail_sync: int = 0) -> None:
+        super().__init__(latency=0.005)
+        self.durable_puts: list[bool] = []
+        self.synced: list[str] = []
+        self.fail_sync = fail_sync
+
+    async def put_bytes(
+        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+    ) -> ObjectInfo:
+        self.durable_puts.append(durable)
+        return await super().put_bytes(bucket, key, data, sha256=sha256, durable=durable)
+
+    async def sync(self, bucket: str, key: str) -> None:
+        await asyncio.sleep(0.01)
+        if len(self.synced) + 1 == self.fail_sync:
+            raise OSError("I/O error while syncing")
+        await super().sync(bucket, key)
+        self.synced.append(key)
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+async def test_a_write_returns_only_once_every_upload_is_durable(sealed: bool) -> None:
+    store = SyncRecordingStore()
+    await store.create_bucket(BUCKET)
+    sealer = Sealer(b"k" * 32, "dk-1") if sealed else None
+
+    result = await ChunkWriter().write_stream(
+        agen(generated_chunks(6 * CHUNK_SIZE)), store=store, bucket=BUCKET, seal=sealer
+    )
+
+    keys = [ref.key for ref in result.chunks if ref.key is not None]
+    # Uploads do not wait for the device; the write waits for every sync before returning.
+    assert store.durable_puts == [False] * 6
+    assert sorted(store.synced) == sorted(keys)
+    assert other_tasks() == set()
+
+
+async def test_a_failed_sync_fails_the_write_with_its_own_error() -> None:
+    store = SyncRecordingStore(fail_sync=3)
+    await store.create_bucket(BUCKET)
+
+    with pytest.raises(OSError, match="I/O error while syncing"):
+        await ChunkWriter().write_stream(
+            agen(generated_chunks(6 * CHUNK_SIZE)), store=store, bucket=BUCKET
+        )
+
+    assert other_tasks() == set()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from app.storage.base import InvalidNameError, ObjectTooLargeError, StorageError
+from app.storage import filesystem
+from app.storage.base import InvalidNameError, NoSuchObjectError, ObjectTooLargeError, StorageError
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.signing import UrlSigner
 
@@ -112,3 +115,49 @@ async def test_stray_files_are_not_objects(fs: FilesystemObjectStore, tmp_path: 
 
     assert [o.key for o in await fs.list_objects("bucket")] == ["real"]
     assert await fs.stat("bucket", "empty-dir") is None
+
+
+
+async def test_failed_put_bytes_leaves_no_temp_file(
+    fs: FilesystemObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filesystem, "_write_all", disk_full)
+
+    with pytest.raises(OSError) as raised:
+        await fs.put_bytes("bucket", "chunks/a", b"x" * 5000, sha256="ab" * 32)
+
+    assert raised.value.errno == errno.ENOSPC
+    assert tmp_files(tmp_path / "root") == []
+    assert await fs.list_objects("bucket") == []
+
+
+async def test_put_not_durable_defers_both_fsyncs_to_sync(
+    fs: FilesystemObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsynced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsynced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "root" / "bucket" / "chunks" / "a"
+
+    await fs.put_bytes("bucket", "chunks/a", b"bytes", durable=False)
+    assert (fsynced, target.read_bytes()) == ([], b"bytes")
+
+    await fs.sync("bucket", "chunks/a")
+    assert fsynced == [str(target), str(target.parent)]
+
+    fsynced.clear()
+    await fs.put_bytes("bucket", "chunks/b", b"bytes")  # durable: the temp file, then the rename
+    assert [Path(fsynced[0]).parent.name, *fsynced[1:]] == [".tmp", str(target.parent)]
+
+
+async def test_sync_of_a_missing_object_is_an_error(fs: FilesystemObjectStore) -> None:
+    with pytest.raises(NoSuchObjectError):
+        await fs.sync("bucket", "chunks/missing")

@@ -14,7 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, or_, select, union_all
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import col
 
 from app.db.tables import Account, Image, ImageMember, ImageTag
@@ -23,6 +26,33 @@ from app.domain.images import ImageOrder, ImageQuery
 
 MEMBER = aliased(ImageMember, name="my_membership")
 OWNER = aliased(Account, name="owner")
+
+
+class NotIndexed(ColumnElement[Any]):
+    """A column that SQLite must not look rows up by: rendered with SQLite's unary `+`, the
+    documented way to disqualify a term from index use; other dialects see the bare column.
+
+    Without statistics SQLite serves `owner_id = ? AND visibility = 'PRIVATE' AND region = ?`
+    from the public index on (region, visibility, …), visiting every private image of the
+    region instead of the caller's own through (owner_id, region, …): 1.5 ms of the 2.5 ms
+    page statement of a 5,000-image catalog (EXPLAIN QUERY PLAN, README "Performance")."""
+
+    inherit_cache = True
+    _traverse_internals: _TraverseInternalsType = [("column", InternalTraversal.dp_clauseelement)]  # noqa: RUF012
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(NotIndexed)
+def _bare(element: NotIndexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(NotIndexed, "sqlite")
+def _unary_plus(element: NotIndexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.column, **kw)
 
 
 def escape_like(text: str) -> str:
@@ -157,7 +187,7 @@ def branches(s: Shape) -> list[Select[Any]]:
         out.append(select(Image).where(col(Image.visibility) == "PUBLIC", *filters))
     if ImageVisibility.PRIVATE in s.visibility:
         out.append(select(Image).where(
-            col(Image.owner_id) == bindparam("caller"), col(Image.visibility) == "PRIVATE", *filters
+            col(Image.owner_id) == bindparam("caller"), NotIndexed(col(Image.visibility)) == "PRIVATE", *filters
         ))
     if ImageVisibility.SHARED in s.visibility and s.shared:
         out.append(
@@ -207,7 +237,10 @@ def page_statement(s: Shape) -> Select[Any] | None:
         .limit(bindparam("limit"))
     )
     if s.total:
-        stmt = stmt.add_columns(count_expression(s).label("total"))
+        # Counted once: as a bare scalar subquery SQLite copies it into every arm of the
+        # union it pushes the outer query down into, and counts up to three times.
+        total = select(count_expression(s).label("total")).cte("total").prefix_with("MATERIALIZED")
+        stmt = stmt.add_columns(select(total.c.total).scalar_subquery().label("total"))
     return stmt
 
 

@@ -34,18 +34,18 @@ class ChunkRepository:
         row makes this wait until its delete is done). Returns the chunks a committed
         manifest references: their objects surely exist and need no upload."""
         insert = self._insert()
-        unique = sorted(set(digests))
-        for digest in unique:
-            stmt = insert(Chunk).values(region=region, digest=digest, size=0, refcount=0, touched_at=now)
-            await self.session.execute(stmt.on_conflict_do_update(
-                index_elements=["region", "digest"], set_={"touched_at": now}
-            ))
         found: set[str] = set()
-        for batch in _batches(unique):
-            rows = await self.session.execute(select(Chunk.digest).where(
-                col(Chunk.region) == region, col(Chunk.digest).in_(batch), col(Chunk.refcount) > 0
-            ))
-            found.update(r[0] for r in rows)
+        # One upsert per batch that returns each row's count: a claim sits on the write path
+        # of every new plain chunk, and each statement is a round trip to the driver's thread.
+        # Sorted, so that concurrent claims lock rows in one order.
+        for batch in _batches(sorted(set(digests))):
+            stmt = insert(Chunk).values(
+                [{"region": region, "digest": d, "size": 0, "refcount": 0, "touched_at": now} for d in batch]
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["region", "digest"], set_={"touched_at": now}
+            ).returning(col(Chunk.digest), col(Chunk.refcount))
+            found.update(digest for digest, refcount in await self.session.execute(stmt) if refcount > 0)
         return found
 
     async def add_manifest(self, manifest: Manifest, refs: list[tuple[int, str | None, int]],

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
     and_,
+    bindparam,
     delete,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.db.repositories.catalog_sql import (
+    MEMBER,
+    OWNER,
     count_statement,
     page_statement,
     shape_and_params,
@@ -42,10 +45,62 @@ class VisibleImage:
         return self.owner.name
 
 
+class Membership(Protocol):
+    """What reading a membership needs: an `ImageMember` row, or a `MemberFields`."""
+
+    @property
+    def image_id(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+class MemberFields(NamedTuple):
+    """A membership read for display only: plain values, no ORM instance to build."""
+
+    image_id: str
+    account_id: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TagFields(NamedTuple):
+    """A tag read for display only."""
+
+    key: str
+    value: str
+
+
 @dataclass(frozen=True)
 class MemberRow:
-    member: ImageMember
+    member: Membership
     account_name: str
+
+
+def _display_statements() -> tuple[Select[Any], Select[Any]]:
+    """The loaders' statements, built once: the ids travel as one expanding parameter, so a
+    call neither builds a statement nor coerces fifty literals."""
+    t = ImageTag.__table__.c  # type: ignore[attr-defined]
+    m = ImageMember.__table__.c  # type: ignore[attr-defined]
+    a = Account.__table__.c  # type: ignore[attr-defined]
+    ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+    tags = select(t.image_id, t.key, t.value).where(t.image_id.in_(ids)).order_by(t.image_id, t.key)
+    members = (
+        select(m.image_id, m.account_id, m.status, m.created_at, m.updated_at, a.name)
+        .join(Account.__table__, a.id == m.account_id)  # type: ignore[attr-defined]
+        .where(m.image_id.in_(ids))
+        .order_by(m.image_id, m.created_at, m.account_id)
+    )
+    return tags, members
+
+
+_TAG_FIELDS, _MEMBER_FIELDS = _display_statements()
 
 
 def sort_value(image: Image, field: ImageOrderField) -> Any:
@@ -62,8 +117,9 @@ class ImageRepository:
     def __init__(self, session: AsyncSession, caller_id: str) -> None:
         self.session = session
         self.caller_id = caller_id
-        self._member = aliased(ImageMember, name="my_membership")
-        self._owner = aliased(Account, name="owner")
+        # Built once per process: a unit of work (and its repositories) is built per request.
+        self._member = MEMBER
+        self._owner = OWNER
 
     # ---------------------------------------------------------------- reads
 
@@ -170,6 +226,16 @@ class ImageRepository:
             out[tag.image_id].append(tag)
         return out
 
+    async def tag_fields_of(self, image_ids: list[str]) -> dict[str, list[TagFields]]:
+        """`tags_of` for display: plain (key, value) rows, no ORM instances (a catalog page
+        reads a hundred tags or more)."""
+        out: dict[str, list[TagFields]] = {i: [] for i in image_ids}
+        if not image_ids:
+            return out
+        for image_id, key, value in (await self.session.execute(_TAG_FIELDS, {"ids": image_ids})).all():
+            out[image_id].append(TagFields(key, value))
+        return out
+
     async def put_tags(self, image_id: str, tags: dict[str, str]) -> None:
         existing = {t.key: t for t in (await self.tags_of([image_id]))[image_id]}
         for key, value in tags.items():
@@ -187,17 +253,14 @@ class ImageRepository:
     # ---------------------------------------------------------------- members
 
     async def members_of(self, image_ids: list[str]) -> dict[str, list[MemberRow]]:
+        """Memberships with account names, for display: plain values (`MemberFields`), no
+        ORM instances."""
         out: dict[str, list[MemberRow]] = {i: [] for i in image_ids}
         if not image_ids:
             return out
-        stmt = (
-            select(ImageMember, Account.name)
-            .join(Account, col(Account.id) == col(ImageMember.account_id))
-            .where(col(ImageMember.image_id).in_(image_ids))
-            .order_by(col(ImageMember.image_id), col(ImageMember.created_at), col(ImageMember.account_id))
-        )
-        for member, name in (await self.session.execute(stmt)).all():
-            out[member.image_id].append(MemberRow(member, name))
+        rows = (await self.session.execute(_MEMBER_FIELDS, {"ids": image_ids})).all()
+        for image_id, account_id, status, created, updated, name in rows:
+            out[image_id].append(MemberRow(MemberFields(image_id, account_id, status, created, updated), name))
         return out
 
     async def delete_members(self, image_ids: list[str]) -> None:
