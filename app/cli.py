@@ -48,6 +48,7 @@ def serve(
     _logging(settings)
     tune_allocator()
     app = create_app(settings)
+    app.state.freeze_after_start = True  # this process is the server's own: see freeze_startup_objects
     if not settings.admin_token:
         console.print(f"Admin token file: [bold]{(settings.data_dir / 'admin-token').resolve()}[/bold]")
     console.print(f"GraphiQL: [bold]http://{host}:{port}/graphql[/bold]")
@@ -73,6 +74,7 @@ def worker(
 
 async def _run_workers(settings: Settings) -> None:
     from app.bootstrap import Runtime
+    from app.runtime import freeze_startup_objects
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,6 +82,7 @@ async def _run_workers(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     runtime = Runtime(settings, api=False)
     await runtime.start()
+    freeze_startup_objects()
     logging.getLogger("app.cli").info("%d job worker(s) running", settings.workers)
     try:
         await stop.wait()

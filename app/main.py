@@ -25,6 +25,7 @@ from app.config import Settings
 from app.http import EdgeMiddleware
 from app.logs import quiet_parameter_loggers
 from app.metrics import CONTENT_TYPE, Metrics
+from app.runtime import freeze_startup_objects
 from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
 
@@ -92,6 +93,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
+        if getattr(_app.state, "freeze_after_start", False):  # set by `ims serve` (a process of its own)
+            freeze_startup_objects()
         try:
             yield
         finally:

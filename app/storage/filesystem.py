@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat as stat_mode
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -131,7 +131,7 @@ class FilesystemObjectStore:
         validate_key(key)
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("offset and length must not be negative")
-        file = await asyncio.to_thread(self._open_for_read, bucket, key, offset)
+        file = await _opened(asyncio.to_thread(self._open_for_read, bucket, key, offset))
         try:
             remaining = length
             while remaining is None or remaining > 0:
@@ -400,3 +400,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def _opened(opening: Awaitable[BinaryIO]) -> BinaryIO:
+    """The file a thread opens. If the caller is cancelled meanwhile (e.g. a read-ahead that
+    a failed verification stops), the thread still finishes opening it: the file is then
+    closed as soon as it is there, instead of being left to the garbage collector."""
+    future = asyncio.ensure_future(opening)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(future: asyncio.Future[BinaryIO]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()

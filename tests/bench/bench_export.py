@@ -34,6 +34,7 @@ from app.db.types import new_id, utcnow
 from app.domain.enums import ExportFormat, ImageVisibility
 from app.domain.images import Caller
 from app.jobs.worker import Worker
+from app.runtime import freeze_startup_objects, tune_allocator
 from app.services.exports import ExportRequest
 from app.services.registry import Services
 from app.storage.factory import create_service_buckets
@@ -85,6 +86,7 @@ async def many_images(env: Env, rows: int) -> None:
 
 
 async def run(size: int, rows: int, root: Path) -> list[Figure]:
+    tune_allocator()  # as the product's serve and worker processes do
     settings = Settings(data_dir=root / "data", workers=0, auto_migrate=False, admin_token="ims_bench")
     settings.data_dir.mkdir(parents=True)
     await asyncio.to_thread(upgrade, settings.effective_database_url)
@@ -98,6 +100,7 @@ async def run(size: int, rows: int, root: Path) -> list[Figure]:
     try:
         # The CSV first: its RSS growth is read off the process's peak so far.
         await many_images(env, rows)
+        freeze_startup_objects()  # as `ims worker` does once started
         job = await services.image_list.export_list(caller, ImageVisibility.PRIVATE, None, None)
         with RssSampler() as rss:
             seconds = await run_job(services, caller, job.id)

@@ -161,3 +161,36 @@ async def test_put_not_durable_defers_both_fsyncs_to_sync(
 async def test_sync_of_a_missing_object_is_an_error(fs: FilesystemObjectStore) -> None:
     with pytest.raises(NoSuchObjectError):
         await fs.sync("bucket", "chunks/missing")
+
+
+async def test_a_read_cancelled_while_the_file_opens_closes_it(
+    fs: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-ahead stopped by a failed verification is cancelled while its thread may still be
+    opening the object: the file is closed when it arrives, not left to the garbage collector."""
+    await fs.create_bucket("bkt")
+    await fs.put_bytes("bkt", "k", b"data")
+    opened: list[object] = []
+    original = fs._open_for_read
+
+    def slow_open(bucket: str, key: str, offset: int) -> object:
+        import time
+
+        time.sleep(0.2)
+        file = original(bucket, key, offset)
+        opened.append(file)
+        return file
+
+    monkeypatch.setattr(fs, "_open_for_read", slow_open)
+
+    async def read() -> bytes:
+        return b"".join([p async for p in fs.open_stream("bkt", "k")])
+
+    task = asyncio.create_task(read())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.4)
+    [file] = opened
+    assert file.closed  # type: ignore[attr-defined]
