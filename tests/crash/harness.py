@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from app.bootstrap import build_database, build_services
 from app.config import Settings
@@ -70,7 +71,9 @@ class Cluster:
         return {**os.environ, "IMS_DATA_DIR": str(self.data_dir), "IMS_ADMIN_TOKEN": ADMIN, "IMS_WORKERS": "2",
                 "IMS_REGIONS": ",".join(REGIONS), "IMS_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
                 "IMS_JOB_POLL_INTERVAL": "0.05", "IMS_MAINTENANCE_INTERVAL": "0", "IMS_WORKER_STOP_GRACE": "1",
-                "IMS_PUBLIC_URL": self.url}
+                "IMS_PUBLIC_URL": self.url,
+                # Log lines reach the file as they are written: kill_first_running watches them.
+                "PYTHONUNBUFFERED": "1"}
 
     def _spawn(self, which: str, *args: str) -> None:
         with open(self.root / f"{which}.log", "ab") as log:
@@ -104,6 +107,12 @@ class Cluster:
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
 
+    def pause(self, which: str, paused: bool) -> None:
+        """SIGSTOP / SIGCONT: a paused process cannot finish the job it runs."""
+        proc = self.procs[which]
+        assert proc is not None and proc.poll() is None
+        proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc is not None and proc.poll() is None:
@@ -115,6 +124,23 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+    def log_size(self, which: str) -> int:
+        path = self.root / f"{which}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, which: str, offset: int) -> tuple[str, int]:
+        """The log's complete lines written after `offset`, and the offset after them."""
+        path = self.root / f"{which}.log"
+        if not path.exists():
+            return "", offset
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset:  # a restarted process began a new log
+                offset = 0
+            fh.seek(offset)
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        return data[:end].decode(errors="replace"), offset + end
 
     def log(self, which: str) -> str:
         path = self.root / f"{which}.log"
@@ -135,7 +161,9 @@ class Kill:
     struck: bool
 
     def __str__(self) -> str:
-        when = "right after the request" if self.threshold < 0 else f"when job {self.job_id} ran at {self.threshold:.2f}"
+        when = ("right after the request" if self.threshold < 0 else
+                "at the first job seen running, requests still going" if self.threshold > 1 else
+                f"when job {self.job_id} ran at {self.threshold:.2f}")
         struck = "running a job" if self.struck else "running none of them"
         return (f"trial {self.trial}: kill -9 {self.victim} {when} (seen {self.job_id} {self.status} "
                 f"{self.progress:.2f}), {struck}")
@@ -216,6 +244,41 @@ class Lab:
         kill = Kill(trial, victim, target, threshold, job.status, job.progress, holder == self.cluster.pid(victim))
         self.kills.append(kill)
         return kill
+
+
+async def kill_first_running(lab: Lab, trial: int, starting: asyncio.Task[list[str]]) -> Kill | None:
+    """For jobs too short to be caught after their requests return: watch the processes' logs
+    (cheaper than the database, so the watch keeps up with jobs of a few hundred ms) while the
+    trial's requests are being made; when a process starts a job, freeze it (SIGSTOP) and, if
+    the job has not ended, kill -9 it — the worker process at once, the server (which answers
+    the requests) once the requests are done. None when every job ended unseen."""
+    seen = {w: lab.cluster.log_size(w) for w in ("worker", "server")}
+    started: dict[str, list[str]] = {"worker": [], "server": []}
+    while True:
+        for which in ("worker", "server"):
+            fresh, seen[which] = lab.cluster.log_since(which, seen[which])
+            for line in fresh.splitlines():
+                if ") attempt " in line and line.endswith(" started"):
+                    started[which].append(line.split(" job ", 1)[1].split(" ", 1)[0])
+        for victim in ("worker", "server"):
+            if started[victim] and (victim == "worker" or starting.done()):
+                # Frozen first (microseconds), then looked at: if one of its jobs has not ended,
+                # the kill lands in the middle of it.
+                lab.cluster.pause(victim, True)
+                jobs = await lab.jobs(started[victim])
+                running = [j for j in jobs.values() if j.status not in ENDED]
+                if running:
+                    lab.cluster.kill(victim)
+                    kill = Kill(trial, victim, running[0].id, 2.0, running[0].status, running[0].progress, True)
+                    lab.kills.append(kill)
+                    return kill
+                lab.cluster.pause(victim, False)
+                started[victim].clear()
+        if starting.done():
+            jobs = await lab.jobs(starting.result())
+            if all(j.status in ENDED for j in jobs.values()):
+                return None
+        await asyncio.sleep(0.001)
 
 
 async def open_services(cluster: Cluster) -> Services:

@@ -8,6 +8,7 @@ A new scenario is one more class with these three methods in SCENARIOS."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,14 +144,35 @@ class Replication:
 # ---------------------------------------------------------------- full-ECS images
 
 
+def _chunk_of(token: bytes) -> bytes:
+    """A chunk's bytes from its 32-byte token: distinct per token, made on demand, so the test
+    keeps tokens rather than hundreds of MiB of disk contents."""
+    return (token * (CHUNK_SIZE // len(token) + 1))[:CHUNK_SIZE]
+
+
 @dataclass
 class Disk:
-    """A server's disk as the test wrote it: its volume, its bytes, and an identity per
-    chunk (a fresh token per chunk written) to know which chunks a backup newly holds."""
+    """A server's disk as the test wrote it: its volume, its initial bytes, the token of each
+    chunk written since (also the chunk's identity, to know which chunks a backup newly
+    holds), and its length."""
 
     volume_id: str
-    data: bytearray
+    base: bytes
     chunks: dict[int, object] = field(default_factory=dict)
+    written: dict[int, bytes] = field(default_factory=dict)
+    length: int = 0
+
+    def digest(self) -> str:
+        """SHA-256 of the disk's bytes as the test wrote them (zeros where nothing was)."""
+        h = hashlib.sha256()
+        for index in range(-(-self.length // CHUNK_SIZE)):
+            if index in self.written:
+                piece = _chunk_of(self.written[index])
+            else:
+                piece = self.base[index * CHUNK_SIZE:(index + 1) * CHUNK_SIZE]
+                piece += bytes(min(CHUNK_SIZE, self.length - index * CHUNK_SIZE) - len(piece))
+            h.update(piece)
+        return "sha256:" + h.hexdigest()
 
 
 @dataclass
@@ -160,6 +182,11 @@ class Machine:
     disks: list[Disk]
     #: The identities of the chunks its earlier backups hold.
     backed_up: set[object] = field(default_factory=set)
+
+
+#: Fresh chunks written into every disk per trial, within its first WRITE_SPAN chunks: enough
+#: data for each backup job to verify that a kill can land while it runs.
+CHUNKS_PER_TRIAL, WRITE_SPAN = 24, 40
 
 
 @dataclass
@@ -189,30 +216,33 @@ class FullEcs:
                 success="CreateServerSuccess"))["server"]
             [root, data] = server["volumes"]
             assert (root["role"], data["role"]) == ("SYSTEM", "DATA")
-            disks = [Disk(root["id"], bytearray(system), {i: object() for i in range(3)}), Disk(data["id"], bytearray())]
+            disks = [Disk(root["id"], system, {i: object() for i in range(3)}, length=len(system)),
+                     Disk(data["id"], b"")]
             self.machines.append(Machine(server["id"], sealed, disks))
 
     async def _write(self, lab: Lab, disk: Disk, count: int) -> None:
-        """Write `count` fresh chunks at a random chunk-aligned place of the disk's first 80 MiB."""
-        first = lab.rng.randrange(20 - count)
-        data = lab.rng.randbytes(count * CHUNK_SIZE)
-        await lab.services.compute.write_volume(disk.volume_id, first * CHUNK_SIZE, data)
-        start, end = first * CHUNK_SIZE, (first + count) * CHUNK_SIZE
-        if len(disk.data) < end:
-            disk.data.extend(bytes(end - len(disk.data)))
-        disk.data[start:end] = data
-        disk.chunks.update({index: object() for index in range(first, first + count)})
+        """Write `count` fresh chunks at a random chunk-aligned place of the disk's first
+        WRITE_SPAN chunks."""
+        first = lab.rng.randrange(WRITE_SPAN - count)
+        tokens = [lab.rng.randbytes(32) for _ in range(count)]
+        await lab.services.compute.write_volume(disk.volume_id, first * CHUNK_SIZE,
+                                                b"".join(_chunk_of(token) for token in tokens))
+        disk.length = max(disk.length, (first + count) * CHUNK_SIZE)
+        disk.written.update({first + n: token for n, token in enumerate(tokens)})
+        disk.chunks.update({first + n: token for n, token in enumerate(tokens)})
 
     async def start(self, lab: Lab, trial: int) -> list[str]:
         for machine in self.machines:  # every write first: the jobs then start together
             for disk in machine.disks:
-                await self._write(lab, disk, 8)
+                await self._write(lab, disk, CHUNKS_PER_TRIAL)
+        # Hashed before the jobs start, off the loop: a blocked loop could not watch for kills.
+        digests = [await asyncio.to_thread(lambda m=m: [d.digest() for d in m.disks]) for m in self.machines]
         jobs = []
-        for machine in self.machines:
+        for machine, expected in zip(self.machines, digests, strict=True):
             job_id, image_id = await image_job(lab, "createImageFromServer",
                                                {"serverId": machine.server_id, "name": f"t{trial} full",
                                                 "kind": "FULL_ECS"})
-            lab.expected[image_id] = [sha(bytes(d.data)) for d in machine.disks]
+            lab.expected[image_id] = expected
             self.new_bytes[image_id] = self._newly_held(machine)
             jobs.append(job_id)
         return jobs

@@ -10,16 +10,18 @@ replay with IMS_CRASH_SEED=<seed>."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.crash.harness import ADMIN, Cluster, Lab, close_services, open_services
+from tests.crash.harness import ADMIN, Cluster, Lab, close_services, kill_first_running, open_services
 from tests.crash.invariants import check_all
 from tests.crash.scenarios import SCENARIOS, Scenario
 
@@ -43,11 +45,26 @@ async def _trials(lab: Lab, scenario: Scenario) -> None:
     # Five trials; more (up to MAX_TRIALS) while no kill has struck a running job, which a
     # fast machine may cause with short jobs: the trials must interrupt something.
     while trial < TRIALS or (trial < MAX_TRIALS and not any(k.struck for k in lab.kills)):
-        job_ids = await scenario.start(lab, trial)
-        lab.started += job_ids
-        kill = await lab.kill_somewhere(trial, job_ids)
-        await lab.cluster.start(kill.victim)
+        if trial >= 2 and not any(k.struck for k in lab.kills):
+            # Jobs too short to be caught once their requests return: strike while they start.
+            starting = asyncio.create_task(scenario.start(lab, trial))
+            struck = await kill_first_running(lab, trial, starting)
+            job_ids = await starting
+            lab.started += job_ids
+            if struck is not None:
+                await lab.cluster.start(struck.victim)
+        else:
+            job_ids = await scenario.start(lab, trial)
+            lab.started += job_ids
+            kill = await lab.kill_somewhere(trial, job_ids)
+            await lab.cluster.start(kill.victim)
         await lab.wait_ended(job_ids)
+        # Whether this trial's kill interrupted a job is read off the attempt log (a job seen
+        # running may still have committed its end before the signal landed).
+        if lab.kills and lab.kills[-1].trial == trial:
+            async with lab.db.uow(write=False) as uow:
+                lost = [a for a in await uow.jobs.attempts_of(job_ids) if a.outcome == "LOST"]
+            lab.kills[-1] = replace(lab.kills[-1], struck=bool(lost))
         trial += 1
 
 
