@@ -152,6 +152,10 @@ class JobRegistry:
             raise ValueError(f"a handler for {key} is already registered")
         self._handlers[key] = Registration(handler, on_fail, on_finish)
 
+    def remove(self, job_type: JobType | str) -> None:
+        """Stop handling a type: workers then leave its jobs INIT (tests park jobs this way)."""
+        self._handlers.pop(job_type.value if isinstance(job_type, JobType) else job_type, None)
+
     def get(self, job_type: str) -> Registration | None:
         return self._handlers.get(job_type)
 

@@ -190,8 +190,8 @@ class Worker:
             ok = await self.queue.fail(ctx, self.worker_id, code, message, registration.on_fail,
                                       registration.on_finish)
         except Exception:  # a broken hook must not leave the job RUNNING
-            log.exception("job %s: on_fail hook failed; failing without it", ctx.job_id)
-            ok = await self.queue.fail(ctx, self.worker_id, code, message, None, registration.on_finish)
+            log.exception("job %s: a failure hook failed; failing without hooks", ctx.job_id)
+            ok = await self.queue.fail(ctx, self.worker_id, code, message, None, None)
         if not ok:
             log.warning("job %s: lease lost before failure was recorded", ctx.job_id)
         else:

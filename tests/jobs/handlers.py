@@ -76,6 +76,8 @@ def register(registry: JobRegistry) -> None:
     registry.register(FAIL, fail)
     registry.register(CRASH, crash)
     registry.register(HANG, hang)
-    # Real types, so the GraphQL API can show them (the real handler does not exist yet).
+    # Real types, so the GraphQL API can show them, with test behaviour; EXPORT_IMAGE jobs stay
+    # INIT (no worker claims a type nobody handles).
     registry.register(JobType.EXPORT_IMAGE_LIST, steps, replace=True)
+    registry.remove(JobType.EXPORT_IMAGE)
     registry.register(JobType.IMPORT_IMAGE, slow_fail, replace=True)

@@ -166,3 +166,24 @@ async def test_heartbeats_keep_a_job_longer_than_its_lease(services: Services, d
             done = await wait_for(db, job.id, finished)
     assert done.status == "SUCCESS" and RUNS[job.id] == 1
     assert [(a.worker_id, a.outcome) for a in await attempts(db, [job.id])] == [("a", "SUCCESS")]
+
+
+async def test_a_broken_finish_hook_fails_the_job_and_the_worker_goes_on(services: Services, db: Database) -> None:
+    """A hook that raises in the transaction ending the job (success or failure) cannot leave the
+    job RUNNING nor stop the worker: the job ends FAIL without hooks, the next job runs."""
+
+    async def ok(ctx: object) -> dict[str, object]:
+        return {"ok": True}
+
+    async def broken(ctx: object, uow: object) -> None:
+        raise KeyError("manifestId")
+
+    services.jobs.registry.register("BROKEN_FINISH", ok, on_fail=None, on_finish=broken)
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, "BROKEN_FINISH")
+    after = await enqueue(services, alice, STEPS, {"n": 1, "seconds": 0})
+    async with running(worker(services)):
+        done = await wait_for(db, job.id, finished)
+        later = await wait_for(db, after.id, finished)
+    assert (done.status, done.error_code) == ("FAIL", "INTERNAL_ERROR")
+    assert later.status == "SUCCESS"

@@ -126,7 +126,9 @@ async def _convert(
 
 async def release_source(ctx: JobContext, uow: UnitOfWork) -> None:
     """In the transaction that ends the job: the export no longer needs the image's data."""
-    await uow.chunks.release(str(ctx.params["manifestId"]), utcnow())
+    manifest_id = ctx.params.get("manifestId")
+    if manifest_id:  # every job exportImage enqueues names it
+        await uow.chunks.release(str(manifest_id), utcnow())
 
 
 def register(registry: JobRegistry) -> None:
