@@ -10,6 +10,7 @@ bounded by the chunk writer's pipeline whatever the file size.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from app.datastore.store import ChunkStore, DataKey, PendingManifest
@@ -56,11 +57,13 @@ async def _inspect_head(source: ObjectStore, bucket: str, key: str, size: int,
                         declared: DiskFormat | None) -> tuple[StreamInspector, Inspection | None, int]:
     inspector = StreamInspector(max_virtual_size=MAX_VIRTUAL_BYTES, total_size=size)
     read = 0
-    async for piece in source.open_stream(bucket, key, length=min(size, DEFAULT_HEAD_LIMIT)):
-        inspector.feed(piece)
-        read += len(piece)
-        if not inspector.needs_more:
-            break
+    # Closed here, also when the inspector has enough before the end: its file goes at once.
+    async with aclosing(source.open_stream(bucket, key, length=min(size, DEFAULT_HEAD_LIMIT))) as head:
+        async for piece in head:
+            inspector.feed(piece)
+            read += len(piece)
+            if not inspector.needs_more:
+                break
     if inspector.needs_more and read >= size:
         inspector.finish(size)
     try:
@@ -91,17 +94,20 @@ async def ingest(
     async def body() -> AsyncIterator[bytes]:
         done = 0
         reported = 0.0
-        async for piece in source.open_stream(bucket, key):
-            if verdict is None and done + len(piece) > inspected:
-                inspector.feed(piece[max(0, inspected - done):])
-            done += len(piece)
-            if done / size - reported >= 0.01:
-                reported = done / size
-                await progress(0.05 + 0.9 * reported, "storing the image data")
-            yield piece
+        async with aclosing(source.open_stream(bucket, key)) as stream:
+            async for piece in stream:
+                if verdict is None and done + len(piece) > inspected:
+                    inspector.feed(piece[max(0, inspected - done):])
+                done += len(piece)
+                if done / size - reported >= 0.01:
+                    reported = done / size
+                    await progress(0.05 + 0.9 * reported, "storing the image data")
+                yield piece
 
     await progress(0.05, "storing the image data")
-    pending = await chunks.write_pending(region, body(), key=data_key)
+    # Closed whatever happens to the write: the object's file or connection goes at once.
+    async with aclosing(body()) as pieces:
+        pending = await chunks.write_pending(region, pieces, key=data_key)
     if pending.manifest.size != size:
         raise IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
     if verdict is None:
