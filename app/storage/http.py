@@ -107,6 +107,11 @@ async def _get(store: ObjectStore, request: Request, bucket: str, key: str) -> R
         first = b""
     except (NoSuchObjectError, NoSuchBucketError):
         return PlainTextResponse("no such object", status_code=404)
+    if len(first) >= length:
+        # The whole answer is read (small objects, e.g. image lists): its file or connection is
+        # let go now rather than when a response that may never run its body ends.
+        await stream.aclose()  # type: ignore[attr-defined]
+        return Response(first, status_code=status, headers=headers, media_type=_OCTETS)
     return StreamingResponse(
         _body(first, stream), status_code=status, headers=headers, media_type=_OCTETS
     )
