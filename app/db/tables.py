@@ -116,6 +116,26 @@ class ImageMember(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class ImageCount(SQLModel, table=True):
+    """How many images each caller sees unfiltered, kept by database triggers (migration
+    0002) in the transaction that changes an image or a membership, so that `totalCount` of
+    a listing filtered at most by visibility, kind and membership status is a sum of a few
+    rows instead of a count of every visible image.
+
+    scope PUBLIC: public images of the region (account_id and member_status '');
+    OWNED: private images of account_id; SHARED: private images of another owner that
+    account_id is a member of, in member_status."""
+
+    __tablename__ = "image_counts"
+
+    region: str = Field(primary_key=True, max_length=64)
+    scope: str = Field(primary_key=True, max_length=8)
+    account_id: str = Field(primary_key=True, max_length=40)
+    member_status: str = Field(primary_key=True, max_length=8)
+    kind: str = Field(primary_key=True, max_length=16)
+    n: int = Field(default=0, sa_type=BigInteger)
+
+
 class Quota(SQLModel, table=True):
     """An administrator's override of a default limit (DEFAULT_QUOTAS otherwise)."""
 

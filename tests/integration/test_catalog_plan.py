@@ -1,5 +1,6 @@
 """The catalog page statement's plan: each visibility branch on its own index, the total
-counted once (SQLite without statistics needs both spelt out; see catalog_sql)."""
+counted once when a filter asks for a count (SQLite without statistics needs both spelt out;
+see catalog_sql), and read from the `image_counts` rows when none does."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from sqlalchemy.dialects import postgresql
 
 from app.db.repositories.catalog_sql import page_statement, shape_and_params
 from app.db.uow import Database
+from app.domain.enums import ImageStatus
 from app.domain.images import ImageOrder, ImageQuery
 from tests.factories import make_account, make_image
 
 
-async def test_sqlite_plan_reads_owned_images_by_owner_and_counts_once(db: Database) -> None:
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite's planner")
-    alice, _ = await make_account(db)
-    await make_image(db, alice, name="mine")
+ACTIVE = ImageQuery(region="region-1", statuses=frozenset({ImageStatus.ACTIVE}))
+
+
+async def _plan(db: Database, caller: str, query: ImageQuery) -> tuple[list[str], int | None, list[str]]:
+    """The page's names, its total and SQLite's plan of the page statement."""
     captured: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
@@ -27,26 +29,50 @@ async def test_sqlite_plan_reads_owned_images_by_owner_and_counts_once(db: Datab
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
     try:
-        async with db.uow(alice.id, write=False) as uow:
-            items, _, total = await uow.images.page(
-                ImageQuery(region="region-1"), ImageOrder(), 50, None, with_total=True
-            )
+        async with db.uow(caller, write=False) as uow:
+            items, _, total = await uow.images.page(query, ImageOrder(), 50, None, with_total=True)
             statement, parameters = captured[-1]
             connection = await uow.session.connection()
             result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
             plan: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    return [v.image.name for v in items], total, [str(row[3]) for row in plan]
 
-    details = [row[3] for row in plan]
-    assert ([v.image.name for v in items], total) == (["mine"], 1)
+
+async def test_sqlite_plan_reads_owned_images_by_owner_and_counts_once(db: Database) -> None:
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner")
+    alice, _ = await make_account(db)
+    await make_image(db, alice, name="mine")
+    names, total, details = await _plan(db, alice.id, ACTIVE)
+    assert (names, total) == (["mine"], 1)
     # The owned branch of the page and of the count, both through (owner_id, region, …).
     assert sum("USING INDEX ix_images_owner_" in d for d in details) == 2
     assert details.count("MATERIALIZE total") == 1
 
 
+async def test_unfiltered_total_is_read_from_the_counters(db: Database) -> None:
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner")
+    alice, _ = await make_account(db)
+    for name in ("one", "two"):
+        await make_image(db, alice, name=name)
+    names, total, details = await _plan(db, alice.id, ImageQuery(region="region-1"))
+    assert (names, total) == (["two", "one"], 2)
+    # Counted once, from image_counts by its primary key (region, scope, account, membership
+    # status) for each of the three branches; images are searched by the page's branches only.
+    assert details.count("MATERIALIZE total") == 1
+    counters = [d for d in details if "image_counts" in d]
+    assert counters == [
+        "SEARCH image_counts USING INDEX sqlite_autoindex_image_counts_1 "
+        "(region=? AND scope=? AND account_id=? AND member_status=?)"
+    ] * 3
+    assert sum(d.startswith("SEARCH images") for d in details) == 3
+
+
 def test_other_dialects_see_the_bare_column() -> None:
-    shape, _ = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-1", 50, None, True)
+    shape, _ = shape_and_params(ACTIVE, ImageOrder(), "acc-1", 50, None, True)
     statement = page_statement(shape)
     assert statement is not None
     sql = str(statement.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]

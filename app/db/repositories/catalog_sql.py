@@ -20,7 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import col
 
-from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.db.tables import Account, Image, ImageCount, ImageMember, ImageTag
 from app.domain.enums import ImageOrderField, ImageVisibility, OrderDirection
 from app.domain.images import ImageOrder, ImageQuery
 
@@ -239,9 +239,44 @@ def page_statement(s: Shape) -> Select[Any] | None:
     if s.total:
         # Counted once: as a bare scalar subquery SQLite copies it into every arm of the
         # union it pushes the outer query down into, and counts up to three times.
-        total = select(count_expression(s).label("total")).cte("total").prefix_with("MATERIALIZED")
+        expression = counters_sum(s) if counted(s) else count_expression(s)
+        total = select(expression.label("total")).cte("total").prefix_with("MATERIALIZED")
         stmt = stmt.add_columns(select(total.c.total).scalar_subquery().label("total"))
     return stmt
+
+
+def counted(s: Shape) -> bool:
+    """Whether the `image_counts` rows answer this shape's total: filtered at most by
+    visibility, kind and membership status (the region is in every counter's key)."""
+    return not (
+        s.statuses or s.name or s.os_types or s.platforms or s.formats or s.encrypted is not None or s.kms_key
+        or s.protected or s.tags or s.after_time or s.before_time or s.ids
+    )
+
+
+def counters_sum(s: Shape) -> Any:
+    """The total of a `counted` shape: the sum of its counter rows (migration 0002 keeps
+    them), one term per visibility branch of `branches`, each found by a prefix of the
+    counters' primary key (region, scope, account_id, member_status, kind)."""
+    c = ImageCount.__table__.c  # type: ignore[attr-defined]
+    scopes: list[list[ColumnElement[bool]]] = []
+    if ImageVisibility.PUBLIC in s.visibility:
+        scopes.append([c.scope == "PUBLIC", c.account_id == "", c.member_status == ""])
+    if ImageVisibility.PRIVATE in s.visibility:
+        scopes.append([c.scope == "OWNED", c.account_id == bindparam("caller"), c.member_status == ""])
+    if ImageVisibility.SHARED in s.visibility and s.shared:
+        scopes.append([c.scope == "SHARED", c.account_id == bindparam("caller"),
+                       c.member_status.in_(_in("member_statuses"))])
+    terms = []
+    for conds in scopes:
+        conds = [c.region == bindparam("region"), *conds]
+        if s.kinds:
+            conds.append(c.kind.in_(_in("kinds")))
+        terms.append(func.coalesce(select(func.sum(c.n)).where(*conds).scalar_subquery(), 0))
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def count_expression(s: Shape) -> Any:
@@ -256,4 +291,4 @@ def count_expression(s: Shape) -> Any:
 def count_statement(s: Shape) -> Select[Any] | None:
     if not branches(s):
         return None
-    return select(count_expression(s))
+    return select(counters_sum(s) if counted(s) else count_expression(s))
