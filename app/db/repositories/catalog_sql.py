@@ -220,10 +220,13 @@ def page_statement(s: Shape) -> Select[Any] | None:
         if s.cursor:
             value = bindparam("cursor_value", type_=_cursor_type(s.field))
             last = bindparam("cursor_id")
+            # The bare bound on the key lets the index seek to the cursor: under the OR alone
+            # SQLite (and PostgreSQL's plan) walk the index from its start, and page 1000 of
+            # 100,000 images cost 2.9× page 1.
             if s.ascending:
-                branch = branch.where(or_(key > value, and_(key == value, col(Image.id) > last)))
+                branch = branch.where(key >= value, or_(key > value, col(Image.id) > last))
             else:
-                branch = branch.where(or_(key < value, and_(key == value, col(Image.id) < last)))
+                branch = branch.where(key <= value, or_(key < value, col(Image.id) < last))
         ordering = (key.asc(), col(Image.id).asc()) if s.ascending else (key.desc(), col(Image.id).desc())
         limited.append(branch.order_by(*ordering).limit(bindparam("limit")).subquery().select())
     rows = union_all(*limited).subquery("page")

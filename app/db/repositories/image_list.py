@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, String, and_, func, or_, select, type_coerce
+from sqlalchemy import Row, String, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.tables import Account, Image, ImageMember, ImageTag
@@ -51,12 +51,14 @@ class ListRange:
             conds.append(_images.owner_id == self.owner_id)
         if self.after is not None:
             created, image_id = self.after
-            conds.append(or_(_images.created_at > created,
-                             and_(_images.created_at == created, _images.id > image_id)))
+            # The bare bound lets the index seek to the keyset (under the OR alone every page
+            # walked the index from the range's start).
+            conds.append(_images.created_at >= created)
+            conds.append(or_(_images.created_at > created, _images.id > image_id))
         if self.last is not None:
             created, image_id = self.last
-            conds.append(or_(_images.created_at < created,
-                             and_(_images.created_at == created, _images.id <= image_id)))
+            conds.append(_images.created_at <= created)
+            conds.append(or_(_images.created_at < created, _images.id <= image_id))
         return conds
 
     def ids(self) -> Any:

@@ -90,9 +90,9 @@ class JobRepository:
         stmt = select(Job).where(*conds)
         if after is not None:
             created, last_id = after
-            stmt = stmt.where(or_(
-                col(Job.created_at) < created, and_(col(Job.created_at) == created, col(Job.id) < last_id)
-            ))
+            # The bare bound lets the index seek to the cursor (see catalog_sql).
+            stmt = stmt.where(col(Job.created_at) <= created,
+                              or_(col(Job.created_at) < created, col(Job.id) < last_id))
         stmt = stmt.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(first + 1)
         rows = list((await self.session.execute(stmt)).scalars())
         total = await self.count(query) if with_total else None
