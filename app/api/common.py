@@ -57,22 +57,29 @@ class AccountRef:
     name: str
 
 
-def selects(info: Any, name: str) -> bool:
-    """Whether the current field's selection (through fragments) asks for `name`."""
+def selects(info: Any, *path: str) -> bool:
+    """Whether the current field's selection (through fragments) asks for `path`: a field
+    name, or names each below the one before (`"edges", "node", "tags"`)."""
     fragments = info._raw_info.fragments
 
-    def walk(selection_set: SelectionSetNode | None) -> bool:
+    def fields(selection_set: SelectionSetNode | None, name: str) -> list[FieldNode]:
+        found: list[FieldNode] = []
         if selection_set is None:
-            return False
+            return found
         for sel in selection_set.selections:
             if isinstance(sel, FieldNode) and sel.name.value == name:
-                return True
-            if isinstance(sel, InlineFragmentNode) and walk(sel.selection_set):
-                return True
-            if isinstance(sel, FragmentSpreadNode):
+                found.append(sel)
+            elif isinstance(sel, InlineFragmentNode):
+                found += fields(sel.selection_set, name)
+            elif isinstance(sel, FragmentSpreadNode):
                 frag = fragments.get(sel.name.value)
-                if frag is not None and walk(frag.selection_set):
-                    return True
-        return False
+                if frag is not None:
+                    found += fields(frag.selection_set, name)
+        return found
 
-    return any(walk(node.selection_set) for node in info._raw_info.field_nodes)
+    level = [node.selection_set for node in info._raw_info.field_nodes]
+    for name in path:
+        level = [f.selection_set for s in level for f in fields(s, name)]
+        if not level:
+            return False
+    return True

@@ -149,9 +149,18 @@ class ImageQueries:
             region = svc.check_region(filter.region if filter else None, field="filter.region")
             page = await svc.list(
                 info.context.me, to_query(filter, region), order, first, after, with_total=selects(info, "totalCount"),
-                reader=info.context.reader,
+                reader=info.context.reader, with_tags=selects(info, "edges", "node", "tags"),
+                with_members=selects(info, "edges", "node", "members"),
             )
         me = info.context.me
+        # The page brought the tags and members its selection shows: their loaders need not
+        # ask the database again.
+        tags = {v.image.id: v.tags for v in page.items if v.tags is not None}
+        members = {v.image.id: v.members for v in page.items if v.members is not None}
+        if tags:
+            info.context.tags.prime_many(tags)
+        if members:
+            info.context.members.prime_many(members)
         edges = [ImageEdge(cursor=c, node=image_of(v, me)) for v, c in zip(page.items, page.cursors, strict=True)]
         return ImageConnection(
             edges=edges,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -33,13 +34,14 @@ def make_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncE
     BEGIN IMMEDIATE: read-then-write transactions then queue for the write lock up
     front instead of failing with SQLITE_BUSY when another writer committed between."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, json_deserializer=orjson.loads)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if writer:
             event.listen(engine.sync_engine, "connect", _take_over_transactions)
             event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                               json_deserializer=orjson.loads)
 
 
 def sync_url(url: str) -> str:

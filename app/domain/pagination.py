@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from app.errors import Invalid
 
@@ -14,7 +15,7 @@ from app.errors import Invalid
 def encode_cursor(ordering: str, value: Any, item_id: str) -> str:
     if isinstance(value, datetime):
         value = value.isoformat()
-    raw = json.dumps([ordering, value, item_id], separators=(",", ":")).encode()
+    raw = orjson.dumps([ordering, value, item_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -22,7 +23,7 @@ def decode_cursor(cursor: str, ordering: str) -> tuple[Any, str]:
     """(sort value as stored in the cursor, id); INVALID_CURSOR if it is not ours."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise Invalid("INVALID_CURSOR", field="after") from exc
     if (

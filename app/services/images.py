@@ -87,7 +87,8 @@ class ImageService:
 
     async def list(
         self, caller: Caller, query: ImageQuery, order: ImageOrder, first: int | None, after: str | None,
-        *, with_total: bool, reader: SharedReader | None = None,
+        *, with_total: bool, reader: SharedReader | None = None, with_tags: bool = False,
+        with_members: bool = False,
     ) -> ImagePage:
         size = validate_page_size(first)
         ordering = _ordering(order)
@@ -100,7 +101,8 @@ class ImageService:
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
         async with reading(self.db, caller.account_id, reader) as uow:
-            items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total)
+            items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total,
+                                                           with_tags=with_tags, with_members=with_members)
         cursors = [encode_cursor(ordering, sort_value(v.image, order.field), v.image.id) for v in items]
         return ImagePage(items, has_next, cursor is not None, total, cursors)
 

@@ -13,10 +13,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, or_, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import col
 
@@ -24,8 +35,7 @@ from app.db.tables import Account, Image, ImageCount, ImageMember, ImageTag
 from app.domain.enums import ImageOrderField, ImageVisibility, OrderDirection
 from app.domain.images import ImageOrder, ImageQuery
 
-MEMBER = aliased(ImageMember, name="my_membership")
-OWNER = aliased(Account, name="owner")
+IMAGE_COLUMNS = tuple(c.name for c in Image.__table__.columns)  # type: ignore[attr-defined]
 
 
 class NotIndexed(ColumnElement[Any]):
@@ -53,6 +63,27 @@ def _bare(element: NotIndexed, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(NotIndexed, "sqlite")
 def _unary_plus(element: NotIndexed, compiler: SQLCompiler, **kw: Any) -> str:
     return "+" + compiler.process(element.column, **kw)
+
+
+class JsonArrays(FunctionElement[str]):
+    """`[[a, b, …], …]` of the rows an aggregate sees, as JSON text: SQLite's
+    json_group_array(json_array(…)), PostgreSQL's json_agg(json_build_array(…)) (`[]` for
+    none). A page's tags and members ride in the page statement this way."""
+
+    name = "json_arrays"
+    type = String()
+    inherit_cache = True
+
+
+@compiles(JsonArrays)
+def _json_agg(element: JsonArrays, compiler: SQLCompiler, **kw: Any) -> str:
+    args = compiler.process(element.clauses, **kw)
+    return f"CAST(COALESCE(json_agg(json_build_array({args})), '[]') AS TEXT)"
+
+
+@compiles(JsonArrays, "sqlite")
+def _json_group_array(element: JsonArrays, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_array(json_array({compiler.process(element.clauses, **kw)}))"
 
 
 def escape_like(text: str) -> str:
@@ -93,10 +124,14 @@ class Shape:
     ascending: bool
     cursor: bool
     total: bool
+    #: The page's tags and members as JSON columns (what the request's selection shows).
+    with_tags: bool = False
+    with_members: bool = False
 
 
 def shape_and_params(query: ImageQuery, order: ImageOrder, caller_id: str, first: int,
-                     after: tuple[Any, str] | None, with_total: bool) -> tuple[Shape, dict[str, Any]]:
+                     after: tuple[Any, str] | None, with_total: bool, *, with_tags: bool = False,
+                     with_members: bool = False) -> tuple[Shape, dict[str, Any]]:
     q = query
     params: dict[str, Any] = {"caller": caller_id, "region": q.region, "limit": first + 1}
     shape = Shape(
@@ -107,6 +142,7 @@ def shape_and_params(query: ImageQuery, order: ImageOrder, caller_id: str, first
         tags=tuple(t.value is not None for t in q.tags), after_time=q.created_after is not None,
         before_time=q.created_before is not None, ids=q.ids is not None, field=order.field,
         ascending=order.direction is OrderDirection.ASC, cursor=after is not None, total=with_total,
+        with_tags=with_tags, with_members=with_members,
     )
     params["member_statuses"] = sorted(s.value for s in q.member_statuses)
     if q.kinds is not None:
@@ -210,7 +246,9 @@ def _cursor_type(field: ImageOrderField) -> Any:
 
 @lru_cache(maxsize=512)
 def page_statement(s: Shape) -> Select[Any] | None:
-    """Rows: (image, owner account, the caller's membership or None[, total])."""
+    """Plain rows, no ORM entities: the image's columns (IMAGE_COLUMNS), its owner's name,
+    role and creation time, the caller's membership status, created_at and updated_at (or
+    NULLs)[, the tags JSON][, the members JSON][, the total]."""
     parts = branches(s)
     if not parts:
         return None
@@ -229,15 +267,39 @@ def page_statement(s: Shape) -> Select[Any] | None:
                 branch = branch.where(key <= value, or_(key < value, col(Image.id) < last))
         ordering = (key.asc(), col(Image.id).asc()) if s.ascending else (key.desc(), col(Image.id).desc())
         limited.append(branch.order_by(*ordering).limit(bindparam("limit")).subquery().select())
-    rows = union_all(*limited).subquery("page")
-    page = aliased(Image, rows)
-    outer_key = sort_column(s.field, page)
-    stmt = (
-        select(page, OWNER, MEMBER)
-        .join(OWNER, OWNER.id == page.owner_id)
-        .outerjoin(MEMBER, and_(MEMBER.image_id == page.id, MEMBER.account_id == bindparam("caller")))
-        .order_by(*((outer_key.asc(), page.id.asc()) if s.ascending else (outer_key.desc(), page.id.desc())))
+    # The page itself first (a MATERIALIZED CTE): otherwise SQLite pushes the joins and the
+    # tags/members subqueries down into each arm of the union, for up to three times the
+    # rows of the page (0.93 → ms of SQL on a 5,000-image catalog).
+    arms = union_all(*limited).subquery("arms")
+    arms_key = sort_column(s.field, arms.c)
+    page = (
+        select(*arms.c)
+        .order_by(*((arms_key.asc(), arms.c.id.asc()) if s.ascending else (arms_key.desc(), arms.c.id.desc())))
         .limit(bindparam("limit"))
+        .cte("page").prefix_with("MATERIALIZED")
+    )
+    owner = Account.__table__.alias("owner")  # type: ignore[attr-defined]
+    mine = ImageMember.__table__.alias("my_membership")  # type: ignore[attr-defined]
+    outer_key = sort_column(s.field, page.c)
+    columns: list[Any] = [*(page.c[name] for name in IMAGE_COLUMNS), owner.c.name, owner.c.role, owner.c.created_at,
+                          mine.c.status, mine.c.created_at, mine.c.updated_at]
+    if s.with_tags:
+        t = ImageTag.__table__.alias("tag")  # type: ignore[attr-defined]
+        columns.append(select(JsonArrays(t.c.key, t.c.value)).where(t.c.image_id == page.c.id)
+                       .scalar_subquery().label("tags"))
+    if s.with_members:
+        m = ImageMember.__table__.alias("member")  # type: ignore[attr-defined]
+        a = Account.__table__.alias("member_account")  # type: ignore[attr-defined]
+        columns.append(
+            select(JsonArrays(m.c.account_id, m.c.status, m.c.created_at, m.c.updated_at, a.c.name))
+            .select_from(m.join(a, a.c.id == m.c.account_id)).where(m.c.image_id == page.c.id)
+            .scalar_subquery().label("members")
+        )
+    stmt = (
+        select(*columns)
+        .join_from(page, owner, owner.c.id == page.c.owner_id)
+        .outerjoin(mine, and_(mine.c.image_id == page.c.id, mine.c.account_id == bindparam("caller")))
+        .order_by(*((outer_key.asc(), page.c.id.asc()) if s.ascending else (outer_key.desc(), page.c.id.desc())))
     )
     if s.total:
         # Counted once: as a bare scalar subquery SQLite copies it into every arm of the

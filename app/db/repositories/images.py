@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+import orjson
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -18,11 +19,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from app.db.repositories.catalog_sql import (
-    MEMBER,
-    OWNER,
+    IMAGE_COLUMNS,
     count_statement,
     page_statement,
     shape_and_params,
@@ -32,13 +33,64 @@ from app.domain.enums import ImageOrderField
 from app.domain.images import ImageOrder, ImageQuery
 
 
+class ImageRecord(NamedTuple):
+    """An image read for display only: the `images` columns in table order, no ORM instance
+    (a catalog page builds fifty)."""
+
+    id: str
+    owner_id: str
+    visibility: str
+    region: str
+    name: str
+    description: str
+    kind: str
+    status: str
+    disk_format: str
+    os_type: str | None
+    os_platform: str | None
+    os_version: str | None
+    os_bits: int | None
+    min_disk_gb: int
+    min_ram_mb: int
+    max_ram_mb: int | None
+    size_bytes: int | None
+    virtual_size_bytes: int | None
+    checksum: str | None
+    boot_mode: str
+    nic_multi_queue: bool
+    sriov_driver: bool
+    quick_provisioning: bool
+    kms_key_id: str | None
+    protected: bool
+    origin_type: str
+    origin_ref: str | None
+    licensed_platform: str | None
+    disks: list[dict[str, Any]]
+    backup_id: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AccountRecord(NamedTuple):
+    """An account read for display only."""
+
+    id: str
+    name: str
+    role: str
+    created_at: datetime
+
+
 @dataclass(frozen=True)
 class VisibleImage:
-    """An image row with what the caller's relation to it needs: owner name, membership."""
+    """An image row with what the caller's relation to it needs: owner name, membership.
+    A catalog page's also carry their tags and members when the request shows them."""
 
-    image: Image
-    owner: Account
-    membership: ImageMember | None
+    image: Image | ImageRecord
+    owner: Account | AccountRecord
+    membership: ImageMember | MemberFields | None
+    tags: list[TagFields] | None = None
+    members: list[MemberRow] | None = None
 
     @property
     def owner_name(self) -> str:
@@ -101,9 +153,18 @@ def _display_statements() -> tuple[Select[Any], Select[Any]]:
 
 
 _TAG_FIELDS, _MEMBER_FIELDS = _display_statements()
+MEMBER = aliased(ImageMember, name="my_membership")
+OWNER = aliased(Account, name="owner")
 
 
-def sort_value(image: Image, field: ImageOrderField) -> Any:
+def _utc(text: str) -> datetime:
+    """A datetime that came through JSON: SQLite's stored text (naive UTC) or PostgreSQL's
+    ISO 8601 with its offset."""
+    value = datetime.fromisoformat(text)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sort_value(image: Image | ImageRecord, field: ImageOrderField) -> Any:
     if field is ImageOrderField.NAME:
         return image.name
     if field is ImageOrderField.SIZE:
@@ -139,22 +200,47 @@ class ImageRepository:
         after: tuple[Any, str] | None,
         *,
         with_total: bool,
+        with_tags: bool = False,
+        with_members: bool = False,
     ) -> tuple[list[VisibleImage], bool, int | None]:
         """One keyset page (`first` rows after the cursor's (sort key, id)), see catalog_sql.
 
         Each visibility branch takes its own first `first + 1` rows after the cursor from its
         index; the union of those few rows is sorted once more and joined with owners and
-        memberships. The total, when asked for, rides in the same statement, so a page costs
-        one round trip and a deep page costs what page 1 costs."""
-        shape, params = shape_and_params(query, order, self.caller_id, first, after, with_total)
+        memberships. The total, and the page's tags and members when asked for, ride in the
+        same statement: a page costs one round trip, and a deep page costs what page 1 costs.
+        Rows become records, not ORM instances."""
+        shape, params = shape_and_params(query, order, self.caller_id, first, after, with_total,
+                                         with_tags=with_tags, with_members=with_members)
         stmt = page_statement(shape)
         if stmt is None:
             return [], False, 0 if with_total else None
-        rows = list((await self.session.execute(stmt, params)).all())
+        # On the session's connection: a Core statement through the ORM session pays for
+        # its result machinery (0.47 ms of a 2 ms page on SQLite).
+        connection = await self.session.connection()
+        rows = (await connection.execute(stmt, params)).all()
         total: int | None = None
         if with_total:
-            total = int(rows[0][3]) if rows else await self.count(query)
-        items = [VisibleImage(r[0], r[1], r[2]) for r in rows[:first]]
+            total = int(rows[0][-1]) if rows else await self.count(query)
+        n = len(IMAGE_COLUMNS)
+        items = []
+        for row in rows[:first]:
+            image = ImageRecord._make(row[:n])
+            owner = AccountRecord(image.owner_id, row[n], row[n + 1], row[n + 2])
+            membership = None if row[n + 3] is None else MemberFields(
+                image.id, self.caller_id, row[n + 3], row[n + 4], row[n + 5])
+            extra = n + 6
+            tags = members = None
+            if with_tags:
+                tags = [TagFields(k, v) for k, v in sorted(orjson.loads(row[extra]))]
+                extra += 1
+            if with_members:
+                members = [
+                    MemberRow(MemberFields(image.id, account_id, status, _utc(created), _utc(updated)), name)
+                    for account_id, status, created, updated, name in orjson.loads(row[extra])
+                ]
+                members.sort(key=lambda r: (r.member.created_at, r.member.account_id))
+            items.append(VisibleImage(image, owner, membership, tags, members))
         return items, len(rows) > first, total
 
     async def count(self, query: ImageQuery) -> int:
