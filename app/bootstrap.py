@@ -7,16 +7,16 @@ import contextlib
 import logging
 
 from app.config import Settings
-from app.db.engine import make_engine
+from app.db.engine import make_engine, make_sync_read_engine
 from app.db.migrate import upgrade
-from app.db.uow import Database
+from app.db.uow import Database, SyncReads
 from app.jobs.events import event_bus_for
 from app.jobs.maintenance import run_forever
 from app.jobs.worker import WorkerPool
 from app.kms.envelope import load_root_key
-from app.metrics import Metrics, attach
 from app.kms.local import LocalKeyProvider
 from app.kms.port import KeyProvider
+from app.metrics import Metrics, attach
 from app.services.registry import Services
 from app.storage.base import ObjectStore
 from app.storage.factory import build_stores, service_bucket, url_secret
@@ -29,7 +29,7 @@ def build_database(settings: Settings) -> Database:
     url = settings.effective_database_url
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return Database(make_engine(url), make_engine(url, writer=True))
+        return Database(make_engine(url), make_engine(url, writer=True), SyncReads(make_sync_read_engine(url)))
     return Database(make_engine(url))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -47,3 +47,14 @@ def make_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncE
 def sync_url(url: str) -> str:
     """The synchronous driver URL Alembic uses for the same database."""
     return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg2")
+
+
+def make_sync_read_engine(url: str) -> Engine:
+    """A synchronous engine on the same SQLite file, for `SyncReads`: its connections move
+    between the read threads (SQLite's own locking guards each; one thread uses one at a time)."""
+    engine = create_engine(
+        sync_url(url), connect_args={"timeout": 30, "check_same_thread": False}, json_deserializer=orjson.loads,
+        pool_size=4, max_overflow=4,
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine

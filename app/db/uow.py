@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.compute.repository import ComputeRepository
 from app.db.repositories.accounts import AccountRepository
 from app.db.repositories.chunks import ChunkRepository
 from app.db.repositories.images import ImageRepository
@@ -17,15 +20,40 @@ from app.db.repositories.jobs import JobRepository
 from app.db.repositories.kms import KmsRepository
 from app.db.repositories.sharing import SharingRepository
 from app.db.repositories.storage import StorageRepository
-from app.compute.repository import ComputeRepository
+
+T = TypeVar("T")
+
+
+class SyncReads:
+    """Read-only statements on SQLite run whole in a thread of their own pool: a catalog page
+    costs one hand-over to a thread instead of the five or six aiosqlite makes for every
+    statement (cursor, execute, fetch, close, rollback), 0.7–0.8 ms of a 6–7 ms request."""
+
+    def __init__(self, engine: Engine, threads: int = 4) -> None:
+        self.engine = engine
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ims-read")
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        def work() -> T:
+            with self.engine.connect() as connection:
+                return fn(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()
 
 
 class Database:
     """Owns the engine and makes sessions; one per process, built by bootstrap."""
 
-    def __init__(self, engine: AsyncEngine, write_engine: AsyncEngine | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, write_engine: AsyncEngine | None = None,
+                 sync_reads: SyncReads | None = None) -> None:
         self.engine = engine
         self.write_engine = write_engine or engine
+        #: SQLite only (see SyncReads); PostgreSQL reads stay on asyncpg.
+        self.sync_reads = sync_reads
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self.write_sessions = async_sessionmaker(self.write_engine, expire_on_commit=False, autoflush=False)
 
@@ -45,6 +73,8 @@ class Database:
         return True
 
     async def dispose(self) -> None:
+        if self.sync_reads is not None:
+            await asyncio.to_thread(self.sync_reads.close)
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()

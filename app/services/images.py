@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from app.db.repositories.images import VisibleImage, sort_value
+from app.db.repositories.images import VisibleImage, read_page, sort_value
 from app.db.tables import Image
 from app.db.types import utcnow
 from app.db.uow import Database, SharedReader, reading
@@ -100,9 +101,15 @@ class ImageService:
             elif order.field is ImageOrderField.SIZE and not isinstance(value, int):
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
-        async with reading(self.db, caller.account_id, reader) as uow:
-            items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total,
-                                                           with_tags=with_tags, with_members=with_members)
+        if self.db.sync_reads is not None:
+            items, has_next, total = await self.db.sync_reads.run(partial(
+                read_page, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
+                with_total=with_total, with_tags=with_tags, with_members=with_members,
+            ))
+        else:
+            async with reading(self.db, caller.account_id, reader) as uow:
+                items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total,
+                                                               with_tags=with_tags, with_members=with_members)
         cursors = [encode_cursor(ordering, sort_value(v.image, order.field), v.image.id) for v in items]
         return ImagePage(items, has_next, cursor is not None, total, cursors)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
@@ -10,6 +11,7 @@ import orjson
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Connection,
     Select,
     and_,
     bindparam,
@@ -157,6 +159,51 @@ MEMBER = aliased(ImageMember, name="my_membership")
 OWNER = aliased(Account, name="owner")
 
 
+def page_items(rows: Sequence[Any], caller_id: str, *, with_tags: bool, with_members: bool) -> list[VisibleImage]:
+    """A catalog page's rows (see `catalog_sql.page_statement`) as records."""
+    n = len(IMAGE_COLUMNS)
+    items = []
+    for row in rows:
+        image = ImageRecord._make(row[:n])
+        owner = AccountRecord(image.owner_id, row[n], row[n + 1], row[n + 2])
+        membership = None if row[n + 3] is None else MemberFields(
+            image.id, caller_id, row[n + 3], row[n + 4], row[n + 5])
+        extra = n + 6
+        tags = members = None
+        if with_tags:
+            tags = [TagFields(k, v) for k, v in sorted(orjson.loads(row[extra]))]
+            extra += 1
+        if with_members:
+            members = [
+                MemberRow(MemberFields(image.id, account_id, status, _utc(created), _utc(updated)), name)
+                for account_id, status, created, updated, name in orjson.loads(row[extra])
+            ]
+            members.sort(key=lambda r: (r.member.created_at, r.member.account_id))
+        items.append(VisibleImage(image, owner, membership, tags, members))
+    return items
+
+
+def read_page(connection: Connection, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
+              after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
+              with_members: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
+    """`ImageRepository.page` on a synchronous connection (SQLite's `SyncReads` thread)."""
+    shape, params = shape_and_params(query, order, caller_id, first, after, with_total,
+                                     with_tags=with_tags, with_members=with_members)
+    stmt = page_statement(shape)
+    if stmt is None:
+        return [], False, 0 if with_total else None
+    rows = connection.execute(stmt, params).all()
+    total: int | None = None
+    if with_total and rows:
+        total = int(rows[0][-1])
+    elif with_total:
+        count_shape, count_params = shape_and_params(query, ImageOrder(), caller_id, 0, None, True)
+        count = count_statement(count_shape)
+        total = 0 if count is None else int(connection.execute(count, count_params).scalar_one())
+    items = page_items(rows[:first], caller_id, with_tags=with_tags, with_members=with_members)
+    return items, len(rows) > first, total
+
+
 def _utc(text: str) -> datetime:
     """A datetime that came through JSON: SQLite's stored text (naive UTC) or PostgreSQL's
     ISO 8601 with its offset."""
@@ -222,25 +269,7 @@ class ImageRepository:
         total: int | None = None
         if with_total:
             total = int(rows[0][-1]) if rows else await self.count(query)
-        n = len(IMAGE_COLUMNS)
-        items = []
-        for row in rows[:first]:
-            image = ImageRecord._make(row[:n])
-            owner = AccountRecord(image.owner_id, row[n], row[n + 1], row[n + 2])
-            membership = None if row[n + 3] is None else MemberFields(
-                image.id, self.caller_id, row[n + 3], row[n + 4], row[n + 5])
-            extra = n + 6
-            tags = members = None
-            if with_tags:
-                tags = [TagFields(k, v) for k, v in sorted(orjson.loads(row[extra]))]
-                extra += 1
-            if with_members:
-                members = [
-                    MemberRow(MemberFields(image.id, account_id, status, _utc(created), _utc(updated)), name)
-                    for account_id, status, created, updated, name in orjson.loads(row[extra])
-                ]
-                members.sort(key=lambda r: (r.member.created_at, r.member.account_id))
-            items.append(VisibleImage(image, owner, membership, tags, members))
+        items = page_items(rows[:first], self.caller_id, with_tags=with_tags, with_members=with_members)
         return items, len(rows) > first, total
 
     async def count(self, query: ImageQuery) -> int:
