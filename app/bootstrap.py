@@ -7,9 +7,9 @@ import contextlib
 import logging
 
 from app.config import Settings
-from app.db.engine import make_engine, make_sync_read_engine
+from app.db.engine import make_engine, make_generic_plan_engine, make_sync_read_engine
 from app.db.migrate import upgrade
-from app.db.uow import Database, SyncReads
+from app.db.uow import Database, GenericPlanReads, SyncReads
 from app.jobs.events import event_bus_for
 from app.jobs.maintenance import run_forever
 from app.jobs.worker import WorkerPool
@@ -30,7 +30,7 @@ def build_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return Database(make_engine(url), make_engine(url, writer=True), SyncReads(make_sync_read_engine(url)))
-    return Database(make_engine(url))
+    return Database(make_engine(url), catalog_reads=GenericPlanReads(make_generic_plan_engine(url)))
 
 
 async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:

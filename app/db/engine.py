@@ -29,6 +29,15 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def make_generic_plan_engine(url: str) -> AsyncEngine:
+    """A small PostgreSQL pool whose sessions keep one generic plan per prepared statement
+    (`GenericPlanReads`)."""
+    return create_async_engine(
+        url, pool_size=4, max_overflow=4, pool_pre_ping=True, json_deserializer=orjson.loads,
+        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan"}},
+    )
+
+
 def make_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncEngine:
     """An engine for `url`. On SQLite a `writer` engine opens every transaction with
     BEGIN IMMEDIATE: read-then-write transactions then queue for the write lock up

@@ -247,8 +247,8 @@ def _cursor_type(field: ImageOrderField) -> Any:
 @lru_cache(maxsize=512)
 def page_statement(s: Shape) -> Select[Any] | None:
     """Plain rows, no ORM entities: the image's columns (IMAGE_COLUMNS), its owner's name,
-    role and creation time, the caller's membership status, created_at and updated_at (or
-    NULLs)[, the tags JSON][, the members JSON][, the total]."""
+    role and creation time, the caller's membership as JSON ([[status, created_at,
+    updated_at]] or [])[, the tags JSON][, the members JSON][, the total]."""
     parts = branches(s)
     if not parts:
         return None
@@ -281,8 +281,13 @@ def page_statement(s: Shape) -> Select[Any] | None:
     owner = Account.__table__.alias("owner")  # type: ignore[attr-defined]
     mine = ImageMember.__table__.alias("my_membership")  # type: ignore[attr-defined]
     outer_key = sort_column(s.field, page.c)
+    # The caller's membership as a JSON column too: joined, PostgreSQL hashed every
+    # membership of the caller (9,333 rows on the 100,000-image benchmark) for 51 images.
+    membership = (select(JsonArrays(mine.c.status, mine.c.created_at, mine.c.updated_at))
+                  .where(mine.c.image_id == page.c.id, mine.c.account_id == bindparam("caller"))
+                  .scalar_subquery().label("membership"))
     columns: list[Any] = [*(page.c[name] for name in IMAGE_COLUMNS), owner.c.name, owner.c.role, owner.c.created_at,
-                          mine.c.status, mine.c.created_at, mine.c.updated_at]
+                          membership]
     if s.with_tags:
         t = ImageTag.__table__.alias("tag")  # type: ignore[attr-defined]
         columns.append(select(JsonArrays(t.c.key, t.c.value)).where(t.c.image_id == page.c.id)
@@ -298,7 +303,6 @@ def page_statement(s: Shape) -> Select[Any] | None:
     stmt = (
         select(*columns)
         .join_from(page, owner, owner.c.id == page.c.owner_id)
-        .outerjoin(mine, and_(mine.c.image_id == page.c.id, mine.c.account_id == bindparam("caller")))
         .order_by(*((outer_key.asc(), page.c.id.asc()) if s.ascending else (outer_key.desc(), page.c.id.desc())))
     )
     if s.total:

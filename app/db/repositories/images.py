@@ -166,9 +166,10 @@ def page_items(rows: Sequence[Any], caller_id: str, *, with_tags: bool, with_mem
     for row in rows:
         image = ImageRecord._make(row[:n])
         owner = AccountRecord(image.owner_id, row[n], row[n + 1], row[n + 2])
-        membership = None if row[n + 3] is None else MemberFields(
-            image.id, caller_id, row[n + 3], row[n + 4], row[n + 5])
-        extra = n + 6
+        mine = orjson.loads(row[n + 3])
+        membership = MemberFields(image.id, caller_id, mine[0][0], _utc(mine[0][1]), _utc(mine[0][2])) if mine \
+            else None
+        extra = n + 4
         tags = members = None
         if with_tags:
             tags = [TagFields(k, v) for k, v in sorted(orjson.loads(row[extra]))]
@@ -186,7 +187,8 @@ def page_items(rows: Sequence[Any], caller_id: str, *, with_tags: bool, with_mem
 def read_page(connection: Connection, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
               after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
               with_members: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
-    """`ImageRepository.page` on a synchronous connection (SQLite's `SyncReads` thread)."""
+    """`ImageRepository.page` on a synchronous connection (`Database.catalog_reads`: a thread
+    of SQLite's `SyncReads`, or asyncpg's connection through `run_sync`)."""
     shape, params = shape_and_params(query, order, caller_id, first, after, with_total,
                                      with_tags=with_tags, with_members=with_members)
     stmt = page_statement(shape)
