@@ -24,7 +24,10 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
+
+from sqlalchemy import Connection
 
 from app.db.repositories import image_list as rows_sql
 from app.db.tables import Job
@@ -87,21 +90,22 @@ async def csv_pieces(
     """The CSV, a page of rows per piece; `progress(rows written, rows in all)` after each.
     The next page is read while this one is formatted (the database works on its own thread
     or server meanwhile)."""
-    async with db.uow(caller_id, write=False) as uow:
-        total = await rows_sql.count_rows(uow.session, rows_sql.ListRange(visibility, region, caller_id))
+    reads = db.catalog_reads
+    assert reads is not None, "built by app.bootstrap.build_database"
+    total = await reads.run(partial(rows_sql.count_rows, scope=rows_sql.ListRange(visibility, region, caller_id)))
     private = visibility is ImageVisibility.PRIVATE
 
-    async def fetch(after: tuple[datetime, str] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    def read(connection: Connection, after: tuple[datetime, str] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         scope = rows_sql.ListRange(visibility, region, caller_id, after)
-        async with db.uow(caller_id, write=False) as uow:
-            page = await rows_sql.page_rows(uow.session, scope, PAGE_ROWS)
-            if not (private and page):
-                return page, {}, {}
-            # The page's own range: the same images, read in the same transaction.
-            scope = replace(scope, last=(page[-1][5], page[-1][0]))
-            tags = await rows_sql.tags_of(uow.session, scope)
-            members = await rows_sql.members_of(uow.session, scope)
-        return page, tags, members
+        page = rows_sql.page_rows(connection, scope, PAGE_ROWS)
+        if not (private and page):
+            return page, {}, {}
+        # The tags and members of the page's own range (looked up by the page's ids).
+        scope = replace(scope, last=(page[-1][5], page[-1][0]))
+        return page, rows_sql.tags_of(connection, scope), rows_sql.members_of(connection, scope)
+
+    async def fetch(after: tuple[datetime, str] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        return await reads.run(partial(read, after=after))
 
     yield _csv([PRIVATE_COLUMNS if private else PUBLIC_COLUMNS])
     written = 0

@@ -1,6 +1,7 @@
 """The rows of an image-list CSV: keyset pages of plain tuples (Core statements on the tables,
 no ORM entities), and the tags and members of a page in one statement each, so a 100k-row list
-costs a few dozen statements and constant memory."""
+costs a few dozen statements and constant memory. Synchronous: each page is read whole on
+`Database.catalog_reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, String, func, or_, select, type_coerce
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, Row, String, func, or_, select, type_coerce
 
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageVisibility
@@ -67,34 +67,34 @@ class ListRange:
         return select(_images.id).where(*self.conditions()).scalar_subquery()
 
 
-async def count_rows(session: AsyncSession, scope: ListRange) -> int:
+def count_rows(connection: Connection, scope: ListRange) -> int:
     stmt = select(func.count()).select_from(Image.__table__).where(*scope.conditions())
-    return int((await session.execute(stmt)).scalar_one())
+    return int(connection.execute(stmt).scalar_one())
 
 
-async def page_rows(session: AsyncSession, scope: ListRange, limit: int) -> Sequence[Row[Any]]:
+def page_rows(connection: Connection, scope: ListRange, limit: int) -> Sequence[Row[Any]]:
     """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
     PRIVATE, ix_images_public_created for PUBLIC)."""
     stmt = (select(*LIST_COLUMNS).where(*scope.conditions())
             .order_by(_images.created_at, _images.id).limit(limit))
-    return (await session.execute(stmt)).all()
+    return connection.execute(stmt).all()
 
 
-async def tags_of(session: AsyncSession, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
+def tags_of(connection: Connection, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
     stmt = (select(_tags.image_id, _tags.key, _tags.value)
             .where(_tags.image_id.in_(scope.ids())).order_by(_tags.image_id, _tags.key))
     found: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for image_id, key, value in (await session.execute(stmt)).all():
+    for image_id, key, value in connection.execute(stmt).all():
         found[image_id].append((key, value))
     return found
 
 
-async def members_of(session: AsyncSession, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
+def members_of(connection: Connection, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
     """(account name, membership status) of each image's members, by name."""
     stmt = (select(_members.image_id, _accounts.name, _members.status)
             .join_from(ImageMember.__table__, Account.__table__, _accounts.id == _members.account_id)
             .where(_members.image_id.in_(scope.ids())).order_by(_members.image_id, _accounts.name))
     found: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for image_id, name, status in (await session.execute(stmt)).all():
+    for image_id, name, status in connection.execute(stmt).all():
         found[image_id].append((name, status))
     return found
