@@ -32,6 +32,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        """On SQLite the stored text (naive UTC, ISO 8601) is read by one C call, not by
+        SQLAlchemy's regular expression and then this decorator (a catalog page reads 150
+        of them)."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> datetime | None:
+            if value is None:
+                return None
+            parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+        return process
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

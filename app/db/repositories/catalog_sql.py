@@ -266,21 +266,20 @@ def page_statement(s: Shape) -> Select[Any] | None:
             else:
                 branch = branch.where(key <= value, or_(key < value, col(Image.id) < last))
         ordering = (key.asc(), col(Image.id).asc()) if s.ascending else (key.desc(), col(Image.id).desc())
-        limited.append(branch.order_by(*ordering).limit(bindparam("limit")).subquery().select())
+        # Each arm yields its ids and sort keys only: the page's rows are read once, below.
+        narrow = branch.with_only_columns(col(Image.id), key.label("sort_key"))
+        limited.append(narrow.order_by(*ordering).limit(bindparam("limit")).subquery().select())
     # The page itself first (a MATERIALIZED CTE): otherwise SQLite pushes the joins and the
     # tags/members subqueries down into each arm of the union, for up to three times the
     # rows of the page (0.93 → ms of SQL on a 5,000-image catalog).
     arms = union_all(*limited).subquery("arms")
-    arms_key = sort_column(s.field, arms.c)
-    page = (
-        select(*arms.c)
-        .order_by(*((arms_key.asc(), arms.c.id.asc()) if s.ascending else (arms_key.desc(), arms.c.id.desc())))
-        .limit(bindparam("limit"))
-        .cte("page").prefix_with("MATERIALIZED")
-    )
+    ordered = ((arms.c.sort_key.asc(), arms.c.id.asc()) if s.ascending
+               else (arms.c.sort_key.desc(), arms.c.id.desc()))
+    ids = select(arms.c.id, arms.c.sort_key).order_by(*ordered).limit(bindparam("limit"))
+    ids = ids.cte("page_ids").prefix_with("MATERIALIZED")
+    page = Image.__table__.alias("page")  # type: ignore[attr-defined]
     owner = Account.__table__.alias("owner")  # type: ignore[attr-defined]
     mine = ImageMember.__table__.alias("my_membership")  # type: ignore[attr-defined]
-    outer_key = sort_column(s.field, page.c)
     # The caller's membership as a JSON column too: joined, PostgreSQL hashed every
     # membership of the caller (9,333 rows on the 100,000-image benchmark) for 51 images.
     membership = (select(JsonArrays(mine.c.status, mine.c.created_at, mine.c.updated_at))
@@ -302,8 +301,10 @@ def page_statement(s: Shape) -> Select[Any] | None:
         )
     stmt = (
         select(*columns)
-        .join_from(page, owner, owner.c.id == page.c.owner_id)
-        .order_by(*((outer_key.asc(), page.c.id.asc()) if s.ascending else (outer_key.desc(), page.c.id.desc())))
+        .select_from(ids)
+        .join(page, page.c.id == ids.c.id)
+        .join(owner, owner.c.id == page.c.owner_id)
+        .order_by(*((ids.c.sort_key.asc(), ids.c.id.asc()) if s.ascending else (ids.c.sort_key.desc(), ids.c.id.desc())))
     )
     if s.total:
         # Counted once: as a bare scalar subquery SQLite copies it into every arm of the

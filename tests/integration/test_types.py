@@ -1,0 +1,28 @@
+"""Datetimes come back timezone-aware in UTC, to the microsecond, on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from sqlalchemy import insert, select
+
+from app.db.tables import Account
+from app.db.uow import Database
+
+
+async def test_datetimes_read_back_aware_in_utc(db: Database) -> None:
+    moments = {
+        "acc-utc": datetime(2026, 11, 26, 21, 12, 48, 123456, tzinfo=UTC),
+        "acc-east": datetime(2026, 1, 1, 3, 0, 0, 1, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        "acc-whole": datetime(2026, 6, 30, 0, 0, tzinfo=UTC),
+    }
+    async with db.uow() as uow:
+        await uow.session.execute(insert(Account), [
+            {"id": k, "name": k, "role": "USER", "created_at": v} for k, v in moments.items()])
+        await uow.commit()
+    async with db.uow(write=False) as uow:
+        rows = dict((await uow.session.execute(
+            select(Account.id, Account.created_at).where(Account.id.in_(moments)))).all())  # type: ignore[attr-defined]
+    assert rows == moments
+    assert all(v.tzinfo is UTC for v in rows.values())
+    assert rows["acc-east"].hour == 21 and rows["acc-east"].day == 31  # 03:00 +05:30 is 21:30 UTC the day before
