@@ -30,7 +30,7 @@ def build_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return Database(make_engine(url), make_engine(url, writer=True), SyncReads(make_sync_read_engine(url)))
-    return Database(make_engine(url), catalog_reads=GenericPlanReads(make_generic_plan_engine(url)))
+    return Database(make_engine(url), reads=GenericPlanReads(make_generic_plan_engine(url)))
 
 
 async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:

@@ -8,10 +8,12 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
+from app.db.repositories.accounts import account_read, authenticate_read
 from app.db.tables import Account, ApiToken
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
@@ -63,8 +65,11 @@ class AccountService:
         if not token or len(token) > 256:
             return None
         now = utcnow()
-        async with self.db.uow(write=False) as uow:
-            found = await uow.accounts.authenticate(hash_token(token), now)
+        if self.db.reads is not None:
+            found = await self.db.reads.run(partial(authenticate_read, token_hash=hash_token(token), now=now))
+        else:
+            async with self.db.uow(write=False) as uow:
+                found = await uow.accounts.authenticate(hash_token(token), now)
         if found is None:
             return None
         account, api_token = found
@@ -75,8 +80,11 @@ class AccountService:
         return Caller(account.id, account.name, account.role)
 
     async def get(self, account_id: str) -> Account:
-        async with self.db.uow(write=False) as uow:
-            account = await uow.accounts.get(account_id)
+        if self.db.reads is not None:
+            account = await self.db.reads.run(partial(account_read, account_id=account_id))
+        else:
+            async with self.db.uow(write=False) as uow:
+                account = await uow.accounts.get(account_id)
         if account is None:
             raise NotFound("ACCOUNT_NOT_FOUND", resource_id=account_id)
         return account

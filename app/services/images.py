@@ -101,8 +101,8 @@ class ImageService:
             elif order.field is ImageOrderField.SIZE and not isinstance(value, int):
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
-        if self.db.catalog_reads is not None:
-            items, has_next, total = await self.db.catalog_reads.run(partial(
+        if self.db.reads is not None:
+            items, has_next, total = await self.db.reads.run(partial(
                 read_page, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
                 with_total=with_total, with_tags=with_tags, with_members=with_members,
             ))

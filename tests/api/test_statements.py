@@ -41,8 +41,8 @@ def count_statements(live_server: LiveServer) -> Iterator[list[str]]:
     """Every statement the live server's engines send while the block runs."""
     db = live_server.app.state.runtime.services.db
     engines = list({id(e.sync_engine): e.sync_engine for e in (db.engine, db.write_engine)}.values())
-    if db.catalog_reads is not None:
-        engines.append(getattr(db.catalog_reads.engine, "sync_engine", db.catalog_reads.engine))
+    if db.reads is not None:
+        engines.append(getattr(db.reads.engine, "sync_engine", db.reads.engine))
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

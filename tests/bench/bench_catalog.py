@@ -131,8 +131,8 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
         statements += 1
 
     engines = {db.engine.sync_engine, db.write_engine.sync_engine}
-    if db.catalog_reads is not None:
-        engines.add(getattr(db.catalog_reads.engine, "sync_engine", db.catalog_reads.engine))
+    if db.reads is not None:
+        engines.add(getattr(db.reads.engine, "sync_engine", db.reads.engine))
     for engine in engines:
         event.listen(engine, "before_cursor_execute", count)
 

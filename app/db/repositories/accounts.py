@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import Connection, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken, Image, Job, Quota
 
 
@@ -107,3 +109,30 @@ class AccountRepository:
             )
         )
         return (await self.session.execute(stmt)).scalar_one()
+
+
+def authenticate_read(connection: Connection, token_hash: str, now: datetime) -> tuple[Any, Any] | None:
+    """`AccountRepository.authenticate` on a synchronous connection (`Database.reads`):
+    the account and token as records, in one statement."""
+    a = Account.__table__.c  # type: ignore[attr-defined]
+    t = ApiToken.__table__.c  # type: ignore[attr-defined]
+    stmt = (
+        select(a.id, a.name, a.role, a.created_at, t.id, t.last_used_at)
+        .join_from(Account.__table__, ApiToken.__table__, t.account_id == a.id)  # type: ignore[arg-type]
+        .where(t.token_hash == token_hash, or_(t.expires_at.is_(None), t.expires_at > now))
+    )
+    row = connection.execute(stmt).first()
+    if row is None:
+        return None
+    return AccountRecord(row[0], row[1], row[2], row[3]), TokenUse(row[4], row[5])
+
+
+def account_read(connection: Connection, account_id: str) -> Any:
+    a = Account.__table__.c  # type: ignore[attr-defined]
+    row = connection.execute(select(a.id, a.name, a.role, a.created_at).where(a.id == account_id)).first()
+    return None if row is None else AccountRecord(*row)
+
+
+class TokenUse(NamedTuple):
+    id: str
+    last_used_at: datetime | None

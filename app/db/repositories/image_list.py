@@ -1,7 +1,7 @@
 """The rows of an image-list CSV: keyset pages of plain tuples (Core statements on the tables,
 no ORM entities), and the tags and members of a page in one statement each, so a 100k-row list
 costs a few dozen statements and constant memory. Synchronous: each page is read whole on
-`Database.catalog_reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
+`Database.reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
 
 from __future__ import annotations
 

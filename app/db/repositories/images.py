@@ -187,7 +187,7 @@ def page_items(rows: Sequence[Any], caller_id: str, *, with_tags: bool, with_mem
 def read_page(connection: Connection, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
               after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
               with_members: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
-    """`ImageRepository.page` on a synchronous connection (`Database.catalog_reads`: a thread
+    """`ImageRepository.page` on a synchronous connection (`Database.reads`: a thread
     of SQLite's `SyncReads`, or asyncpg's connection through `run_sync`)."""
     shape, params = shape_and_params(query, order, caller_id, first, after, with_total,
                                      with_tags=with_tags, with_members=with_members)
