@@ -29,7 +29,8 @@ def build_database(settings: Settings) -> Database:
     url = settings.effective_database_url
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return Database(make_engine(url), make_engine(url, writer=True), SyncReads(make_sync_read_engine(url)))
+        reads = SyncReads(make_sync_read_engine(url), make_sync_read_engine(url, busy_timeout_ms=100, pool_size=1))
+        return Database(make_engine(url), make_engine(url, writer=True), reads)
     return Database(make_engine(url), reads=GenericPlanReads(make_generic_plan_engine(url)))
 
 

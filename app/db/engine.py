@@ -58,12 +58,14 @@ def sync_url(url: str) -> str:
     return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg2")
 
 
-def make_sync_read_engine(url: str) -> Engine:
+def make_sync_read_engine(url: str, *, busy_timeout_ms: int = 30000, pool_size: int = 4) -> Engine:
     """A synchronous engine on the same SQLite file, for `SyncReads`: its connections move
     between the read threads (SQLite's own locking guards each; one thread uses one at a time)."""
     engine = create_engine(
-        sync_url(url), connect_args={"timeout": 30, "check_same_thread": False}, json_deserializer=orjson.loads,
-        pool_size=4, max_overflow=4,
+        sync_url(url), connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+        json_deserializer=orjson.loads, pool_size=pool_size, max_overflow=pool_size,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
+    if busy_timeout_ms != 30000:
+        event.listen(engine, "connect", lambda c, _r: c.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}"))
     return engine

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.compute.repository import ComputeRepository
@@ -33,6 +34,11 @@ class Reads(Protocol):
 
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
 
+    async def run_now(self, fn: Callable[[Connection], T]) -> T:
+        """`run` for a read of a few rows by key (a request's token): on SQLite right on the
+        calling thread, the event loop's, without a hand-over."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -43,8 +49,12 @@ class SyncReads:
     busy with a job, each hand-over waits to be scheduled (API p99 during a RAW export 7.5–8×
     idle with the token and account read through aiosqlite, 4.2–4.3× this way)."""
 
-    def __init__(self, engine: Engine, threads: int = 4) -> None:
+    def __init__(self, engine: Engine, inline_engine: Engine | None = None, threads: int = 4) -> None:
         self.engine = engine
+        #: For `run_now`: a short busy timeout, so the event loop never waits on a lock (in WAL
+        #: mode readers meet one only while another connection holds the database exclusively
+        #: or recovers its log); then the read goes to the threads instead.
+        self.inline_engine = inline_engine
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ims-read")
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
@@ -54,9 +64,24 @@ class SyncReads:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
+    async def run_now(self, fn: Callable[[Connection], T]) -> T:
+        """Right here, on the event loop: a key lookup costs tens of µs, less than handing it
+        to a thread (idle API p50 1.6 → 1.1 ms; p99 during a RAW export 20–32 → 8–10 ms)."""
+        if self.inline_engine is None:
+            return await self.run(fn)
+        try:
+            with self.inline_engine.connect() as connection:
+                return fn(connection)
+        except OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        return await self.run(fn)
+
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
         self.engine.dispose()
+        if self.inline_engine is not None:
+            self.inline_engine.dispose()
 
 
 class GenericPlanReads:
@@ -70,6 +95,9 @@ class GenericPlanReads:
     async def run(self, fn: Callable[[Connection], T]) -> T:
         async with self.engine.connect() as connection:
             return await connection.run_sync(fn)
+
+    async def run_now(self, fn: Callable[[Connection], T]) -> T:
+        return await self.run(fn)
 
     async def close(self) -> None:
         await self.engine.dispose()

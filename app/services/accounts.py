@@ -66,7 +66,7 @@ class AccountService:
             return None
         now = utcnow()
         if self.db.reads is not None:
-            found = await self.db.reads.run(partial(authenticate_read, token_hash=hash_token(token), now=now))
+            found = await self.db.reads.run_now(partial(authenticate_read, token_hash=hash_token(token), now=now))
         else:
             async with self.db.uow(write=False) as uow:
                 found = await uow.accounts.authenticate(hash_token(token), now)
@@ -81,7 +81,7 @@ class AccountService:
 
     async def get(self, account_id: str) -> Account:
         if self.db.reads is not None:
-            account = await self.db.reads.run(partial(account_read, account_id=account_id))
+            account = await self.db.reads.run_now(partial(account_read, account_id=account_id))
         else:
             async with self.db.uow(write=False) as uow:
                 account = await uow.accounts.get(account_id)

@@ -43,6 +43,8 @@ def count_statements(live_server: LiveServer) -> Iterator[list[str]]:
     engines = list({id(e.sync_engine): e.sync_engine for e in (db.engine, db.write_engine)}.values())
     if db.reads is not None:
         engines.append(getattr(db.reads.engine, "sync_engine", db.reads.engine))
+        if getattr(db.reads, "inline_engine", None) is not None:
+            engines.append(db.reads.inline_engine)  # type: ignore[attr-defined]
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

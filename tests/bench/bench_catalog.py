@@ -133,6 +133,8 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
     engines = {db.engine.sync_engine, db.write_engine.sync_engine}
     if db.reads is not None:
         engines.add(getattr(db.reads.engine, "sync_engine", db.reads.engine))
+        if getattr(db.reads, "inline_engine", None) is not None:
+            engines.add(db.reads.inline_engine)  # type: ignore[attr-defined]
     for engine in engines:
         event.listen(engine, "before_cursor_execute", count)
 

@@ -1,0 +1,67 @@
+"""`Database.reads.run_now` reads a few rows right on the event loop; on SQLite, when another
+connection holds the database so that even a reader waits, it hands the read to the read
+threads after a short busy timeout instead of holding the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from app.db.uow import Database, SyncReads
+from tests.factories import make_account
+
+
+async def test_a_locked_database_moves_the_read_off_the_loop(db: Database) -> None:
+    if not isinstance(db.reads, SyncReads):
+        pytest.skip("SQLite's read threads")
+    account, _ = await make_account(db, "locked-reader")
+    path = db.reads.engine.url.database
+    assert path is not None
+    threaded: list[str] = []
+    inline: list[str] = []
+    event.listen(db.reads.engine, "before_cursor_execute", lambda *a: threaded.append(a[2]))
+    assert db.reads.inline_engine is not None
+    event.listen(db.reads.inline_engine, "before_cursor_execute", lambda *a: inline.append(a[2]))
+
+    def name(connection: Any) -> str:
+        return str(connection.execute(text("SELECT name FROM accounts WHERE id = :id"), {"id": account.id}).scalar_one())
+
+    # Unlocked: read on the loop, no thread.
+    assert await db.reads.run_now(name) == "locked-reader"
+    assert (len(inline), threaded) == (1, [])
+
+    # Only a connection alone on a WAL database can hold it exclusively: close the others.
+    for engine in (db.engine, db.write_engine):
+        await engine.dispose()
+    db.reads.engine.dispose()
+    db.reads.inline_engine.dispose()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE accounts SET name = name WHERE id = ?", (account.id,))
+
+    handed_over = asyncio.Event()
+    threads_run = db.reads.run
+
+    async def run(fn: Any) -> Any:
+        handed_over.set()
+        return await threads_run(fn)
+
+    db.reads.run = run  # type: ignore[method-assign]
+
+    async def release_once_handed_over() -> None:
+        await handed_over.wait()
+        await asyncio.sleep(0.05)  # the thread is waiting for the lock by now, or soon
+        holder.execute("COMMIT")
+        holder.close()
+
+    release = asyncio.create_task(release_once_handed_over())
+    assert await db.reads.run_now(name) == "locked-reader"
+    await release
+    assert handed_over.is_set()  # the loop gave up after its short busy timeout
+    assert len(inline) == 1  # the loop's attempt never got to its statement
+    assert len(threaded) == 1  # a thread read it once the holder let go
