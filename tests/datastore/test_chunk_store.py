@@ -99,7 +99,8 @@ async def test_sealed_round_trip(
         assert ref.digest is not None
         stored = store.read(BUCKET, chunk_key(ref.digest))
         assert hashlib.sha256(stored).hexdigest() == ref.digest
-        assert stored[12:-16] != data[ref.index * CHUNK_SIZE :][: ref.length]
+        if ref.length >= 16:  # a 1-byte ciphertext equals its plaintext once in 256 runs
+            assert stored[12:-16] != data[ref.index * CHUNK_SIZE :][: ref.length]
     assert await read(store, result, opener) == data
 
 
