@@ -3,7 +3,9 @@
 * throughput of the query through the service and the database, as a ratio to the same query
   shape served by the same Strawberry schema from in-memory objects (target ≥ 0.7);
 * SQL statements per request (target ≤ 4, authentication excluded here: it is one more);
-* keyset pagination: the page after 50,000 images costs ≤ 1.5× the first page.
+* keyset pagination: the page after 50,000 images costs ≤ 1.5× the first page;
+* p50/p99 of the query over real HTTP with 10 concurrent connections (a real `ims serve`,
+  uvicorn on loopback, no job worker), with the same query sent one at a time for context.
 
     python -m tests.bench.bench_catalog [--images 100000] [--quick]
 
@@ -16,7 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,7 +36,7 @@ from app.bootstrap import build_database, build_services
 from app.config import Settings, normalize_database_url
 from app.db.engine import sync_url
 from app.db.migrate import upgrade
-from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.db.tables import Account, ApiToken, Image, ImageMember, ImageTag
 from app.domain.images import Caller
 from app.domain.pagination import encode_cursor
 from app.runtime import freeze_startup_objects
@@ -182,6 +187,7 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
     first_page = statistics.median([await run_db() for _ in range(rounds)])
     deep_page = statistics.median([await run_db(cursor) for _ in range(rounds)])
     await db.dispose()
+    http = await asyncio.to_thread(over_http, url, data_dir, viewer, 100 if rounds < 40 else 300)
     return [
         Figure(f"images(first: 50) throughput, {images:,} images, {label}",
                f"in-memory {mem_rate:.0f} q/s", db_rate / mem_rate, "≥ 0.7×", db_rate / mem_rate >= 0.7),
@@ -189,7 +195,79 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
                "≤ 3 (+1 auth)", per_request <= 3, unit="statements"),
         Figure(f"keyset page after {deep:,} images vs page 1, {label}", f"page 1 {first_page * 1000:.1f} ms",
                deep_page / first_page, "≤ 1.5×", deep_page / first_page <= 1.5),
+        Figure(f"images(first: 50) over HTTP, 10 connections, p50 / p99, {label}",
+               f"1 connection p50 {http['single_p50']:.1f} ms", http["p50"], f"p99 {http['p99']:.1f} ms, "
+               f"{http['rate']:.0f} q/s", None, unit="ms"),
     ]
+
+
+def over_http(url: str, data_dir: Path, viewer: str, per_connection: int) -> dict[str, float]:
+    """The catalog query through a real `ims serve` (uvicorn, loopback, no job worker) on the
+    benchmark's database: one connection, then 10 at once."""
+    import httpx
+
+    from app.services.accounts import hash_token, new_token
+
+    token = new_token()
+    engine = create_engine(sync_url(url))
+    with engine.begin() as conn:
+        conn.execute(insert(ApiToken), [{"id": f"tok-bench-{os.getpid()}", "account_id": viewer, "name": "bench",
+                                         "token_hash": hash_token(token), "created_at": T0}])
+    engine.dispose()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "IMS_DATA_DIR": str(data_dir), "IMS_DATABASE_URL": url, "IMS_WORKERS": "0",
+           "IMS_AUTO_MIGRATE": "false", "IMS_ADMIN_TOKEN": "ims_bench-catalog-admin", "IMS_LOG_LEVEL": "WARNING",
+           "IMS_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    with open(data_dir / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
+                                  stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, (data_dir / "server.log").read_text()[-3000:]
+            time.sleep(0.1)
+
+        async def clients() -> dict[str, float]:
+            headers = {"authorization": f"Bearer {token}"}
+            body = {"query": QUERY, "variables": {"after": None}}
+
+            async def one(client: httpx.AsyncClient) -> float:
+                started = time.perf_counter()
+                response = await client.post("/graphql", json=body)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200 and "errors" not in response.json(), response.text[:500]
+                return elapsed
+
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+                for _ in range(20):
+                    await one(client)
+                single = [await one(client) for _ in range(per_connection)]
+
+            async def connection() -> list[float]:
+                async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as own:
+                    await one(own)
+                    return [await one(own) for _ in range(per_connection)]
+
+            started = time.perf_counter()
+            samples = [t for batch in await asyncio.gather(*(connection() for _ in range(10))) for t in batch]
+            wall = time.perf_counter() - started
+            ordered = sorted(samples)
+            return {"single_p50": statistics.median(single) * 1000, "p50": statistics.median(samples) * 1000,
+                    "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+                    "rate": len(samples) / wall}
+
+        return asyncio.run(clients())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _default_query(services: Any) -> tuple[Any, Any]:
