@@ -30,8 +30,8 @@ def build_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         reads = SyncReads(make_sync_read_engine(url), make_sync_read_engine(url, busy_timeout_ms=100, pool_size=1))
-        return Database(make_engine(url), make_engine(url, writer=True), reads)
-    return Database(make_engine(url), reads=GenericPlanReads(make_generic_plan_engine(url)))
+        return Database(make_engine(url), reads, make_engine(url, writer=True))
+    return Database(make_engine(url), GenericPlanReads(make_generic_plan_engine(url)))
 
 
 async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:

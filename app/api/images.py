@@ -149,7 +149,7 @@ class ImageQueries:
             region = svc.check_region(filter.region if filter else None, field="filter.region")
             page = await svc.list(
                 info.context.me, to_query(filter, region), order, first, after, with_total=selects(info, "totalCount"),
-                reader=info.context.reader, with_tags=selects(info, "edges", "node", "tags"),
+                with_tags=selects(info, "edges", "node", "tags"),
                 with_members=selects(info, "edges", "node", "members"),
             )
         me = info.context.me

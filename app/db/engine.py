@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
@@ -9,14 +10,14 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_ms: int = 30000) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the single writer; busy_timeout queues writers
     # instead of failing them at once.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.close()
 
 
@@ -65,7 +66,5 @@ def make_sync_read_engine(url: str, *, busy_timeout_ms: int = 30000, pool_size: 
         sync_url(url), connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
         json_deserializer=orjson.loads, pool_size=pool_size, max_overflow=pool_size,
     )
-    event.listen(engine, "connect", _sqlite_pragmas)
-    if busy_timeout_ms != 30000:
-        event.listen(engine, "connect", lambda c, _r: c.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}"))
+    event.listen(engine, "connect", partial(_sqlite_pragmas, busy_timeout_ms=busy_timeout_ms))
     return engine

@@ -32,6 +32,11 @@ class Reads(Protocol):
 
     engine: Any
 
+    @property
+    def sync_engines(self) -> tuple[Engine, ...]:
+        """The engines its statements go through (statement counts, tests)."""
+        ...
+
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
 
     async def run_now(self, fn: Callable[[Connection], T]) -> T:
@@ -49,13 +54,17 @@ class SyncReads:
     busy with a job, each hand-over waits to be scheduled (API p99 during a RAW export 7.5–8×
     idle with the token and account read through aiosqlite, 4.2–4.3× this way)."""
 
-    def __init__(self, engine: Engine, inline_engine: Engine | None = None, threads: int = 4) -> None:
+    def __init__(self, engine: Engine, inline_engine: Engine, threads: int = 4) -> None:
         self.engine = engine
         #: For `run_now`: a short busy timeout, so the event loop never waits on a lock (in WAL
         #: mode readers meet one only while another connection holds the database exclusively
         #: or recovers its log); then the read goes to the threads instead.
         self.inline_engine = inline_engine
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ims-read")
+
+    @property
+    def sync_engines(self) -> tuple[Engine, ...]:
+        return self.engine, self.inline_engine
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         def work() -> T:
@@ -67,8 +76,6 @@ class SyncReads:
     async def run_now(self, fn: Callable[[Connection], T]) -> T:
         """Right here, on the event loop: a key lookup costs tens of µs, less than handing it
         to a thread (idle API p50 1.6 → 1.1 ms; p99 during a RAW export 20–32 → 8–10 ms)."""
-        if self.inline_engine is None:
-            return await self.run(fn)
         try:
             with self.inline_engine.connect() as connection:
                 return fn(connection)
@@ -80,8 +87,7 @@ class SyncReads:
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
         self.engine.dispose()
-        if self.inline_engine is not None:
-            self.inline_engine.dispose()
+        self.inline_engine.dispose()
 
 
 class GenericPlanReads:
@@ -91,6 +97,10 @@ class GenericPlanReads:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+
+    @property
+    def sync_engines(self) -> tuple[Engine, ...]:
+        return (self.engine.sync_engine,)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         async with self.engine.connect() as connection:
@@ -106,8 +116,7 @@ class GenericPlanReads:
 class Database:
     """Owns the engine and makes sessions; one per process, built by bootstrap."""
 
-    def __init__(self, engine: AsyncEngine, write_engine: AsyncEngine | None = None,
-                 reads: Reads | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, reads: Reads, write_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
         self.write_engine = write_engine or engine
         #: Where the hot reads run (SyncReads on SQLite, GenericPlanReads on PostgreSQL).
@@ -131,8 +140,7 @@ class Database:
         return True
 
     async def dispose(self) -> None:
-        if self.reads is not None:
-            await self.reads.close()
+        await self.reads.close()
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()

@@ -65,11 +65,7 @@ class AccountService:
         if not token or len(token) > 256:
             return None
         now = utcnow()
-        if self.db.reads is not None:
-            found = await self.db.reads.run_now(partial(authenticate_read, token_hash=hash_token(token), now=now))
-        else:
-            async with self.db.uow(write=False) as uow:
-                found = await uow.accounts.authenticate(hash_token(token), now)
+        found = await self.db.reads.run_now(partial(authenticate_read, token_hash=hash_token(token), now=now))
         if found is None:
             return None
         account, api_token = found
@@ -80,11 +76,7 @@ class AccountService:
         return Caller(account.id, account.name, account.role)
 
     async def get(self, account_id: str) -> Account:
-        if self.db.reads is not None:
-            account = await self.db.reads.run_now(partial(account_read, account_id=account_id))
-        else:
-            async with self.db.uow(write=False) as uow:
-                account = await uow.accounts.get(account_id)
+        account = await self.db.reads.run_now(partial(account_read, account_id=account_id))
         if account is None:
             raise NotFound("ACCOUNT_NOT_FOUND", resource_id=account_id)
         return account

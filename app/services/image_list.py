@@ -91,7 +91,6 @@ async def csv_pieces(
     The next page is read while this one is formatted (the database works on its own thread
     or server meanwhile)."""
     reads = db.reads
-    assert reads is not None, "built by app.bootstrap.build_database"
     total = await reads.run(partial(rows_sql.count_rows, scope=rows_sql.ListRange(visibility, region, caller_id)))
     private = visibility is ImageVisibility.PRIVATE
 

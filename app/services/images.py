@@ -88,8 +88,7 @@ class ImageService:
 
     async def list(
         self, caller: Caller, query: ImageQuery, order: ImageOrder, first: int | None, after: str | None,
-        *, with_total: bool, reader: SharedReader | None = None, with_tags: bool = False,
-        with_members: bool = False,
+        *, with_total: bool, with_tags: bool = False, with_members: bool = False,
     ) -> ImagePage:
         size = validate_page_size(first)
         ordering = _ordering(order)
@@ -101,15 +100,12 @@ class ImageService:
             elif order.field is ImageOrderField.SIZE and not isinstance(value, int):
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
-        if self.db.reads is not None:
-            items, has_next, total = await self.db.reads.run(partial(
-                read_page, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
-                with_total=with_total, with_tags=with_tags, with_members=with_members,
-            ))
-        else:
-            async with reading(self.db, caller.account_id, reader) as uow:
-                items, has_next, total = await uow.images.page(query, order, size, cursor, with_total=with_total,
-                                                               with_tags=with_tags, with_members=with_members)
+        # Read whole on Database.reads, apart from the request's shared reader: the page is
+        # one statement, a snapshot of its own.
+        items, has_next, total = await self.db.reads.run(partial(
+            read_page, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
+            with_total=with_total, with_tags=with_tags, with_members=with_members,
+        ))
         cursors = [encode_cursor(ordering, sort_value(v.image, order.field), v.image.id) for v in items]
         return ImagePage(items, has_next, cursor is not None, total, cursors)
 

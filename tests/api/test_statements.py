@@ -41,10 +41,7 @@ def count_statements(live_server: LiveServer) -> Iterator[list[str]]:
     """Every statement the live server's engines send while the block runs."""
     db = live_server.app.state.runtime.services.db
     engines = list({id(e.sync_engine): e.sync_engine for e in (db.engine, db.write_engine)}.values())
-    if db.reads is not None:
-        engines.append(getattr(db.reads.engine, "sync_engine", db.reads.engine))
-        if getattr(db.reads, "inline_engine", None) is not None:
-            engines.append(db.reads.inline_engine)  # type: ignore[attr-defined]
+    engines += db.reads.sync_engines
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

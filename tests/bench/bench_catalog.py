@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -40,7 +37,7 @@ from app.db.tables import Account, ApiToken, Image, ImageMember, ImageTag
 from app.domain.images import Caller
 from app.domain.pagination import encode_cursor
 from app.runtime import freeze_startup_objects
-from tests.bench.common import Figure
+from tests.bench.common import Figure, free_port, percentile, served
 
 QUERY = """query Catalog($after: String) { images(first: 50, after: $after) { totalCount
   pageInfo { endCursor hasNextPage }
@@ -135,11 +132,7 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
         nonlocal statements
         statements += 1
 
-    engines = {db.engine.sync_engine, db.write_engine.sync_engine}
-    if db.reads is not None:
-        engines.add(getattr(db.reads.engine, "sync_engine", db.reads.engine))
-        if getattr(db.reads, "inline_engine", None) is not None:
-            engines.add(db.reads.inline_engine)  # type: ignore[attr-defined]
+    engines = {db.engine.sync_engine, db.write_engine.sync_engine, *db.reads.sync_engines}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", count)
 
@@ -214,26 +207,11 @@ def over_http(url: str, data_dir: Path, viewer: str, per_connection: int) -> dic
         conn.execute(insert(ApiToken), [{"id": f"tok-bench-{os.getpid()}", "account_id": viewer, "name": "bench",
                                          "token_hash": hash_token(token), "created_at": T0}])
     engine.dispose()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     env = {**os.environ, "IMS_DATA_DIR": str(data_dir), "IMS_DATABASE_URL": url, "IMS_WORKERS": "0",
            "IMS_AUTO_MIGRATE": "false", "IMS_ADMIN_TOKEN": "ims_bench-catalog-admin", "IMS_LOG_LEVEL": "WARNING",
            "IMS_PUBLIC_URL": f"http://127.0.0.1:{port}"}
-    with open(data_dir / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                                  stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, (data_dir / "server.log").read_text()[-3000:]
-            time.sleep(0.1)
+    with served(env, port, data_dir / "server.log") as base:
 
         async def clients() -> dict[str, float]:
             headers = {"authorization": f"Bearer {token}"}
@@ -259,15 +237,10 @@ def over_http(url: str, data_dir: Path, viewer: str, per_connection: int) -> dic
             started = time.perf_counter()
             samples = [t for batch in await asyncio.gather(*(connection() for _ in range(10))) for t in batch]
             wall = time.perf_counter() - started
-            ordered = sorted(samples)
             return {"single_p50": statistics.median(single) * 1000, "p50": statistics.median(samples) * 1000,
-                    "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
-                    "rate": len(samples) / wall}
+                    "p99": percentile(samples, 0.99) * 1000, "rate": len(samples) / wall}
 
         return asyncio.run(clients())
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def _default_query(services: Any) -> tuple[Any, Any]:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,23 +35,12 @@ from app.domain.images import Caller
 from app.storage.factory import create_service_buckets
 from tests.bench.bench_chunks import POOL
 from tests.bench.bench_replicate import Env, image_of, pool_stream
-from tests.bench.common import Figure
+from tests.bench.common import Figure, free_port, percentile, served
 
 MiB = 1024 * 1024
 ADMIN = "ims_bench-latency-admin"
 SMALL = "{ viewer { account { id } } }"
 IDLE_REQUESTS = 300
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Api:
@@ -107,24 +94,11 @@ async def _images(settings: Settings, owner_id: str, size: int) -> tuple[str, st
 
 
 def run(size: int, root: Path) -> list[Figure]:
-    port = _port()
+    port = free_port()
     env = {**os.environ, "IMS_DATA_DIR": str(root), "IMS_ADMIN_TOKEN": ADMIN, "IMS_WORKERS": "1",
            "IMS_JOB_POLL_INTERVAL": "0.05", "IMS_PUBLIC_URL": f"http://127.0.0.1:{port}", "IMS_LOG_LEVEL": "WARNING"}
     env.pop("IMS_DATABASE_URL", None)
-    with open(root / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                                  stdout=log, stderr=log)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, (root / "server.log").read_text()[-3000:]
-            time.sleep(0.1)
+    with served(env, port, root / "server.log") as url:
         admin = Api(url, ADMIN)
         made = admin.gql('mutation { createAccount(input: {name: "latency"}) { ... on CreateAccountSuccess { '
                          'account { id } token } } }')["createAccount"]
@@ -153,13 +127,6 @@ def run(size: int, root: Path) -> list[Figure]:
         out.append(Figure(f"API p99 during a re-encrypting replication of {label} ({len(busy)} queries) / idle",
                           baseline, ratio, "≤ 3×", ratio <= 3))
         return out
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def figures(quick: bool) -> list[Figure]:

@@ -24,7 +24,6 @@ async def test_a_locked_database_moves_the_read_off_the_loop(db: Database) -> No
     threaded: list[str] = []
     inline: list[str] = []
     event.listen(db.reads.engine, "before_cursor_execute", lambda *a: threaded.append(a[2]))
-    assert db.reads.inline_engine is not None
     event.listen(db.reads.inline_engine, "before_cursor_execute", lambda *a: inline.append(a[2]))
 
     def name(connection: Any) -> str:

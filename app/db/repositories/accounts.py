@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import Connection, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,18 +46,11 @@ class AccountRepository:
         self.session.add(token)
         await self.session.flush()
 
-    async def authenticate(self, token_hash: str, now: datetime) -> tuple[Account, ApiToken] | None:
-        """The live token with this hash and its account, in one statement."""
-        stmt = (
-            select(Account, ApiToken)
-            .join(ApiToken, ApiToken.account_id == Account.id)  # type: ignore[arg-type]
-            .where(
-                ApiToken.token_hash == token_hash,
-                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),  # type: ignore[union-attr,operator]
-            )
-        )
-        row = (await self.session.execute(stmt)).first()
-        return (row[0], row[1]) if row else None
+    async def authenticate(self, token_hash: str, now: datetime) -> tuple[AccountRecord, TokenUse] | None:
+        """The live token with this hash and its account (`authenticate_read`, in this unit
+        of work's transaction)."""
+        connection = await self.session.connection()
+        return await connection.run_sync(authenticate_read, token_hash, now)
 
     async def touch_token(self, token_id: str, now: datetime) -> None:
         await self.session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))  # type: ignore[arg-type]
@@ -111,9 +104,9 @@ class AccountRepository:
         return (await self.session.execute(stmt)).scalar_one()
 
 
-def authenticate_read(connection: Connection, token_hash: str, now: datetime) -> tuple[Any, Any] | None:
-    """`AccountRepository.authenticate` on a synchronous connection (`Database.reads`):
-    the account and token as records, in one statement."""
+def authenticate_read(connection: Connection, token_hash: str, now: datetime) -> tuple[AccountRecord, TokenUse] | None:
+    """The live token with this hash and its account, as records, in one statement (on
+    `Database.reads` for every request)."""
     a = Account.__table__.c  # type: ignore[attr-defined]
     t = ApiToken.__table__.c  # type: ignore[attr-defined]
     stmt = (
@@ -127,7 +120,7 @@ def authenticate_read(connection: Connection, token_hash: str, now: datetime) ->
     return AccountRecord(row[0], row[1], row[2], row[3]), TokenUse(row[4], row[5])
 
 
-def account_read(connection: Connection, account_id: str) -> Any:
+def account_read(connection: Connection, account_id: str) -> AccountRecord | None:
     a = Account.__table__.c  # type: ignore[attr-defined]
     row = connection.execute(select(a.id, a.name, a.role, a.created_at).where(a.id == account_id)).first()
     return None if row is None else AccountRecord(*row)
