@@ -10,8 +10,9 @@ from app.config import Settings
 from app.db.engine import make_engine, make_generic_plan_engine, make_sync_read_engine
 from app.db.migrate import upgrade
 from app.db.uow import Database, GenericPlanReads, SyncReads
-from app.jobs.events import event_bus_for
+from app.jobs.events import InProcessEventBus, event_bus_for
 from app.jobs.maintenance import run_forever
+from app.jobs.process import Message, ParentChannel, WorkerProcess
 from app.jobs.worker import WorkerPool
 from app.kms.envelope import load_root_key
 from app.kms.local import LocalKeyProvider
@@ -56,13 +57,17 @@ class Runtime:
     """Everything a process holds: database, stores, KMS, services and job workers.
 
     `api=False` (the `ims worker` process) skips the admin bootstrap, which belongs to the
-    API processes."""
+    API processes. An API process runs its workers in a child process (`worker_process`,
+    app.jobs.process) or on its own event loop; a worker process started that way reports
+    through `channel`."""
 
-    def __init__(self, settings: Settings, *, api: bool = True) -> None:
+    def __init__(self, settings: Settings, *, api: bool = True, channel: ParentChannel | None = None) -> None:
         self.settings = settings
         self.api = api
+        self.channel = channel
         self._services: Services | None = None
         self._workers: WorkerPool | None = None
+        self.worker_process: WorkerProcess | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self.stores: dict[str, ObjectStore] = {}
         #: Set by the HTTP app before start; workers and the chunk store report into it.
@@ -86,11 +91,18 @@ class Runtime:
         self._services = build_services(s, db, self.stores, await build_key_provider(s, db))
         if self.metrics is not None:
             attach(self._services, self.metrics)
+        if self.channel is not None:
+            attach(self._services, self.channel)
+            if isinstance(self._services.jobs.events, InProcessEventBus):
+                self._services.jobs.events.forward = self.channel.job_changed
         if self.api:
             await self._services.accounts.bootstrap_admin(s.admin_name, s.admin_token, s.data_dir / "admin-token")
             if not s.admin_token:
                 log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
-        if s.workers > 0:
+        if s.workers > 0 and self.api and s.worker_process:
+            self.worker_process = WorkerProcess(s, self._from_worker_process)
+            await self.worker_process.start()
+        elif s.workers > 0:
             self._workers = WorkerPool(
                 self._services, s.workers, lease_seconds=s.job_lease_seconds, poll_interval=s.job_poll_interval
             )
@@ -98,7 +110,20 @@ class Runtime:
             if s.maintenance_interval > 0:
                 self._maintenance = asyncio.create_task(run_forever(self._services, s.maintenance_interval))
 
+    def _from_worker_process(self, message: Message) -> None:
+        if "job" in message:
+            events = self.services.jobs.events
+            if isinstance(events, InProcessEventBus):
+                events.hub.notify(message["job"])
+        elif self.metrics is not None and "moved" in message:
+            self.metrics.moved(*message["moved"])
+        elif self.metrics is not None and "job_finished" in message:
+            self.metrics.job_finished(*message["job_finished"])
+
     async def stop(self) -> None:
+        if self.worker_process is not None:
+            await self.worker_process.stop(self.settings.worker_stop_grace)
+            self.worker_process = None
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):

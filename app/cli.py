@@ -63,24 +63,27 @@ def worker(
 ) -> None:
     """Run job workers in this process until SIGTERM or SIGINT (the current jobs get
     IMS_WORKER_STOP_GRACE seconds to finish, then their leases are released)."""
+    from app.jobs.process import lower_priority
     from app.runtime import tune_allocator
 
     settings = Settings.from_env()
     _logging(settings)
     tune_allocator()
+    lower_priority(settings.worker_nice)
     count = concurrency or max(settings.workers, 1)
     asyncio.run(_run_workers(replace(settings, workers=count)))
 
 
 async def _run_workers(settings: Settings) -> None:
     from app.bootstrap import Runtime
+    from app.jobs.process import ParentChannel
     from app.runtime import freeze_startup_objects
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime = Runtime(settings, api=False)
+    runtime = Runtime(settings, api=False, channel=ParentChannel.from_env())
     await runtime.start()
     freeze_startup_objects()
     logging.getLogger("app.cli").info("%d job worker(s) running", settings.workers)
@@ -98,7 +101,7 @@ def demo() -> None:
     from app.domain.images import Caller
     from app.services.demo import create_demo_images
 
-    settings = replace(Settings.from_env(), workers=max(Settings.from_env().workers, 1))
+    settings = replace(Settings.from_env(), workers=max(Settings.from_env().workers, 1), worker_process=False)
     _logging(settings)
 
     async def run() -> list[str]:

@@ -48,6 +48,11 @@ class Settings:
     url_secret: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     workers: int = 2
+    #: `ims serve` runs its `workers` in a child process (`ims worker`) instead of its own
+    #: event loop, so data jobs never hold the API's interpreter (app.jobs.process).
+    worker_process: bool = True
+    #: Niceness a worker process adds to itself: data jobs yield the cores to the API.
+    worker_nice: int = 10
     job_lease_seconds: float = 30.0
     job_poll_interval: float = 0.5
     worker_stop_grace: float = 10.0
@@ -99,6 +104,8 @@ class Settings:
             url_secret=e.get("IMS_URL_SECRET") or None,
             public_url=e.get("IMS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
             workers=int(e.get("IMS_WORKERS", "2")),
+            worker_process=_bool(e.get("IMS_WORKER_PROCESS"), True),
+            worker_nice=int(e.get("IMS_WORKER_NICE", "10")),
             job_lease_seconds=float(e.get("IMS_JOB_LEASE_SECONDS", "30")),
             job_poll_interval=float(e.get("IMS_JOB_POLL_INTERVAL", "0.5")),
             worker_stop_grace=float(e.get("IMS_WORKER_STOP_GRACE", "10")),
@@ -108,6 +115,37 @@ class Settings:
             log_level=e.get("IMS_LOG_LEVEL", "INFO").upper(),
             region_endpoints=endpoints,
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The `IMS_*` variables `from_env` reads back into these settings (what a child
+        process of this one is started with)."""
+        env = {
+            "IMS_DATA_DIR": str(self.data_dir),
+            "IMS_DATABASE_URL": self.database_url,
+            "IMS_REGIONS": ",".join(self.regions),
+            "IMS_ADMIN_TOKEN": self.admin_token or "",
+            "IMS_ADMIN_NAME": self.admin_name,
+            "IMS_KMS_ROOT_KEY_FILE": str(self.kms_root_key_file) if self.kms_root_key_file else "",
+            "IMS_S3_ENDPOINT": self.s3_endpoint or "",
+            "IMS_S3_ACCESS_KEY": self.s3_access_key or "",
+            "IMS_S3_SECRET_KEY": self.s3_secret_key or "",
+            "IMS_S3_SECURE": "1" if self.s3_secure else "0",
+            "IMS_URL_SECRET": self.url_secret or "",
+            "IMS_PUBLIC_URL": self.public_url,
+            "IMS_WORKERS": str(self.workers),
+            "IMS_WORKER_PROCESS": "1" if self.worker_process else "0",
+            "IMS_WORKER_NICE": str(self.worker_nice),
+            "IMS_JOB_LEASE_SECONDS": repr(self.job_lease_seconds),
+            "IMS_JOB_POLL_INTERVAL": repr(self.job_poll_interval),
+            "IMS_WORKER_STOP_GRACE": repr(self.worker_stop_grace),
+            "IMS_MAINTENANCE_INTERVAL": repr(self.maintenance_interval),
+            "IMS_TEST_JOB_HANDLERS": ",".join(self.test_job_handlers),
+            "IMS_AUTO_MIGRATE": "1" if self.auto_migrate else "0",
+            "IMS_LOG_LEVEL": self.log_level,
+        }
+        for region, endpoint in self.region_endpoints.items():
+            env[f"IMS_S3_ENDPOINT_{region.upper().replace('-', '_')}"] = endpoint
+        return env
 
 
 #: Environment variables the service reads, with their meaning (README table, compose test).
@@ -124,7 +162,9 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs; shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
-    "IMS_WORKERS": "Job workers inside `ims serve` (0: run `ims worker` separately). Default 2.",
+    "IMS_WORKERS": "Job workers `ims serve` runs (0: run `ims worker` separately). Default 2.",
+    "IMS_WORKER_PROCESS": "`ims serve` runs its IMS_WORKERS in a child process (an `ims worker` it supervises and restarts) so that data jobs never share the API's interpreter; 0 runs them on the API's own event loop. Default true.",
+    "IMS_WORKER_NICE": "Niceness every worker process adds to itself, so data jobs yield the cores to API processes on the same machine (0: none). Default 10.",
     "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job; a job whose worker misses it is taken over. Default 30.",
     "IMS_JOB_POLL_INTERVAL": "Seconds an idle worker waits before looking for jobs again. Default 0.5.",
     "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it. Default 10.",

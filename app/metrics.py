@@ -40,6 +40,9 @@ class Metrics:
     def moved(self, direction: str, count: int) -> None:
         self.bytes.labels(direction).inc(count)
 
+    def job_finished(self, job_type: str, status: str, seconds: float) -> None:
+        self.job_seconds.labels(job_type, status).observe(seconds)
+
     def extension(self) -> type[SchemaExtension]:
         """A Strawberry extension class that times every operation into these metrics."""
         metrics = self
@@ -71,8 +74,9 @@ class Metrics:
         return bytes(generate_latest(self.registry))
 
 
-def attach(services: Services, metrics: Metrics) -> Any:
-    """Let the chunk store and the workers report into `metrics`."""
+def attach(services: Services, metrics: Any) -> Any:
+    """Let the chunk store and the workers report into `metrics` (a `Metrics`, or what stands
+    in for the server's in a worker process: app.jobs.process.ParentChannel)."""
     services.metrics = metrics
     if services.chunks is not None:
         services.chunks.meter = metrics.moved

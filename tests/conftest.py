@@ -67,7 +67,10 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Pa
     """Settings of a fresh, migrated database and data directory for one test."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    base = Settings(data_dir=data_dir, auto_migrate=False, workers=0, admin_token="ims_test-admin-token")
+    # Tests that give the app workers run them on its event loop (their handlers are the
+    # test's); tests/jobs/test_worker_process.py covers the child process of `ims serve`.
+    base = Settings(data_dir=data_dir, auto_migrate=False, workers=0, worker_process=False,
+                    admin_token="ims_test-admin-token")
     if request.param == "postgres":
         url = request.getfixturevalue("pg_migrated")
         _truncate_pg(url)

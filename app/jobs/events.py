@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -96,10 +96,12 @@ class Hub:
 
 
 class InProcessEventBus:
-    """Delivers to subscribers of this process when the publishing session commits."""
+    """Delivers to subscribers of this process when the publishing session commits, and to
+    `forward` (the `ims serve` that runs this process's workers: app.jobs.process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[str], None] | None = None) -> None:
         self.hub = Hub()
+        self.forward = forward
 
     async def publish(self, session: AsyncSession, job_id: str) -> None:
         pending: set[str] | None = session.info.get(_PENDING_KEY)
@@ -115,6 +117,8 @@ class InProcessEventBus:
         # events directly is safe.
         for job_id in sync_session.info.pop(_PENDING_KEY, set()):
             self.hub.notify(job_id)
+            if self.forward is not None:
+                self.forward(job_id)
         sync_session.info[_PENDING_KEY] = set()
 
     @staticmethod

@@ -200,7 +200,7 @@ class Worker:
     def _observe(self, ctx: JobContext, status: str) -> None:
         metrics = getattr(ctx.services, "metrics", None)
         if metrics is not None:
-            metrics.job_seconds.labels(ctx.type, status).observe(time.monotonic() - ctx.started)
+            metrics.job_finished(ctx.type, status, time.monotonic() - ctx.started)
 
     def request_stop(self) -> None:
         self._stopping.set()

@@ -3,9 +3,9 @@ runs, against its idle p99 in the same run (target ≤ 3×).
 
     python -m tests.bench.bench_latency [--quick] [--size-mib 4096]
 
-A real `ims serve` process on the embedded default (SQLite, filesystem store) with one
-in-process job worker — the worst case: the job shares the API's process and event loop. A
-small authenticated query (`viewer`) is sent back to back over HTTP: a few hundred times idle,
+A real `ims serve` process on the embedded default (SQLite, filesystem store) with one job
+worker, which `ims serve` runs in its child process (app.jobs.process): the job shares the
+machine's cores with the API, not its interpreter. A small authenticated query (`viewer`) is sent back to back over HTTP: a few hundred times idle,
 then all the time a job runs:
 
 * a RAW export of an image of random data;

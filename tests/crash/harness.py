@@ -49,6 +49,23 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(c) for c in fh.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Still a process (a zombie awaiting its parent's wait counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def _pid_of(lease_owner: str | None) -> int | None:
     """The process id inside a worker id `host:pid:index`."""
     parts = (lease_owner or "").split(":")
@@ -56,7 +73,7 @@ def _pid_of(lease_owner: str | None) -> int | None:
 
 
 class Cluster:
-    """`ims serve` (API and IMS_WORKERS in-process workers) and one `ims worker` process
+    """`ims serve` (API, and IMS_WORKERS workers in its child process) and one `ims worker` process
     sharing one data directory (SQLite, filesystem object store, local KMS), as the embedded
     default runs, with a worker process added so that either kind of process can be killed."""
 
@@ -97,21 +114,34 @@ class Cluster:
                 assert time.monotonic() < deadline, "the server did not start"
                 await asyncio.sleep(0.05)
 
-    def pid(self, which: str) -> int | None:
+    def pids(self, which: str) -> set[int]:
+        """The process and its children: the server runs its job workers in a child process
+        (app.jobs.process)."""
         proc = self.procs[which]
-        return proc.pid if proc is not None else None
+        if proc is None or proc.poll() is not None:
+            return set()
+        return {proc.pid, *_children(proc.pid)}
 
     def kill(self, which: str) -> None:
+        """kill -9 of the process; its worker child dies with it (PR_SET_PDEATHSIG), which is
+        checked here."""
         proc = self.procs[which]
         assert proc is not None and proc.poll() is None, f"the {which} died before it was killed:\n{self.log(which)}"
+        children = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
+        deadline = time.monotonic() + PATIENCE
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, f"the {which}'s children {children} outlived it"
+            time.sleep(0.01)
 
     def pause(self, which: str, paused: bool) -> None:
-        """SIGSTOP / SIGCONT: a paused process cannot finish the job it runs."""
+        """SIGSTOP / SIGCONT of the process and its children: a paused process cannot finish the
+        job it runs."""
         proc = self.procs[which]
         assert proc is not None and proc.poll() is None
-        proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+        for pid in sorted(self.pids(which), reverse=not paused):
+            os.kill(pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -239,9 +269,10 @@ class Lab:
         # The watched job may have ended meanwhile: then the process running another one dies.
         running = sorted((j for j in jobs.values() if j.status == "RUNNING"), key=lambda j: j.id != target)
         holder = _pid_of(running[0].lease_owner) if running else None
-        victim = next((w for w in ("server", "worker") if holder is not None and self.cluster.pid(w) == holder), coin)
+        pids = {w: self.cluster.pids(w) for w in ("server", "worker")}
+        victim = next((w for w in ("server", "worker") if holder in pids[w]), coin)
         self.cluster.kill(victim)
-        kill = Kill(trial, victim, target, threshold, job.status, job.progress, holder == self.cluster.pid(victim))
+        kill = Kill(trial, victim, target, threshold, job.status, job.progress, holder in pids[victim])
         self.kills.append(kill)
         return kill
 

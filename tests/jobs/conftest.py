@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from app.bootstrap import build_services
-from app.config import Settings
+from app.bootstrap import build_database, build_services
+from app.config import Settings, normalize_database_url
+from app.db.engine import sync_url
+from app.db.migrate import upgrade
 from app.db.tables import Account, Job, JobAttempt
 from app.db.uow import Database
 from app.domain.enums import JobType
@@ -70,3 +75,33 @@ async def wait_for(
 
 def finished(job: Job) -> bool:
     return job.status in ("SUCCESS", "FAIL")
+
+
+@pytest.fixture
+def proc_settings(settings: Settings) -> Iterator[Settings]:
+    """The test's settings; on PostgreSQL pointed at a fresh database dropped afterwards
+    (the shared test database may be truncated by other test runs at any moment)."""
+    if settings.is_sqlite:
+        yield replace(settings, test_job_handlers=TEST_HANDLERS)
+        return
+    base = make_url(sync_url(settings.effective_database_url))
+    name = f"ims_jobs_proc_{secrets.token_hex(4)}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = normalize_database_url(base.set(drivername="postgresql", database=name).render_as_string(hide_password=False))
+    try:
+        upgrade(url)
+        yield replace(settings, database_url=url, test_job_handlers=TEST_HANDLERS)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+async def proc_services(proc_settings: Settings) -> AsyncIterator[Services]:
+    built = build_services(proc_settings, build_database(proc_settings))
+    yield built
+    await built.close()
+    await built.db.dispose()

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 
-import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-from app.bootstrap import build_database, build_services
-from app.config import Settings, normalize_database_url
-from app.db.engine import sync_url
-from app.db.migrate import upgrade
+from app.config import Settings
 from app.services.registry import Services
 from tests.factories import make_account
 from tests.jobs.conftest import TEST_HANDLERS, attempts, enqueue, finished, wait_for
@@ -28,36 +18,6 @@ from tests.jobs.handlers import HANG, STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 1.5
-
-
-@pytest.fixture
-def proc_settings(settings: Settings) -> Iterator[Settings]:
-    """The test's settings; on PostgreSQL pointed at a fresh database dropped afterwards
-    (the shared test database may be truncated by other test runs at any moment)."""
-    if settings.is_sqlite:
-        yield replace(settings, test_job_handlers=TEST_HANDLERS)
-        return
-    base = make_url(sync_url(settings.effective_database_url))
-    name = f"ims_jobs_proc_{secrets.token_hex(4)}"
-    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = normalize_database_url(base.set(drivername="postgresql", database=name).render_as_string(hide_password=False))
-    try:
-        upgrade(url)
-        yield replace(settings, database_url=url, test_job_handlers=TEST_HANDLERS)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-async def proc_services(proc_settings: Settings) -> AsyncIterator[Services]:
-    built = build_services(proc_settings, build_database(proc_settings))
-    yield built
-    await built.close()
-    await built.db.dispose()
 
 
 def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
