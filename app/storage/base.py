@@ -69,10 +69,15 @@ class ObjectStore(Protocol):
     async def bucket_exists(self, bucket: str) -> bool: ...
 
     async def put_stream(
-        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None,
+        sha256: str | None = None,
     ) -> ObjectInfo:
         """Store the stream atomically (readers never see a partial object); returns its
-        size and sha256 checksum. Raises ObjectTooLargeError past `max_bytes`, keeping nothing."""
+        size and sha256 checksum. Raises ObjectTooLargeError past `max_bytes`, keeping nothing.
+
+        `sha256`, when given, is the hex SHA-256 the whole stream has, known to the caller (a
+        manifest's checksum, its chunks verified as they are read): returned as the checksum
+        instead of hashing every byte again. ValueError when it is not 64 lowercase hex digits."""
 
     async def put_bytes(
         self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True

@@ -69,12 +69,14 @@ class FilesystemObjectStore:
     # -- writes -------------------------------------------------------------------------
 
     async def put_stream(
-        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None,
+        sha256: str | None = None,
     ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
+        validate_sha256(sha256)
         file, tmp_path = await asyncio.to_thread(self._begin_put, bucket, key)
-        hasher = hashlib.sha256()
+        hasher = hashlib.sha256() if sha256 is None else None
         size = 0
         pending = bytearray()
         try:
@@ -82,15 +84,17 @@ class FilesystemObjectStore:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ObjectTooLargeError(f"object is over its limit of {max_bytes} bytes")
+                if not pending and len(chunk) >= STREAM_PIECE_BYTES:  # a whole piece already: no copy
+                    await asyncio.to_thread(_write_piece, file, hasher, chunk)
+                    continue
                 pending += chunk
                 # Batch small chunks so there is one thread hop per piece, not per chunk.
                 if len(pending) >= STREAM_PIECE_BYTES:
                     piece, pending = pending, bytearray()
                     await asyncio.to_thread(_write_piece, file, hasher, piece)
             await asyncio.to_thread(_write_piece, file, hasher, pending)
-            return await asyncio.to_thread(
-                self._finish_put, file, tmp_path, bucket, key, size, hasher.hexdigest()
-            )
+            digest = sha256 if hasher is None else hasher.hexdigest()
+            return await asyncio.to_thread(self._finish_put, file, tmp_path, bucket, key, size, digest)
         except BaseException:
             # The thread finishes the cleanup even if this task is cancelled again.
             await asyncio.to_thread(_discard, file, tmp_path)
@@ -376,10 +380,11 @@ def _info(bucket: str, key: str, st: os.stat_result) -> ObjectInfo:
     )
 
 
-def _write_piece(file: BinaryIO, hasher: hashlib._Hash, piece: bytes | bytearray) -> None:
+def _write_piece(file: BinaryIO, hasher: hashlib._Hash | None, piece: bytes | bytearray) -> None:
     if piece:
         file.write(piece)
-        hasher.update(piece)
+        if hasher is not None:
+            hasher.update(piece)
 
 
 def _write_all(fd: int, data: bytes) -> None:

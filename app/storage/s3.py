@@ -96,11 +96,13 @@ class S3ObjectStore:
     # -- writes -------------------------------------------------------------------------
 
     async def put_stream(
-        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None,
+        sha256: str | None = None,
     ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
-        pipe = _ChunkPipe(chunks, asyncio.get_running_loop(), max_bytes)
+        validate_sha256(sha256)
+        pipe = _ChunkPipe(chunks, asyncio.get_running_loop(), max_bytes, hashed=sha256 is None)
         try:
             await asyncio.to_thread(self._put_pipe, bucket, key, pipe)
         except BaseException:
@@ -111,7 +113,7 @@ class S3ObjectStore:
             key=key,
             size=pipe.size,
             last_modified=datetime.now(UTC),
-            checksum=f"sha256:{pipe.hexdigest()}",
+            checksum=f"sha256:{sha256 or pipe.hexdigest()}",
         )
 
     async def put_bytes(
@@ -296,12 +298,14 @@ class _ChunkPipe(io.RawIOBase):
         chunks: AsyncIterator[bytes],
         loop: asyncio.AbstractEventLoop,
         max_bytes: int | None,
+        *,
+        hashed: bool = True,
     ) -> None:
         super().__init__()
         self._chunks = chunks
         self._loop = loop
         self._max_bytes = max_bytes
-        self._hasher = hashlib.sha256()
+        self._hasher = hashlib.sha256() if hashed else None
         self._pending = memoryview(b"")
         self._eof = False
         self._aborted = threading.Event()
@@ -327,6 +331,7 @@ class _ChunkPipe(io.RawIOBase):
         return count
 
     def hexdigest(self) -> str:
+        assert self._hasher is not None
         return self._hasher.hexdigest()
 
     def abort(self) -> None:
@@ -347,7 +352,8 @@ class _ChunkPipe(io.RawIOBase):
             self.size += len(chunk)
             if self._max_bytes is not None and self.size > self._max_bytes:
                 raise ObjectTooLargeError(f"object is over its limit of {self._max_bytes} bytes")
-            self._hasher.update(chunk)
+            if self._hasher is not None:
+                self._hasher.update(chunk)
         return chunk
 
 

@@ -7,8 +7,8 @@ Both go through the service and a job worker, as a request does: `exportImage` /
 handler, success), on SQLite and a filesystem store in a temporary directory.
 
 * RAW export of an image of random data: the rate against single-core SHA-256 of the same
-  bytes (target ≥ 0.5×), and the process's peak RSS (≤ 200 MB); QCOW2 export of the same
-  image (qemu-img conversion) as a reported ratio.
+  bytes (target ≥ 0.5×); the peak RSS (≤ 200 MB) of a real `ims worker` process running one
+  more such export; QCOW2 export of the same image (qemu-img conversion) as a reported ratio.
 * image-list CSV of 100,000 private images with tags and a member each: rows per second
   (target ≥ 50,000) and the peak-RSS growth while it runs (≤ 50 MB).
 """
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,6 +87,41 @@ async def many_images(env: Env, rows: int) -> None:
             await uow.commit()
 
 
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / MiB
+
+
+async def export_in_worker_process(settings: Settings, services: Services, caller: Caller, image_id: str,
+                                   root: Path) -> tuple[float, float]:
+    """(RSS of an idle `ims worker`, its peak RSS while it runs a RAW export of the image), in
+    MiB: the service's own process, sampled every 5 ms from /proc, without this benchmark's
+    data pool and earlier phases in it."""
+    env = {**os.environ, **settings.to_env(), "IMS_AUTO_MIGRATE": "0", "IMS_WORKER_NICE": "0",
+           "IMS_JOB_POLL_INTERVAL": "0.01", "IMS_MAINTENANCE_INTERVAL": "0", "IMS_LOG_LEVEL": "INFO"}
+    log_path = root / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while f":{proc.pid}:0 started" not in log_path.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # settled: its first idle polls done
+        idle = peak = _rss_mib(proc.pid)
+        job = await services.exports.export(caller, ExportRequest(image_id, "exports", "worker.raw", ExportFormat.RAW))
+        while (status := (await services.jobs.get(caller, job.id)).status) not in ("SUCCESS", "FAIL"):
+            for _ in range(10):
+                peak = max(peak, _rss_mib(proc.pid))
+                await asyncio.sleep(0.005)
+        assert status == "SUCCESS", log_path.read_text()[-3000:]
+        return idle, peak
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 async def run(size: int, rows: int, root: Path) -> list[Figure]:
     tune_allocator()  # as the product's serve and worker processes do
     settings = Settings(data_dir=root / "data", workers=0, auto_migrate=False, admin_token="ims_bench")
@@ -116,18 +153,18 @@ async def run(size: int, rows: int, root: Path) -> list[Figure]:
         image = await image_of(env, pool_stream(pool, size))
         baseline = sha256_rate(pool, size, MiB)
         runs = []
-        with RssSampler() as rss:
-            for attempt in range(2):
-                job = await services.exports.export(
-                    caller, ExportRequest(image.id, "exports", f"web-{attempt}.raw", ExportFormat.RAW))
-                runs.append(await run_job(services, caller, job.id))
+        for attempt in range(2):
+            job = await services.exports.export(
+                caller, ExportRequest(image.id, "exports", f"web-{attempt}.raw", ExportFormat.RAW))
+            runs.append(await run_job(services, caller, job.id))
         baseline = max(baseline, sha256_rate(pool, size, MiB))
         rate = size / MiB / min(runs)
         label = f"{size // MiB} MiB"
         out.append(Figure(f"export RAW {label} / SHA-256", f"SHA-256 {baseline:.0f} MiB/s", rate / baseline,
                           "≥ 0.5×", rate / baseline >= 0.5))
-        out.append(Figure(f"peak RSS during the RAW exports, {label}", f"RSS before {rss.start:.0f} MiB", rss.peak,
-                          "≤ 200 MB", rss.peak * MiB <= 200e6, unit="MiB"))
+        idle, peak = await export_in_worker_process(settings, services, caller, image.id, root)
+        out.append(Figure(f"peak RSS of an `ims worker` process during a RAW export, {label}",
+                          f"the idle worker {idle:.0f} MiB", peak, "≤ 200 MB", peak * MiB <= 200e6, unit="MiB"))
         # QCOW2: through a sparse work file and qemu-img; reported beside RAW, no target of its own.
         job = await services.exports.export(caller, ExportRequest(image.id, "exports", "web.qcow2", ExportFormat.QCOW2))
         rate = size / MiB / await run_job(services, caller, job.id)

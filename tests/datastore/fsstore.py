@@ -34,7 +34,8 @@ class FileStore:
         return await asyncio.to_thread(self._bucket_dir(bucket).is_dir)
 
     async def put_stream(
-        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None,
+        sha256: str | None = None,
     ) -> ObjectInfo:
         parts: list[bytes] = []
         size = 0
@@ -43,7 +44,7 @@ class FileStore:
             if max_bytes is not None and size > max_bytes:
                 raise ObjectTooLargeError(f"{bucket}/{key} is over {max_bytes} bytes")
             parts.append(piece)
-        return await self.put_bytes(bucket, key, b"".join(parts))
+        return await self.put_bytes(bucket, key, b"".join(parts), sha256=sha256)
 
     async def put_bytes(
         self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True

@@ -53,7 +53,8 @@ class MemoryStore:
         return bucket in self.buckets
 
     async def put_stream(
-        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self, bucket: str, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None,
+        sha256: str | None = None,
     ) -> ObjectInfo:
         parts: list[bytes] = []
         size = 0
@@ -62,7 +63,7 @@ class MemoryStore:
             if max_bytes is not None and size > max_bytes:
                 raise ObjectTooLargeError(f"{bucket}/{key} is over {max_bytes} bytes")
             parts.append(piece)
-        return await self.put_bytes(bucket, key, b"".join(parts))
+        return await self.put_bytes(bucket, key, b"".join(parts), sha256=sha256)
 
     async def put_bytes(
         self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True

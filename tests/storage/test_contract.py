@@ -349,6 +349,28 @@ async def test_put_stream_large_many_pieces(
         assert etag is not None and etag.endswith(f"-{parts}")  # multipart ETag form
 
 
+@pytest.mark.parametrize("piece", [300_001, 4 * MiB], ids=["small-pieces", "whole-pieces"])
+async def test_put_stream_takes_the_callers_sha256(store: ObjectStore, bucket: str, piece: int) -> None:
+    # A manifest's checksum, its chunks verified as they are read: the adapter does not hash
+    # the stream again (a vouched digest that is not the data's shows it), and stores every byte.
+    data = os.urandom(9 * MiB + 7)
+    vouched = "cd" * 32
+
+    info = await store.put_stream(bucket, "img.raw", chunked(data, piece), sha256=vouched)
+
+    assert (info.size, info.checksum) == (len(data), f"sha256:{vouched}")
+    assert await store.get_bytes(bucket, "img.raw") == data
+
+
+@pytest.mark.parametrize("bad", ["AB" * 32, "sha256:" + "ab" * 32, ""])
+async def test_put_stream_refuses_a_malformed_sha256_keeping_nothing(
+    store: ObjectStore, bucket: str, bad: str
+) -> None:
+    with pytest.raises(ValueError):
+        await store.put_stream(bucket, "img.raw", chunked(b"bytes", 2), sha256=bad)
+    assert await store.list_objects(bucket) == []
+
+
 async def test_put_stream_within_max_bytes(store: ObjectStore, bucket: str) -> None:
     data = b"z" * 1000
     info = await store.put_stream(bucket, "exact", chunked(data, 7), max_bytes=1000)
