@@ -40,8 +40,8 @@ class Reads(Protocol):
     async def run(self, fn: Callable[[Connection], T]) -> T: ...
 
     async def run_now(self, fn: Callable[[Connection], T]) -> T:
-        """`run` for a read of a few rows by key (a request's token): on SQLite right on the
-        calling thread, the event loop's, without a hand-over."""
+        """`run` for a short, bounded read (a request's token and account, a catalog page): on
+        SQLite right on the calling thread, the event loop's, without a hand-over."""
         ...
 
     async def close(self) -> None: ...
@@ -75,7 +75,9 @@ class SyncReads:
 
     async def run_now(self, fn: Callable[[Connection], T]) -> T:
         """Right here, on the event loop: a key lookup costs tens of µs, less than handing it
-        to a thread (idle API p50 1.6 → 1.1 ms; p99 during a RAW export 20–32 → 8–10 ms)."""
+        to a thread (idle API p50 1.6 → 1.1 ms; p99 during a RAW export 20–32 → 8–10 ms), and a
+        catalog page about a millisecond, which in a thread waited for the GIL behind the
+        other requests (app.services.images)."""
         try:
             with self.inline_engine.connect() as connection:
                 return fn(connection)

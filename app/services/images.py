@@ -59,6 +59,8 @@ class ImageChanges:
 
 
 UNSET = _UNSET
+#: Catalog pages up to this many rows are read on the event loop (see `list`).
+INLINE_PAGE_ROWS = 100
 
 
 def _ordering(order: ImageOrder) -> str:
@@ -101,8 +103,13 @@ class ImageService:
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
         # Read whole on Database.reads, apart from the request's shared reader: the page is
-        # one statement, a snapshot of its own.
-        items, has_next, total = await self.db.reads.run(partial(
+        # one statement, a snapshot of its own. A page of up to INLINE_PAGE_ROWS is read right
+        # on the event loop (`run_now`), like the token: about a millisecond at 50 rows, and
+        # handed to a thread it waited for the GIL behind other requests' resolution — over
+        # HTTP with 10 connections, three interleaved runs: p99 246–267 → 120–123 ms, 78–85 →
+        # 100–107 q/s. Bigger pages (up to 1,000 rows) go to a thread.
+        read = self.db.reads.run_now if size <= INLINE_PAGE_ROWS else self.db.reads.run
+        items, has_next, total = await read(partial(
             read_page, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
             with_total=with_total, with_tags=with_tags, with_members=with_members,
         ))

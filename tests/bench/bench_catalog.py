@@ -171,8 +171,12 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
     # collections, which would otherwise walk the schema, the modules and the catalog's
     # generation data again and again (both sides of the ratio alike).
     freeze_startup_objects()
-    db_times = [await run_db() for _ in range(rounds)]
-    mem_times = [await run_memory() for _ in range(rounds)]
+    # Interleaved, so that the machine's drift (a noisy neighbour, frequency changes) weighs on
+    # both sides of the ratio alike.
+    db_times, mem_times = [], []
+    for _ in range(rounds):
+        db_times.append(await run_db())
+        mem_times.append(await run_memory())
     db_rate, mem_rate = 1 / statistics.median(db_times), 1 / statistics.median(mem_times)
     deep = min(len(visible) - 60, 50_000)
     created, last_id = visible[deep]

@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import event, text
 
 from app.db.uow import Database, SyncReads
-from tests.factories import make_account
+from app.domain.images import Caller, ImageOrder, ImageQuery
+from app.services.images import INLINE_PAGE_ROWS, ImageService
+from tests.factories import make_account, make_image
 
 
 async def test_a_locked_database_moves_the_read_off_the_loop(db: Database) -> None:
@@ -64,3 +66,25 @@ async def test_a_locked_database_moves_the_read_off_the_loop(db: Database) -> No
     assert handed_over.is_set()  # the loop gave up after its short busy timeout
     assert len(inline) == 1  # the loop's attempt never got to its statement
     assert len(threaded) == 1  # a thread read it once the holder let go
+
+
+
+@pytest.mark.parametrize(("size", "where"), [(50, "loop"), (100, "loop"), (101, "thread"), (1000, "thread")])
+async def test_catalog_pages_up_to_100_rows_are_read_on_the_loop(db: Database, size: int, where: str) -> None:
+    """A page of up to INLINE_PAGE_ROWS rows is read on the event loop; a bigger one (up to
+    1,000 rows of JSON columns) goes to the read threads."""
+    if not isinstance(db.reads, SyncReads):
+        pytest.skip("SQLite's read threads")
+    account, _ = await make_account(db, "pager")
+    image = await make_image(db, account)
+    threaded: list[str] = []
+    inline: list[str] = []
+    event.listen(db.reads.engine, "before_cursor_execute", lambda *a: threaded.append(a[2]))
+    event.listen(db.reads.inline_engine, "before_cursor_execute", lambda *a: inline.append(a[2]))
+
+    page = await ImageService(db, ("region-1",)).list(
+        Caller(account.id, account.name, account.role), ImageQuery(region="region-1"), ImageOrder(), size, None, with_total=True)
+
+    assert ([v.image.id for v in page.items], page.total) == ([image.id], 1)
+    assert (len(inline), len(threaded)) == ((1, 0) if where == "loop" else (0, 1))
+    assert INLINE_PAGE_ROWS == 100
