@@ -30,12 +30,21 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: The `application_name` of the read pool's PostgreSQL sessions (pg_stat_activity).
+READS_APPLICATION_NAME = "ims-reads"
+
+
 def make_generic_plan_engine(url: str) -> AsyncEngine:
-    """A small PostgreSQL pool whose sessions keep one generic plan per prepared statement
-    (`GenericPlanReads`)."""
+    """A small PostgreSQL pool for `GenericPlanReads`: its sessions keep one generic plan per
+    prepared statement, are read-only, and run each read statement on its own (autocommit: no
+    BEGIN and ROLLBACK round trips around it; under READ COMMITTED every statement had its own
+    snapshot anyway). No pre-ping either: `GenericPlanReads.run` retries a read once on a fresh
+    connection when the one it got was dead."""
     return create_async_engine(
-        url, pool_size=4, max_overflow=4, pool_pre_ping=True, json_deserializer=orjson.loads,
-        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan"}},
+        url, pool_size=4, max_overflow=4, isolation_level="AUTOCOMMIT", json_deserializer=orjson.loads,
+        connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan",
+                                          "default_transaction_read_only": "on",
+                                          "application_name": READS_APPLICATION_NAME}},
     )
 
 
@@ -67,4 +76,10 @@ def make_sync_read_engine(url: str, *, busy_timeout_ms: int = 30000, pool_size: 
         json_deserializer=orjson.loads, pool_size=pool_size, max_overflow=pool_size,
     )
     event.listen(engine, "connect", partial(_sqlite_pragmas, busy_timeout_ms=busy_timeout_ms))
+    event.listen(engine, "connect", _query_only)
     return engine
+
+
+def _query_only(dbapi_connection: Any, _record: Any) -> None:
+    """The read engines never write: a write slipped into a read fails instead of committing."""
+    dbapi_connection.execute("PRAGMA query_only=ON")

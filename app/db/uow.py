@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.compute.repository import ComputeRepository
@@ -95,7 +95,10 @@ class SyncReads:
 class GenericPlanReads:
     """PostgreSQL: hot reads run on a small pool of connections that plan each statement
     once (plan_cache_mode = force_generic_plan; asyncpg prepares it once per connection): with
-    a custom plan per execution PostgreSQL spent ~1 ms planning a 0.8 ms statement."""
+    a custom plan per execution PostgreSQL spent ~1 ms planning a 0.8 ms statement. The
+    sessions are read-only and in autocommit, without a pre-ping (`make_generic_plan_engine`):
+    one round trip per read instead of four (ping, BEGIN, the statement, ROLLBACK); a catalog
+    page's read 3.16 → 2.26 ms."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -105,6 +108,14 @@ class GenericPlanReads:
         return (self.engine.sync_engine,)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
+        """`fn` on a pooled connection; once more on a fresh one when that connection was dead
+        (the pool does not ping before each read: a round trip saved on every request)."""
+        try:
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(fn)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
         async with self.engine.connect() as connection:
             return await connection.run_sync(fn)
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 
-from app.db.uow import Database, SyncReads
+from app.db.engine import READS_APPLICATION_NAME
+from app.db.uow import Database, GenericPlanReads, SyncReads
 from app.domain.images import Caller, ImageOrder, ImageQuery
 from app.services.images import INLINE_PAGE_ROWS, ImageService
 from tests.factories import make_account, make_image
@@ -88,3 +90,36 @@ async def test_catalog_pages_up_to_100_rows_are_read_on_the_loop(db: Database, s
     assert ([v.image.id for v in page.items], page.total) == ([image.id], 1)
     assert (len(inline), len(threaded)) == ((1, 0) if where == "loop" else (0, 1))
     assert INLINE_PAGE_ROWS == 100
+
+
+async def test_the_read_pools_refuse_to_write(db: Database) -> None:
+    """Reads run on connections that cannot write (PostgreSQL: read-only sessions in
+    autocommit; SQLite: query_only): a write slipped into a read fails and changes nothing."""
+    account, _ = await make_account(db, "reader")
+
+    def rename(connection: Any) -> None:
+        connection.execute(text("UPDATE accounts SET name = 'renamed' WHERE id = :id"), {"id": account.id})
+
+    for run in (db.reads.run, db.reads.run_now):
+        with pytest.raises(DBAPIError, match="read-only|readonly"):
+            await run(rename)
+    async with db.uow(write=False) as uow:
+        stored = await uow.accounts.get(account.id)
+    assert stored is not None and stored.name == "reader"
+
+
+async def test_a_dead_pooled_read_connection_is_replaced_and_the_read_retried(db: Database) -> None:
+    if not isinstance(db.reads, GenericPlanReads):
+        pytest.skip("PostgreSQL's read pool")
+    account, _ = await make_account(db, "survivor")
+
+    def name(connection: Any) -> str:
+        return str(connection.execute(text("SELECT name FROM accounts WHERE id = :id"), {"id": account.id}).scalar_one())
+
+    assert await db.reads.run(name) == "survivor"  # a connection now waits in the pool
+    async with db.engine.connect() as admin:
+        killed = (await admin.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = :app AND datname = current_database()"), {"app": READS_APPLICATION_NAME})).scalar_one()
+    assert killed >= 1
+    assert await db.reads.run(name) == "survivor"
