@@ -7,9 +7,9 @@ import contextlib
 import logging
 
 from app.config import Settings
-from app.db.engine import make_engine, make_generic_plan_engine, make_sync_read_engine
+from app.db.engine import make_engine, make_generic_plan_engine, make_sync_read_engine, make_sync_write_engine
 from app.db.migrate import upgrade
-from app.db.uow import Database, GenericPlanReads, SyncReads
+from app.db.uow import Database, GenericPlanReads, SyncReads, SyncWrites
 from app.jobs.events import InProcessEventBus, event_bus_for
 from app.jobs.maintenance import run_forever
 from app.jobs.process import Message, ParentChannel, WorkerProcess
@@ -31,7 +31,7 @@ def build_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         reads = SyncReads(make_sync_read_engine(url), make_sync_read_engine(url, busy_timeout_ms=100, pool_size=1))
-        return Database(make_engine(url), reads, make_engine(url, writer=True))
+        return Database(make_engine(url), reads, make_engine(url, writer=True), SyncWrites(make_sync_write_engine(url)))
     return Database(make_engine(url), GenericPlanReads(make_generic_plan_engine(url)))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 import asyncio
 import hashlib
+from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from app.datastore.reader import read_stream
 from app.datastore.reseal import reseal
 from app.datastore.tables import Manifest
 from app.datastore.writer import ChunkWriter
+from app.db.repositories.chunks import claim_chunks
 from app.db.types import new_id, utcnow
 from app.db.uow import Database, UnitOfWork
 from app.storage.base import NoSuchObjectError, ObjectStore
@@ -101,10 +103,9 @@ class ChunkStore:
 
     def _claimer(self, region: str) -> Callable[[list[str]], Awaitable[set[str]]]:
         async def claim(digests: list[str]) -> set[str]:
-            async with self.db.uow() as uow:
-                found = await uow.chunks.claim(region, digests, utcnow())
-                await uow.commit()
-            return found
+            # On Database.writes: one hand-over per claim (import RAW 64 MiB, three interleaved
+            # runs: 0.18-0.29x -> 0.30-0.34x SHA-256).
+            return await self.db.writes.run(partial(claim_chunks, region=region, digests=digests, now=utcnow()))
 
         return claim
 

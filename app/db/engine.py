@@ -80,6 +80,19 @@ def make_sync_read_engine(url: str, *, busy_timeout_ms: int = 30000, pool_size: 
     return engine
 
 
+def make_sync_write_engine(url: str, *, pool_size: int = 2) -> Engine:
+    """A synchronous engine on the same SQLite file, for `SyncWrites`: every transaction opens
+    with BEGIN IMMEDIATE, as on the async writer engine."""
+    engine = create_engine(
+        sync_url(url), connect_args={"timeout": 30, "check_same_thread": False},
+        json_deserializer=orjson.loads, pool_size=pool_size, max_overflow=pool_size,
+    )
+    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", _take_over_transactions)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
 def _query_only(dbapi_connection: Any, _record: Any) -> None:
     """The read engines never write: a write slipped into a read fails instead of committing."""
     dbapi_connection.execute("PRAGMA query_only=ON")

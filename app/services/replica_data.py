@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +35,7 @@ from app.datastore.reseal import reseal
 from app.datastore.store import ChunkStore, DataKey
 from app.datastore.tables import Manifest
 from app.datastore.writer import ChunkWriter
+from app.db.repositories.chunks import claim_chunks
 from app.db.types import new_id, utcnow
 from app.domain.enums import DiskFormat
 from app.formats import (
@@ -163,10 +165,7 @@ class DiskCopier:
         db = self.chunks.db
 
         async def claim(digests: list[str]) -> set[str]:
-            async with db.uow() as uow:
-                found = await uow.chunks.claim(region, digests, utcnow())
-                await uow.commit()
-            return found
+            return await db.writes.run(partial(claim_chunks, region=region, digests=digests, now=utcnow()))
 
         return claim
 

@@ -6,7 +6,9 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, select, update
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -21,6 +23,31 @@ def _batches(items: list[str]) -> Iterable[list[str]]:
         yield items[i : i + _BATCH]
 
 
+def claim_chunks(connection: Connection, region: str, digests: list[str], now: datetime) -> set[str]:
+    """Claim chunks a writer is about to store or reference, before it uploads anything:
+    every row is created or touched (GC then waits a grace period, and a GC holding the
+    row makes this wait until its delete is done). Returns the chunks a committed
+    manifest references: their objects surely exist and need no upload. Run on
+    `Database.writes` (in a transaction of its own) by the chunk store's writers."""
+    found: set[str] = set()
+    for stmt in _claim_statements(connection.dialect.name, region, digests, now):
+        found.update(digest for digest, refcount in connection.execute(stmt) if refcount > 0)
+    return found
+
+
+def _claim_statements(dialect: str, region: str, digests: list[str], now: datetime) -> Iterable[Any]:
+    # One upsert per batch that returns each row's count: a claim sits on the write path
+    # of every new plain chunk. Sorted, so that concurrent claims lock rows in one order.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for batch in _batches(sorted(set(digests))):
+        stmt = insert(Chunk).values(
+            [{"region": region, "digest": d, "size": 0, "refcount": 0, "touched_at": now} for d in batch]
+        )
+        yield stmt.on_conflict_do_update(
+            index_elements=["region", "digest"], set_={"touched_at": now}
+        ).returning(col(Chunk.digest), col(Chunk.refcount))
+
+
 class ChunkRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -29,22 +56,9 @@ class ChunkRepository:
         return postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr, return-value]
 
     async def claim(self, region: str, digests: list[str], now: datetime) -> set[str]:
-        """Claim chunks a writer is about to store or reference, before it uploads anything:
-        every row is created or touched (GC then waits a grace period, and a GC holding the
-        row makes this wait until its delete is done). Returns the chunks a committed
-        manifest references: their objects surely exist and need no upload."""
-        insert = self._insert()
+        """`claim_chunks` in this unit of work."""
         found: set[str] = set()
-        # One upsert per batch that returns each row's count: a claim sits on the write path
-        # of every new plain chunk, and each statement is a round trip to the driver's thread.
-        # Sorted, so that concurrent claims lock rows in one order.
-        for batch in _batches(sorted(set(digests))):
-            stmt = insert(Chunk).values(
-                [{"region": region, "digest": d, "size": 0, "refcount": 0, "touched_at": now} for d in batch]
-            )
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["region", "digest"], set_={"touched_at": now}
-            ).returning(col(Chunk.digest), col(Chunk.refcount))
+        for stmt in _claim_statements(self.session.bind.dialect.name, region, digests, now):  # type: ignore[union-attr]
             found.update(digest for digest, refcount in await self.session.execute(stmt) if refcount > 0)
         return found
 
