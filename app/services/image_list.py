@@ -22,11 +22,11 @@ import functools
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from app.db.repositories import image_list as rows_sql
@@ -51,6 +51,7 @@ PUBLIC_COLUMNS = ("name", "id", "status", "os", "kind", "created_at", "min_disk_
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 #: Rows read per statement; also the rows per piece handed to the object store.
 PAGE_ROWS = 5000
+_ZERO = timedelta(0)
 #: Where lists written into the service's bucket go.
 SERVICE_PREFIX = "image-lists"
 
@@ -66,7 +67,11 @@ def file_name(visibility: ImageVisibility, region: str, at: datetime) -> str:
 
 
 def _timestamp(at: datetime) -> str:
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`YYYY-MM-DDTHH:MM:SSZ` (the database's datetimes come back aware, in UTC: one
+    `isoformat` call, several times cheaper than `strftime` on 100,000 rows)."""
+    if at.utcoffset() != _ZERO:
+        at = at.astimezone(timezone.utc)
+    return at.isoformat(timespec="seconds")[:19] + "Z"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -94,16 +99,11 @@ async def csv_pieces(
     total = await reads.run(partial(rows_sql.count_rows, scope=rows_sql.ListRange(visibility, region, caller_id)))
     private = visibility is ImageVisibility.PRIVATE
 
-    def read(connection: Connection, after: tuple[datetime, str] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    def read(connection: Connection, after: tuple[datetime, str] | None) -> Sequence[Sequence[Any]]:
         scope = rows_sql.ListRange(visibility, region, caller_id, after)
-        page = rows_sql.page_rows(connection, scope, PAGE_ROWS)
-        if not (private and page):
-            return page, {}, {}
-        # The tags and members of the page's own range (looked up by the page's ids).
-        scope = replace(scope, last=(page[-1][5], page[-1][0]))
-        return page, rows_sql.tags_of(connection, scope), rows_sql.members_of(connection, scope)
+        return rows_sql.page_rows(connection, scope, PAGE_ROWS, with_relations=private)
 
-    async def fetch(after: tuple[datetime, str] | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    async def fetch(after: tuple[datetime, str] | None) -> Sequence[Sequence[Any]]:
         return await reads.run(partial(read, after=after))
 
     yield _csv([PRIVATE_COLUMNS if private else PUBLIC_COLUMNS])
@@ -111,14 +111,14 @@ async def csv_pieces(
     pending: asyncio.Task[Any] | None = asyncio.ensure_future(fetch(None))
     try:
         while pending is not None:
-            page, tags, members = await pending
+            page = await pending
             pending = None
             if len(page) == PAGE_ROWS:
                 last = page[-1]
                 pending = asyncio.ensure_future(fetch((last[5], last[0])))
             if page:
                 # A page takes tens of ms to format: off the event loop, which serves the API too.
-                yield await asyncio.to_thread(_page_csv, page, tags, members, private)
+                yield await asyncio.to_thread(_page_csv, page, private)
             written += len(page)
             if progress is not None:
                 await progress(written, total)
@@ -135,19 +135,20 @@ def _csv(rows: Iterable[Sequence[Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _page_csv(page: Sequence[Sequence[Any]], tags: dict[str, list[tuple[str, str]]],
-              members: dict[str, list[tuple[str, str]]], private: bool) -> bytes:
-    """A page of list rows as CSV lines, every cell guarded."""
+def _page_csv(page: Sequence[Sequence[Any]], private: bool) -> bytes:
+    """A page of list rows as CSV lines, every cell guarded. A private row ends with its tags
+    and members as JSON arrays of pairs, sorted here (by key, by account name)."""
     rows = []
-    for image_id, name, status, os, kind, created, disks, min_disk, min_ram, size, kms_key in page:
-        head = (guard(name), image_id, status, guard(os or ""), kind, _timestamp(created))
-        if private:
-            shared = ";".join([f"{n}:{s}" for n, s in members.get(image_id, ())])
-            tagged = ";".join([f"{k}={v}" for k, v in tags.get(image_id, ())])
-            rows.append((*head, _capacity_gb(disks, min_disk), "" if size is None else size,
+    if private:
+        for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, tags, members in page:
+            shared = ";".join([f"{n}:{s}" for n, s in sorted(orjson.loads(members))])
+            tagged = ";".join([f"{k}={v}" for k, v in sorted(orjson.loads(tags))])
+            rows.append((guard(name), image_id, status, guard(os or ""), kind, _timestamp(created),
+                         _capacity_gb(disks, min_disk), "" if size is None else size,
                          "true" if kms_key else "false", kms_key or "", guard(shared), guard(tagged)))
-        else:
-            rows.append((*head, min_disk, min_ram))
+    else:
+        for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _ in page:
+            rows.append((guard(name), image_id, status, guard(os or ""), kind, _timestamp(created), min_disk, min_ram))
     return _csv(rows)
 
 

@@ -69,7 +69,7 @@ async def test_private_list_has_the_owners_images_with_every_column(gql: GraphQL
     carol, _ = await make_account(db, "carol")
     key = await make_kms_key(db, settings, alice)
     base = utcnow().replace(microsecond=0)
-    web = await make_image(db, alice, name="web", tags={"env": "prod", "team": "-ops"}, size_bytes=123,
+    web = await make_image(db, alice, name="web", tags={"team": "-ops", "env": "prod"}, size_bytes=123,
                            created_at=base, disks=[{"role": "SYSTEM", "sizeGb": 20}])
     sealed = await make_image(db, alice, name="-sealed", kms_key_id=key, kind="DATA_DISK", os_version=None,
                               size_bytes=None, created_at=base + timedelta(seconds=1),

@@ -1,11 +1,10 @@
 """The rows of an image-list CSV: keyset pages of plain tuples (Core statements on the tables,
-no ORM entities), and the tags and members of a page in one statement each, so a 100k-row list
-costs a few dozen statements and constant memory. Synchronous: each page is read whole on
-`Database.reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
+no ORM entities), a private row's tags and members riding in the same statement as JSON
+columns, so a 100k-row list costs twenty statements and constant memory. Synchronous: each page
+is read whole on `Database.reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, String, func, or_, select, type_coerce
 
+from app.db.repositories.catalog_sql import JsonArrays
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageVisibility
 
@@ -35,15 +35,14 @@ Keyset = tuple[datetime, str]
 
 @dataclass(frozen=True)
 class ListRange:
-    """The images of a list between two keysets `(created_at, id)`: after `after` (exclusive,
-    None: from the start) up to `last` (inclusive, None: to the end). PUBLIC: every public
-    image of the region; PRIVATE: the owner's private images of the region."""
+    """The images of a list after a keyset `(created_at, id)` (exclusive; None: from the
+    start). PUBLIC: every public image of the region; PRIVATE: the owner's private images of
+    the region."""
 
     visibility: ImageVisibility
     region: str
     owner_id: str
     after: Keyset | None = None
-    last: Keyset | None = None
 
     def conditions(self) -> list[Any]:
         conds = [_images.region == self.region, _images.visibility == self.visibility.value]
@@ -55,16 +54,7 @@ class ListRange:
             # walked the index from the range's start).
             conds.append(_images.created_at >= created)
             conds.append(or_(_images.created_at > created, _images.id > image_id))
-        if self.last is not None:
-            created, image_id = self.last
-            conds.append(_images.created_at <= created)
-            conds.append(or_(_images.created_at < created, _images.id <= image_id))
         return conds
-
-    def ids(self) -> Any:
-        """The range's image ids as a subquery: a page's tags and members are selected by it,
-        not by a list of thousands of bound ids."""
-        return select(_images.id).where(*self.conditions()).scalar_subquery()
 
 
 def count_rows(connection: Connection, scope: ListRange) -> int:
@@ -72,29 +62,19 @@ def count_rows(connection: Connection, scope: ListRange) -> int:
     return int(connection.execute(stmt).scalar_one())
 
 
-def page_rows(connection: Connection, scope: ListRange, limit: int) -> Sequence[Row[Any]]:
+#: A private list row's tags `[[key, value], …]` and members `[[account name, status], …]`,
+#: as JSON text (in no particular order: the CSV sorts them).
+TAGS_COLUMN = select(JsonArrays(_tags.key, _tags.value)).where(_tags.image_id == _images.id) \
+    .scalar_subquery().label("tags")
+MEMBERS_COLUMN = select(JsonArrays(_accounts.name, _members.status)) \
+    .where(_members.image_id == _images.id, _accounts.id == _members.account_id).scalar_subquery().label("members")
+
+
+def page_rows(connection: Connection, scope: ListRange, limit: int, *, with_relations: bool = False) -> Sequence[Row[Any]]:
     """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
-    PRIVATE, ix_images_public_created for PUBLIC)."""
-    stmt = (select(*LIST_COLUMNS).where(*scope.conditions())
+    PRIVATE, ix_images_public_created for PUBLIC); `with_relations`: each with its tags and
+    members as two more JSON columns, in the same statement."""
+    columns = (*LIST_COLUMNS, TAGS_COLUMN, MEMBERS_COLUMN) if with_relations else LIST_COLUMNS
+    stmt = (select(*columns).where(*scope.conditions())
             .order_by(_images.created_at, _images.id).limit(limit))
     return connection.execute(stmt).all()
-
-
-def tags_of(connection: Connection, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
-    stmt = (select(_tags.image_id, _tags.key, _tags.value)
-            .where(_tags.image_id.in_(scope.ids())).order_by(_tags.image_id, _tags.key))
-    found: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for image_id, key, value in connection.execute(stmt).all():
-        found[image_id].append((key, value))
-    return found
-
-
-def members_of(connection: Connection, scope: ListRange) -> dict[str, list[tuple[str, str]]]:
-    """(account name, membership status) of each image's members, by name."""
-    stmt = (select(_members.image_id, _accounts.name, _members.status)
-            .join_from(ImageMember.__table__, Account.__table__, _accounts.id == _members.account_id)
-            .where(_members.image_id.in_(scope.ids())).order_by(_members.image_id, _accounts.name))
-    found: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for image_id, name, status in connection.execute(stmt).all():
-        found[image_id].append((name, status))
-    return found
