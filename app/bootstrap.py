@@ -100,7 +100,7 @@ class Runtime:
             if not s.admin_token:
                 log.info("admin token file: %s", (s.data_dir / "admin-token").resolve())
         if s.workers > 0 and self.api and s.worker_process:
-            self.worker_process = WorkerProcess(s, self._from_worker_process)
+            self.worker_process = WorkerProcess(s, self._from_worker_process, self._worker_process_restarted)
             await self.worker_process.start()
         elif s.workers > 0:
             self._workers = WorkerPool(
@@ -119,6 +119,10 @@ class Runtime:
             self.metrics.moved(*message["moved"])
         elif self.metrics is not None and "job_finished" in message:
             self.metrics.job_finished(*message["job_finished"])
+
+    def _worker_process_restarted(self) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_restarts.inc()
 
     async def stop(self) -> None:
         if self.worker_process is not None:

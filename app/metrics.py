@@ -36,6 +36,9 @@ class Metrics:
         self.jobs = Gauge("ims_jobs", "Jobs by type and status (all processes).", ["type", "status"], registry=r)
         self.chunk_bytes = Gauge("ims_chunk_store_bytes", "Stored bytes of the chunk store.", ["region"], registry=r)
         self.chunks = Gauge("ims_chunk_store_chunks", "Chunk objects in the chunk store.", ["region"], registry=r)
+        self.worker_restarts = Counter("ims_worker_process_restarts",
+                                       "Job worker processes this server started again after one exited unasked.",
+                                       registry=r)
 
     def moved(self, direction: str, count: int) -> None:
         self.bytes.labels(direction).inc(count)

@@ -56,9 +56,11 @@ class WorkerProcess:
     """The server's side: starts, supervises and stops the child; hands its messages to
     `on_message` on the event loop."""
 
-    def __init__(self, settings: Settings, on_message: Callable[[Message], None]) -> None:
+    def __init__(self, settings: Settings, on_message: Callable[[Message], None],
+                 on_restart: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.on_message = on_message
+        self.on_restart = on_restart
         self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -114,6 +116,8 @@ class WorkerProcess:
                 except OSError:
                     log.exception("could not start a job worker process; trying again in %.0f s", pause)
             self.restarts += 1
+            if self.on_restart is not None:
+                self.on_restart()
 
     def _readable(self) -> None:
         """Everything the pipe holds now (the server keeps the write end open too: an empty

@@ -125,6 +125,7 @@ async def test_jobs_run_in_a_niced_child_that_reports_progress_and_metrics(
         assert sorted({u["progress"] for u in updates if u["progress"] < 1}) == [i / 8 for i in range(8)]
         metrics = httpx.get(f"{server.url}/metrics").text
         assert 'ims_job_duration_seconds_count{status="SUCCESS",type="EXPORT_IMAGE_LIST"} 1.0' in metrics
+        assert "ims_worker_process_restarts_total 0.0" in metrics
         rows = [(a.attempt, a.worker_id, a.outcome) for a in await attempts(db, [job.id])]
         assert [(n, outcome) for n, _, outcome in rows] == [(1, "SUCCESS")]
         assert worker_pids(rows) == [child] != [server.proc.pid]
@@ -149,6 +150,7 @@ async def test_a_killed_worker_process_is_replaced_and_its_job_taken_over(
         assert [(n, outcome) for n, _, outcome in rows] == [(1, "LOST"), (2, "SUCCESS")]
         assert worker_pids(rows) == [first, second] and second != first
         assert f"job worker process {first} exited with -9" in server.log.read_text()
+        assert "ims_worker_process_restarts_total 1.0" in httpx.get(f"{server.url}/metrics").text
 
 
 async def test_the_worker_process_dies_with_a_killed_server(
