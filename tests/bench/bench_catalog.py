@@ -181,8 +181,11 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
     deep = min(len(visible) - 60, 50_000)
     created, last_id = visible[deep]
     cursor = encode_cursor("CREATED_AT:DESC", created, last_id)
-    first_page = statistics.median([await run_db() for _ in range(rounds)])
-    deep_page = statistics.median([await run_db(cursor) for _ in range(rounds)])
+    firsts, deeps = [], []
+    for _ in range(rounds):  # interleaved too
+        firsts.append(await run_db())
+        deeps.append(await run_db(cursor))
+    first_page, deep_page = statistics.median(firsts), statistics.median(deeps)
     await db.dispose()
     http = await asyncio.to_thread(over_http, url, data_dir, viewer, 100 if rounds < 40 else 300)
     return [
