@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.storage.base import (
+    READ_PIECE_BYTES,
     STREAM_PIECE_BYTES,
     HttpMethod,
     InvalidNameError,
@@ -139,9 +140,7 @@ class FilesystemObjectStore:
         try:
             remaining = length
             while remaining is None or remaining > 0:
-                wanted = (
-                    STREAM_PIECE_BYTES if remaining is None else min(remaining, STREAM_PIECE_BYTES)
-                )
+                wanted = READ_PIECE_BYTES if remaining is None else min(remaining, READ_PIECE_BYTES)
                 piece = await asyncio.to_thread(file.read, wanted)
                 if not piece:
                     break

@@ -25,6 +25,7 @@ from minio.error import S3Error
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from app.storage.base import (
+    READ_PIECE_BYTES,
     STREAM_PIECE_BYTES,
     HttpMethod,
     NoSuchBucketError,
@@ -163,7 +164,7 @@ class S3ObjectStore:
         if response is None:
             return  # the range starts past the end
         try:
-            while piece := await asyncio.to_thread(response.read, STREAM_PIECE_BYTES):
+            while piece := await asyncio.to_thread(response.read, READ_PIECE_BYTES):
                 yield piece
         finally:
             await asyncio.to_thread(_release, response)

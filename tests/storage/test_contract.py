@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.storage.base import (
+    READ_PIECE_BYTES,
     STREAM_PIECE_BYTES,
     InvalidNameError,
     NoSuchBucketError,
@@ -304,16 +305,17 @@ async def test_open_stream_ranges(
     pieces = [p async for p in store.open_stream(bucket, "ranged", offset=offset, length=length)]
 
     assert b"".join(pieces) == expected
-    assert all(0 < len(p) <= STREAM_PIECE_BYTES for p in pieces)
+    assert all(0 < len(p) <= READ_PIECE_BYTES for p in pieces)
 
 
 async def test_full_stream_comes_in_bounded_pieces(store: ObjectStore, bucket: str) -> None:
-    await store.put_bytes(bucket, "ranged", RANGE_DATA)
+    data = RANGE_DATA * 4  # 9 MiB + 16: over two of the largest pieces
+    await store.put_bytes(bucket, "ranged", data)
 
     sizes = [len(p) async for p in store.open_stream(bucket, "ranged")]
 
-    assert sum(sizes) == len(RANGE_DATA)
-    assert len(sizes) >= 3 and max(sizes) <= STREAM_PIECE_BYTES
+    assert sum(sizes) == len(data)
+    assert len(sizes) >= 3 and max(sizes) <= READ_PIECE_BYTES
 
 
 async def test_open_stream_refuses_negative_ranges(store: ObjectStore, bucket: str) -> None:

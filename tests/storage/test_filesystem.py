@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from app.storage import filesystem
-from app.storage.base import InvalidNameError, NoSuchObjectError, ObjectTooLargeError, StorageError
+from app.datastore.chunks import CHUNK_SIZE
+from app.storage.base import READ_PIECE_BYTES, InvalidNameError, NoSuchObjectError, ObjectTooLargeError, StorageError
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.signing import UrlSigner
 
@@ -194,3 +195,16 @@ async def test_a_read_cancelled_while_the_file_opens_closes_it(
     await asyncio.sleep(0.4)
     [file] = opened
     assert file.closed  # type: ignore[attr-defined]
+
+
+async def test_streams_are_read_in_whole_chunks(fs: FilesystemObjectStore) -> None:
+    """The chunk store's chunk size: an import's pieces are its chunks, cut without a copy."""
+    data = os.urandom(2 * CHUNK_SIZE + 5)
+    await fs.put_bytes("bucket", "image.raw", data)
+
+    pieces = [p async for p in fs.open_stream("bucket", "image.raw")]
+    ranged = [p async for p in fs.open_stream("bucket", "image.raw", offset=3, length=CHUNK_SIZE + 1)]
+
+    assert READ_PIECE_BYTES == CHUNK_SIZE
+    assert [len(p) for p in pieces] == [CHUNK_SIZE, CHUNK_SIZE, 5] and b"".join(pieces) == data
+    assert [len(p) for p in ranged] == [CHUNK_SIZE, 1] and b"".join(ranged) == data[3 : CHUNK_SIZE + 4]
