@@ -40,7 +40,7 @@ from tests.bench.common import Figure, free_port, percentile, served
 MiB = 1024 * 1024
 ADMIN = "ims_bench-latency-admin"
 SMALL = "{ viewer { account { id } } }"
-IDLE_REQUESTS = 300
+IDLE_REQUESTS = 600
 
 
 class Api:
@@ -114,17 +114,26 @@ def run(size: int, root: Path) -> list[Figure]:
         baseline = f"idle p50 {statistics.median(idle) * 1000:.1f} ms, p99 {idle_p99 * 1000:.1f} ms"
         label = f"{size // MiB} MiB" if size < 1024 * MiB else f"{size // (1024 * MiB)} GiB"
         out = []
-        job = api.gql('mutation($id: ID!) { exportImage(input: {imageId: $id, bucket: "exports", key: "big.raw", '
-                      'format: RAW}) { ... on ExportJobSuccess { job { id } } } }', {"id": plain})
-        busy = api.during(job["exportImage"]["job"]["id"])
+        # Small jobs run a few times over, so that p99 is not one or two samples' say.
+        rounds = max(1, (512 * MiB) // size) if size < 512 * MiB else 1
+        busy = []
+        for n in range(rounds):
+            job = api.gql('mutation($id: ID!, $k: String!) { exportImage(input: {imageId: $id, bucket: "exports", '
+                          'key: $k, format: RAW}) { ... on ExportJobSuccess { job { id } } } }',
+                          {"id": plain, "k": f"big-{n}.raw"})
+            busy += api.during(job["exportImage"]["job"]["id"])
         ratio = percentile(busy, 0.99) / idle_p99
-        out.append(Figure(f"API p99 during a RAW export of {label} ({len(busy)} queries) / idle", baseline, ratio,
-                          "≤ 3×", ratio <= 3))
-        job = api.gql('mutation($id: ID!, $k: ID!) { replicateImage(input: {imageId: $id, name: "resealed", '
-                      'kmsKeyId: $k}) { ... on ImageJobSuccess { job { id } } } }', {"id": sealed, "k": key_b})
-        busy = api.during(job["replicateImage"]["job"]["id"])
+        jobs = f"{rounds} × " if rounds > 1 else ""
+        out.append(Figure(f"API p99 during a RAW export of {jobs}{label} ({len(busy)} queries) / idle", baseline,
+                          ratio, "≤ 3×", ratio <= 3))
+        busy = []
+        for n in range(rounds):
+            job = api.gql('mutation($id: ID!, $k: ID!, $name: String!) { replicateImage(input: {imageId: $id, '
+                          'name: $name, kmsKeyId: $k}) { ... on ImageJobSuccess { job { id } } } }',
+                          {"id": sealed, "k": key_b, "name": f"resealed-{n}"})
+            busy += api.during(job["replicateImage"]["job"]["id"])
         ratio = percentile(busy, 0.99) / idle_p99
-        out.append(Figure(f"API p99 during a re-encrypting replication of {label} ({len(busy)} queries) / idle",
+        out.append(Figure(f"API p99 during a re-encrypting replication of {jobs}{label} ({len(busy)} queries) / idle",
                           baseline, ratio, "≤ 3×", ratio <= 3))
         return out
 

@@ -74,14 +74,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
-    """A real `ims serve` on loopback with `env`, up once /health answers; yields its base URL,
-    stops it (SIGTERM, then SIGKILL) when the block ends. Its output goes to `log_path`."""
+def served_process(env: dict[str, str], port: int, log_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `ims serve` on loopback with `env`, up once /health answers; yields its base URL
+    and its process, stops it (SIGTERM, then SIGKILL) when the block ends unless it has ended.
+    Its output goes to `log_path`."""
     import httpx
 
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env,
-                                  stdout=log, stderr=log)
+                                  stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -92,15 +93,23 @@ def served(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.1)
-        yield base
+            time.sleep(0.05)
+        yield base, server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+@contextmanager
+def served(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """`served_process`, for callers that need only the URL."""
+    with served_process(env, port, log_path) as (url, _):
+        yield url
 
 
 def percentile(values: list[float], q: float) -> float:

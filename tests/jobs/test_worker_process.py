@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,13 +17,13 @@ import httpx
 
 from app.config import Settings
 from app.services.registry import Services
+from tests.bench.common import served_process
 from tests.conftest import free_port
 from tests.factories import make_account
 from tests.jobs.conftest import attempts, enqueue, finished, wait_for
 from tests.jobs.handlers import HANG, STEPS
 from tests.jobs.test_api import subscription, ws_session
 
-ROOT = Path(__file__).resolve().parents[2]
 LEASE = 1.5
 PATIENCE = 30.0
 
@@ -59,29 +58,8 @@ def serve(settings: Settings, tmp_path: Path) -> Iterator[Server]:
     settings = replace(settings, workers=1, worker_process=True, job_poll_interval=0.05, job_lease_seconds=LEASE,
                        worker_stop_grace=0.5, maintenance_interval=0, public_url=f"http://127.0.0.1:{port}")
     log = tmp_path / "server.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-                                env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(proc, settings.public_url, log)
-    try:
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.05)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with served_process({**os.environ, **settings.to_env()}, port, log) as (url, proc):
+        yield Server(proc, url, log)
 
 
 def alive(pid: int) -> bool:
