@@ -10,13 +10,12 @@ once they are older than the grace period too.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 import asyncio
 import hashlib
-from functools import partial
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from app.datastore._pipeline import raise_first
 from app.datastore.chunks import (
@@ -101,7 +100,9 @@ class ChunkStore:
     def _where(self, region: str) -> tuple[ObjectStore, str]:
         return self.stores[region], service_bucket(region)
 
-    def _claimer(self, region: str) -> Callable[[list[str]], Awaitable[set[str]]]:
+    def claimer(self, region: str) -> Callable[[list[str]], Awaitable[set[str]]]:
+        """Claims chunks of the region before they are uploaded or referenced (the garbage
+        collector then leaves them alone); for every writer into the region's chunks."""
         async def claim(digests: list[str]) -> set[str]:
             # On Database.writes: one hand-over per claim (import RAW 64 MiB, three interleaved
             # runs: 0.18-0.29x -> 0.30-0.34x SHA-256).
@@ -138,7 +139,7 @@ class ChunkStore:
         store, bucket = self._where(region)
         sealer = Sealer(key.plaintext, key.data_key_id) if key else None
         result = await ChunkWriter().write_stream(
-            source, store=store, bucket=bucket, seal=sealer, exists=self._claimer(region)
+            source, store=store, bucket=bucket, seal=sealer, exists=self.claimer(region)
         )
         return self._pending(region, result, key)
 
@@ -170,7 +171,7 @@ class ChunkStore:
             opener = Opener(data_key, base.data_key_id)
         result = await reseal(
             refs, opener, Sealer(key.plaintext, key.data_key_id) if key else None, src_store=store,
-            src_bucket=bucket, total_size=base.size, checksum=base.checksum, exists=self._claimer(base.region),
+            src_bucket=bucket, total_size=base.size, checksum=base.checksum, exists=self.claimer(base.region),
         )
         return await self._record(base.region, result, key)
 
@@ -200,7 +201,7 @@ class ChunkStore:
         stored = {p.digest: p.stored for p in prepared.values() if p.digest is not None and p.stored is not None}
         present: set[str] = set()
         if sealer is None and stored:
-            present = await self._claimer(base.region)(sorted(stored))
+            present = await self.claimer(base.region)(sorted(stored))
         new_bytes = 0
         for digest, data in stored.items():
             if digest not in present:

@@ -15,8 +15,7 @@
 * what the child's workers report reaches the server through a pipe, one JSON line per
   message: job changes for `jobUpdated` subscribers (on SQLite; PostgreSQL has LISTEN/NOTIFY),
   job durations and bytes moved for /metrics. The child never blocks on the pipe: a message
-  that finds it full is dropped and counted (a subscriber re-reads its job after a quiet
-  period anyway).
+  that finds it full is dropped (a subscriber re-reads its job after a quiet period anyway).
 
 Before, the workers ran on the API's event loop: a job's Python-level work and its threads
 shared the API's interpreter, and the API's p99 during a data job was 3–14× its idle p99.
@@ -61,16 +60,11 @@ class WorkerProcess:
         self.settings = settings
         self.on_message = on_message
         self.on_restart = on_restart
-        self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._read_fd = self._write_fd = -1
         self._pending = b""
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
         self._read_fd, self._write_fd = os.pipe()
@@ -115,7 +109,6 @@ class WorkerProcess:
                     break
                 except OSError:
                     log.exception("could not start a job worker process; trying again in %.0f s", pause)
-            self.restarts += 1
             if self.on_restart is not None:
                 self.on_restart()
 
@@ -167,7 +160,6 @@ class ParentChannel:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
-        self.dropped = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ParentChannel | None:
@@ -182,8 +174,8 @@ class ParentChannel:
     def send(self, message: Message) -> None:
         try:
             os.write(self.fd, orjson.dumps(message) + b"\n")  # < PIPE_BUF: written whole or not at all
-        except BlockingIOError:
-            self.dropped += 1
+        except BlockingIOError:  # the server is behind: this message is dropped
+            pass
         except BrokenPipeError:  # the server is gone; this process follows it
             pass
 

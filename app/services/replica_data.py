@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,7 +34,6 @@ from app.datastore.reseal import reseal
 from app.datastore.store import ChunkStore, DataKey
 from app.datastore.tables import Manifest
 from app.datastore.writer import ChunkWriter
-from app.db.repositories.chunks import claim_chunks
 from app.db.types import new_id, utcnow
 from app.domain.enums import DiskFormat
 from app.formats import (
@@ -159,16 +157,6 @@ class DiskCopier:
         plaintext, wrapped = await self.kms.generate_data_key(self.account_id, kms_key_id)
         return DataKey(kms_key_id, new_id("dk"), plaintext, wrapped)
 
-    def _claimer(self, region: str) -> Callable[[list[str]], Awaitable[set[str]]]:
-        """Claims chunks in the target region before they are uploaded or referenced (the
-        garbage collector then leaves them alone), as `ChunkStore.write` does."""
-        db = self.chunks.db
-
-        async def claim(digests: list[str]) -> set[str]:
-            return await db.writes.run(partial(claim_chunks, region=region, digests=digests, now=utcnow()))
-
-        return claim
-
     async def _reseal(
         self, source: Manifest, refs: list[ChunkRef], opener: Opener | None, sealer: Sealer | None, region: str,
         progress: DiskProgress,
@@ -186,7 +174,7 @@ class DiskCopier:
             src_store=self.chunks.stores[source.region], src_bucket=service_bucket(source.region),
             total_size=source.size, checksum=source.checksum,
             dst_store=self.chunks.stores[region], dst_bucket=service_bucket(region),
-            exists=self._claimer(region), progress=report,
+            exists=self.chunks.claimer(region), progress=report,
         )
 
     async def _convert(
@@ -226,7 +214,7 @@ class DiskCopier:
 
             return await ChunkWriter().write_stream(
                 file_pieces(dst, report), store=self.chunks.stores[region], bucket=service_bucket(region),
-                seal=sealer, exists=self._claimer(region),
+                seal=sealer, exists=self.chunks.claimer(region),
             )
 
     @staticmethod

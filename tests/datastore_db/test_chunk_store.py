@@ -17,6 +17,8 @@ from app.datastore.chunks import CHUNK_PREFIX, CHUNK_SIZE
 from app.datastore.errors import ChunkIntegrityError
 from app.datastore.store import ChunkStore, DataKey
 from app.datastore.tables import Chunk
+from app.db.repositories.chunks import claim_chunks
+from app.db.types import utcnow
 from app.db.uow import Database
 from app.storage.factory import service_bucket
 from app.storage.filesystem import FilesystemObjectStore
@@ -93,9 +95,7 @@ async def test_a_claimed_chunk_survives_gc(db: Database, fs_store: FilesystemObj
     await asyncio.sleep(0.6)
     # A writer claims the same chunk (as it does before referencing it) just before GC runs.
     digest = hashlib.sha256(data).hexdigest()
-    async with db.uow() as uow:
-        assert await uow.chunks.claim(REGION, [digest], __import__("app.db.types", fromlist=["utcnow"]).utcnow()) == set()
-        await uow.commit()
+    assert await db.writes.run(lambda c: claim_chunks(c, REGION, [digest], utcnow())) == set()
     assert (await cs.collect(REGION)).chunks_deleted == 0
     again = await cs.write(REGION, stream(data))
     assert await read_all(cs, again.id) == data

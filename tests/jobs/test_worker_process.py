@@ -8,14 +8,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
 from app.config import Settings
+from app.db.tables import Job
 from app.services.registry import Services
 from tests.bench.common import served_process
 from tests.conftest import free_port
@@ -60,6 +61,20 @@ def serve(settings: Settings, tmp_path: Path) -> Iterator[Server]:
     log = tmp_path / "server.log"
     with served_process({**os.environ, **settings.to_env()}, port, log) as (url, proc):
         yield Server(proc, url, log)
+
+
+@asynccontextmanager
+async def running_a_hanging_job(
+    services: Services, settings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Server, int, Job]]:
+    """A served job that never ends, held by the server's worker process: (server, that
+    process's pid, the job)."""
+    alice, _ = await make_account(services.db)
+    job = await enqueue(services, alice, HANG)
+    with serve(settings, tmp_path) as server:
+        child = server.worker_pid()
+        await wait_for(services.db, job.id, lambda j: j.lease_owner is not None, timeout=PATIENCE)
+        yield server, child, job
 
 
 def alive(pid: int) -> bool:
@@ -135,11 +150,7 @@ async def test_the_worker_process_dies_with_a_killed_server(
     proc_services: Services, proc_settings: Settings, tmp_path: Path
 ) -> None:
     db = proc_services.db
-    alice, _ = await make_account(db)
-    job = await enqueue(proc_services, alice, HANG)
-    with serve(proc_settings, tmp_path) as server:
-        child = server.worker_pid()
-        await wait_for(db, job.id, lambda j: j.lease_owner is not None, timeout=PATIENCE)
+    async with running_a_hanging_job(proc_services, proc_settings, tmp_path) as (server, child, job):
         server.proc.send_signal(signal.SIGKILL)
         assert server.proc.wait(timeout=PATIENCE) == -signal.SIGKILL
         await wait_gone(child)  # no orphan goes on running the job
@@ -151,11 +162,7 @@ async def test_sigterm_stops_the_server_and_its_worker_process_gracefully(
     proc_services: Services, proc_settings: Settings, tmp_path: Path
 ) -> None:
     db = proc_services.db
-    alice, _ = await make_account(db)
-    job = await enqueue(proc_services, alice, HANG)
-    with serve(proc_settings, tmp_path) as server:
-        child = server.worker_pid()
-        await wait_for(db, job.id, lambda j: j.lease_owner is not None, timeout=PATIENCE)
+    async with running_a_hanging_job(proc_services, proc_settings, tmp_path) as (server, child, job):
         server.proc.send_signal(signal.SIGTERM)
         # uvicorn ends by raising the signal it caught, once shut down.
         assert server.proc.wait(timeout=PATIENCE) == -signal.SIGTERM, server.log.read_text()[-3000:]

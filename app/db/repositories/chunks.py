@@ -35,10 +35,15 @@ def claim_chunks(connection: Connection, region: str, digests: list[str], now: d
     return found
 
 
+def _insert_for(dialect: str) -> Any:
+    """The dialect's INSERT with ON CONFLICT."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
 def _claim_statements(dialect: str, region: str, digests: list[str], now: datetime) -> Iterable[Any]:
     # One upsert per batch that returns each row's count: a claim sits on the write path
     # of every new plain chunk. Sorted, so that concurrent claims lock rows in one order.
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = _insert_for(dialect)
     for batch in _batches(sorted(set(digests))):
         stmt = insert(Chunk).values(
             [{"region": region, "digest": d, "size": 0, "refcount": 0, "touched_at": now} for d in batch]
@@ -60,7 +65,7 @@ _RELEASE_CHUNK = (
 def _reference_statement(dialect: str) -> Any:
     """One reference more on a chunk, creating its row if no claim did (executemany); the claim
     made the row with size 0 before the upload, and the size is known now."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = _insert_for(dialect)
     stmt = insert(Chunk.__table__).values(  # type: ignore[arg-type]
         region=bindparam("region"), digest=bindparam("digest"), size=bindparam("size"), refcount=1,
         touched_at=bindparam("touched_at"),
@@ -75,15 +80,8 @@ class ChunkRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _insert(self) -> type:
-        return postgresql.insert if self.session.bind.dialect.name == "postgresql" else sqlite.insert  # type: ignore[union-attr, return-value]
-
-    async def claim(self, region: str, digests: list[str], now: datetime) -> set[str]:
-        """`claim_chunks` in this unit of work."""
-        found: set[str] = set()
-        for stmt in _claim_statements(self.session.bind.dialect.name, region, digests, now):  # type: ignore[union-attr]
-            found.update(digest for digest, refcount in await self.session.execute(stmt) if refcount > 0)
-        return found
+    def _insert(self) -> Any:
+        return _insert_for(self.session.bind.dialect.name)  # type: ignore[union-attr]
 
     async def add_manifest(self, manifest: Manifest, refs: list[tuple[int, str | None, int]],
                            sizes: dict[str, int], now: datetime) -> None:

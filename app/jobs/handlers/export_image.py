@@ -27,10 +27,17 @@ from typing import Any
 
 from app.datastore.errors import DatastoreError
 from app.datastore.store import ChunkStore
+from app.datastore.tables import Manifest
 from app.db.types import utcnow
 from app.db.uow import UnitOfWork
 from app.domain.enums import DiskFormat, JobType
-from app.formats import ConversionError, FormatError, convert, inspect_file_async, temporary_workfile
+from app.formats import (
+    ConversionError,
+    FormatError,
+    convert,
+    inspect_file_async,
+    temporary_workfile,
+)
 from app.jobs.registry import JobContext, JobFailed, JobRegistry
 from app.services.replica_data import file_pieces, write_sparse_piece
 from app.storage.base import ObjectStore, StorageError
@@ -70,7 +77,7 @@ async def export_image(ctx: JobContext) -> dict[str, Any]:
 
 
 async def _stream(
-    ctx: JobContext, chunks: ChunkStore, manifest: Any, store: ObjectStore, bucket: str, key: str,
+    ctx: JobContext, chunks: ChunkStore, manifest: Manifest, store: ObjectStore, bucket: str, key: str,
     target: DiskFormat,
 ) -> Any:
     """The stored bytes as they are. Each chunk is checked against its SHA-256 as it is read,
