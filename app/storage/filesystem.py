@@ -28,6 +28,7 @@ from app.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
+from app.storage.direct import ObjectFile
 from app.storage.names import validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import UrlSigner
 
@@ -53,9 +54,12 @@ class FilesystemObjectStore:
     InvalidNameError (S3 accepts both).
     """
 
-    def __init__(self, root: Path, url_signer: UrlSigner) -> None:
+    def __init__(self, root: Path, url_signer: UrlSigner, *, direct_io: bool = True) -> None:
         self._root = Path(os.path.abspath(root))
         self._signer = url_signer
+        #: Objects are written with O_DIRECT (`app.storage.direct`) until the filesystem
+        #: refuses it once; from then on, buffered.
+        self.direct_io = direct_io
 
     # -- buckets ------------------------------------------------------------------------
 
@@ -85,7 +89,7 @@ class FilesystemObjectStore:
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise ObjectTooLargeError(f"object is over its limit of {max_bytes} bytes")
-                if not pending and len(chunk) >= STREAM_PIECE_BYTES:  # a whole piece already: no copy
+                if not pending and len(chunk) >= STREAM_PIECE_BYTES:  # a whole piece already: no join
                     await asyncio.to_thread(_write_piece, file, hasher, chunk)
                     continue
                 pending += chunk
@@ -107,7 +111,7 @@ class FilesystemObjectStore:
         validate_bucket_name(bucket)
         validate_key(key)
         validate_sha256(sha256)
-        # One thread hop for the whole object and no copy of it: written from `data` itself.
+        # One thread hop for the whole object.
         return await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256, durable)
 
     async def sync(self, bucket: str, key: str) -> None:
@@ -206,12 +210,20 @@ class FilesystemObjectStore:
             return False
         return True
 
-    def _begin_put(self, bucket: str, key: str) -> tuple[BinaryIO, Path]:
+    def _begin_put(self, bucket: str, key: str) -> tuple[ObjectFile, Path]:
         self._object_path(bucket, key)  # fail before reading the stream
         tmp_dir = self._real_root() / _TMP_DIR
         tmp_dir.mkdir(exist_ok=True)
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
-        return os.fdopen(fd, "wb"), Path(name)
+        try:
+            file = ObjectFile(fd, direct=self.direct_io)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        if not file.direct:
+            self.direct_io = False
+        return file, Path(name)
 
     def _put_bytes(
         self, bucket: str, key: str, data: bytes, digest: str | None, durable: bool
@@ -220,17 +232,19 @@ class FilesystemObjectStore:
         try:
             if digest is None:
                 digest = hashlib.sha256(data).hexdigest()
-            _write_all(file.fileno(), data)
+            file.write(data)
             return self._finish_put(file, tmp_path, bucket, key, len(data), digest, durable=durable)
         except BaseException:
             _discard(file, tmp_path)
             raise
 
     def _finish_put(
-        self, file: BinaryIO, tmp_path: Path, bucket: str, key: str, size: int, digest: str,
+        self, file: ObjectFile, tmp_path: Path, bucket: str, key: str, size: int, digest: str,
         *, durable: bool = True,
     ) -> ObjectInfo:
         file.flush()
+        if not file.direct:
+            self.direct_io = False
         if durable:
             os.fsync(file.fileno())
         modified = os.fstat(file.fileno()).st_mtime
@@ -379,21 +393,14 @@ def _info(bucket: str, key: str, st: os.stat_result) -> ObjectInfo:
     )
 
 
-def _write_piece(file: BinaryIO, hasher: hashlib._Hash | None, piece: bytes | bytearray) -> None:
+def _write_piece(file: ObjectFile, hasher: hashlib._Hash | None, piece: bytes | bytearray) -> None:
     if piece:
         file.write(piece)
         if hasher is not None:
             hasher.update(piece)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    done = 0
-    while done < len(view):
-        done += os.write(fd, view[done:])
-
-
-def _discard(file: BinaryIO, tmp_path: Path) -> None:
+def _discard(file: ObjectFile, tmp_path: Path) -> None:
     file.close()
     tmp_path.unlink(missing_ok=True)
 

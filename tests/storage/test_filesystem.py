@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import filesystem
+from app.storage import direct
 from app.datastore.chunks import CHUNK_SIZE
 from app.storage.base import READ_PIECE_BYTES, InvalidNameError, NoSuchObjectError, ObjectTooLargeError, StorageError
 from app.storage.filesystem import FilesystemObjectStore
@@ -122,10 +122,10 @@ async def test_stray_files_are_not_objects(fs: FilesystemObjectStore, tmp_path: 
 async def test_failed_put_bytes_leaves_no_temp_file(
     fs: FilesystemObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(fd: int, data: bytes) -> None:
+    def disk_full(fd: int, data: memoryview) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(filesystem, "_write_all", disk_full)
+    monkeypatch.setattr(direct, "_write_all", disk_full)
 
     with pytest.raises(OSError) as raised:
         await fs.put_bytes("bucket", "chunks/a", b"x" * 5000, sha256="ab" * 32)
