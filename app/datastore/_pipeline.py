@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import queue
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import NoReturn, TypeVar
 
@@ -42,34 +44,81 @@ async def recut(source: AsyncIterator[bytes], size: int) -> AsyncGenerator[bytes
 
 
 class SequentialHasher:
-    """SHA-256 of a stream whose pieces are fed in order, hashed in worker threads.
+    """SHA-256 of a stream whose pieces are fed in order, hashed by a thread of its own.
 
-    `feed` returns at once; the update runs in a thread after the previous piece's update,
-    so the event loop never hashes and the order holds whatever the thread pool does.
+    `feed` queues the piece and returns at once a future that resolves once the piece is
+    hashed (its memory may then go). The thread takes queued pieces back to back: unlike a
+    chain of `to_thread` calls, no piece waits for the event loop to hand it over, so the
+    hash keeps a core busy while the loop is busy elsewhere. The event loop never hashes.
     """
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
+        self._loop = asyncio.get_running_loop()
+        self._queue: queue.SimpleQueue[tuple[bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._tail: asyncio.Future[None] | None = None
+        self._stopped = False
 
     def feed(self, piece: bytes) -> asyncio.Future[None]:
-        self._tail = asyncio.ensure_future(self._update(self._tail, piece))
+        if self._stopped:
+            raise RuntimeError("the hasher is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ims-sha256", daemon=True)
+            self._thread.start()
+        self._tail = self._loop.create_future()
+        self._queue.put((piece, self._tail))
         return self._tail
 
-    async def _update(self, previous: asyncio.Future[None] | None, piece: bytes) -> None:
-        if previous is not None:
-            await previous
-        await asyncio.to_thread(self._hash.update, piece)
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            piece, done = item
+            if self._stopped:
+                self._settle(done.cancel)
+                continue
+            try:
+                self._hash.update(piece)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                self._stopped = True
+                self._settle(lambda done=done, exc=exc: _set_exception(done, exc))
+                continue
+            del piece, item
+            self._settle(lambda done=done: _set_result(done))
+
+    def _settle(self, callback: Callable[[], object]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
 
     async def hexdigest(self) -> str:
         if self._tail is not None:
             await self._tail
+        self._finish()
         return self._hash.hexdigest()
 
     async def aclose(self) -> None:
-        """Stop hashing (after a failure): cancelling the last update cancels the chain."""
-        if self._tail is not None:
+        """Stop hashing (after a failure): pieces still queued are dropped, their futures
+        cancelled, and the thread ends."""
+        self._stopped = True
+        self._finish()
+        if self._tail is not None and not self._tail.done():
             await cancel_all([self._tail])
+
+    def _finish(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _set_exception(future: asyncio.Future[None], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class ExistsBatcher:

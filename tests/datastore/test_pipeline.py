@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -45,6 +46,38 @@ async def test_sequential_hasher_hashes_in_feeding_order() -> None:
         hasher.feed(part)
 
     assert await hasher.hexdigest() == hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _hashing_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ims-sha256"]
+
+
+async def test_sequential_hasher_thread_ends_with_the_digest() -> None:
+    hasher = SequentialHasher()
+    done = hasher.feed(b"abc")
+    [thread] = _hashing_threads()
+
+    assert await hasher.hexdigest() == hashlib.sha256(b"abc").hexdigest()
+    assert done.done() and done.exception() is None
+    await asyncio.to_thread(thread.join, 10)
+    assert not thread.is_alive()
+
+
+async def test_sequential_hasher_close_drops_queued_pieces() -> None:
+    hasher = SequentialHasher()
+    piece = bytes(4 * 1024 * 1024)
+    futures = [hasher.feed(piece) for _ in range(100)]  # 400 MiB: far from hashed at once
+    [thread] = _hashing_threads()
+
+    await hasher.aclose()
+    await asyncio.to_thread(thread.join, 10)
+    await asyncio.sleep(0)  # the thread's last settlements run on the loop
+
+    assert not thread.is_alive()
+    assert all(f.done() for f in futures)
+    assert futures[-1].cancelled()  # the last piece was never hashed
+    with pytest.raises(RuntimeError, match="closed"):
+        hasher.feed(b"late")
 
 
 async def test_exists_batcher_coalesces_concurrent_questions() -> None:
