@@ -47,6 +47,8 @@ class Settings:
     s3_secure: bool = False
     url_secret: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    #: The filesystem object store writes objects with O_DIRECT (app.storage.direct).
+    direct_io: bool = True
     workers: int = 2
     #: `ims serve` runs its `workers` in a child process (`ims worker`) instead of its own
     #: event loop, so data jobs never hold the API's interpreter (app.jobs.process).
@@ -103,6 +105,7 @@ class Settings:
             s3_secure=_bool(e.get("IMS_S3_SECURE"), False),
             url_secret=e.get("IMS_URL_SECRET") or None,
             public_url=e.get("IMS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+            direct_io=_bool(e.get("IMS_DIRECT_IO"), True),
             workers=int(e.get("IMS_WORKERS", "2")),
             worker_process=_bool(e.get("IMS_WORKER_PROCESS"), True),
             worker_nice=int(e.get("IMS_WORKER_NICE", "10")),
@@ -132,6 +135,7 @@ class Settings:
             "IMS_S3_SECURE": "1" if self.s3_secure else "0",
             "IMS_URL_SECRET": self.url_secret or "",
             "IMS_PUBLIC_URL": self.public_url,
+            "IMS_DIRECT_IO": "1" if self.direct_io else "0",
             "IMS_WORKERS": str(self.workers),
             "IMS_WORKER_PROCESS": "1" if self.worker_process else "0",
             "IMS_WORKER_NICE": str(self.worker_nice),
@@ -162,6 +166,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs; shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
+    "IMS_DIRECT_IO": "The filesystem object store writes objects with O_DIRECT, from the process's buffers to the disk without the page cache (falling back to buffered writes where the filesystem refuses it); 0 always writes buffered. Default true.",
     "IMS_WORKERS": "Job workers `ims serve` runs (0: run `ims worker` separately). Default 2.",
     "IMS_WORKER_PROCESS": "`ims serve` runs its IMS_WORKERS in a child process (an `ims worker` it supervises and restarts) so that data jobs never share the API's interpreter; 0 runs them on the API's own event loop. Default true.",
     "IMS_WORKER_NICE": "Niceness every worker process adds to itself, so data jobs yield the cores to API processes on the same machine (0: none). Default 10.",

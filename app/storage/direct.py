@@ -22,7 +22,7 @@ import mmap
 import os
 import threading
 
-__all__ = ["ALIGN", "STAGING_BYTES", "ObjectFile"]
+__all__ = ["ALIGN", "STAGING_BYTES", "ObjectFile", "ObjectReader"]
 
 #: Alignment of memory, offsets and lengths: the page size covers every common device.
 ALIGN = 4096
@@ -141,6 +141,87 @@ class ObjectFile:
             staged.release()
         self._offset += length
         self._staged = 0
+
+
+class ObjectReader:
+    """An object file read front to back from `position` (blocking: worker threads only).
+
+    With `direct=True` (and a filesystem that takes it), reads bypass the page cache: whole
+    aligned blocks go from the device into a pooled page-aligned buffer, and the bytes asked
+    for are copied out of it; a read is one copy, as through the page cache, without the
+    page-cache pages to allocate and reclaim. Objects are read once per stream (a chunk's
+    verification, an export, a download), so there is nothing to cache. Otherwise, or once
+    the kernel refuses an O_DIRECT read, plain reads.
+    """
+
+    def __init__(self, fd: int, *, direct: bool, position: int = 0) -> None:
+        self._fd = fd
+        self.position = position
+        self.direct = False
+        if direct and _O_DIRECT:
+            try:
+                _set_flags(fd, _fcntl_flags(fd) | _O_DIRECT)
+            except OSError as exc:
+                if not _is_refusal(exc):
+                    raise
+            else:
+                self.direct = True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the current position (fewer only at the end)."""
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0:
+            part = self._read_some(wanted)
+            if not part:
+                break
+            parts.append(part)
+            self.position += len(part)
+            wanted -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def readall(self) -> bytes:
+        return self.read(max(os.fstat(self._fd).st_size - self.position, 0))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_some(self, wanted: int) -> bytes:
+        if not self.direct:
+            return os.pread(self._fd, wanted, self.position)
+        start = self.position - self.position % ALIGN
+        skip = self.position - start
+        span = min(-(-(skip + wanted) // ALIGN) * ALIGN, STAGING_BYTES)
+        buffer = _take_buffer()
+        try:
+            with memoryview(buffer) as view:
+                try:
+                    got = os.preadv(self._fd, [view[:span]], start)
+                except OSError as exc:
+                    if not _is_refusal(exc):
+                        raise
+                    # The device wants a larger alignment: read through the page cache.
+                    _set_flags(self._fd, _fcntl_flags(self._fd) & ~_O_DIRECT)
+                    self.direct = False
+                    return os.pread(self._fd, wanted, self.position)
+                return bytes(view[skip:min(got, skip + wanted)]) if got > skip else b""
+        finally:
+            _give_buffer(buffer)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

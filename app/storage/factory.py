@@ -40,7 +40,7 @@ def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore
             settings.s3_endpoint, settings.s3_access_key or "", settings.s3_secret_key or "", settings.s3_secure
         )
     else:
-        shared = FilesystemObjectStore(Path(settings.data_dir) / "objects", signer)
+        shared = FilesystemObjectStore(Path(settings.data_dir) / "objects", signer, direct_io=settings.direct_io)
     stores: dict[str, ObjectStore] = {}
     for region in settings.regions:
         endpoint = settings.region_endpoints.get(region)

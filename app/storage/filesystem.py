@@ -15,7 +15,6 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from app.storage.base import (
     READ_PIECE_BYTES,
@@ -28,7 +27,7 @@ from app.storage.base import (
     ObjectTooLargeError,
     StorageError,
 )
-from app.storage.direct import ObjectFile
+from app.storage.direct import ObjectFile, ObjectReader
 from app.storage.names import validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import UrlSigner
 
@@ -140,7 +139,10 @@ class FilesystemObjectStore:
         validate_key(key)
         if offset < 0 or (length is not None and length < 0):
             raise ValueError("offset and length must not be negative")
-        file = await _opened(asyncio.to_thread(self._open_for_read, bucket, key, offset))
+        # A stream is read once, front to back (an import's upload, a download): with
+        # O_DIRECT, past the page cache. Chunks (`get_bytes`) are shared and read again:
+        # through it.
+        file = await _opened(asyncio.to_thread(self._open_for_read, bucket, key, offset, self.direct_io))
         try:
             remaining = length
             while remaining is None or remaining > 0:
@@ -305,25 +307,23 @@ class FilesystemObjectStore:
             except OSError:
                 break
 
-    def _open_for_read(self, bucket: str, key: str, offset: int) -> BinaryIO:
+    def _open_for_read(self, bucket: str, key: str, offset: int, direct: bool = False) -> ObjectReader:
         path = self._object_path(bucket, key)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
-        file = os.fdopen(fd, "rb")
         try:
             if not stat_mode.S_ISREG(os.fstat(fd).st_mode):
                 raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}")
-            file.seek(offset)
+            return ObjectReader(fd, direct=direct, position=offset)
         except BaseException:
-            file.close()
+            os.close(fd)
             raise
-        return file
 
     def _get_bytes(self, bucket: str, key: str) -> bytes:
         with self._open_for_read(bucket, key, 0) as file:
-            return file.read()
+            return file.readall()
 
     def _stat(self, bucket: str, key: str) -> ObjectInfo | None:
         path = self._object_path(bucket, key)
@@ -413,7 +413,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-async def _opened(opening: Awaitable[BinaryIO]) -> BinaryIO:
+async def _opened(opening: Awaitable[ObjectReader]) -> ObjectReader:
     """The file a thread opens. If the caller is cancelled meanwhile (e.g. a read-ahead that
     a failed verification stops), the thread still finishes opening it: the file is then
     closed as soon as it is there, instead of being left to the garbage collector."""
@@ -425,6 +425,6 @@ async def _opened(opening: Awaitable[BinaryIO]) -> BinaryIO:
         raise
 
 
-def _close_opened(future: asyncio.Future[BinaryIO]) -> None:
+def _close_opened(future: asyncio.Future[ObjectReader]) -> None:
     if not future.cancelled() and future.exception() is None:
         future.result().close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.storage import direct
-from app.storage.direct import ALIGN, STAGING_BYTES, ObjectFile
+from app.storage.direct import ALIGN, STAGING_BYTES, ObjectFile, ObjectReader
 
 
 def _kernel_takes_direct(directory: Path) -> bool:
@@ -120,3 +120,37 @@ def test_staging_buffers_are_reused_and_page_aligned(tmp_path: Path) -> None:
     assert second._buffer is buffer  # taken back from the pool, its pages already mapped
     second.close()
     assert direct._pool[-1] is buffer
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    data = os.urandom(STAGING_BYTES + 5000)
+    path = tmp_path_factory.mktemp("direct") / "object"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize("position", [0, 1, ALIGN - 1, ALIGN, STAGING_BYTES - 1, STAGING_BYTES + 4999, STAGING_BYTES + 5000])
+@pytest.mark.parametrize("size", [1, ALIGN, STAGING_BYTES, 2 * STAGING_BYTES])
+def test_reads_return_exactly_the_range_asked_for(stored: tuple[Path, bytes], position: int, size: int) -> None:
+    path, data = stored
+    with ObjectReader(os.open(path, os.O_RDONLY), direct=True, position=position) as reader:
+        assert reader.direct == _kernel_takes_direct(path.parent)
+        assert bool(_flags(reader.fileno()) & os.O_DIRECT) == reader.direct
+        first = reader.read(size)
+        rest = reader.readall()
+        assert reader.position == len(data)
+    assert first == data[position:position + size]
+    assert first + rest == data[position:]
+
+
+def test_a_reader_is_closed_once(stored: tuple[Path, bytes]) -> None:
+    path, data = stored
+    reader = ObjectReader(os.open(path, os.O_RDONLY), direct=False)
+    assert (reader.read(10), reader.direct, reader.closed) == (data[:10], False, False)
+    fd = reader.fileno()
+    reader.close()
+    reader.close()
+    assert reader.closed
+    with pytest.raises(OSError):
+        os.fstat(fd)

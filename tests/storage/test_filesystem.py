@@ -174,11 +174,11 @@ async def test_a_read_cancelled_while_the_file_opens_closes_it(
     opened: list[object] = []
     original = fs._open_for_read
 
-    def slow_open(bucket: str, key: str, offset: int) -> object:
+    def slow_open(bucket: str, key: str, offset: int, direct: bool) -> object:
         import time
 
         time.sleep(0.2)
-        file = original(bucket, key, offset)
+        file = original(bucket, key, offset, direct)
         opened.append(file)
         return file
 
@@ -208,3 +208,22 @@ async def test_streams_are_read_in_whole_chunks(fs: FilesystemObjectStore) -> No
     assert READ_PIECE_BYTES == CHUNK_SIZE
     assert [len(p) for p in pieces] == [CHUNK_SIZE, CHUNK_SIZE, 5] and b"".join(pieces) == data
     assert [len(p) for p in ranged] == [CHUNK_SIZE, 1] and b"".join(ranged) == data[3 : CHUNK_SIZE + 4]
+
+
+def test_the_direct_io_setting_reaches_the_filesystem_store(tmp_path: Path) -> None:
+    from app.config import Settings
+    from app.storage.factory import build_stores
+
+    signer = UrlSigner(b"s" * 32, "http://x")
+    on = build_stores(Settings(data_dir=tmp_path), signer)["region-1"]
+    off = build_stores(Settings.from_env({"IMS_DATA_DIR": str(tmp_path), "IMS_DIRECT_IO": "0"}), signer)["region-1"]
+    assert isinstance(on, FilesystemObjectStore) and isinstance(off, FilesystemObjectStore)
+    assert (on.direct_io, off.direct_io) == (True, False)
+
+
+async def test_a_store_without_direct_io_writes_buffered(tmp_path: Path) -> None:
+    store = FilesystemObjectStore(tmp_path / "root", UrlSigner(b"s" * 32, "http://x"), direct_io=False)
+    await store.create_bucket("bucket")
+    data = os.urandom(CHUNK_SIZE + 3)
+    await store.put_bytes("bucket", "k", data)
+    assert (await store.get_bytes("bucket", "k"), store.direct_io) == (data, False)
