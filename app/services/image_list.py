@@ -22,7 +22,7 @@ import functools
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
@@ -51,7 +51,6 @@ PUBLIC_COLUMNS = ("name", "id", "status", "os", "kind", "created_at", "min_disk_
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 #: Rows read per statement; also the rows per piece handed to the object store.
 PAGE_ROWS = 5000
-_ZERO = timedelta(0)
 #: Where lists written into the service's bucket go.
 SERVICE_PREFIX = "image-lists"
 
@@ -64,14 +63,6 @@ def guard(value: str) -> str:
 def file_name(visibility: ImageVisibility, region: str, at: datetime) -> str:
     stamp = at.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
     return f"{visibility.value.lower()}-images-{region}-{stamp}.csv"
-
-
-def _timestamp(at: datetime) -> str:
-    """`YYYY-MM-DDTHH:MM:SSZ` (the database's datetimes come back aware, in UTC: one
-    `isoformat` call, several times cheaper than `strftime` on 100,000 rows)."""
-    if at.utcoffset() != _ZERO:
-        at = at.astimezone(timezone.utc)
-    return at.isoformat(timespec="seconds")[:19] + "Z"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -114,8 +105,7 @@ async def csv_pieces(
             page = await pending
             pending = None
             if len(page) == PAGE_ROWS:
-                last = page[-1]
-                pending = asyncio.ensure_future(fetch((last[5], last[0])))
+                pending = asyncio.ensure_future(fetch(rows_sql.keyset_of(page[-1])))
             if page:
                 # A page takes tens of ms to format: off the event loop, which serves the API too.
                 yield await asyncio.to_thread(_page_csv, page, private)
@@ -140,15 +130,15 @@ def _page_csv(page: Sequence[Sequence[Any]], private: bool) -> bytes:
     and members as JSON arrays of pairs, sorted here (by key, by account name)."""
     rows = []
     if private:
-        for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, tags, members in page:
+        for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, _, tags, members in page:
             shared = ";".join([f"{n}:{s}" for n, s in sorted(orjson.loads(members))])
             tagged = ";".join([f"{k}={v}" for k, v in sorted(orjson.loads(tags))])
-            rows.append((guard(name), image_id, status, guard(os or ""), kind, _timestamp(created),
+            rows.append((guard(name), image_id, status, guard(os or ""), kind, created,
                          _capacity_gb(disks, min_disk), "" if size is None else size,
                          "true" if kms_key else "false", kms_key or "", guard(shared), guard(tagged)))
     else:
-        for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _ in page:
-            rows.append((guard(name), image_id, status, guard(os or ""), kind, _timestamp(created), min_disk, min_ram))
+        for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _, _ in page:
+            rows.append((guard(name), image_id, status, guard(os or ""), kind, created, min_disk, min_ram))
     return _csv(rows)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -119,6 +119,15 @@ async def test_public_list_goes_to_the_service_bucket(gql: GraphQLClient, db: Da
         ["x", hostile.id, "ACTIVE", "'=HYPERLINK(\"http://evil\")", "SYSTEM_DISK",
          (base + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "10", "0"],
     ]
+
+
+async def test_timestamps_are_utc_seconds_cut_not_rounded(gql: GraphQLClient, db: Database,
+                                                           settings: Settings) -> None:
+    alice, token = await make_account(db)
+    at = datetime(2026, 3, 4, 5, 6, 7, 999_999, tzinfo=UTC)
+    await make_image(db, alice, name="late", created_at=at)
+    _, body = await listed(gql.as_(token), settings, db, visibility="PRIVATE", region="region-1")
+    assert rows(body)[1][5] == "2026-03-04T05:06:07Z"
 
 
 async def test_a_list_longer_than_a_page_keeps_every_row_in_order(

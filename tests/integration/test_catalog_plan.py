@@ -95,3 +95,26 @@ async def test_a_deep_page_seeks_to_its_cursor(db: Database) -> None:
     searches = [d for d in details if d.startswith("SEARCH images")]
     assert len(searches) == 3
     assert all("created_at<?" in d for d in searches), searches
+
+
+@pytest.mark.parametrize("visibility,index", [("PRIVATE", "ix_images_owner_created"),
+                                              ("PUBLIC", "ix_images_public_created")])
+async def test_sqlite_plan_reads_an_image_list_page_by_its_own_index(db: Database, visibility: str,
+                                                                      index: str) -> None:
+    """A PRIVATE list's pages go through (owner_id, region, created_at, id): without the hint
+    SQLite took the public index and visited every private image of the region."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner")
+    from app.db.repositories import image_list as rows_sql
+    from app.domain.enums import ImageVisibility
+
+    alice, _ = await make_account(db)
+    scope = rows_sql.ListRange(ImageVisibility(visibility), "region-1", alice.id)
+    stmt = rows_sql.page_statement(scope, 5000, with_relations=visibility == "PRIVATE")
+    compiled = stmt.compile(dialect=db.engine.dialect)
+    async with db.uow(alice.id, write=False) as uow:
+        connection = await uow.session.connection()
+        result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled),
+                                                  tuple(compiled.params[k] for k in compiled.positiontup or ()))
+        details = [str(row[3]) for row in result.all()]
+    assert any(d.startswith(f"SEARCH images USING INDEX {index} ") for d in details), details

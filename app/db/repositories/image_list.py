@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, String, func, or_, select, type_coerce
+from sqlalchemy import Connection, Row, Select, String, func, or_, select, type_coerce
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-from app.db.repositories.catalog_sql import JsonArrays
+from app.db.repositories.catalog_sql import JsonArrays, NotIndexed
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageVisibility
 
@@ -21,16 +24,51 @@ _tags = ImageTag.__table__.c  # type: ignore[attr-defined]
 _members = ImageMember.__table__.c  # type: ignore[attr-defined]
 _accounts = Account.__table__.c  # type: ignore[attr-defined]
 
+class CsvTimestamp(FunctionElement[str]):
+    """A UTC timestamp as the CSV shows it, `YYYY-MM-DDTHH:MM:SSZ` (fractions cut), formatted
+    by the database: no datetime object per row, parsed and formatted again in Python."""
+
+    name = "csv_timestamp"
+    type = String()
+    inherit_cache = True
+
+
+@compiles(CsvTimestamp)
+def _to_char(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+
+@compiles(CsvTimestamp, "sqlite")
+def _strftime(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps naive UTC text, `YYYY-MM-DD HH:MM:SS.ffffff`.
+    return f"strftime('%Y-%m-%dT%H:%M:%SZ', {compiler.process(element.clauses, **kw)})"
+
+
 #: The image columns a list row is made of, in this order. `disks` comes as its JSON text:
-#: the few distinct layouts are parsed once each (see app.services.image_list).
+#: the few distinct layouts are parsed once each (see app.services.image_list). `created`
+#: is the CSV's text; `created_raw` the stored value, untyped (parse it with `keyset_of`,
+#: which a page does for its last row only).
 LIST_COLUMNS = (
-    _images.id, _images.name, _images.status, _images.os_version, _images.kind, _images.created_at,
+    _images.id, _images.name, _images.status, _images.os_version, _images.kind,
+    CsvTimestamp(_images.created_at).label("created"),
     type_coerce(_images.disks, String).label("disks"), _images.min_disk_gb, _images.min_ram_mb, _images.size_bytes,
-    _images.kms_key_id,
+    _images.kms_key_id, type_coerce(_images.created_at, String).label("created_raw"),
 )
+#: Position of `id` and `created_raw` in a list row (the keyset of its page's last row).
+ID_COLUMN, CREATED_RAW_COLUMN = 0, 11
 
 
 Keyset = tuple[datetime, str]
+
+
+def keyset_of(row: Sequence[Any]) -> Keyset:
+    """The keyset after a list row, from its raw creation time (SQLite's naive UTC text, or
+    the driver's datetime on PostgreSQL)."""
+    raw = row[CREATED_RAW_COLUMN]
+    created = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
+    created = created.replace(tzinfo=UTC) if created.tzinfo is None else created.astimezone(UTC)
+    return created, row[ID_COLUMN]
 
 
 @dataclass(frozen=True)
@@ -45,9 +83,13 @@ class ListRange:
     after: Keyset | None = None
 
     def conditions(self) -> list[Any]:
-        conds = [_images.region == self.region, _images.visibility == self.visibility.value]
         if self.visibility is ImageVisibility.PRIVATE:
-            conds.append(_images.owner_id == self.owner_id)
+            # The owner's index, (owner_id, region, created_at, id): without statistics SQLite
+            # chose the public one and visited every private image of the region.
+            conds = [_images.region == self.region, NotIndexed(_images.visibility) == self.visibility.value,
+                     _images.owner_id == self.owner_id]
+        else:
+            conds = [_images.region == self.region, _images.visibility == self.visibility.value]
         if self.after is not None:
             created, image_id = self.after
             # The bare bound lets the index seek to the keyset (under the OR alone every page
@@ -74,7 +116,9 @@ def page_rows(connection: Connection, scope: ListRange, limit: int, *, with_rela
     """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
     PRIVATE, ix_images_public_created for PUBLIC); `with_relations`: each with its tags and
     members as two more JSON columns, in the same statement."""
+    return connection.execute(page_statement(scope, limit, with_relations=with_relations)).all()
+
+
+def page_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
     columns = (*LIST_COLUMNS, TAGS_COLUMN, MEMBERS_COLUMN) if with_relations else LIST_COLUMNS
-    stmt = (select(*columns).where(*scope.conditions())
-            .order_by(_images.created_at, _images.id).limit(limit))
-    return connection.execute(stmt).all()
+    return select(*columns).where(*scope.conditions()).order_by(_images.created_at, _images.id).limit(limit)
