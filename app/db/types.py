@@ -35,7 +35,11 @@ class UTCDateTime(TypeDecorator[datetime]):
     def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
         """On SQLite the stored text (naive UTC, ISO 8601) is read by one C call, not by
         SQLAlchemy's regular expression and then this decorator (a catalog page reads 150
-        of them)."""
+        of them); on asyncpg the driver's value is already right."""
+        if dialect.name == "postgresql" and dialect.driver == "asyncpg":
+            # asyncpg decodes timestamptz from the binary protocol as aware UTC datetimes
+            # already: nothing to do per value (a catalog page reads 153 of them).
+            return None
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+import asyncpg
+from sqlalchemy import Connection, Engine, Executable, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,6 +24,19 @@ from app.db.repositories.sharing import SharingRepository
 from app.db.repositories.storage import StorageRepository
 
 T = TypeVar("T")
+#: What a pooled asyncpg connection raises when its server process is gone (terminated,
+#: restarted, the socket closed) — seen first as an error, as a closed connection, or as a
+#: protocol in a state it cannot leave: `GenericPlanReads.rows` drops that connection and
+#: reads once more on a new one.
+_DISCONNECTED = (asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+                 asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError, ConnectionError)
+
+class _Disconnected(Exception):
+    """A read's pooled connection was dead (its cause says how)."""
+
+
+#: Compiled statements `GenericPlanReads.rows` keeps (one per catalog page shape in use).
+_COMPILED_STATEMENTS = 512
 
 
 class Reads(Protocol):
@@ -42,6 +56,11 @@ class Reads(Protocol):
     async def run_now(self, fn: Callable[[Connection], T]) -> T:
         """`run` for a short, bounded read (a request's token and account, a catalog page): on
         SQLite right on the calling thread, the event loop's, without a hand-over."""
+        ...
+
+    async def rows(self, stmt: Executable, params: dict[str, Any], *, now: bool = False) -> Sequence[Sequence[Any]]:
+        """The rows of one statement, as sequences of column values (the values SQLAlchemy
+        gives for them); `now`: a short read, as `run_now`."""
         ...
 
     async def close(self) -> None: ...
@@ -86,6 +105,12 @@ class SyncReads:
                 raise
         return await self.run(fn)
 
+    async def rows(self, stmt: Executable, params: dict[str, Any], *, now: bool = False) -> Sequence[Sequence[Any]]:
+        def read(connection: Connection) -> Sequence[Sequence[Any]]:
+            return connection.execute(stmt, params).all()
+
+        return await (self.run_now if now else self.run)(read)
+
     async def close(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
         self.engine.dispose()
@@ -102,6 +127,7 @@ class GenericPlanReads:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._statements: dict[Executable, Any] = {}
 
     @property
     def sync_engines(self) -> tuple[Engine, ...]:
@@ -121,6 +147,53 @@ class GenericPlanReads:
 
     async def run_now(self, fn: Callable[[Connection], T]) -> T:
         return await self.run(fn)
+
+    async def rows(self, stmt: Executable, params: dict[str, Any], *, now: bool = False) -> Sequence[Sequence[Any]]:
+        """On the pooled connection's asyncpg connection itself: SQLAlchemy compiles the
+        statement once and processes the parameters, asyncpg runs it (its own prepared
+        statement, a generic plan) and its records are the rows. SQLAlchemy's execution
+        context and result layer cost ~0.5 ms of a catalog page's 1.4 ms read from Python
+        (the raw fetch 0.83–0.87 ms). The values are asyncpg's: the pool's JSON codec
+        (SQLAlchemy's), timestamptz as aware UTC datetimes — the types this is used with have
+        no result processing on asyncpg (a test compares both paths' rows). Listeners of
+        `before_cursor_execute` still see the statement (statement counts)."""
+        compiled = self._compiled(stmt)
+        state = compiled.construct_expanded_state(params, escape_names=False)
+        processors = state.processors
+        args = [processors[name](state.parameters[name]) if name in processors else state.parameters[name]
+                for name in state.positiontup or ()]
+        try:
+            return await self._fetch(state.statement, args)
+        except _Disconnected:
+            pass
+        try:
+            return await self._fetch(state.statement, args)  # once more, on a fresh connection
+        except _Disconnected as exc:
+            raise exc.__cause__ from None  # type: ignore[misc]
+
+    async def _fetch(self, statement: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+        async with self.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+            sync_engine = self.engine.sync_engine
+            if sync_engine.dispatch.before_cursor_execute:
+                for listener in sync_engine.dispatch.before_cursor_execute:
+                    listener(connection.sync_connection, None, statement, tuple(args), None, False)
+            try:
+                return await driver.fetch(statement, *args)
+            except _DISCONNECTED as exc:
+                await connection.invalidate()  # out of the pool: the retry takes a new one
+                raise _Disconnected from exc
+
+    def _compiled(self, stmt: Executable) -> Any:
+        """The statement compiled for asyncpg, once per statement object (callers pass cached
+        statements: `catalog_sql.page_statement` is memoized per shape)."""
+        compiled = self._statements.get(stmt)
+        if compiled is None:
+            if len(self._statements) >= _COMPILED_STATEMENTS:
+                self._statements.clear()
+            compiled = self._statements[stmt] = stmt.compile(dialect=self.engine.dialect)
+        return compiled
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from app.db.repositories.images import VisibleImage, read_page, sort_value
@@ -108,11 +107,10 @@ class ImageService:
         # handed to a thread it waited for the GIL behind other requests' resolution — over
         # HTTP with 10 connections, three interleaved runs: p99 246–267 → 120–123 ms, 78–85 →
         # 100–107 q/s. Bigger pages (up to 1,000 rows) go to a thread.
-        read = self.db.reads.run_now if size <= INLINE_PAGE_ROWS else self.db.reads.run
-        items, has_next, total = await read(partial(
-            read_page, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
-            with_total=with_total, with_tags=with_tags, with_members=with_members,
-        ))
+        items, has_next, total = await read_page(
+            self.db.reads, caller_id=caller.account_id, query=query, order=order, first=size, after=cursor,
+            with_total=with_total, with_tags=with_tags, with_members=with_members, now=size <= INLINE_PAGE_ROWS,
+        )
         cursors = [encode_cursor(ordering, sort_value(v.image, order.field), v.image.id) for v in items]
         return ImagePage(items, has_next, cursor is not None, total, cursors)
 

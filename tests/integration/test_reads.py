@@ -16,7 +16,7 @@ from app.db.engine import READS_APPLICATION_NAME
 from app.db.uow import Database, GenericPlanReads, SyncReads
 from app.domain.images import Caller, ImageOrder, ImageQuery
 from app.services.images import INLINE_PAGE_ROWS, ImageService
-from tests.factories import make_account, make_image
+from tests.factories import make_account, make_image, share
 
 
 async def test_a_locked_database_moves_the_read_off_the_loop(db: Database) -> None:
@@ -123,3 +123,44 @@ async def test_a_dead_pooled_read_connection_is_replaced_and_the_read_retried(db
             "WHERE application_name = :app AND datname = current_database()"), {"app": READS_APPLICATION_NAME})).scalar_one()
     assert killed >= 1
     assert await db.reads.run(name) == "survivor"
+
+
+async def test_rows_are_the_values_sqlalchemy_gives(db: Database) -> None:
+    """`Reads.rows` of a catalog page (on PostgreSQL asyncpg's own records, past SQLAlchemy's
+    result layer): every value equal, and of the same type, to what SQLAlchemy returns."""
+    from app.db.repositories.catalog_sql import page_statement, shape_and_params
+
+    alice, _ = await make_account(db, "rows-owner")
+    bob, _ = await make_account(db, "rows-member")
+    image = await make_image(db, alice, name="shared", tags={"b": "2", "a": "1"}, size_bytes=7,
+                             disks=[{"role": "SYSTEM", "sizeGb": 3}])
+    await make_image(db, alice, name="plain", size_bytes=None)
+    await share(db, image, bob, "ACCEPTED")
+    shape, params = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), bob.id, 50, None, True,
+                                     with_tags=True, with_members=True)
+    stmt = page_statement(shape)
+    assert stmt is not None
+    fast = await db.reads.rows(stmt, params)
+    expected = await db.reads.run(lambda connection: connection.execute(stmt, params).all())
+    assert len(fast) == len(expected) >= 1
+    for got, want in zip(fast, expected, strict=True):
+        assert tuple(got) == tuple(want)
+        assert [type(v) for v in got] == [type(v) for v in want]
+
+
+async def test_rows_retry_once_on_a_dead_pooled_connection(db: Database) -> None:
+    if not isinstance(db.reads, GenericPlanReads):
+        pytest.skip("PostgreSQL's read pool")
+    account, _ = await make_account(db, "rows-survivor")
+    from sqlalchemy import select
+
+    from app.db.tables import Account
+
+    stmt = select(Account.name).where(Account.id == account.id)  # type: ignore[arg-type]
+    assert [tuple(r) for r in await db.reads.rows(stmt, {})] == [("rows-survivor",)]
+    async with db.engine.connect() as admin:
+        killed = (await admin.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = :app AND datname = current_database()"), {"app": READS_APPLICATION_NAME})).scalar_one()
+    assert killed >= 1
+    assert [tuple(r) for r in await db.reads.rows(stmt, {})] == [("rows-survivor",)]

@@ -26,3 +26,15 @@ async def test_datetimes_read_back_aware_in_utc(db: Database) -> None:
     assert rows == moments
     assert all(v.tzinfo is UTC for v in rows.values())
     assert rows["acc-east"].hour == 21 and rows["acc-east"].day == 31  # 03:00 +05:30 is 21:30 UTC the day before
+
+
+async def test_datetimes_read_on_the_read_pool_are_aware_in_utc(db: Database) -> None:
+    """The read pool's sessions (PostgreSQL: asyncpg, whose values are taken as they come)."""
+    at = datetime(2026, 2, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=-8)))
+    async with db.uow() as uow:
+        await uow.session.execute(insert(Account), [{"id": "acc-pool", "name": "pool", "role": "USER",
+                                                     "created_at": at}])
+        await uow.commit()
+    stmt = select(Account.created_at).where(Account.id == "acc-pool")  # type: ignore[arg-type]
+    got = await db.reads.run(lambda connection: connection.execute(stmt).scalar_one())
+    assert got == at and got.tzinfo is UTC and got.hour == 12

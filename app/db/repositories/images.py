@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 from sqlalchemy import (
@@ -34,6 +34,9 @@ from app.db.repositories.catalog_sql import (
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageOrderField
 from app.domain.images import ImageOrder, ImageQuery
+
+if TYPE_CHECKING:
+    from app.db.uow import Reads
 
 
 class ImageRecord(NamedTuple):
@@ -185,11 +188,31 @@ def page_items(rows: Sequence[Any], caller_id: str, *, with_tags: bool, with_mem
     return items
 
 
-def read_page(connection: Connection, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
-              after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
-              with_members: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
-    """`ImageRepository.page` on a synchronous connection (`Database.reads`: a thread
-    of SQLite's `SyncReads`, or asyncpg's connection through `run_sync`)."""
+async def read_page(reads: Reads, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
+                    after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
+                    with_members: bool = False, now: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
+    """A catalog page read whole on `Database.reads` (`Reads.rows`: a thread or the event
+    loop on SQLite, asyncpg itself on PostgreSQL): one statement, and a count only when a
+    filtered page is empty."""
+    shape, params = shape_and_params(query, order, caller_id, first, after, with_total,
+                                     with_tags=with_tags, with_members=with_members)
+    stmt = page_statement(shape)
+    if stmt is None:
+        return [], False, 0 if with_total else None
+    rows = await reads.rows(stmt, params, now=now)
+    total: int | None = None
+    if with_total and rows:
+        total = int(rows[0][-1])  # it rides in every row
+    elif with_total:
+        count = _count_of(query, caller_id)
+        total = 0 if count is None else int((await reads.rows(*count, now=now))[0][0])
+    return _page(rows, first, caller_id, total, with_tags, with_members)
+
+
+def read_page_sync(connection: Connection, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
+                   after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
+                   with_members: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
+    """`read_page` on a synchronous connection (a unit of work's, through `run_sync`)."""
     shape, params = shape_and_params(query, order, caller_id, first, after, with_total,
                                      with_tags=with_tags, with_members=with_members)
     stmt = page_statement(shape)
@@ -198,11 +221,22 @@ def read_page(connection: Connection, caller_id: str, query: ImageQuery, order: 
     rows = connection.execute(stmt, params).all()
     total: int | None = None
     if with_total and rows:
-        total = int(rows[0][-1])
+        total = int(rows[0][-1])  # it rides in every row
     elif with_total:
-        count_shape, count_params = shape_and_params(query, ImageOrder(), caller_id, 0, None, True)
-        count = count_statement(count_shape)
-        total = 0 if count is None else int(connection.execute(count, count_params).scalar_one())
+        count = _count_of(query, caller_id)
+        total = 0 if count is None else int(connection.execute(*count).scalar_one())
+    return _page(rows, first, caller_id, total, with_tags, with_members)
+
+
+def _count_of(query: ImageQuery, caller_id: str) -> tuple[Any, dict[str, Any]] | None:
+    """The count statement of an empty page's query (None: nothing can match)."""
+    count_shape, count_params = shape_and_params(query, ImageOrder(), caller_id, 0, None, True)
+    count = count_statement(count_shape)
+    return None if count is None else (count, count_params)
+
+
+def _page(rows: Sequence[Sequence[Any]], first: int, caller_id: str, total: int | None, with_tags: bool,
+          with_members: bool) -> tuple[list[VisibleImage], bool, int | None]:
     items = page_items(rows[:first], caller_id, with_tags=with_tags, with_members=with_members)
     return items, len(rows) > first, total
 
@@ -262,7 +296,7 @@ class ImageRepository:
         Rows become records, not ORM instances."""
         connection = await self.session.connection()
         return await connection.run_sync(partial(
-            read_page, caller_id=self.caller_id, query=query, order=order, first=first, after=after,
+            read_page_sync, caller_id=self.caller_id, query=query, order=order, first=first, after=after,
             with_total=with_total, with_tags=with_tags, with_members=with_members,
         ))
 
