@@ -143,17 +143,33 @@ class FilesystemObjectStore:
         # O_DIRECT, past the page cache. Chunks (`get_bytes`) are shared and read again:
         # through it.
         file = await _opened(asyncio.to_thread(self._open_for_read, bucket, key, offset, self.direct_io))
+        # One piece read ahead: the disk reads the next piece while the caller handles this one.
+        ahead: asyncio.Future[bytes] | None = None
         try:
             remaining = length
-            while remaining is None or remaining > 0:
+
+            def read_next() -> asyncio.Future[bytes] | None:
+                if remaining is not None and remaining <= 0:
+                    return None
                 wanted = READ_PIECE_BYTES if remaining is None else min(remaining, READ_PIECE_BYTES)
-                piece = await asyncio.to_thread(file.read, wanted)
+                return asyncio.ensure_future(asyncio.to_thread(file.read, wanted))
+
+            ahead = read_next()
+            while ahead is not None:
+                piece = await ahead
+                ahead = None
                 if not piece:
                     break
                 if remaining is not None:
                     remaining -= len(piece)
+                ahead = read_next()
                 yield piece
         finally:
+            if ahead is not None:
+                # A thread cannot be stopped: let its read finish before the file closes.
+                await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: a failed read-ahead nobody awaits
             await asyncio.to_thread(file.close)
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo | None:

@@ -227,3 +227,30 @@ async def test_a_store_without_direct_io_writes_buffered(tmp_path: Path) -> None
     data = os.urandom(CHUNK_SIZE + 3)
     await store.put_bytes("bucket", "k", data)
     assert (await store.get_bytes("bucket", "k"), store.direct_io) == (data, False)
+
+
+async def test_a_stream_left_early_waits_for_its_read_ahead_and_closes(
+    fs: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next piece is being read while the caller has this one: a caller that stops there
+    leaves neither a read running on a closed file nor the file open."""
+    data = os.urandom(3 * READ_PIECE_BYTES)
+    await fs.put_bytes("bucket", "big", data)
+    opened: list[object] = []
+    original = fs._open_for_read
+
+    def spy(bucket: str, key: str, offset: int, direct: bool) -> object:
+        file = original(bucket, key, offset, direct)
+        opened.append(file)
+        return file
+
+    monkeypatch.setattr(fs, "_open_for_read", spy)
+    stream = fs.open_stream("bucket", "big")
+    first = await anext(stream)
+    await stream.aclose()
+    [file] = opened
+    assert first == data[:READ_PIECE_BYTES]
+    assert file.closed  # type: ignore[attr-defined]
+    # Whole, with a range across pieces, the pieces still come in order.
+    whole = b"".join([p async for p in fs.open_stream("bucket", "big", offset=5, length=2 * READ_PIECE_BYTES)])
+    assert whole == data[5:5 + 2 * READ_PIECE_BYTES]
