@@ -56,6 +56,19 @@ def _is_refusal(exc: OSError) -> bool:
     return exc.errno in (errno.EINVAL, errno.EOPNOTSUPP)
 
 
+def _ask_direct(fd: int) -> bool:
+    """Set O_DIRECT on `fd`; False where the platform or the filesystem refuses it."""
+    if not _O_DIRECT:
+        return False
+    try:
+        _set_flags(fd, _fcntl_flags(fd) | _O_DIRECT)
+    except OSError as exc:
+        if not _is_refusal(exc):
+            raise
+        return False
+    return True
+
+
 class ObjectFile:
     """A new file being written front to back (blocking: worker threads only).
 
@@ -70,19 +83,10 @@ class ObjectFile:
         self._fd = fd
         self._align = align
         self.size = 0
-        self.direct = False
         self._offset = 0  # where the staged bytes start in the file
         self._buffer: mmap.mmap | None = None
         self._staged = 0
-        if direct and _O_DIRECT:
-            try:
-                flags = _fcntl_flags(fd)
-                _set_flags(fd, flags | _O_DIRECT)
-            except OSError as exc:
-                if not _is_refusal(exc):
-                    raise
-            else:
-                self.direct = True
+        self.direct = direct and _ask_direct(fd)
 
     def fileno(self) -> int:
         return self._fd
@@ -157,15 +161,7 @@ class ObjectReader:
     def __init__(self, fd: int, *, direct: bool, position: int = 0) -> None:
         self._fd = fd
         self.position = position
-        self.direct = False
-        if direct and _O_DIRECT:
-            try:
-                _set_flags(fd, _fcntl_flags(fd) | _O_DIRECT)
-            except OSError as exc:
-                if not _is_refusal(exc):
-                    raise
-            else:
-                self.direct = True
+        self.direct = direct and _ask_direct(fd)
 
     def fileno(self) -> int:
         return self._fd
