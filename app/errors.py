@@ -40,6 +40,7 @@ CODES: dict[str, str] = {
     "INVALID_TAG_VALUE": "Tag value: 0-43 characters of letters, digits, '_', '.' or '-'.",
     "DUPLICATE_TAG_KEY": "The same tag key appears twice in one request.",
     "INVALID_CURSOR": "The pagination cursor is malformed or belongs to another ordering.",
+    "INVALID_DATETIME": "A date-time must carry its UTC offset (`2026-01-31T12:00:00Z`).",
     "INVALID_PAGE_SIZE": "`first` must be between 0 and 1000.",
     "INVALID_REGION": "No such region.",
     "INVALID_ACCOUNT_NAME": "Account name: 3-64 characters of lowercase letters, digits, '-' or '_'.",

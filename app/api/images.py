@@ -35,7 +35,7 @@ from app.api.image_types import Image, image_of
 from app.domain import enums as d
 from app.domain.images import ImageOrder as DomainOrder
 from app.domain.images import ImageQuery, TagMatch
-from app.errors import NotFound
+from app.errors import Invalid, NotFound
 from app.services.images import UNSET, ImageChanges
 
 
@@ -98,6 +98,14 @@ def _set(values: list[object] | None, enum: type) -> frozenset[object] | None:
     return None if values is None else frozenset(enum(v) for v in values)
 
 
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    """A filter's date-time with its offset: without one, which instant it names depends on
+    the server's time zone."""
+    if value is not None and value.utcoffset() is None:
+        raise Invalid("INVALID_DATETIME", field=field)
+    return value
+
+
 def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
     if f is None:
         return ImageQuery(region=region)
@@ -117,8 +125,8 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
         tags=tuple(TagMatch(t.key, t.value) for t in f.tags or []),
         member_statuses=frozenset(d.MemberStatus(s) for s in f.member_status) if f.member_status is not None
         else frozenset({d.MemberStatus.ACCEPTED}),
-        created_after=f.created_after,
-        created_before=f.created_before,
+        created_after=_aware(f.created_after, "filter.createdAfter"),
+        created_before=_aware(f.created_before, "filter.createdBefore"),
         ids=frozenset(str(i) for i in f.ids) if f.ids is not None else None,
     )
 

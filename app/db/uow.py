@@ -25,11 +25,13 @@ from app.db.repositories.storage import StorageRepository
 
 T = TypeVar("T")
 #: What a pooled asyncpg connection raises when its server process is gone (terminated,
-#: restarted, the socket closed) — seen first as an error, as a closed connection, or as a
-#: protocol in a state it cannot leave: `GenericPlanReads.rows` drops that connection and
-#: reads once more on a new one.
-_DISCONNECTED = (asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-                 asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError, ConnectionError)
+#: restarted, the socket closed) or its protocol is left in a state it cannot leave:
+#: `GenericPlanReads.rows` drops that connection and reads once more on a new one. Not a
+#: statement's own failure (a cancelled query, a bad argument): that one is raised as it is.
+_DISCONNECTED = (asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.AdminShutdownError,
+                 asyncpg.exceptions.CrashShutdownError, asyncpg.exceptions.CannotConnectNowError,
+                 asyncpg.exceptions.InternalClientError, ConnectionError)
+
 
 class _Disconnected(Exception):
     """A read's pooled connection was dead (its cause says how)."""
@@ -127,7 +129,7 @@ class GenericPlanReads:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._statements: dict[Executable, Any] = {}
+        self._statements: dict[Executable, tuple[Any, dict[str, Callable[[Any], Any]]]] = {}
 
     @property
     def sync_engines(self) -> tuple[Engine, ...]:
@@ -157,9 +159,11 @@ class GenericPlanReads:
         (SQLAlchemy's), timestamptz as aware UTC datetimes — the types this is used with have
         no result processing on asyncpg (a test compares both paths' rows). Listeners of
         `before_cursor_execute` still see the statement (statement counts)."""
-        compiled = self._compiled(stmt)
+        compiled, bind_processors = self._compiled(stmt)
         state = compiled.construct_expanded_state(params, escape_names=False)
-        processors = state.processors
+        # As SQLAlchemy's execution does: the statement's bind processors (UTCDateTime's, …),
+        # and those of the values an IN list was expanded into.
+        processors = {**bind_processors, **state.processors} if state.processors else bind_processors
         args = [processors[name](state.parameters[name]) if name in processors else state.parameters[name]
                 for name in state.positiontup or ()]
         try:
@@ -181,19 +185,28 @@ class GenericPlanReads:
                     listener(connection.sync_connection, None, statement, tuple(args), None, False)
             try:
                 return await driver.fetch(statement, *args)
-            except _DISCONNECTED as exc:
+            except (*_DISCONNECTED, asyncpg.exceptions.InterfaceError) as exc:
+                # An InterfaceError is also how asyncpg refuses an argument: a disconnection
+                # only when the connection is closed.
+                if isinstance(exc, asyncpg.exceptions.InterfaceError) and not driver.is_closed():
+                    raise
                 await connection.invalidate()  # out of the pool: the retry takes a new one
                 raise _Disconnected from exc
 
-    def _compiled(self, stmt: Executable) -> Any:
-        """The statement compiled for asyncpg, once per statement object (callers pass cached
-        statements: `catalog_sql.page_statement` is memoized per shape)."""
-        compiled = self._statements.get(stmt)
-        if compiled is None:
+    def _compiled(self, stmt: Executable) -> tuple[Any, dict[str, Callable[[Any], Any]]]:
+        """The statement compiled for asyncpg with its parameters' bind processors, once per
+        statement object (callers pass cached statements: `catalog_sql.page_statement` is
+        memoized per shape)."""
+        found = self._statements.get(stmt)
+        if found is None:
             if len(self._statements) >= _COMPILED_STATEMENTS:
                 self._statements.clear()
-            compiled = self._statements[stmt] = stmt.compile(dialect=self.engine.dialect)
-        return compiled
+            compiled = stmt.compile(dialect=self.engine.dialect)
+            # `_bind_processors` is what SQLAlchemy's own execution applies (default.py):
+            # tuple-valued ones belong to tuple IN lists, which these statements do not use.
+            processors = {name: fn for name, fn in compiled._bind_processors.items() if callable(fn)}
+            found = self._statements[stmt] = (compiled, processors)
+        return found
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -98,7 +98,8 @@ class ImageService:
             value, last_id = decode_cursor(after, ordering)
             if order.field is ImageOrderField.CREATED_AT:
                 value = decode_datetime(value)
-            elif order.field is ImageOrderField.SIZE and not isinstance(value, int):
+            elif type(value) is not (int if order.field is ImageOrderField.SIZE else str):
+                # A size is an integer (not a bool), a name or a status a string.
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
         # Read whole on Database.reads, apart from the request's shared reader: the page is

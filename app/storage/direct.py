@@ -94,18 +94,17 @@ class ObjectFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         self.size += len(view)
-        if not self.direct:
-            _write_all(self._fd, view)
-            return
-        if self._buffer is None:
+        if self._buffer is None and self.direct:
             self._buffer = _take_buffer()
-        while view:
+        while view and self.direct:
             take = min(STAGING_BYTES - self._staged, len(view))
-            self._buffer[self._staged:self._staged + take] = view[:take]
+            self._buffer[self._staged:self._staged + take] = view[:take]  # type: ignore[index]
             self._staged += take
             view = view[take:]
             if self._staged == STAGING_BYTES:
-                self._write_staged(STAGING_BYTES)
+                self._write_staged(STAGING_BYTES)  # may fall back to buffered writes
+        if view:
+            _write_all(self._fd, view)  # buffered (from the start, or after a fallback)
 
     def flush(self) -> None:
         """Write what is staged: the last block padded with zeros, then the file truncated
@@ -119,12 +118,16 @@ class ObjectFile:
         os.ftruncate(self._fd, self.size)
 
     def close(self) -> None:
-        if self._buffer is not None:
-            buffer, self._buffer = self._buffer, None
-            _give_buffer(buffer)
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
+        """Close the file and give the staging buffer back. Callers make sure no other thread
+        is still writing (the store waits for a cancelled write's thread first)."""
+        try:
+            if self._buffer is not None:
+                buffer, self._buffer = self._buffer, None
+                _give_buffer(buffer)
+        finally:
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
 
     def _write_staged(self, length: int) -> None:
         assert self._buffer is not None

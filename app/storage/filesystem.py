@@ -12,9 +12,10 @@ import hashlib
 import os
 import stat as stat_mode
 import tempfile
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from app.storage.base import (
     READ_PIECE_BYTES,
@@ -32,6 +33,8 @@ from app.storage.names import validate_bucket_name, validate_key, validate_sha25
 from app.storage.signing import UrlSigner
 
 __all__ = ["FilesystemObjectStore"]
+
+T = TypeVar("T")
 
 _TMP_DIR = ".tmp"
 #: Most filesystems refuse longer names (NAME_MAX); refusing up front gives a clear error.
@@ -79,7 +82,12 @@ class FilesystemObjectStore:
         validate_bucket_name(bucket)
         validate_key(key)
         validate_sha256(sha256)
-        file, tmp_path = await asyncio.to_thread(self._begin_put, bucket, key)
+        opening = asyncio.ensure_future(asyncio.to_thread(self._begin_put, bucket, key))
+        try:
+            file, tmp_path = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_discard_begun)  # the thread may still create the file
+            raise
         hasher = hashlib.sha256() if sha256 is None else None
         size = 0
         pending = bytearray()
@@ -89,18 +97,19 @@ class FilesystemObjectStore:
                 if max_bytes is not None and size > max_bytes:
                     raise ObjectTooLargeError(f"object is over its limit of {max_bytes} bytes")
                 if not pending and len(chunk) >= STREAM_PIECE_BYTES:  # a whole piece already: no join
-                    await asyncio.to_thread(_write_piece, file, hasher, chunk)
+                    await _in_thread(_write_piece, file, hasher, chunk)
                     continue
                 pending += chunk
                 # Batch small chunks so there is one thread hop per piece, not per chunk.
                 if len(pending) >= STREAM_PIECE_BYTES:
                     piece, pending = pending, bytearray()
-                    await asyncio.to_thread(_write_piece, file, hasher, piece)
-            await asyncio.to_thread(_write_piece, file, hasher, pending)
+                    await _in_thread(_write_piece, file, hasher, piece)
+            await _in_thread(_write_piece, file, hasher, pending)
             digest = sha256 if hasher is None else hasher.hexdigest()
-            return await asyncio.to_thread(self._finish_put, file, tmp_path, bucket, key, size, digest)
+            return await _in_thread(self._finish_put, file, tmp_path, bucket, key, size, digest)
         except BaseException:
-            # The thread finishes the cleanup even if this task is cancelled again.
+            # No thread uses the file any more (`_in_thread`); this one finishes the cleanup
+            # even if this task is cancelled again.
             await asyncio.to_thread(_discard, file, tmp_path)
             raise
 
@@ -156,7 +165,7 @@ class FilesystemObjectStore:
 
             ahead = read_next()
             while ahead is not None:
-                piece = await ahead
+                piece = await asyncio.shield(ahead)  # cancelled, the read itself goes on
                 ahead = None
                 if not piece:
                     break
@@ -167,9 +176,12 @@ class FilesystemObjectStore:
         finally:
             if ahead is not None:
                 # A thread cannot be stopped: let its read finish before the file closes.
-                await asyncio.wait([ahead])
-                if not ahead.cancelled():
-                    ahead.exception()  # retrieved: a failed read-ahead nobody awaits
+                try:
+                    await asyncio.wait([ahead])
+                except asyncio.CancelledError:
+                    ahead.add_done_callback(lambda done: _close_after(done, file))
+                    raise
+                ahead.exception()  # retrieved: a failed read-ahead nobody awaits
             await asyncio.to_thread(file.close)
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -427,6 +439,31 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a worker thread. If the caller is cancelled meanwhile, it still waits
+    for the thread to finish before going on (to its cleanup): a thread cannot be stopped,
+    and the file it writes must not be closed or its staging buffer reused under it."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the caller goes on with its cancellation
+        raise
+
+
+def _discard_begun(future: asyncio.Future[tuple[ObjectFile, Path]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        _discard(*future.result())
+
+
+def _close_after(read: asyncio.Future[bytes], file: ObjectReader) -> None:
+    if not read.cancelled():
+        read.exception()
+    file.close()
 
 
 async def _opened(opening: Awaitable[ObjectReader]) -> ObjectReader:

@@ -415,6 +415,32 @@ async def test_page_size_and_cursor_errors(gql: GraphQLClient, db: Database) -> 
     assert err["extensions"]["code"] == "INVALID_CURSOR"
 
 
+@pytest.mark.parametrize("field,value", [("NAME", 5), ("STATUS", 1.5), ("SIZE", True), ("SIZE", "12")])
+async def test_a_cursor_whose_value_has_the_wrong_type_is_invalid(gql: GraphQLClient, db: Database,
+                                                                  field: str, value: Any) -> None:
+    """Decoded, a cursor's value must have its ordering's type before it reaches the database
+    (on PostgreSQL asyncpg would refuse the argument only there)."""
+    from app.domain.pagination import encode_cursor
+
+    alice, alice_t = await make_account(db)
+    await make_image(db, alice)
+    forged = encode_cursor(f"{field}:ASC", value, "img-x")
+    err = await _client_error(gql.as_(alice_t), {"first": 1, "after": forged,
+                                                 "orderBy": {"field": field, "direction": "ASC"}})
+    assert err["extensions"] == {"code": "INVALID_CURSOR", "classification": "ValidationError", "field": "after"}
+
+
+@pytest.mark.parametrize("bound", ["createdAfter", "createdBefore"])
+async def test_a_date_time_filter_needs_its_offset(gql: GraphQLClient, db: Database, bound: str) -> None:
+    alice, alice_t = await make_account(db)
+    await make_image(db, alice)
+    err = await _client_error(gql.as_(alice_t), {"first": 5, "filter": {bound: "2026-01-01T00:00:00"}})
+    assert err["extensions"] == {"code": "INVALID_DATETIME", "classification": "ValidationError",
+                                 "field": f"filter.{bound}"}
+    page = await list_images(gql.as_(alice_t), first=5, filter={bound: "2000-01-01T00:00:00+02:00"})
+    assert len(page["edges"]) == (1 if bound == "createdAfter" else 0)
+
+
 async def test_image_query_answers_null_for_unknown_ids(gql: GraphQLClient, db: Database) -> None:
     _, alice_t = await make_account(db)
     for unknown in ("img-unknown", "nonsense", ""):

@@ -147,6 +147,51 @@ async def test_rows_are_the_values_sqlalchemy_gives(db: Database) -> None:
         assert tuple(got) == tuple(want)
         assert [type(v) for v in got] == [type(v) for v in want]
 
+    # Bound datetimes go through their type's processing on both paths (UTCDateTime's): an
+    # offset other than UTC's is honoured, a naive value refused before it reaches the driver.
+    from datetime import UTC, datetime, timedelta, timezone
+
+    after = (image.created_at - timedelta(seconds=1)).astimezone(timezone(timedelta(hours=-5)))
+    shape, params = shape_and_params(ImageQuery(region="region-1", created_after=after), ImageOrder(), bob.id, 50,
+                                     (image.created_at.astimezone(UTC) + timedelta(days=1), "img-zzz"), True,
+                                     with_tags=True, with_members=True)
+    stmt = page_statement(shape)
+    assert stmt is not None
+    fast = await db.reads.rows(stmt, params)
+    expected = await db.reads.run(lambda connection: connection.execute(stmt, params).all())
+    assert [tuple(r) for r in fast] == [tuple(r) for r in expected] and len(fast) >= 1
+    from sqlalchemy.exc import StatementError
+
+    with pytest.raises((ValueError, StatementError), match="naive"):  # SQLAlchemy's wraps it
+        await db.reads.rows(stmt, {**params, "after_time": after.replace(tzinfo=None)})
+
+
+async def test_a_bad_argument_is_raised_as_it_is_on_the_same_connection(db: Database) -> None:
+    """A statement's own failure is not a dead connection: no retry, the connection stays."""
+    if not isinstance(db.reads, GenericPlanReads):
+        pytest.skip("PostgreSQL's read pool")
+    from sqlalchemy import bindparam, func, select
+
+    from app.db.tables import Account
+
+    pid = select(func.pg_backend_pid())
+    [(before,)] = await db.reads.rows(pid, {})
+    stmt = select(Account.name).where(Account.id == bindparam("id"))  # type: ignore[arg-type]
+    executed: list[str] = []
+
+    def record(*args: Any) -> None:
+        executed.append(args[2])
+
+    event.listen(db.reads.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        with pytest.raises(Exception, match="invalid input for query argument"):
+            await db.reads.rows(stmt, {"id": 5})
+    finally:
+        event.remove(db.reads.engine.sync_engine, "before_cursor_execute", record)
+    assert len(executed) == 1  # tried once
+    [(after,)] = await db.reads.rows(pid, {})
+    assert after == before
+
 
 async def test_rows_retry_once_on_a_dead_pooled_connection(db: Database) -> None:
     if not isinstance(db.reads, GenericPlanReads):

@@ -154,3 +154,32 @@ def test_a_reader_is_closed_once(stored: tuple[Path, bytes]) -> None:
     assert reader.closed
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_a_write_refused_mid_stream_keeps_the_bytes_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem that takes the O_DIRECT flag but refuses the write itself (a block larger
+    than a page, some FUSE filesystems): the file goes on buffered, every byte in its place —
+    the rest of the piece being written and the pieces after it included."""
+    if not _kernel_takes_direct(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT at once: the open-time fallback applies")
+    real = direct._write_all
+    refused: list[int] = []
+
+    def refuse_direct_writes(fd: int, view: memoryview) -> None:
+        if _flags(fd) & os.O_DIRECT:
+            refused.append(len(view))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd, view)
+
+    monkeypatch.setattr(direct, "_write_all", refuse_direct_writes)
+    file, path = _new_file(tmp_path)
+    pieces = [os.urandom(STAGING_BYTES + 100), os.urandom(50), os.urandom(STAGING_BYTES), os.urandom(7)]
+    try:
+        assert file.direct
+        for piece in pieces:
+            file.write(piece)
+        file.flush()
+        assert not file.direct and refused == [STAGING_BYTES]
+    finally:
+        file.close()
+    assert path.read_bytes() == b"".join(pieces)

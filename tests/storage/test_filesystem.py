@@ -254,3 +254,87 @@ async def test_a_stream_left_early_waits_for_its_read_ahead_and_closes(
     # Whole, with a range across pieces, the pieces still come in order.
     whole = b"".join([p async for p in fs.open_stream("bucket", "big", offset=5, length=2 * READ_PIECE_BYTES)])
     assert whole == data[5:5 + 2 * READ_PIECE_BYTES]
+
+
+async def test_a_cancelled_upload_waits_for_its_write_before_cleaning_up(
+    fs: FilesystemObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread cannot be stopped: the temporary file is closed and removed (and its staging
+    buffer given back) only once the write running in it has finished."""
+    import threading
+    import time
+
+    from app.storage import filesystem
+
+    events: list[str] = []
+    writing = threading.Event()
+    real_write, real_discard = filesystem._write_piece, filesystem._discard
+
+    def slow_write(file: object, hasher: object, piece: bytes) -> None:
+        writing.set()
+        time.sleep(0.3)
+        real_write(file, hasher, piece)  # type: ignore[arg-type]
+        events.append("written")
+
+    def discard(file: object, tmp: Path) -> None:
+        events.append("discarded")
+        real_discard(file, tmp)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(filesystem, "_write_piece", slow_write)
+    monkeypatch.setattr(filesystem, "_discard", discard)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield os.urandom(READ_PIECE_BYTES)
+        await asyncio.sleep(10)
+        yield b"never"
+
+    upload = asyncio.create_task(fs.put_stream("bucket", "cancelled", pieces()))
+    await asyncio.to_thread(writing.wait, 10)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert events == ["written", "discarded"]
+    assert tmp_files(tmp_path / "root") == []
+    assert await fs.list_objects("bucket") == []
+
+
+async def test_a_stream_cancelled_during_its_read_ahead_closes_after_the_read(
+    fs: FilesystemObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    data = os.urandom(2 * READ_PIECE_BYTES)
+    await fs.put_bytes("bucket", "two", data)
+    events: list[str] = []
+    reading = threading.Event()
+    original = fs._open_for_read
+
+    def spy(bucket: str, key: str, offset: int, direct: bool) -> object:
+        file = original(bucket, key, offset, direct)
+        real_read, real_close = file.read, file.close
+
+        def slow_read(size: int) -> bytes:
+            reading.set()
+            time.sleep(0.3)
+            events.append("read")
+            return real_read(size)
+
+        def close() -> None:
+            events.append("closed")
+            real_close()
+
+        file.read, file.close = slow_read, close  # type: ignore[method-assign]
+        return file
+
+    monkeypatch.setattr(fs, "_open_for_read", spy)
+
+    async def consume() -> bytes:
+        return b"".join([p async for p in fs.open_stream("bucket", "two")])
+
+    task = asyncio.create_task(consume())
+    await asyncio.to_thread(reading.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert events == ["read", "closed"]

@@ -40,9 +40,11 @@ def _to_char(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 @compiles(CsvTimestamp, "sqlite")
-def _strftime(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
-    # SQLite keeps naive UTC text, `YYYY-MM-DD HH:MM:SS.ffffff`.
-    return f"strftime('%Y-%m-%dT%H:%M:%SZ', {compiler.process(element.clauses, **kw)})"
+def _text_parts(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps naive UTC text, `YYYY-MM-DD HH:MM:SS.ffffff`: cut, not `strftime`, which
+    # rounds fractions to the millisecond on older SQLite versions (…:59.9996 → the next second).
+    column = compiler.process(element.clauses, **kw)
+    return f"substr({column}, 1, 10) || 'T' || substr({column}, 12, 8) || 'Z'"
 
 
 #: The image columns a list row is made of, in this order. `disks` comes as its JSON text:
