@@ -8,12 +8,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from app.db.repositories.accounts import account_read, authenticate_read
+from app.db.repositories.accounts import authenticate, read_account
 from app.db.tables import Account, ApiToken
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
@@ -65,7 +64,7 @@ class AccountService:
         if not token or len(token) > 256:
             return None
         now = utcnow()
-        found = await self.db.reads.run_now(partial(authenticate_read, token_hash=hash_token(token), now=now))
+        found = await authenticate(self.db.reads, hash_token(token), now)
         if found is None:
             return None
         account, api_token = found
@@ -76,7 +75,7 @@ class AccountService:
         return Caller(account.id, account.name, account.role)
 
     async def get(self, account_id: str) -> Account:
-        account = await self.db.reads.run_now(partial(account_read, account_id=account_id))
+        account = await read_account(self.db.reads, account_id)
         if account is None:
             raise NotFound("ACCOUNT_NOT_FOUND", resource_id=account_id)
         return account

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, and_, func, or_, select, text, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken, Image, Job, Quota
+
+if TYPE_CHECKING:
+    from app.db.uow import Reads
 
 
 class AccountRepository:
@@ -104,26 +108,45 @@ class AccountRepository:
         return (await self.session.execute(stmt)).scalar_one()
 
 
-def authenticate_read(connection: Connection, token_hash: str, now: datetime) -> tuple[AccountRecord, TokenUse] | None:
-    """The live token with this hash and its account, as records, in one statement (on
-    `Database.reads` for every request)."""
+def _statements() -> tuple[Select[Any], Select[Any]]:
+    """The two hot reads of every request, built once: cached statements, so that the read
+    pool compiles them once (`Reads.rows`)."""
     a = Account.__table__.c  # type: ignore[attr-defined]
     t = ApiToken.__table__.c  # type: ignore[attr-defined]
-    stmt = (
+    token = (
         select(a.id, a.name, a.role, a.created_at, t.id, t.last_used_at)
         .join_from(Account.__table__, ApiToken.__table__, t.account_id == a.id)  # type: ignore[arg-type]
-        .where(t.token_hash == token_hash, or_(t.expires_at.is_(None), t.expires_at > now))
+        .where(t.token_hash == bindparam("token_hash"),
+               or_(t.expires_at.is_(None), t.expires_at > bindparam("now", type_=t.expires_at.type)))
     )
-    row = connection.execute(stmt).first()
+    account = select(a.id, a.name, a.role, a.created_at).where(a.id == bindparam("account_id"))
+    return token, account
+
+
+_TOKEN, _ACCOUNT = _statements()
+
+
+def _token_use(row: Sequence[Any] | None) -> tuple[AccountRecord, TokenUse] | None:
     if row is None:
         return None
     return AccountRecord(row[0], row[1], row[2], row[3]), TokenUse(row[4], row[5])
 
 
-def account_read(connection: Connection, account_id: str) -> AccountRecord | None:
-    a = Account.__table__.c  # type: ignore[attr-defined]
-    row = connection.execute(select(a.id, a.name, a.role, a.created_at).where(a.id == account_id)).first()
-    return None if row is None else AccountRecord(*row)
+def authenticate_read(connection: Connection, token_hash: str, now: datetime) -> tuple[AccountRecord, TokenUse] | None:
+    """The live token with this hash and its account, as records, in one statement."""
+    return _token_use(connection.execute(_TOKEN, {"token_hash": token_hash, "now": now}).first())
+
+
+async def authenticate(reads: Reads, token_hash: str, now: datetime) -> tuple[AccountRecord, TokenUse] | None:
+    """`authenticate_read` on `Database.reads` (every request: right on the event loop on
+    SQLite, on asyncpg itself on PostgreSQL)."""
+    rows = await reads.rows(_TOKEN, {"token_hash": token_hash, "now": now}, now=True)
+    return _token_use(rows[0] if rows else None)
+
+
+async def read_account(reads: Reads, account_id: str) -> AccountRecord | None:
+    rows = await reads.rows(_ACCOUNT, {"account_id": account_id}, now=True)
+    return AccountRecord(*rows[0]) if rows else None
 
 
 class TokenUse(NamedTuple):
