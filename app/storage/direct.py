@@ -1,5 +1,5 @@
-"""Writing object files with O_DIRECT: the bytes go from a page-aligned buffer to the device,
-not through the page cache.
+"""Writing and reading object files with O_DIRECT: the bytes go between a page-aligned buffer
+and the device, not through the page cache.
 
 A buffered write copies every byte into page-cache pages, which the kernel must allocate and
 later write back; for objects that are written once and made durable at once (chunks,
@@ -74,9 +74,9 @@ class ObjectFile:
 
     `direct=True` asks for O_DIRECT; whether it is used is `self.direct` (False where the
     filesystem refuses it). `align` is the padding of the last block (tests make it 1 to
-    have the kernel refuse a write and see the fallback). `write` takes pieces of any size; `flush` writes what is staged,
-    after which the file holds exactly the bytes written. Not thread-safe: one writer at a
-    time (the store's awaits keep a stream's writes in order).
+    have the kernel refuse a write and see the fallback). `write` takes pieces of any size;
+    `flush` writes what is staged, after which the file holds exactly the bytes written. Not
+    thread-safe: one writer at a time (the store's awaits keep a stream's writes in order).
     """
 
     def __init__(self, fd: int, *, direct: bool, align: int = ALIGN) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
-    Connection,
     Select,
     and_,
     bindparam,
@@ -34,9 +32,6 @@ from app.db.repositories.catalog_sql import (
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageOrderField
 from app.domain.images import ImageOrder, ImageQuery
-
-if TYPE_CHECKING:
-    from app.db.uow import Reads
 
 
 class ImageRecord(NamedTuple):
@@ -188,7 +183,23 @@ def page_items(rows: Sequence[Any], caller_id: str, *, with_tags: bool, with_mem
     return items
 
 
-async def read_page(reads: Reads, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
+class RowReader(Protocol):
+    """Where `read_page` reads its statements (`Database.reads`, or a unit of work)."""
+
+    async def rows(self, stmt: Any, params: dict[str, Any], *, now: bool = False) -> Sequence[Sequence[Any]]: ...
+
+
+class _SessionRows:
+    """`RowReader` in a unit of work's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def rows(self, stmt: Any, params: dict[str, Any], *, now: bool = False) -> Sequence[Sequence[Any]]:
+        return (await self.session.execute(stmt, params)).all()
+
+
+async def read_page(reads: RowReader, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
                     after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
                     with_members: bool = False, now: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
     """A catalog page read whole on `Database.reads` (`Reads.rows`: a thread or the event
@@ -206,25 +217,6 @@ async def read_page(reads: Reads, caller_id: str, query: ImageQuery, order: Imag
     elif with_total:
         count = _count_of(query, caller_id)
         total = 0 if count is None else int((await reads.rows(*count, now=now))[0][0])
-    return _page(rows, first, caller_id, total, with_tags, with_members)
-
-
-def read_page_sync(connection: Connection, caller_id: str, query: ImageQuery, order: ImageOrder, first: int,
-                   after: tuple[Any, str] | None, *, with_total: bool, with_tags: bool = False,
-                   with_members: bool = False) -> tuple[list[VisibleImage], bool, int | None]:
-    """`read_page` on a synchronous connection (a unit of work's, through `run_sync`)."""
-    shape, params = shape_and_params(query, order, caller_id, first, after, with_total,
-                                     with_tags=with_tags, with_members=with_members)
-    stmt = page_statement(shape)
-    if stmt is None:
-        return [], False, 0 if with_total else None
-    rows = connection.execute(stmt, params).all()
-    total: int | None = None
-    if with_total and rows:
-        total = int(rows[0][-1])  # it rides in every row
-    elif with_total:
-        count = _count_of(query, caller_id)
-        total = 0 if count is None else int(connection.execute(*count).scalar_one())
     return _page(rows, first, caller_id, total, with_tags, with_members)
 
 
@@ -294,11 +286,10 @@ class ImageRepository:
         memberships. The total, and the page's tags and members when asked for, ride in the
         same statement: a page costs one round trip, and a deep page costs what page 1 costs.
         Rows become records, not ORM instances."""
-        connection = await self.session.connection()
-        return await connection.run_sync(partial(
-            read_page_sync, caller_id=self.caller_id, query=query, order=order, first=first, after=after,
-            with_total=with_total, with_tags=with_tags, with_members=with_members,
-        ))
+        return await read_page(
+            _SessionRows(self.session), caller_id=self.caller_id, query=query, order=order, first=first,
+            after=after, with_total=with_total, with_tags=with_tags, with_members=with_members,
+        )
 
     async def count(self, query: ImageQuery) -> int:
         shape, params = shape_and_params(query, ImageOrder(), self.caller_id, 0, None, True)
