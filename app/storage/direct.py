@@ -21,6 +21,7 @@ import fcntl
 import mmap
 import os
 import threading
+from typing import Self
 
 __all__ = ["ALIGN", "STAGING_BYTES", "ObjectFile", "ObjectReader"]
 
@@ -194,7 +195,7 @@ class ObjectReader:
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    def __enter__(self) -> ObjectReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,6 @@ The rules are S3's, tightened where a filesystem adapter needs it: a key that pa
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from app.storage.base import InvalidNameError
 
@@ -18,6 +17,8 @@ MAX_KEY_BYTES = 1024
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_LIKE_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: Unicode's control characters (category Cc): exactly C0, DEL and C1 (a test checks).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Sequences S3 (and the minio client) refuse: they break virtual-host addressing.
 _BAD_BUCKET_PARTS = ("..", ".-", "-.")
 _RESERVED_PREFIXES = ("xn--", "sthree-")
@@ -59,7 +60,7 @@ def validate_key(key: str) -> str:
     if "\\" in key:
         # Refused so that no platform or proxy can read it as a path separator.
         raise InvalidNameError(f"object key {key!r} must not contain a backslash")
-    if any(unicodedata.category(char) == "Cc" for char in key):
+    if _CONTROL_RE.search(key):
         raise InvalidNameError(f"object key {key!r} must not contain control characters")
     if not key.strip():
         # The minio client refuses blank names; refuse them everywhere for one contract.

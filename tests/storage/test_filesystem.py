@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from app.storage import direct
 from app.datastore.chunks import CHUNK_SIZE
-from app.storage.base import READ_PIECE_BYTES, InvalidNameError, NoSuchObjectError, ObjectTooLargeError, StorageError
+from app.storage import direct
+from app.storage.base import (
+    READ_PIECE_BYTES,
+    InvalidNameError,
+    NoSuchObjectError,
+    ObjectTooLargeError,
+    StorageError,
+)
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.signing import UrlSigner
 
@@ -68,6 +75,47 @@ async def test_symlinked_bucket_is_refused(fs: FilesystemObjectStore, tmp_path: 
     assert list(outside.iterdir()) == []
 
 
+async def test_a_root_reached_through_a_link_is_served(tmp_path: Path) -> None:
+    """Only links below the root are refused: the operator's root may be one."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    store = FilesystemObjectStore(tmp_path / "link", UrlSigner(b"s" * 32, "http://x"))
+    await store.create_bucket("bucket")
+    await store.put_bytes("bucket", "a/b", b"data")
+
+    assert (tmp_path / "real" / "bucket" / "a" / "b").read_bytes() == b"data"
+    assert await store.get_bytes("bucket", "a/b") == b"data"
+
+
+def test_puts_racing_deletes_in_one_directory_are_not_collisions(
+    fs: FilesystemObjectStore, tmp_path: Path
+) -> None:
+    """A delete prunes its emptied key directory; a put landing in that directory at that
+    moment retries instead of reporting a collision (mkdir's "exists" answer raced the
+    prune)."""
+    rounds = 400
+    failures: list[BaseException] = []
+
+    def churn(name: str) -> None:
+        try:
+            for number in range(rounds):
+                key = f"shared/{name}-{number}"
+                fs._put_bytes("bucket", key, b"x", None, False)
+                fs._delete("bucket", key)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(name,)) for name in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert not (tmp_path / "root" / "bucket" / "shared").exists()
+    assert tmp_files(tmp_path / "root") == []
+
+
 async def test_key_and_prefix_collide(fs: FilesystemObjectStore) -> None:
     await fs.put_bytes("bucket", "a/b", b"x")
     await fs.put_bytes("bucket", "c", b"y")
@@ -76,6 +124,8 @@ async def test_key_and_prefix_collide(fs: FilesystemObjectStore) -> None:
         await fs.put_bytes("bucket", "a", b"file over a prefix")
     with pytest.raises(InvalidNameError):
         await fs.put_bytes("bucket", "c/d", b"prefix over a file")
+    with pytest.raises(InvalidNameError):
+        await fs.put_bytes("bucket", "c/d/e", b"deeper prefix over a file")
     assert await fs.stat("bucket", "a") is None
     assert [o.key for o in await fs.list_objects("bucket")] == ["a/b", "c"]
 

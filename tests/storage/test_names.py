@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import pytest
 
 from app.storage.base import InvalidNameError
@@ -83,3 +86,17 @@ def test_non_strings_are_refused() -> None:
         validate_bucket_name(b"bytes")  # type: ignore[arg-type]
     with pytest.raises(InvalidNameError):
         validate_key(None)  # type: ignore[arg-type]
+
+
+def test_every_control_character_and_only_those_is_refused() -> None:
+    """The key check's character class is Unicode's category Cc, exactly."""
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs":
+            continue  # lone surrogates: refused as not UTF-8, tested above
+        key = f"a{char}b"
+        if unicodedata.category(char) == "Cc":
+            with pytest.raises(InvalidNameError):
+                validate_key(key)
+        elif char not in "/\\":
+            assert validate_key(key) == key
