@@ -90,11 +90,11 @@ async def csv_pieces(
     total = await reads.run(partial(rows_sql.count_rows, scope=rows_sql.ListRange(visibility, region, caller_id)))
     private = visibility is ImageVisibility.PRIVATE
 
-    def read(connection: Connection, after: tuple[datetime, str] | None) -> Sequence[Sequence[Any]]:
+    def read(connection: Connection, after: tuple[datetime, str] | None) -> rows_sql.ListPage:
         scope = rows_sql.ListRange(visibility, region, caller_id, after)
-        return rows_sql.page_rows(connection, scope, PAGE_ROWS, with_relations=private)
+        return rows_sql.read_page(connection, scope, PAGE_ROWS, with_relations=private)
 
-    async def fetch(after: tuple[datetime, str] | None) -> Sequence[Sequence[Any]]:
+    async def fetch(after: tuple[datetime, str] | None) -> rows_sql.ListPage:
         return await reads.run(partial(read, after=after))
 
     yield _csv([PRIVATE_COLUMNS if private else PUBLIC_COLUMNS])
@@ -104,12 +104,13 @@ async def csv_pieces(
         while pending is not None:
             page = await pending
             pending = None
-            if len(page) == PAGE_ROWS:
-                pending = asyncio.ensure_future(fetch(rows_sql.keyset_of(page[-1])))
-            if page:
-                # A page takes tens of ms to format: off the event loop, which serves the API too.
+            if page.count == PAGE_ROWS:
+                pending = asyncio.ensure_future(fetch(page.after))
+            if page.count:
+                # A page takes tens of ms to decode and format: off the event loop, which
+                # serves the API too, and beside the reading of the next page.
                 yield await asyncio.to_thread(_page_csv, page, private)
-            written += len(page)
+            written += page.count
             if progress is not None:
                 await progress(written, total)
     finally:
@@ -125,19 +126,25 @@ def _csv(rows: Iterable[Sequence[Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _page_csv(page: Sequence[Sequence[Any]], private: bool) -> bytes:
+def _pairs(value: str | list[list[str]]) -> list[list[str]]:
+    """A row's tags or members: JSON text, or already decoded (SQLite's JSON pages)."""
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def _page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
     """A page of list rows as CSV lines, every cell guarded. A private row ends with its tags
-    and members as JSON arrays of pairs, sorted here (by key, by account name)."""
+    and members as arrays of pairs (or their JSON text), sorted here (by key, by account
+    name)."""
     rows = []
     if private:
-        for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, _, tags, members in page:
-            shared = ";".join([f"{n}:{s}" for n, s in sorted(orjson.loads(members))])
-            tagged = ";".join([f"{k}={v}" for k, v in sorted(orjson.loads(tags))])
+        for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, _, tags, members in page.rows():
+            shared = ";".join([f"{n}:{s}" for n, s in sorted(_pairs(members))])
+            tagged = ";".join([f"{k}={v}" for k, v in sorted(_pairs(tags))])
             rows.append((guard(name), image_id, status, guard(os or ""), kind, created,
                          _capacity_gb(disks, min_disk), "" if size is None else size,
                          "true" if kms_key else "false", kms_key or "", guard(shared), guard(tagged)))
     else:
-        for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _, _ in page:
+        for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _, _ in page.rows():
             rows.append((guard(name), image_id, status, guard(os or ""), kind, created, min_disk, min_ram))
     return _csv(rows)
 

@@ -144,6 +144,22 @@ async def test_a_list_longer_than_a_page_keeps_every_row_in_order(
     assert ids == sorted(i.id for i in made[:10]) + [i.id for i in made[10:]]
 
 
+async def test_any_text_survives_the_page_encoding(gql: GraphQLClient, db: Database, settings: Settings) -> None:
+    """Names, tags and members with quotes, backslashes, separators, line breaks and
+    characters beyond ASCII come out as stored (SQLite reads pages as one JSON value)."""
+    alice, token = await make_account(db)
+    odd_member, _ = await make_account(db, 'zoë "z"')
+    name = 'a "quoted", \\back\\slashed\nmulti-line name: 日本語 \u00e9 \U0001f600 \\u0041'
+    image = await make_image(db, alice, name=name, os_version="\\N",
+                             tags={"k;=1": 'v "2"\r\n', "ключ": "значение", "": "\u2028"})
+    await share(db, image, odd_member, "ACCEPTED")
+    _, body = await listed(gql.as_(token), settings, db, visibility="PRIVATE", region="region-1")
+    row = rows(body)[1]
+    assert (row[0], row[1], row[3]) == (name, image.id, "\\N")
+    assert row[10] == 'zoë "z":ACCEPTED'
+    assert row[11] == "'" + '=\u2028;k;=1=v "2"\r\n;ключ=значение'  # guarded: it starts with "="
+
+
 @pytest.mark.parametrize("value,expected", [
     ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"),
     ("a=b", "a=b"), ("", ""), ("'quoted", "'quoted"),

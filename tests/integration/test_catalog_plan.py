@@ -110,7 +110,8 @@ async def test_sqlite_plan_reads_an_image_list_page_by_its_own_index(db: Databas
 
     alice, _ = await make_account(db)
     scope = rows_sql.ListRange(ImageVisibility(visibility), "region-1", alice.id)
-    stmt = rows_sql.page_statement(scope, 5000, with_relations=visibility == "PRIVATE")
+    # The statement SQLite runs: the page as one JSON value, around the page statement.
+    stmt = rows_sql.page_json_statement(scope, 5000, with_relations=visibility == "PRIVATE")
     compiled = stmt.compile(dialect=db.engine.dialect)
     async with db.uow(alice.id, write=False) as uow:
         connection = await uow.session.connection()
@@ -118,3 +119,44 @@ async def test_sqlite_plan_reads_an_image_list_page_by_its_own_index(db: Databas
                                                   tuple(compiled.params[k] for k in compiled.positiontup or ()))
         details = [str(row[3]) for row in result.all()]
     assert any(d.startswith(f"SEARCH images USING INDEX {index} ") for d in details), details
+
+
+@pytest.mark.parametrize("visibility", ["PRIVATE", "PUBLIC"])
+async def test_an_image_list_page_read_as_json_holds_the_rows_of_the_page_statement(db: Database,
+                                                                                    visibility: str) -> None:
+    """SQLite's one-value pages: the same rows, values and types as the row statement gives
+    (tags and members decoded), in keyset order, the count and the keyset after the last."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite reads list pages as JSON")
+    import orjson
+
+    from app.db.repositories import image_list as rows_sql
+    from app.domain.enums import ImageVisibility
+    from tests.factories import share
+
+    alice, _ = await make_account(db)
+    bob, _ = await make_account(db, "bob")
+    owner = alice if visibility == "PRIVATE" else (await make_account(db, "publisher"))[0]
+    same_time = (await make_image(db, owner, visibility=visibility)).created_at
+    for number in range(6):
+        image = await make_image(db, owner, visibility=visibility, created_at=same_time, size_bytes=None,
+                                 kms_key_id=None, tags={"n": str(number), "a": "é"} if number % 2 else {})
+        if number == 3:
+            await share(db, image, bob, "PENDING")
+    relations = visibility == "PRIVATE"
+    scope = rows_sql.ListRange(ImageVisibility(visibility), "region-1", alice.id)
+    for limit in (4, 100):
+        page = await db.reads.run(lambda c: rows_sql.read_page(c, scope, limit, with_relations=relations))
+        expected = await db.reads.run(
+            lambda c: [list(row) for row in c.execute(rows_sql.page_statement(scope, limit, with_relations=relations))])
+        if relations:
+            for row in expected:
+                row[-2:] = [sorted(orjson.loads(row[-2])), sorted(orjson.loads(row[-1]))]
+        got = [list(row) for row in page.rows()]
+        if relations:
+            for row in got:
+                row[-2:] = [sorted(row[-2]), sorted(row[-1])]
+        assert got == expected
+        assert [[type(value) for value in row] for row in got] == [[type(value) for value in row] for row in expected]
+        assert page.count == len(expected) == min(limit, 7)
+        assert page.after == rows_sql.keyset_of(expected[-1])

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, String, func, or_, select, type_coerce
+import orjson
+from sqlalchemy import Connection, Select, String, func, or_, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -114,11 +115,64 @@ MEMBERS_COLUMN = select(JsonArrays(_accounts.name, _members.status)) \
     .where(_members.image_id == _images.id, _accounts.id == _members.account_id).scalar_subquery().label("members")
 
 
-def page_rows(connection: Connection, scope: ListRange, limit: int, *, with_relations: bool = False) -> Sequence[Row[Any]]:
+@dataclass(frozen=True)
+class ListPage:
+    """A page of list rows: `count` of them and the keyset after the last (None: empty).
+
+    `rows()` gives the rows. On SQLite the page is read as one JSON value and `rows()`
+    decodes it: call it off the thread that reads the next page (the CSV formats a page in
+    a worker thread while the reads thread reads the next one)."""
+
+    count: int
+    after: Keyset | None
+    records: Sequence[Sequence[Any]] | None = None
+    text: str | None = None
+
+    def rows(self) -> Sequence[Sequence[Any]]:
+        if self.text is None:
+            assert self.records is not None
+            return self.records
+        rows: list[list[Any]] = orjson.loads(self.text)
+        # The aggregate takes the rows in the page's order; sorting is linear on sorted
+        # input and makes the result not depend on that.
+        rows.sort(key=_keyset_key)
+        return rows
+
+
+def read_page(connection: Connection, scope: ListRange, limit: int, *, with_relations: bool = False) -> ListPage:
     """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
     PRIVATE, ix_images_public_created for PUBLIC); `with_relations`: each with its tags and
-    members as two more JSON columns, in the same statement."""
-    return connection.execute(page_statement(scope, limit, with_relations=with_relations)).all()
+    members as two more columns (JSON text, or decoded arrays on SQLite), in the same
+    statement.
+
+    On SQLite the page comes as one JSON value (`page_json_statement`) that SQLite builds in a
+    single step, during which the sqlite3 module releases the GIL. Read row by row, every row
+    took the GIL back, and while another thread held it (formatting the page before) each row
+    waited for the switch interval: reading and formatting ran one after the other instead of
+    side by side."""
+    if connection.dialect.name == "sqlite":
+        text, count, last = connection.execute(
+            page_json_statement(scope, limit, with_relations=with_relations)).one()
+        return ListPage(count=count, after=None if last is None else keyset_of(orjson.loads(last)), text=text)
+    records = connection.execute(page_statement(scope, limit, with_relations=with_relations)).all()
+    return ListPage(count=len(records), after=keyset_of(records[-1]) if records else None, records=records)
+
+
+def _keyset_key(row: Sequence[Any]) -> tuple[Any, Any]:
+    return row[CREATED_RAW_COLUMN], row[ID_COLUMN]
+
+
+def page_json_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
+    """SQLite: the page of `page_statement` as (a JSON array of row arrays, the columns in
+    `LIST_COLUMNS` order then tags and members as arrays; the row count; the last row's
+    array, a JSON array too)."""
+    page = page_statement(scope, limit, with_relations=with_relations).cte("page").prefix_with("MATERIALIZED")
+    columns: list[Any] = [page.c[column.key] for column in LIST_COLUMNS]
+    if with_relations:
+        columns += [func.json(page.c.tags), func.json(page.c.members)]
+    last = select(func.json_array(*columns)).order_by(
+        page.c.created_raw.desc(), page.c.id.desc()).limit(1).scalar_subquery()
+    return select(func.json_group_array(func.json_array(*columns)), func.count(), last).select_from(page)
 
 
 def page_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
