@@ -146,9 +146,9 @@ async def test_an_image_list_page_read_as_json_holds_the_rows_of_the_page_statem
     relations = visibility == "PRIVATE"
     scope = rows_sql.ListRange(ImageVisibility(visibility), "region-1", alice.id)
     for limit in (4, 100):
-        page = await db.reads.run(lambda c: rows_sql.read_page(c, scope, limit, with_relations=relations))
+        page = await db.reads.run(lambda c, limit=limit: rows_sql.read_page(c, scope, limit, with_relations=relations))
         expected = await db.reads.run(
-            lambda c: [list(row) for row in c.execute(rows_sql.page_statement(scope, limit, with_relations=relations))])
+            lambda c, limit=limit: [list(row) for row in c.execute(rows_sql.page_statement(scope, limit, with_relations=relations))])
         if relations:
             for row in expected:
                 row[-2:] = [sorted(orjson.loads(row[-2])), sorted(orjson.loads(row[-1]))]
