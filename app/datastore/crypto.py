@@ -17,6 +17,7 @@ import os
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.datastore.errors import ChunkIntegrityError, KeyUnwrapError
@@ -64,6 +65,25 @@ def _seal(cipher: AESGCM, aad: bytes, plaintext: bytes) -> bytes:
     return nonce + cipher.encrypt(nonce, plaintext, aad)
 
 
+def _seal_into(key: bytes, aad: bytes, plaintext: bytes) -> bytearray:
+    """`nonce ‖ ciphertext ‖ tag` (what `_seal` gives) built in one buffer: the ciphertext is
+    written in place after the nonce, not returned in a buffer of its own and then copied
+    behind it (a chunk's 4 MiB once more)."""
+    nonce = os.urandom(NONCE_SIZE)
+    size = len(plaintext)
+    # update_into asks for room for a block less one byte beyond the input: the tag's place.
+    sealed = bytearray(NONCE_SIZE + size + TAG_SIZE)
+    sealed[:NONCE_SIZE] = nonce
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(aad)
+    with memoryview(sealed) as view:
+        if encryptor.update_into(plaintext, view[NONCE_SIZE:]) != size:
+            raise RuntimeError("AES-GCM wrote less than its input")
+        encryptor.finalize()
+        view[NONCE_SIZE + size :] = encryptor.tag
+    return sealed
+
+
 def _open(cipher: AESGCM, aad: bytes, sealed: bytes) -> bytes:
     if len(sealed) < SEAL_OVERHEAD:
         raise InvalidTag
@@ -71,9 +91,10 @@ def _open(cipher: AESGCM, aad: bytes, sealed: bytes) -> bytes:
     return cipher.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], aad)
 
 
-def seal_chunk(data_key: bytes, key_id: str, index: int, plaintext: bytes) -> bytes:
+def seal_chunk(data_key: bytes, key_id: str, index: int, plaintext: bytes) -> bytearray:
     """Encrypt one chunk: `nonce ‖ ciphertext ‖ tag`, bound to `key_id` and `index`."""
-    return _seal(_cipher(data_key), chunk_aad(key_id, index), plaintext)
+    _cipher(data_key)  # the key's size checked
+    return _seal_into(data_key, chunk_aad(key_id, index), plaintext)
 
 
 def open_chunk(data_key: bytes, key_id: str, index: int, sealed: bytes) -> bytes:
@@ -101,10 +122,11 @@ def unwrap_key(kek: bytes, wrapped: bytes, context: bytes) -> bytes:
 
 
 class _DataKey:
-    __slots__ = ("_cipher", "key_id")
+    __slots__ = ("_cipher", "_key", "key_id")
 
     def __init__(self, data_key: bytes, key_id: str) -> None:
         self._cipher = _cipher(data_key)
+        self._key = bytes(data_key)
         self.key_id = key_id
 
     def __repr__(self) -> str:
@@ -116,8 +138,8 @@ class Sealer(_DataKey):
 
     __slots__ = ()
 
-    def seal(self, index: int, plaintext: bytes) -> bytes:
-        return _seal(self._cipher, chunk_aad(self.key_id, index), plaintext)
+    def seal(self, index: int, plaintext: bytes) -> bytearray:
+        return _seal_into(self._key, chunk_aad(self.key_id, index), plaintext)
 
 
 class Opener(_DataKey):

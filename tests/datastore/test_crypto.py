@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from app.datastore import (
     ChunkIntegrityError,
@@ -26,6 +27,17 @@ def test_sealed_chunk_is_nonce_ciphertext_tag_and_opens() -> None:
     assert len(sealed) == len(PLAINTEXT) + SEAL_OVERHEAD
     assert PLAINTEXT not in sealed
     assert open_chunk(KEY, "key-1", 3, sealed) == PLAINTEXT
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 4 * 1024 * 1024])
+def test_a_sealed_chunk_is_exactly_the_aead_ciphertext_behind_its_nonce(size: int) -> None:
+    """Sealing writes the ciphertext in place behind the nonce: the bytes are those of the
+    one-shot AEAD (`ciphertext ‖ tag`) under that nonce, whatever the size."""
+    plaintext = os.urandom(size)
+    for sealed in (seal_chunk(KEY, "key-1", 7, plaintext), Sealer(KEY, "key-1").seal(7, plaintext)):
+        nonce = bytes(sealed[:NONCE_SIZE])
+        assert len(sealed) == size + SEAL_OVERHEAD
+        assert sealed[NONCE_SIZE:] == AESGCM(KEY).encrypt(nonce, plaintext, chunk_aad("key-1", 7))
 
 
 def test_every_sealing_uses_a_fresh_nonce() -> None:
