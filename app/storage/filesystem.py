@@ -51,6 +51,8 @@ class FilesystemObjectStore:
     path would pass through a symbolic link inside the store is refused, so neither names
     nor links planted in the tree can reach files outside it. (The check precedes the open
     or rename, so it does not stop someone racing it with write access to the tree itself.)
+    The root itself may be a link; it is resolved once, when first used (re-pointing it
+    takes a restart).
 
     A filesystem cannot hold both an object `a` and an object `a/b`; the second write raises
     InvalidNameError (S3 accepts both).
@@ -257,7 +259,7 @@ class FilesystemObjectStore:
 
     def _begin_put(self, bucket: str, key: str) -> tuple[ObjectFile, Path]:
         self._object_path(bucket, key)  # fail before reading the stream
-        tmp_dir = self._real_root() / _TMP_DIR
+        tmp_dir = self._confined(_TMP_DIR)  # a link planted as .tmp is refused too
         tmp_dir.mkdir(exist_ok=True)
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         try:

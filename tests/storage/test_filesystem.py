@@ -75,6 +75,25 @@ async def test_symlinked_bucket_is_refused(fs: FilesystemObjectStore, tmp_path: 
     assert list(outside.iterdir()) == []
 
 
+async def _pieces(*pieces: bytes) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+async def test_a_linked_staging_directory_is_refused(fs: FilesystemObjectStore, tmp_path: Path) -> None:
+    """Uploads are staged in root/.tmp: a link planted there would stage them outside."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "root" / ".tmp").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(StorageError):
+        await fs.put_bytes("bucket", "k", b"x")
+    with pytest.raises(StorageError):
+        await fs.put_stream("bucket", "k", _pieces(b"y"))
+    assert list(outside.iterdir()) == []
+    assert await fs.stat("bucket", "k") is None
+
+
 async def test_a_root_reached_through_a_link_is_served(tmp_path: Path) -> None:
     """Only links below the root are refused: the operator's root may be one."""
     (tmp_path / "real").mkdir()
