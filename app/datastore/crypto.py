@@ -47,10 +47,14 @@ _KEY_AAD_PREFIX: Final = b"ims-key-v1|"
 _MAX_INDEX: Final = 2**64 - 1
 
 
-def _cipher(key: bytes) -> AESGCM:
+def _checked(key: bytes) -> bytes:
     if len(key) != KEY_SIZE:
         raise ValueError(f"an AES-256 key is {KEY_SIZE} bytes, got {len(key)}")
-    return AESGCM(key)
+    return key
+
+
+def _cipher(key: bytes) -> AESGCM:
+    return AESGCM(_checked(key))
 
 
 def chunk_aad(key_id: str, index: int) -> bytes:
@@ -93,8 +97,7 @@ def _open(cipher: AESGCM, aad: bytes, sealed: bytes) -> bytes:
 
 def seal_chunk(data_key: bytes, key_id: str, index: int, plaintext: bytes) -> bytearray:
     """Encrypt one chunk: `nonce ‖ ciphertext ‖ tag`, bound to `key_id` and `index`."""
-    _cipher(data_key)  # the key's size checked
-    return _seal_into(data_key, chunk_aad(key_id, index), plaintext)
+    return _seal_into(_checked(data_key), chunk_aad(key_id, index), plaintext)
 
 
 def open_chunk(data_key: bytes, key_id: str, index: int, sealed: bytes) -> bytes:
