@@ -131,22 +131,40 @@ def _pairs(value: str | list[list[str]]) -> list[list[str]]:
     return orjson.loads(value) if isinstance(value, str) else value
 
 
+def _cell(value: str) -> str:
+    """A text cell's content between its quotes: guarded, its quotes doubled."""
+    return guard(value).replace('"', '""')
+
+
+#: A row as `csv.writer(quoting=QUOTE_ALL)` writes it (every field quoted, "\r\n"). Columns
+#: filled with `%s` unescaped hold only what the service writes (ids, enum names, timestamps,
+#: numbers); the others go through `_cell`.
+_PRIVATE_LINE = '"%s","%s","%s","%s","%s","%s","%d","%s","%s","%s","%s","%s"\r\n'
+_PUBLIC_LINE = '"%s","%s","%s","%s","%s","%s","%d","%d"\r\n'
+
+
 def _page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
-    """A page of list rows as CSV lines, every cell guarded. A private row ends with its tags
-    and members as arrays of pairs (or their JSON text), sorted here (by key, by account
-    name)."""
-    rows = []
+    """A page of list rows as CSV lines, every text cell guarded. A private row ends with its
+    tags and members as arrays of pairs (or their JSON text), sorted here (by key, by
+    account name).
+
+    Each line is one %-format of the row instead of a `csv.writer` row: the writer looked at
+    every character of every field and made up a third of the page's formatting time; the
+    same bytes come out (a test compares them for hostile text)."""
+    lines: list[str] = []
+    append = lines.append
     if private:
         for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, _, tags, members in page.rows():
-            shared = ";".join([f"{n}:{s}" for n, s in sorted(_pairs(members))])
-            tagged = ";".join([f"{k}={v}" for k, v in sorted(_pairs(tags))])
-            rows.append((guard(name), image_id, status, guard(os or ""), kind, created,
-                         _capacity_gb(disks, min_disk), "" if size is None else size,
-                         "true" if kms_key else "false", kms_key or "", guard(shared), guard(tagged)))
+            shared = ";".join([f"{n}:{s}" for n, s in sorted(_pairs(members))]) if members else ""
+            tagged = ";".join([f"{k}={v}" for k, v in sorted(_pairs(tags))]) if tags else ""
+            append(_PRIVATE_LINE % (
+                _cell(name), image_id, status, _cell(os or ""), kind, created, _capacity_gb(disks, min_disk),
+                "" if size is None else size, "true" if kms_key else "false", _cell(kms_key or ""),
+                _cell(shared), _cell(tagged)))
     else:
         for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _, _ in page.rows():
-            rows.append((guard(name), image_id, status, guard(os or ""), kind, created, min_disk, min_ram))
-    return _csv(rows)
+            append(_PUBLIC_LINE % (_cell(name), image_id, status, _cell(os or ""), kind, created, min_disk, min_ram))
+    return "".join(lines).encode()
 
 
 class ImageListService:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from app.config import Settings
@@ -185,3 +186,40 @@ async def test_bad_requests_change_nothing(gql: GraphQLClient, db: Database) -> 
         assert without_message(await export_list(q, **fields)) == expected
     jobs = await q.execute("{ jobs { totalCount } }")
     assert jobs["jobs"]["totalCount"] == 0
+
+
+HOSTILE = ['plain', '', 'a "quoted", name', '"', '""', 'line\r\nbreak', 'cr\ronly', '=1+1', '-x', '@x', '\tx',
+           '\rx', 'semi;colon', 'ünïcödé 日本 \U0001f600', '\\back\\', "'x", ',', ' ']
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_page_lines_are_what_the_csv_writer_writes(private: bool) -> None:
+    """The lines formatted row by row with one %-format hold the bytes `csv.writer`
+    (QUOTE_ALL) writes for the same guarded cells, for hostile text in every text column."""
+    from app.db.repositories.image_list import ListPage
+    from app.services.image_list import _page_csv
+
+    records, expected = [], []
+    for number, text in enumerate(HOSTILE):
+        other = HOSTILE[-1 - number]
+        disks = None if number % 3 else '[{"role": "SYSTEM", "sizeGb": 7}, {"role": "DATA", "sizeGb": 5}]'
+        size, key = (None, None) if number % 2 else (number * 1000, f"kms-{number}")
+        tags = [[text, other], ["b", text]] if number % 4 else []
+        members = [[other, "PENDING"], [text, "ACCEPTED"]] if number % 5 else []
+        records.append((f"img-{number}", text, "ACTIVE", None if number == 1 else other, "DATA_DISK",
+                        "2026-01-02T03:04:05Z", disks, 10 + number, 512 * number, size, key,
+                        "2026-01-02 03:04:05.000001", orjson.dumps(tags).decode(), members))
+        if private:
+            expected.append((guard(text), f"img-{number}", "ACTIVE", guard("" if number == 1 else other),
+                             "DATA_DISK", "2026-01-02T03:04:05Z", 12 if disks else 10 + number,
+                             "" if size is None else size, "true" if key else "false", key or "",
+                             guard(";".join(f"{n}:{s}" for n, s in sorted(members))),
+                             guard(";".join(f"{k}={v}" for k, v in sorted(tags)))))
+        else:
+            expected.append((guard(text), f"img-{number}", "ACTIVE", guard("" if number == 1 else other),
+                             "DATA_DISK", "2026-01-02T03:04:05Z", 10 + number, 512 * number))
+    written = io.StringIO()
+    csv.writer(written, quoting=csv.QUOTE_ALL).writerows(expected)
+    page = ListPage(count=len(records), after=None,
+                    records=records if private else [record[:12] for record in records])
+    assert _page_csv(page, private) == written.getvalue().encode()

@@ -160,3 +160,38 @@ async def test_an_image_list_page_read_as_json_holds_the_rows_of_the_page_statem
         assert [[type(value) for value in row] for row in got] == [[type(value) for value in row] for row in expected]
         assert page.count == len(expected) == min(limit, 7)
         assert page.after == rows_sql.keyset_of(expected[-1])
+
+
+async def test_image_list_pages_walk_every_row_once_across_ties_on_the_time(db: Database) -> None:
+    """SQLite's page gives its keyset as the greatest `created_at ‖ \\x01 ‖ id` text: ties on
+    the time with ids on either side, times across a day's end, still walk the rows in
+    keyset order, each once (times as SQLAlchemy stores them, six digits of fraction)."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's joined keyset")
+    from sqlalchemy import text
+
+    from app.db.repositories import image_list as rows_sql
+    from app.domain.enums import ImageVisibility
+
+    alice, _ = await make_account(db)
+    images = [await make_image(db, alice) for _ in range(6)]
+    stored = ["2026-01-01 00:00:00.000000", "2026-01-01 00:00:00.000001", "2026-01-01 00:00:00.000000",
+              "2025-12-31 23:59:59.999999", "2026-01-01 00:00:00.500000", "2026-01-01 00:00:00.000001"]
+    async with db.uow(alice.id) as uow:
+        for image, created in zip(images, stored, strict=True):
+            await uow.session.execute(text("UPDATE images SET created_at = :c WHERE id = :i"),
+                                      {"c": created, "i": image.id})
+        await uow.commit()
+    scope = rows_sql.ListRange(ImageVisibility.PRIVATE, "region-1", alice.id)
+    expected = await db.reads.run(lambda c: [row[0] for row in c.execute(rows_sql.page_statement(scope, 100))])
+    assert expected == [i.id for c, i in sorted(zip(stored, images, strict=True), key=lambda p: (p[0], p[1].id))]
+    for limit in (1, 2, 4):
+        walked, after = [], None
+        while True:
+            page = await db.reads.run(lambda c, after=after, limit=limit: rows_sql.read_page(
+                c, rows_sql.ListRange(ImageVisibility.PRIVATE, "region-1", alice.id, after), limit))
+            if not page.count:
+                break
+            walked += [row[0] for row in page.rows()]
+            after = page.after
+        assert walked == expected, limit

@@ -107,12 +107,16 @@ def count_rows(connection: Connection, scope: ListRange) -> int:
     return int(connection.execute(stmt).scalar_one())
 
 
-#: A private list row's tags `[[key, value], …]` and members `[[account name, status], …]`,
-#: as JSON text (in no particular order: the CSV sorts them).
-TAGS_COLUMN = select(JsonArrays(_tags.key, _tags.value)).where(_tags.image_id == _images.id) \
-    .scalar_subquery().label("tags")
-MEMBERS_COLUMN = select(JsonArrays(_accounts.name, _members.status)) \
-    .where(_members.image_id == _images.id, _accounts.id == _members.account_id).scalar_subquery().label("members")
+def relation_columns(image_id: Any) -> tuple[Any, Any]:
+    """A private list row's tags `[[key, value], …]` and members `[[account name, status], …]`
+    as JSON text (in no particular order: the CSV sorts them), for the image `image_id`."""
+    tags = select(JsonArrays(_tags.key, _tags.value)).where(_tags.image_id == image_id).scalar_subquery()
+    members = select(JsonArrays(_accounts.name, _members.status)) \
+        .where(_members.image_id == image_id, _accounts.id == _members.account_id).scalar_subquery()
+    return tags.label("tags"), members.label("members")
+
+
+TAGS_COLUMN, MEMBERS_COLUMN = relation_columns(_images.id)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def read_page(connection: Connection, scope: ListRange, limit: int, *, with_rela
     if connection.dialect.name == "sqlite":
         text, count, last = connection.execute(
             page_json_statement(scope, limit, with_relations=with_relations)).one()
-        return ListPage(count=count, after=None if last is None else keyset_of(orjson.loads(last)), text=text)
+        return ListPage(count=count, after=None if last is None else _split_keyset(last), text=text)
     records = connection.execute(page_statement(scope, limit, with_relations=with_relations)).all()
     return ListPage(count=len(records), after=keyset_of(records[-1]) if records else None, records=records)
 
@@ -162,16 +166,33 @@ def _keyset_key(row: Sequence[Any]) -> tuple[Any, Any]:
     return row[CREATED_RAW_COLUMN], row[ID_COLUMN]
 
 
+#: Joins a row's raw creation time and id into one text whose order is the keyset's (binary
+#: collation): the character sorts below every character of either.
+_KEYSET_JOIN = "\x01"
+
+
+def _split_keyset(joined: str) -> Keyset:
+    created_raw, _, image_id = joined.partition(_KEYSET_JOIN)
+    row: list[Any] = [None] * len(LIST_COLUMNS)
+    row[CREATED_RAW_COLUMN], row[ID_COLUMN] = created_raw, image_id
+    return keyset_of(row)
+
+
 def page_json_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
     """SQLite: the page of `page_statement` as (a JSON array of row arrays, the columns in
     `LIST_COLUMNS` order then tags and members as arrays; the row count; the last row's
-    array, a JSON array too)."""
-    page = page_statement(scope, limit, with_relations=with_relations).cte("page").prefix_with("MATERIALIZED")
+    keyset as `created_raw` and `id` joined by `_KEYSET_JOIN`), in one pass over the page.
+
+    The keyset is the greatest joined text of the page (`max`), not the last row's read
+    again in reverse order (a second scan and a sort: a sixth of the statement's time). Tags
+    and members are selected beside each row of the page, not inside it: a JSON value
+    passed through a subquery's column loses its JSON type and must be parsed again."""
+    page = select(*LIST_COLUMNS).where(*scope.conditions()) \
+        .order_by(_images.created_at, _images.id).limit(limit).subquery("page")
     columns: list[Any] = [page.c[column.key] for column in LIST_COLUMNS]
     if with_relations:
-        columns += [func.json(page.c.tags), func.json(page.c.members)]
-    last = select(func.json_array(*columns)).order_by(
-        page.c.created_raw.desc(), page.c.id.desc()).limit(1).scalar_subquery()
+        columns += relation_columns(page.c.id)
+    last = func.max(page.c.created_raw.concat(_KEYSET_JOIN).concat(page.c.id))
     return select(func.json_group_array(func.json_array(*columns)), func.count(), last).select_from(page)
 
 
