@@ -92,7 +92,10 @@ class Image(SQLModel, table=True):
 
 class ImageTag(SQLModel, table=True):
     __tablename__ = "image_tags"
-    __table_args__ = (Index("ix_image_tags_key_value", "key", "value"),)
+    # ix_image_tags_image_cover holds whole rows: a page's tags are read from the index alone
+    # (the primary key's index has no value: every tag cost a second lookup in the table).
+    __table_args__ = (Index("ix_image_tags_key_value", "key", "value"),
+                      Index("ix_image_tags_image_cover", "image_id", "key", "value"))
 
     image_id: str = Field(
         sa_column=Column(String(40), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
@@ -103,7 +106,8 @@ class ImageTag(SQLModel, table=True):
 
 class ImageMember(SQLModel, table=True):
     __tablename__ = "image_members"
-    __table_args__ = (Index("ix_image_members_account_status", "account_id", "status", "image_id"),)
+    __table_args__ = (Index("ix_image_members_account_status", "account_id", "status", "image_id"),
+                      Index("ix_image_members_image_cover", "image_id", "account_id", "status"))
 
     image_id: str = Field(
         sa_column=Column(String(40), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
