@@ -137,8 +137,9 @@ def _cell(value: str) -> str:
 
 
 #: A row as `csv.writer(quoting=QUOTE_ALL)` writes it (every field quoted, "\r\n"). Columns
-#: filled with `%s` unescaped hold only what the service writes (ids, enum names, timestamps,
-#: numbers); the others go through `_cell`.
+#: filled with `%s` unescaped hold only what the service writes (image ids, enum names,
+#: timestamps, numbers); the others have their quotes doubled, and the text a user gave is
+#: guarded too (`_cell`).
 _PRIVATE_LINE = '"%s","%s","%s","%s","%s","%s","%d","%s","%s","%s","%s","%s"\r\n'
 _PUBLIC_LINE = '"%s","%s","%s","%s","%s","%s","%d","%d"\r\n'
 
@@ -159,7 +160,7 @@ def _page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
             tagged = ";".join([f"{k}={v}" for k, v in sorted(_pairs(tags))]) if tags else ""
             append(_PRIVATE_LINE % (
                 _cell(name), image_id, status, _cell(os or ""), kind, created, _capacity_gb(disks, min_disk),
-                "" if size is None else size, "true" if kms_key else "false", _cell(kms_key or ""),
+                "" if size is None else size, "true" if kms_key else "false", (kms_key or "").replace('"', '""'),
                 _cell(shared), _cell(tagged)))
     else:
         for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _, _ in page.rows():

@@ -203,7 +203,7 @@ def test_page_lines_are_what_the_csv_writer_writes(private: bool) -> None:
     for number, text in enumerate(HOSTILE):
         other = HOSTILE[-1 - number]
         disks = None if number % 3 else '[{"role": "SYSTEM", "sizeGb": 7}, {"role": "DATA", "sizeGb": 5}]'
-        size, key = (None, None) if number % 2 else (number * 1000, f"kms-{number}")
+        size, key = (None, None) if number % 2 else (number * 1000, f'-kms "{number}"')
         tags = [[text, other], ["b", text]] if number % 4 else []
         members = [[other, "PENDING"], [text, "ACCEPTED"]] if number % 5 else []
         records.append((f"img-{number}", text, "ACTIVE", None if number == 1 else other, "DATA_DISK",
