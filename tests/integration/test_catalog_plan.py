@@ -163,9 +163,11 @@ async def test_an_image_list_page_read_as_json_holds_the_rows_of_the_page_statem
 
 
 async def test_image_list_pages_walk_every_row_once_across_ties_on_the_time(db: Database) -> None:
-    """SQLite's page gives its keyset as the greatest `created_at ‖ \\x01 ‖ id` text: ties on
-    the time with ids on either side, times across a day's end, still walk the rows in
-    keyset order, each once (times as SQLAlchemy stores them, six digits of fraction)."""
+    """SQLite's page gives its keyset as the greatest `created_at ‖ \\x01 ‖ id` text. The
+    times are set so that it matters: the greatest id comes first, alone before a day's end,
+    and pages of 2 and 4 rows end on rows tied on the time; a keyset of the page's greatest
+    time and greatest id taken apart, or the smallest id among the tied rows, skips or
+    repeats rows (times as SQLAlchemy stores them, six digits of fraction)."""
     if db.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's joined keyset")
     from sqlalchemy import text
@@ -174,17 +176,17 @@ async def test_image_list_pages_walk_every_row_once_across_ties_on_the_time(db: 
     from app.domain.enums import ImageVisibility
 
     alice, _ = await make_account(db)
-    images = [await make_image(db, alice) for _ in range(6)]
-    stored = ["2026-01-01 00:00:00.000000", "2026-01-01 00:00:00.000001", "2026-01-01 00:00:00.000000",
-              "2025-12-31 23:59:59.999999", "2026-01-01 00:00:00.500000", "2026-01-01 00:00:00.000001"]
+    ids = sorted([(await make_image(db, alice)).id for _ in range(7)])
+    stored = {ids[-1]: "2025-12-31 23:59:59.999999", ids[0]: "2026-01-01 00:00:00.000001"}
+    stored |= {image_id: "2026-01-01 00:00:00.000000" for image_id in ids[1:-1]}
     async with db.uow(alice.id) as uow:
-        for image, created in zip(images, stored, strict=True):
+        for image_id, created in stored.items():
             await uow.session.execute(text("UPDATE images SET created_at = :c WHERE id = :i"),
-                                      {"c": created, "i": image.id})
+                                      {"c": created, "i": image_id})
         await uow.commit()
     scope = rows_sql.ListRange(ImageVisibility.PRIVATE, "region-1", alice.id)
     expected = await db.reads.run(lambda c: [row[0] for row in c.execute(rows_sql.page_statement(scope, 100))])
-    assert expected == [i.id for c, i in sorted(zip(stored, images, strict=True), key=lambda p: (p[0], p[1].id))]
+    assert expected == [ids[-1], *ids[1:-1], ids[0]]
     for limit in (1, 2, 4):
         walked, after = [], None
         while True:
