@@ -125,11 +125,10 @@ def unwrap_key(kek: bytes, wrapped: bytes, context: bytes) -> bytes:
 
 
 class _DataKey:
-    __slots__ = ("_cipher", "_key", "key_id")
+    __slots__ = ("_key", "key_id")
 
     def __init__(self, data_key: bytes, key_id: str) -> None:
-        self._cipher = _cipher(data_key)
-        self._key = bytes(data_key)
+        self._key = bytes(_checked(data_key))
         self.key_id = key_id
 
     def __repr__(self) -> str:
@@ -148,7 +147,11 @@ class Sealer(_DataKey):
 class Opener(_DataKey):
     """Opens the chunks of one stream sealed with one data key. Thread-safe."""
 
-    __slots__ = ()
+    __slots__ = ("_cipher",)
+
+    def __init__(self, data_key: bytes, key_id: str) -> None:
+        super().__init__(data_key, key_id)
+        self._cipher = _cipher(self._key)
 
     def open(self, index: int, sealed: bytes) -> bytes:
         try:

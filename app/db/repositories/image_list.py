@@ -68,10 +68,13 @@ Keyset = tuple[datetime, str]
 def keyset_of(row: Sequence[Any]) -> Keyset:
     """The keyset after a list row, from its raw creation time (SQLite's naive UTC text, or
     the driver's datetime on PostgreSQL)."""
-    raw = row[CREATED_RAW_COLUMN]
+    return _keyset(row[CREATED_RAW_COLUMN], row[ID_COLUMN])
+
+
+def _keyset(raw: str | datetime, image_id: str) -> Keyset:
     created = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
     created = created.replace(tzinfo=UTC) if created.tzinfo is None else created.astimezone(UTC)
-    return created, row[ID_COLUMN]
+    return created, image_id
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,7 @@ _KEYSET_JOIN = "\x01"
 
 def _split_keyset(joined: str) -> Keyset:
     created_raw, _, image_id = joined.partition(_KEYSET_JOIN)
-    row: list[Any] = [None] * len(LIST_COLUMNS)
-    row[CREATED_RAW_COLUMN], row[ID_COLUMN] = created_raw, image_id
-    return keyset_of(row)
+    return _keyset(created_raw, image_id)
 
 
 def page_json_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
