@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bench.run import COLUMNS, run_module
+from tests.bench.run import COLUMNS, _cpuinfo, cpu_model, run_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +85,17 @@ def test_unknown_only_name_is_refused() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "unknown benchmark(s) nope" in done.stderr
+
+
+def test_the_cpu_is_named_with_its_family_model_and_crypto_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nflags\t\t: fpu sse2 aes avx2 sha_ni avx512f vaes\n\n"
+        "processor\t: 1\ncpu family\t: 6\nmodel\t\t: 207\nmodel name\t: Other\nflags\t\t: fpu\n"
+    )
+    assert cpu_model(_cpuinfo(cpuinfo)) == "AMD EPYC (family 25, model 17; sha_ni aes vaes avx512f)"
+    bare = tmp_path / "bare"
+    bare.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2\n")
+    assert cpu_model(_cpuinfo(bare)) == "Some CPU"
+    assert _cpuinfo(tmp_path / "missing") == {}
