@@ -97,7 +97,7 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
 
 def cpu_model(info: dict[str, str] | None = None) -> str:
     """The CPU's model name, with its family and model numbers and its crypto flags when the
-    kernel tells them: VMs of one model name can differ a third in SHA-256 speed."""
+    kernel tells them: two VMs both named "AMD EPYC" differed 2.5x in the interpreter."""
     info = _cpuinfo() if info is None else info
     name = info.get("model name") or platform.processor() or platform.machine()
     details = [f"family {info['cpu family']}, model {info['model']}"] if "cpu family" in info and "model" in info else []
