@@ -25,7 +25,7 @@ MAX_BODY_BYTES = 1024 * 1024
 ANONYMOUS_FIELDS = frozenset({"health", "__typename"})
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Authenticate = Callable[[str], Awaitable[Caller | None]]
 
@@ -99,7 +99,7 @@ class EdgeMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         incoming = headers.get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else secrets.token_hex(8)
+        request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else secrets.token_hex(8)
         request_id_var.set(request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id

@@ -22,7 +22,7 @@ MEMBERS_PER_FULL_ECS_IMAGE = 10
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1000
 BATCH_MAX = 100
-ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{2,63}$")
+ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{2,63}")
 TOKEN_NAME_MAX = 64
 TOKEN_DAYS_MAX = 3650
 QUOTA_MAX = 100_000
@@ -33,9 +33,10 @@ DEFAULT_QUOTAS: dict[QuotaResource, int] = {
     QuotaResource.CONCURRENT_CREATIONS: 40,
 }
 
-# \w in Python's re is Unicode-aware: letters of every script, digits and '_'.
-_TAG_KEY_RE = re.compile(r"^[\w-]+$")
-_TAG_VALUE_RE = re.compile(r"^[\w.-]*$")
+# \w in Python's re is Unicode-aware: letters of every script, digits and '_'. Every pattern
+# here is applied with `fullmatch`: `$` with `match` would also accept a trailing newline.
+_TAG_KEY_RE = re.compile(r"[\w-]+")
+_TAG_VALUE_RE = re.compile(r"[\w.-]*")
 _FORBIDDEN_DESCRIPTION = frozenset("<>\r\n")
 
 
@@ -68,10 +69,10 @@ def validate_ram(min_ram_mb: int, max_ram_mb: int | None, field: str = "input.mi
 
 
 def validate_tag(key: str, value: str, index: int) -> None:
-    if not 1 <= len(key) <= TAG_KEY_MAX or not _TAG_KEY_RE.match(key):
+    if not 1 <= len(key) <= TAG_KEY_MAX or not _TAG_KEY_RE.fullmatch(key):
         raise Invalid("INVALID_TAG_KEY", f"Tag key {key!r} is not 1-36 of letters, digits, '_', '-'.",
                       field=f"input.tags[{index}].key")
-    if len(value) > TAG_VALUE_MAX or not _TAG_VALUE_RE.match(value):
+    if len(value) > TAG_VALUE_MAX or not _TAG_VALUE_RE.fullmatch(value):
         raise Invalid("INVALID_TAG_VALUE", f"Tag value {value!r} is not 0-43 of letters, digits, '_', '.', '-'.",
                       field=f"input.tags[{index}].value")
 

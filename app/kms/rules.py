@@ -13,11 +13,11 @@ PENDING_DAYS_MIN = 7
 PENDING_DAYS_MAX = 1096
 #: AWS KMS's default waiting period, used when pendingDays is not given.
 PENDING_DAYS_DEFAULT = 30
-_ALIAS_RE = re.compile(r"^[A-Za-z0-9/_-]+$")
+_ALIAS_RE = re.compile(r"[A-Za-z0-9/_-]+")
 
 
 def validate_alias(alias: str, field: str = "input.alias") -> str:
-    if not 1 <= len(alias) <= ALIAS_MAX or not _ALIAS_RE.match(alias):
+    if not 1 <= len(alias) <= ALIAS_MAX or not _ALIAS_RE.fullmatch(alias):
         raise Invalid("INVALID_KMS_ALIAS", field=field)
     if alias.lower().startswith(RESERVED_ALIAS_PREFIX):
         raise Invalid("KMS_ALIAS_RESERVED", field=field)

@@ -84,7 +84,7 @@ class AccountService:
         """Create an account and its first token (returned once). `caller` None: bootstrap."""
         if caller is not None:
             require_admin(caller)
-        if not ACCOUNT_NAME_RE.match(name):
+        if not ACCOUNT_NAME_RE.fullmatch(name):
             raise Invalid("INVALID_ACCOUNT_NAME", field="input.name")
         token = new_token()
         async with self.db.uow() as uow:

@@ -425,7 +425,7 @@ async def test_admin_creates_accounts_whose_token_works(gql: GraphQLClient, db: 
     refused = await create_account(gql.as_(created["token"]), "sneaky")
     assert without_message(refused) == error("ForbiddenError", "ADMIN_REQUIRED")
     assert without_message(await create_account(gql, "team-a_1")) == error("ConflictError", "ACCOUNT_EXISTS")
-    for bad in ("ab", "Upper", "has space", "x" * 65, "-lead", "émile", ""):
+    for bad in ("ab", "Upper", "has space", "x" * 65, "-lead", "émile", "", "alice\n"):
         assert without_message(await create_account(gql, bad)) == error(
             "ValidationError", "INVALID_ACCOUNT_NAME", field="input.name"), bad
     names = {e["node"]["name"] for e in (await gql.execute("{ accounts { edges { node { name } } } }"))[

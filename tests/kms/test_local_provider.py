@@ -225,7 +225,7 @@ async def test_grant_rules(provider: KeyProvider, db: Database) -> None:
 @pytest.mark.parametrize(
     ("alias", "code"),
     [("", "INVALID_KMS_ALIAS"), ("a" * 256, "INVALID_KMS_ALIAS"), ("has space", "INVALID_KMS_ALIAS"),
-     ("ünï", "INVALID_KMS_ALIAS"), (DEFAULT_KEY_ALIAS, "KMS_ALIAS_RESERVED"), ("IMS/mine", "KMS_ALIAS_RESERVED")],
+     ("ünï", "INVALID_KMS_ALIAS"), ("team\n", "INVALID_KMS_ALIAS"), (DEFAULT_KEY_ALIAS, "KMS_ALIAS_RESERVED"), ("IMS/mine", "KMS_ALIAS_RESERVED")],
 )
 async def test_invalid_aliases(provider: KeyProvider, db: Database, alias: str, code: str) -> None:
     alice = await caller(db)

@@ -128,14 +128,14 @@ def test_valid_tags(key: str, value: str) -> None:
     validate_tag(key, value, 0)
 
 
-@pytest.mark.parametrize("key", ["", "k" * 37, "a.b", "a b", "a:b", "a/b", "rocket🚀"])
+@pytest.mark.parametrize("key", ["", "k" * 37, "a.b", "a b", "a:b", "a/b", "rocket🚀", "env\n", "\n"])
 def test_invalid_tag_keys(key: str) -> None:
     with pytest.raises(Invalid) as info:
         validate_tag(key, "v", 3)
     assert (info.value.code, info.value.field) == ("INVALID_TAG_KEY", "input.tags[3].key")
 
 
-@pytest.mark.parametrize("value", ["v" * 44, "a b", "a:b", "a/b", "<x>", "rocket🚀"])
+@pytest.mark.parametrize("value", ["v" * 44, "a b", "a:b", "a/b", "<x>", "rocket🚀", "v\n", "\n"])
 def test_invalid_tag_values(value: str) -> None:
     with pytest.raises(Invalid) as info:
         validate_tag("key", value, 2)
