@@ -36,6 +36,7 @@ from app.db.types import utcnow
 from app.db.uow import UnitOfWork
 from app.domain.enums import JobType
 from app.domain.jobs import PROGRESS_INTERVAL_SECONDS, STEP_MAX, clamp_progress
+from app.errors import CODES
 
 if TYPE_CHECKING:
     from app.services.registry import Services
@@ -57,6 +58,8 @@ class JobFailed(Exception):
     """An expected failure of a job: it ends FAIL with this code and message, shown to the owner."""
 
     def __init__(self, code: str, message: str) -> None:
+        if code not in CODES:  # as for ImsError: every code a client sees is in the README's list
+            raise ValueError(f"unregistered error code {code}")
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

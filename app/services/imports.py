@@ -111,9 +111,13 @@ def _validate(caller: Caller, req: ImportRequest) -> None:
 
 async def encryption_key(kms: KeyProvider, caller: Caller, kms_key_id: str | None, use_default: bool) -> str | None:
     """The key new data of the caller is sealed with: `kms_key_id` (the caller's own, usable
-    key), else the account's default key when asked for, else None (plain)."""
+    key), else the account's default key when asked for, else None (plain). A key the caller
+    cannot see is a KmsKeyError, as for every use of a key for data (`app.kms.port`)."""
     if kms_key_id:
-        info = await kms.get_key(caller, kms_key_id)
+        try:
+            info = await kms.get_key(caller, kms_key_id)
+        except NotFound as exc:
+            raise KmsKeyProblem("KMS_KEY_NOT_FOUND", key_id=kms_key_id) from exc
         if info.account_id != caller.account_id:
             raise KmsKeyProblem("KMS_ACCESS_DENIED", "Only the key's owner encrypts with it.", key_id=kms_key_id)
         await kms.require_decrypt(caller.account_id, kms_key_id)
@@ -154,7 +158,7 @@ class ImportService:
             disks=[], created_at=now, updated_at=now,
         )
         async with self.db.uow(caller.account_id) as uow:
-            await check_creation_quotas(uow, caller.account_id, bucket.region, 1)
+            await check_creation_quotas(uow, caller.account_id, bucket.region, 0 if req.public else 1)
             await uow.images.add(image)
             for k, v in req.tags:
                 uow.session.add(ImageTag(image_id=image.id, key=k, value=v))

@@ -17,11 +17,13 @@ async def check_creation_quotas(uow: UnitOfWork, account_id: str, region: str, n
     """Refuse a creation that would exceed PRIVATE_IMAGES (in the region) or
     CONCURRENT_CREATIONS. Locks the account until the transaction ends, so two concurrent
     creations cannot both take the last place: call it in the transaction that adds the
-    images and the job."""
+    images and the job. `new_images=0` (an administrator's public import, which makes no
+    private image of theirs) checks CONCURRENT_CREATIONS only."""
     await uow.accounts.lock_account(account_id)
-    limit = await quota_limit(uow, account_id, QuotaResource.PRIVATE_IMAGES)
-    if await uow.accounts.count_private_images(account_id, region) + new_images > limit:
-        raise LimitExceeded("QUOTA_PRIVATE_IMAGES", limit=limit)
+    if new_images:
+        limit = await quota_limit(uow, account_id, QuotaResource.PRIVATE_IMAGES)
+        if await uow.accounts.count_private_images(account_id, region) + new_images > limit:
+            raise LimitExceeded("QUOTA_PRIVATE_IMAGES", limit=limit)
     limit = await quota_limit(uow, account_id, QuotaResource.CONCURRENT_CREATIONS)
     running = await uow.accounts.count_active_jobs(account_id, frozenset(t.value for t in CREATION_JOB_TYPES))
     if running + 1 > limit:

@@ -52,6 +52,9 @@ register_codes({
     "SERVER_NOT_READY": "Images are made from RUNNING or STOPPED servers only.",
     "SYSTEM_DISK_TOO_LARGE": "A system disk image is made from a disk of at most 1024 GiB.",
     "DATA_DISK_TOO_LARGE": "A data disk image is made from a volume of at most 2048 GiB.",
+    # Job error codes (Job.error.code)
+    "BACKUP_GONE": "The server's backup was deleted before the full-ECS image was saved.",
+    "BACKUP_DATA_INVALID": "A disk's stored data failed verification while the image was saved.",
 })
 
 Progress = Callable[[float, str], Awaitable[None]]
@@ -219,7 +222,7 @@ class ServerImageService:
             if image is not None and image.status == ImageStatus.ACTIVE.value:
                 return {"imageId": image_id}
             if image is None or image.status not in (ImageStatus.QUEUED.value, ImageStatus.SAVING.value):
-                raise JobFailed("IMAGE_GONE", "The image was deleted before it was saved.")
+                raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
             await uow.compute.advance_image(image_id, (ImageStatus.QUEUED.value,),
                                             {"status": ImageStatus.SAVING.value, "updated_at": utcnow()})
             await uow.commit()
@@ -235,7 +238,7 @@ class ServerImageService:
                 "checksum": first.checksum if first is not None else None,
             })
             if not ok:
-                raise JobFailed("IMAGE_GONE", "The image was deleted before it was saved.")
+                raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
             await uow.commit()
         await progress(1.0, "done")
         return result

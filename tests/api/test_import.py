@@ -169,7 +169,7 @@ async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Datab
         ({"public": True}, "ForbiddenError", "ADMIN_REQUIRED", None),
         ({"key": "missing.raw"}, "NotFoundError", "OBJECT_NOT_FOUND", None),
         ({"bucket": "nobody-has-it"}, "NotFoundError", "BUCKET_NOT_FOUND", None),
-        ({"kmsKeyId": "key-doesnotexist"}, "NotFoundError", "KMS_KEY_NOT_FOUND", None),
+        ({"kmsKeyId": "key-doesnotexist"}, "KmsKeyError", "KMS_KEY_NOT_FOUND", None),
     ],
 )
 async def test_refusals_create_nothing(gql: GraphQLClient, db: Database, over: dict[str, Any], typename: str,
@@ -195,3 +195,23 @@ async def test_private_image_quota(gql: GraphQLClient, db: Database) -> None:
     assert first["__typename"] == "ImageJobSuccess"
     second = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw")}))["importImage"]
     assert second == {"__typename": "LimitExceededError", "code": "QUOTA_PRIVATE_IMAGES", "limit": 1}
+
+
+async def test_public_imports_by_an_administrator(gql: GraphQLClient, db: Database) -> None:
+    """Public images cannot be encrypted; a public import makes no private image of the
+    administrator's, so their PRIVATE_IMAGES quota does not stand in its way."""
+    await upload(gql, "admin-imports", "pub.raw", b"\x05" * MiB)
+    refused = (await gql.execute(IMPORT, {"input": system_input("admin-imports", "pub.raw", public=True,
+                                                                 encryptWithDefaultKey=True)}))["importImage"]
+    assert refused == {"__typename": "NotSupportedError", "code": "PUBLIC_NOT_ENCRYPTED"}
+    admin_id = (await gql.execute("{ viewer { account { id } } }"))["viewer"]["account"]["id"]
+    set_quota = """mutation($a: ID!) { setQuota(input: {accountId: $a, resource: PRIVATE_IMAGES, limit: 1}) { __typename } }"""
+    assert (await gql.execute(set_quota, {"a": admin_id}))["setQuota"]["__typename"] == "SetQuotaSuccess"
+    private = (await gql.execute(IMPORT, {"input": system_input("admin-imports", "pub.raw")}))["importImage"]
+    assert private["__typename"] == "ImageJobSuccess"
+    over = (await gql.execute(IMPORT, {"input": system_input("admin-imports", "pub.raw")}))["importImage"]
+    assert over == {"__typename": "LimitExceededError", "code": "QUOTA_PRIVATE_IMAGES", "limit": 1}
+    public = (await gql.execute(IMPORT, {"input": system_input("admin-imports", "pub.raw", public=True)}))["importImage"]
+    assert public["__typename"] == "ImageJobSuccess", public
+    job = await finished(gql, public["job"]["id"])
+    assert job["status"] == "SUCCESS" and [i["__typename"] for i in job["images"]] == ["PublicImage"]
