@@ -28,10 +28,14 @@ from app.db.repositories.images import VisibleImage
 from app.db.tables import Image
 from app.domain.enums import DiskFormat, DiskRole, ImageStatus, ImageVisibility, MemberStatus
 from app.domain.images import Caller, is_licensed_platform
-from app.errors import Conflict, NotFound
-from app.formats import qemu
+from app.errors import Conflict, Invalid, NotFound, register_codes
+from app.formats import FormatError, inspect_file_async, qemu
 from app.kms.port import KeyProvider
 from app.services.access import relation
+
+register_codes({
+    "IMAGE_DATA_INVALID": "The image's stored data is not a safe file of its format; it cannot provision a disk.",
+})
 
 
 @dataclass
@@ -124,7 +128,12 @@ class Provisioner:
             # The image's own key stays with its disks: same data key, new nonces.
             key = DataKey(manifest.kms_key_id, manifest.data_key_id, plaintext, manifest.wrapped_key)
         if not disk.image.quick_provisioning:
-            made = await self.convert_to_raw(source_id, DiskFormat(disk.image.disk_format), plaintext, key)
+            fmt = DiskFormat(disk.image.disk_format)
+            try:
+                made = await self.convert_to_raw(source_id, fmt, plaintext, key)
+            except FormatError as exc:
+                raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored data is not a safe "
+                              f"{fmt.value} file ({exc}); it cannot provision a disk.") from exc
         elif key is not None and manifest.data_key_id is None:
             made = await self.chunks.copy(source_id, key=key)
         else:
@@ -137,7 +146,8 @@ class Provisioner:
     ) -> Manifest:
         """Stream the manifest into a private temporary file, `qemu-img convert` it to raw,
         and stream the result back into a new manifest sealed with `key`. The temporary files
-        are removed whatever happens."""
+        are removed whatever happens. The file is inspected again before qemu-img opens it
+        (FormatError when it is not a safe `fmt` file), as export and replication do."""
         region = (await self.chunks.head(manifest_id)).region
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
         async with qemu.temporary_workfile(self.work_dir, ".src") as src, \
@@ -148,6 +158,7 @@ class Provisioner:
                     await asyncio.to_thread(handle.write, piece)
             finally:
                 await asyncio.to_thread(handle.close)
+            await inspect_file_async(src, fmt)
             await qemu.convert(src, fmt, dst, DiskFormat.RAW)
             return await self.chunks.write(region, _file_pieces(dst), key=key)
 

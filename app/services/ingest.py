@@ -5,10 +5,16 @@ compressed archives, unsafe qcow2/VMDK files, mismatched declarations and absurd
 refused before a single chunk is written. Formats that keep their header in a footer are
 inspected while streaming, and refused at the end with their chunks released. Memory stays
 bounded by the chunk writer's pipeline whatever the file size.
+
+The head is read twice: once for the inspector, once as the start of the stored stream. The
+object can be replaced in between (its owner holds an upload URL), so the stored stream's
+head must hash to what was inspected, or nothing is kept: a verdict only ever covers the
+bytes that are stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -53,14 +59,22 @@ def _refusal(exc: FormatError) -> IngestError:
     return IngestError(exc.code, message)
 
 
+def _changed() -> IngestError:
+    return IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
+
+
 async def _inspect_head(source: ObjectStore, bucket: str, key: str, size: int,
-                        declared: DiskFormat | None) -> tuple[StreamInspector, Inspection | None, int]:
+                        declared: DiskFormat | None) -> tuple[StreamInspector, Inspection | None, int, bytes]:
+    """The inspector after the file's head, its verdict (None: it needs the rest of the
+    stream), how many bytes it read and their SHA-256."""
     inspector = StreamInspector(max_virtual_size=MAX_VIRTUAL_BYTES, total_size=size)
+    digest = hashlib.sha256()
     read = 0
     # Closed here, also when the inspector has enough before the end: its file goes at once.
     async with aclosing(source.open_stream(bucket, key, length=min(size, DEFAULT_HEAD_LIMIT))) as head:
         async for piece in head:
             inspector.feed(piece)
+            digest.update(piece)
             read += len(piece)
             if not inspector.needs_more:
                 break
@@ -70,7 +84,7 @@ async def _inspect_head(source: ObjectStore, bucket: str, key: str, size: int,
         verdict = None if inspector.needs_more else inspector.result(declared)
     except FormatError as exc:
         raise _refusal(exc) from exc
-    return inspector, verdict, read
+    return inspector, verdict, read, digest.digest()
 
 
 async def ingest(
@@ -89,13 +103,18 @@ async def ingest(
     if size == 0:
         raise IngestError("INVALID_IMAGE_FILE", "The file is empty.")
     await progress(0.0, "inspecting the file")
-    inspector, verdict, inspected = await _inspect_head(source, bucket, key, size, declared)
+    inspector, verdict, inspected, head_digest = await _inspect_head(source, bucket, key, size, declared)
 
     async def body() -> AsyncIterator[bytes]:
         done = 0
         reported = 0.0
+        head = hashlib.sha256()
         async with aclosing(source.open_stream(bucket, key)) as stream:
             async for piece in stream:
+                if done < inspected:
+                    head.update(piece[: inspected - done])
+                    if done + len(piece) >= inspected and head.digest() != head_digest:
+                        raise _changed()  # not the bytes the inspector saw: store none of them
                 if verdict is None and done + len(piece) > inspected:
                     inspector.feed(piece[max(0, inspected - done):])
                 done += len(piece)
@@ -109,7 +128,7 @@ async def ingest(
     async with aclosing(body()) as pieces:
         pending = await chunks.write_pending(region, pieces, key=data_key)
     if pending.manifest.size != size:
-        raise IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
+        raise _changed()
     if verdict is None:
         inspector.finish(size)
         try:

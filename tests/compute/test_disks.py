@@ -18,7 +18,7 @@ from app.config import Settings
 from app.datastore.chunks import CHUNK_SIZE
 from app.db.uow import Database
 from app.domain.enums import ImageKind
-from app.errors import Conflict, KmsKeyProblem
+from app.errors import Conflict, Invalid, KmsKeyProblem
 from app.services.compute import VolumeSpec
 from app.services.registry import Services
 from app.services.server_images import NewImage
@@ -103,6 +103,31 @@ async def test_a_qcow2_image_is_converted_to_raw_once(
     source, _ = await services.chunks.load(image.disks[0]["manifestId"])
     assert (system.kms_key_id, converted.kms_key_id, converted.data_key_id) == (key, key, source.data_key_id)
     work = settings.data_dir / "work"  # temporary files removed (the process's scratch locks stay)
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_a_stored_qcow2_naming_a_host_file_provisions_nothing(
+    db: Database, settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    """Inspected again before qemu-img converts it: a qcow2 whose stored bytes name an
+    external data file (one stored before imports checked that what they store is what they
+    inspected) is a typed refusal, and no disk, manifest or work file is left."""
+    owner, _ = await make_account(db)
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"HOST-SECRET".ljust(MiB, b"\0"))
+    _qemu("create", "-f", "qcow2", "-o", f"data_file={secret},data_file_raw=on", str(tmp_path / "evil.qcow2"), "1M")
+    image = await make_image_with_data(
+        db, settings, owner, (tmp_path / "evil.qcow2").read_bytes(), disk_format="QCOW2",
+        quick_provisioning=False, virtual_size_bytes=MiB, min_disk_gb=1,
+    )
+    manifests = await manifest_count(db)
+    with pytest.raises(Invalid) as refused:
+        await new_server(services, owner, image)
+    assert refused.value.code == "IMAGE_DATA_INVALID"
+    assert refused.value.message.startswith(f"Image {image.id}'s stored data is not a safe QCOW2 file (unsafe QCOW2")
+    assert await manifest_count(db) == manifests
+    assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
+    work = settings.data_dir / "work"
     assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
 
 

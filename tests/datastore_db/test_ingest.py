@@ -4,25 +4,28 @@ stored byte for byte, hostile ones refused with their code and nothing kept."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from app.compute.provision import Provisioner
 from app.datastore.chunks import CHUNK_PREFIX
 from app.datastore.store import ChunkStore
 from app.datastore.tables import Manifest
-from app.db.uow import Database
-from app.formats import DiskFormat
 from app.db.types import utcnow
+from app.db.uow import Database
+from app.formats import DiskFormat, FormatError
 from app.services.ingest import IngestError, ingest
 from app.storage.factory import service_bucket
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.signing import UrlSigner
-from tests.hostile_files import build_hostile_corpus, build_valid_images
+from tests.hostile_files import build_hostile_corpus, build_valid_images, qemu_img
 
 REGION = "region-1"
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,65 @@ async def test_declared_format_must_match(tmp_path: Path, db: Database, corpus: 
                      data_key=None, progress=_noop)
     assert info.value.code == "FORMAT_MISMATCH"
     assert await _manifest_count(db) == 0
+
+
+def _same_size_qcow2_pair(d: Path) -> tuple[bytes, bytes]:
+    """A safe qcow2 and one of the same size whose data lives in a host file (`secret.raw`)."""
+    d.mkdir(parents=True, exist_ok=True)
+    secret = d / "secret.raw"
+    secret.write_bytes(b"HOST-SECRET".ljust(MiB, b"\0"))
+    qemu_img("create", "-q", "-f", "qcow2", d / "safe.qcow2", "1M")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={secret},data_file_raw=on,preallocation=metadata",
+             d / "evil.qcow2", "1M")
+    evil = (d / "evil.qcow2").read_bytes()
+    safe = (d / "safe.qcow2").read_bytes().ljust(len(evil), b"\0")  # the same size: the size check passes
+    assert len(safe) == len(evil) and safe != evil
+    return safe, evil
+
+
+async def test_a_file_replaced_after_its_inspection_is_refused(tmp_path: Path, db: Database) -> None:
+    """The owner overwrites the object between the inspected read of its head and the read
+    that is stored: the stored bytes are not what the inspector passed, so nothing is kept."""
+    store, chunks = await _setup(tmp_path, db)
+    safe, evil = _same_size_qcow2_pair(tmp_path / "files")
+    with pytest.raises(IngestError) as refused:
+        await ingest(store, "uploads", "missing", declared=None, chunks=chunks, region=REGION,
+                     data_key=None, progress=_noop)
+    assert refused.value.code == "OBJECT_NOT_FOUND"
+    await store.put_bytes("uploads", "disk.qcow2", safe)
+    swaps = []
+
+    async def overwrite_once_inspected(fraction: float, step: str) -> None:
+        if step == "storing the image data" and not swaps:
+            swaps.append(fraction)
+            await store.put_bytes("uploads", "disk.qcow2", evil)
+
+    with pytest.raises(IngestError) as info:
+        await ingest(store, "uploads", "disk.qcow2", declared=DiskFormat.QCOW2, chunks=chunks, region=REGION,
+                     data_key=None, progress=overwrite_once_inspected)
+    assert (info.value.code, str(info.value)) == ("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
+    assert swaps == [0.05]
+    assert await _manifest_count(db) == 0
+    # Uploaded as it is, the same file is refused by the inspector itself.
+    with pytest.raises(IngestError) as direct:
+        await ingest(store, "uploads", "disk.qcow2", declared=DiskFormat.QCOW2, chunks=chunks, region=REGION,
+                     data_key=None, progress=_noop)
+    assert direct.value.code == "UNSAFE_IMAGE_FILE"
+
+
+async def test_conversion_for_a_disk_inspects_the_stored_file_again(tmp_path: Path, db: Database) -> None:
+    """A qcow2 whose stored bytes name a host file (stored before imports checked what they
+    store) is refused before qemu-img opens it: no disk is made, none holds the host's bytes."""
+    _, chunks = await _setup(tmp_path, db)
+    _, evil = _same_size_qcow2_pair(tmp_path / "files")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield evil
+
+    stored = await chunks.write(REGION, pieces())
+    provisioner = Provisioner(chunks, None, tmp_path / "work")  # type: ignore[arg-type]  # no KMS: plain data
+    with pytest.raises(FormatError) as info:
+        await provisioner.convert_to_raw(stored.id, DiskFormat.QCOW2, None, None)
+    assert (info.value.code, str(info.value)) == ("UNSAFE_IMAGE_FILE", "unsafe QCOW2 image: data_file: Image has data_file set")
+    assert await _manifest_count(db) == 1  # only the stored file's own
+    assert [p.name for p in (tmp_path / "work").rglob("*") if p.suffix in (".src", ".raw")] == []
