@@ -9,9 +9,14 @@ Two ways:
     STREAM   the stored bytes already are the asked format (a quick image exported as RAW,
              a QCOW2 import exported as QCOW2, …): the verified chunks stream straight into
              the object store, with no temporary copy and bounded memory.
-    CONVERT  the stored bytes go to a sparse temporary file, are inspected again, and
-             qemu-img converts them (VHD with force_size, VMDK streamOptimized); the result
+    CONVERT  the stored bytes go to a sparse temporary file, are inspected again (unless
+             raw: read as raw, they name no other file), and qemu-img converts them (VHD with force_size, VMDK streamOptimized); the result
              is uploaded and the temporary files are removed whatever happens.
+
+A raw disk is as large as the image's virtual size, also where its manifest holds less (a
+disk of a server or volume stores what was written, the rest reads as zeros): the exported
+RAW file is padded with zeros to that size, and a raw source converted to another format is
+first extended to it (sparsely), so the converted disk has the image's size too.
 
 The object store writes atomically (a reader never sees half an object), so a re-run after a
 crash simply writes the object again. The result names the object, its size and SHA-256.
@@ -25,6 +30,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+from app.datastore.chunks import CHUNK_SIZE
 from app.datastore.errors import DatastoreError
 from app.datastore.store import ChunkStore
 from app.datastore.tables import Manifest
@@ -62,11 +68,13 @@ async def export_image(ctx: JobContext) -> dict[str, Any]:
     if manifest.kms_key_id is not None:  # refused by the mutation; never decrypted here
         raise JobFailed("EXPORT_NOT_SUPPORTED", "Encrypted images cannot be exported.")
     total = max(1, manifest.size)
+    # The raw disk's size: the image's virtual size (recorded when the export was asked for).
+    disk_size = max(manifest.size, int(params.get("virtualSize") or 0)) if source is DiskFormat.RAW else 0
     try:
         if source is target:
-            info = await _stream(ctx, chunks, manifest, store, bucket, key, target)
+            info = await _stream(ctx, chunks, manifest, store, bucket, key, target, disk_size)
         else:
-            info = await _convert(ctx, chunks, manifest_id, total, store, bucket, key, source, target)
+            info = await _convert(ctx, chunks, manifest_id, total, store, bucket, key, source, target, disk_size)
     except DatastoreError as exc:
         ctx.log.error("job %s: reading image data failed: %s", ctx.job_id, exc)
         raise JobFailed("EXPORT_SOURCE_GONE", "The image's data could not be read back intact.") from exc
@@ -78,14 +86,16 @@ async def export_image(ctx: JobContext) -> dict[str, Any]:
 
 async def _stream(
     ctx: JobContext, chunks: ChunkStore, manifest: Manifest, store: ObjectStore, bucket: str, key: str,
-    target: DiskFormat,
+    target: DiskFormat, disk_size: int = 0,
 ) -> Any:
-    """The stored bytes as they are. Each chunk is checked against its SHA-256 as it is read,
-    and the manifest's checksum was taken over those very chunks when it was written: the
-    object's checksum is the manifest's, not a second pass over every byte."""
+    """The stored bytes as they are, then zeros up to `disk_size` (a raw disk's size). Each
+    chunk is checked against its SHA-256 as it is read, and the manifest's checksum was taken
+    over those very chunks when it was written: without padding the object's checksum is the
+    manifest's, not a second pass over every byte."""
     step = f"writing {target.value}"
     await ctx.progress(0.0, step)
-    total = max(1, manifest.size)
+    padding = max(0, disk_size - manifest.size)
+    total = max(1, manifest.size + padding)
 
     async def pieces() -> AsyncIterator[bytes]:
         done = 0
@@ -96,13 +106,20 @@ async def _stream(
                 await ctx.progress(done / total, step)
         if done != manifest.size:
             raise DatastoreError(f"manifest {manifest.id} read back {done} bytes of {manifest.size}")
+        zeros = bytes(min(CHUNK_SIZE, padding))
+        while done < total:
+            piece = zeros[: min(len(zeros), total - done)]
+            yield piece
+            done += len(piece)
+            await ctx.progress(done / total, step)
 
-    return await store.put_stream(bucket, key, pieces(), sha256=manifest.checksum.removeprefix("sha256:"))
+    known = None if padding else manifest.checksum.removeprefix("sha256:")
+    return await store.put_stream(bucket, key, pieces(), sha256=known)
 
 
 async def _convert(
     ctx: JobContext, chunks: ChunkStore, manifest_id: str, total: int, store: ObjectStore, bucket: str, key: str,
-    source: DiskFormat, target: DiskFormat,
+    source: DiskFormat, target: DiskFormat, disk_size: int = 0,
 ) -> Any:
     workdir = Path(ctx.services.settings.data_dir) / WORKDIR
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
@@ -116,13 +133,16 @@ async def _convert(
                     await asyncio.to_thread(write_sparse_piece, fh, piece)
                     done += len(piece)
                     await ctx.progress(READ_SHARE * done / total, "reading the image")
-            await asyncio.to_thread(fh.truncate, done)
+            await asyncio.to_thread(fh.truncate, max(done, disk_size))  # a raw disk's zeros: sparse
         finally:
             await asyncio.to_thread(fh.close)
         await ctx.progress(READ_SHARE, f"converting to {target.value}")
         try:
-            # Inspected at import already; checked again before qemu-img touches it.
-            await inspect_file_async(src, source)
+            # Inspected at import already; checked again before qemu-img touches it. Not a raw
+            # disk: qemu-img reads it as raw (`-f raw`) whatever it holds, and a guest's disk may
+            # well hold an ISO 9660 filesystem or a qcow2 file, which the inspector would name.
+            if source is not DiskFormat.RAW:
+                await inspect_file_async(src, source)
             await convert(src, source, dst, target)
         except (FormatError, ConversionError) as exc:
             raise JobFailed("EXPORT_CONVERSION_FAILED", f"Converting the image to {target.value} failed: {exc}") from exc
