@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.datastore.chunks import CHUNK_SIZE
-from app.datastore.store import ChunkStore, DataKey
+from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.datastore.tables import Manifest
 from app.db.repositories.images import VisibleImage
 from app.db.tables import Image
@@ -47,9 +47,12 @@ class PlannedDisk:
     image: Image | None = None
     #: The image's disk entry ({"role", "sizeGb", "storedBytes", "manifestId"}).
     source: dict[str, Any] | None = None
-    #: The manifest the disk will hold; `owned` when this module made it (else retained).
+    #: The manifest the disk will hold: its source's (retained by reference), or `pending`.
     manifest_id: str | None = None
-    owned: bool = False
+    #: The manifest this module made, unrecorded until the transaction that makes the disk
+    #: (`ChunkStore.add_pending`): a failure or a crash before it leaves no manifest that
+    #: nobody holds, only chunks that garbage collection takes after its grace period.
+    pending: PendingManifest | None = None
     kms_key_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -135,17 +138,18 @@ class Provisioner:
                 raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored data is not a safe "
                               f"{fmt.value} file ({exc}); it cannot provision a disk.") from exc
         elif key is not None and manifest.data_key_id is None:
-            made = await self.chunks.copy(source_id, key=key)
+            made = await self.chunks.copy_pending(source_id, key=key)
         else:
             return
-        disk.manifest_id, disk.owned = made.id, True
-        disk.kms_key_id = made.kms_key_id
+        disk.manifest_id, disk.pending = made.manifest.id, made
+        disk.kms_key_id = made.manifest.kms_key_id
 
     async def convert_to_raw(
         self, manifest_id: str, fmt: DiskFormat, data_key: bytes | None, key: DataKey | None
-    ) -> Manifest:
+    ) -> PendingManifest:
         """Stream the manifest into a private temporary file, `qemu-img convert` it to raw,
-        and stream the result back into a new manifest sealed with `key`. The temporary files
+        and stream the result back into a new manifest sealed with `key`, returned unrecorded
+        (`ChunkStore.add_pending`). The temporary files
         are removed whatever happens. The file is inspected again before qemu-img opens it
         (FormatError when it is not a safe `fmt` file), as export and replication do."""
         region = (await self.chunks.head(manifest_id)).region
@@ -160,10 +164,4 @@ class Provisioner:
                 await asyncio.to_thread(handle.close)
             await inspect_file_async(src, fmt)
             await qemu.convert(src, fmt, dst, DiskFormat.RAW)
-            return await self.chunks.write(region, _file_pieces(dst), key=key)
-
-    async def release_owned(self, disks: list[PlannedDisk]) -> None:
-        for disk in disks:
-            if disk.owned and disk.manifest_id is not None:
-                await self.chunks.release(disk.manifest_id)
-                disk.manifest_id, disk.owned = None, False
+            return await self.chunks.write_pending(region, _file_pieces(dst), key=key)

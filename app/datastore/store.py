@@ -143,14 +143,6 @@ class ChunkStore:
         )
         return self._pending(region, result, key)
 
-    async def _record(self, region: str, result: WriteResult, key: DataKey | None) -> Manifest:
-        """Insert the manifest of a finished write and count its chunk references."""
-        pending = self._pending(region, result, key)
-        async with self.db.uow() as uow:
-            await self.add_pending(uow, pending)
-            await uow.commit()
-        return pending.manifest
-
     async def write(self, region: str, source: AsyncIterator[bytes], *, key: DataKey | None = None) -> Manifest:
         """Store a stream; returns its manifest (one reference, owned by the caller)."""
         pending = await self.write_pending(region, source, key=key)
@@ -162,6 +154,16 @@ class ChunkStore:
     async def copy(self, manifest_id: str, *, data_key: bytes | None = None, key: DataKey | None = None) -> Manifest:
         """A new manifest of the same plaintext under `key` (None: unencrypted), every chunk
         verified on the way; `data_key` opens the source when it is sealed. O(size)."""
+        pending = await self.copy_pending(manifest_id, data_key=data_key, key=key)
+        async with self.db.uow() as uow:
+            await self.add_pending(uow, pending)
+            await uow.commit()
+        return pending.manifest
+
+    async def copy_pending(
+        self, manifest_id: str, *, data_key: bytes | None = None, key: DataKey | None = None
+    ) -> PendingManifest:
+        """`copy`, the new manifest returned unrecorded (`add_pending`), as `write_pending`."""
         base, refs = await self.load(manifest_id)
         store, bucket = self._where(base.region)
         opener = None
@@ -173,9 +175,11 @@ class ChunkStore:
             refs, opener, Sealer(key.plaintext, key.data_key_id) if key else None, src_store=store,
             src_bucket=bucket, total_size=base.size, checksum=base.checksum, exists=self.claimer(base.region),
         )
-        return await self._record(base.region, result, key)
+        return self._pending(base.region, result, key)
 
-    async def compose(self, base_id: str, changes: Mapping[int, bytes], *, key: DataKey | None = None) -> Manifest:
+    async def compose(
+        self, base_id: str, changes: Mapping[int, bytes], *, key: DataKey | None = None
+    ) -> PendingManifest:
         """Copy-on-write: a new manifest listing the base's chunks with those at the positions
         of `changes` replaced by the given plaintext (positions past the end extend the
         stream, the gap being zero chunks). Unchanged chunks are shared by reference, so the
@@ -183,8 +187,8 @@ class ChunkStore:
 
         Every chunk but the last must stay CHUNK_SIZE long (ValueError otherwise). A sealed
         base needs its own data key as `key`; new chunks are sealed with it at their
-        positions. Returns the new manifest (one reference, owned by the caller); the base
-        is left as it is, for the caller to release.
+        positions. Returns the new manifest unrecorded (`add_pending`, in the transaction that
+        makes its holder point at it); the base is left as it is, for the caller to release.
         """
         base, refs = await self.load(base_id)
         if (key is None) != (base.data_key_id is None) or (key is not None and key.data_key_id != base.data_key_id):
@@ -218,7 +222,7 @@ class ChunkStore:
         async for piece in read_stream(new_refs, store=store, bucket=bucket, opener=opener, total_size=size):
             await asyncio.to_thread(hasher.update, piece)
         result = WriteResult(chunks=new_refs, size=size, checksum="sha256:" + hasher.hexdigest(), new_bytes=new_bytes)
-        return await self._record(base.region, result, key)
+        return self._pending(base.region, result, key)
 
     async def verify(
         self, region: str, digests: Sequence[str], *, concurrency: int = 4,

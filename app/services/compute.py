@@ -192,24 +192,20 @@ class ComputeService:
         keys: list[DataKey | None] = []
         for _ in disks:
             keys.append(await self.provisioner.new_data_key(caller.account_id, kms_key_id) if kms_key_id else None)
-        try:
-            for disk, key in zip(disks, keys, strict=True):
-                await self.provisioner.fill(caller.account_id, disk, key)
-                if disk.owned:
-                    made = await self.chunks.head(disk.manifest_id or "")
-                    if made.size > disk.size_gb * GiB:
-                        raise Invalid("DISK_SMALLER_THAN_IMAGE", field="input.systemDiskGb")
-        except BaseException:
-            await self.provisioner.release_owned(disks)
-            raise
+        # What fill makes stays unrecorded until the transaction that makes the disks
+        # (`_take`): a refusal, failure or crash before it records nothing.
+        for disk, key in zip(disks, keys, strict=True):
+            await self.provisioner.fill(caller.account_id, disk, key)
+            if disk.pending is not None and disk.pending.manifest.size > disk.size_gb * GiB:
+                raise Invalid("DISK_SMALLER_THAN_IMAGE", field="input.systemDiskGb")
         return keys
 
     async def _take(self, uow: UnitOfWork, region: str, planned: PlannedDisk, checked: PlannedDisk,
                     key: DataKey | None) -> tuple[str, str | None]:
         """The (manifest id, KMS key id) a new disk holds, its reference taken in `uow`."""
-        if planned.owned:
-            assert planned.manifest_id is not None
-            return planned.manifest_id, planned.kms_key_id
+        if planned.pending is not None:
+            made = await ChunkStore.add_pending(uow, planned.pending)
+            return made.id, made.kms_key_id
         source = checked.source_manifest
         if source is not None:
             manifest = await uow.chunks.manifest(source)
@@ -233,27 +229,23 @@ class ComputeService:
         async with self.db.uow(caller.account_id, write=False) as uow:
             _, disks = await self._plan_server(uow, caller, spec)
         keys = await self._prepare(caller, disks, spec.kms_key_id)
-        try:
-            async with self.db.uow(caller.account_id) as uow:
-                image, checked = await self._plan_server(uow, caller, spec, lock=True)
-                now = utcnow()
-                server = Server(
-                    id=new_id("srv"), account_id=caller.account_id, name=name, status=ServerStatus.RUNNING.value,
-                    region=image.region, source_image_id=image.id, os_type=image.os_type,
-                    os_platform=image.os_platform, os_version=image.os_version, os_bits=image.os_bits,
-                    boot_mode=image.boot_mode, licensed_platform=licensed_origin(image), created_at=now,
-                    updated_at=now,
-                )
-                await uow.compute.add(server)
-                for position, (planned, check, key) in enumerate(zip(disks, checked, keys, strict=True)):
-                    manifest_id, kms_key_id = await self._take(uow, image.region, planned, check, key)
-                    suffix = "-system" if position == 0 else f"-data{position}"
-                    await uow.compute.add(self._volume(caller, _disk_name(name, suffix), image.region, check,
-                                                       manifest_id, kms_key_id, server.id, position, now))
-                await uow.commit()
-        except BaseException:
-            await self.provisioner.release_owned(disks)
-            raise
+        async with self.db.uow(caller.account_id) as uow:
+            image, checked = await self._plan_server(uow, caller, spec, lock=True)
+            now = utcnow()
+            server = Server(
+                id=new_id("srv"), account_id=caller.account_id, name=name, status=ServerStatus.RUNNING.value,
+                region=image.region, source_image_id=image.id, os_type=image.os_type,
+                os_platform=image.os_platform, os_version=image.os_version, os_bits=image.os_bits,
+                boot_mode=image.boot_mode, licensed_platform=licensed_origin(image), created_at=now,
+                updated_at=now,
+            )
+            await uow.compute.add(server)
+            for position, (planned, check, key) in enumerate(zip(disks, checked, keys, strict=True)):
+                manifest_id, kms_key_id = await self._take(uow, image.region, planned, check, key)
+                suffix = "-system" if position == 0 else f"-data{position}"
+                await uow.compute.add(self._volume(caller, _disk_name(name, suffix), image.region, check,
+                                                   manifest_id, kms_key_id, server.id, position, now))
+            await uow.commit()
         return server
 
     @staticmethod
@@ -313,16 +305,12 @@ class ComputeService:
             region = region or self.regions[0]
             disk = await self._plan_volume(uow, caller, spec, region)
         keys = await self._prepare(caller, [disk], spec.kms_key_id)
-        try:
-            async with self.db.uow(caller.account_id) as uow:
-                checked = await self._plan_volume(uow, caller, spec, region, lock=True)
-                manifest_id, kms_key_id = await self._take(uow, region, disk, checked, keys[0])
-                volume = self._volume(caller, name, region, checked, manifest_id, kms_key_id, None, 0, utcnow())
-                await uow.compute.add(volume)
-                await uow.commit()
-        except BaseException:
-            await self.provisioner.release_owned([disk])
-            raise
+        async with self.db.uow(caller.account_id) as uow:
+            checked = await self._plan_volume(uow, caller, spec, region, lock=True)
+            manifest_id, kms_key_id = await self._take(uow, region, disk, checked, keys[0])
+            volume = self._volume(caller, name, region, checked, manifest_id, kms_key_id, None, 0, utcnow())
+            await uow.compute.add(volume)
+            await uow.commit()
         return volume
 
     async def write_volume(self, volume_id: str, offset: int, data: bytes) -> None:
@@ -362,9 +350,11 @@ class ComputeService:
                 chunk[lo - start : hi - start] = data[lo - offset : hi - offset]
             changes[index] = bytes(chunk)
         made = await self.chunks.compose(manifest.id, changes, key=key)
-        async with self.db.uow() as uow:
-            swapped = await uow.compute.swap_manifest(volume.id, manifest.id, made.id, utcnow())
-            await uow.chunks.release(manifest.id if swapped else made.id, utcnow())
-            await uow.commit()
+        async with self.db.uow() as uow:  # the new manifest is recorded only if the volume takes it
+            await ChunkStore.add_pending(uow, made)
+            swapped = await uow.compute.swap_manifest(volume.id, manifest.id, made.manifest.id, utcnow())
+            if swapped:
+                await uow.chunks.release(manifest.id, utcnow())
+                await uow.commit()
         if not swapped:
             raise RuntimeError(f"volume {volume_id} was written concurrently")

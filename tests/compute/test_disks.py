@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import subprocess
+from datetime import timedelta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +105,53 @@ async def test_a_qcow2_image_is_converted_to_raw_once(
     assert (system.kms_key_id, converted.kms_key_id, converted.data_key_id) == (key, key, source.data_key_id)
     work = settings.data_dir / "work"  # temporary files removed (the process's scratch locks stay)
     assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+@pytest.mark.parametrize("made_by", ["conversion", "sealed copy"])
+async def test_disk_data_is_recorded_only_with_the_disk(
+    db: Database, settings: Settings, services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    made_by: str,
+) -> None:
+    """A disk's new manifest (a qcow2 image converted to raw, a plain image copied under a KMS
+    key) is recorded in the transaction that makes the disk: when that transaction fails, as
+    when the process dies before it, no manifest is left that nobody holds, and garbage
+    collection takes the chunks written for it once their grace period is over."""
+    owner, _ = await make_account(db)
+    data = secrets.token_bytes(2 * MiB)
+    if made_by == "conversion":
+        (tmp_path / "disk.raw").write_bytes(data)
+        _qemu("convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"), str(tmp_path / "disk.qcow2"))
+        image = await make_image_with_data(db, settings, owner, (tmp_path / "disk.qcow2").read_bytes(),
+                                           disk_format="QCOW2", quick_provisioning=False,
+                                           virtual_size_bytes=len(data), min_disk_gb=1)
+        key = None
+    else:
+        image = await make_image_with_data(db, settings, owner, data)
+        key = await make_kms_key(db, settings, owner)
+    manifests, objects = await manifest_count(db), await chunk_objects(services)
+
+    left: list[int] = []
+
+    async def dies(*_args: object, **_kwargs: object) -> None:
+        left.append(await manifest_count(db))  # what a kill -9 at this point would leave
+        raise RuntimeError("the process dies here")
+
+    monkeypatch.setattr(services.compute, "_take", dies)  # the disk's transaction, before its rows
+    with pytest.raises(RuntimeError, match="the process dies here"):
+        await new_server(services, owner, image, kms_key_id=key)
+    assert left == [manifests]
+    assert await manifest_count(db) == manifests
+    assert await chunk_objects(services) > objects  # written, held by no manifest
+    services.chunks.grace = timedelta(0)
+    for _ in range(2):  # sealed chunks are never claimed: adopted as orphans, then deleted
+        await services.chunks.collect("region-1")
+    assert await chunk_objects(services) == objects
+
+    monkeypatch.undo()
+    server = await new_server(services, owner, image, kms_key_id=key)
+    [system] = await volumes(services, owner, server)
+    assert await manifest_count(db) == manifests + 1
+    assert await manifest_bytes(services, system.manifest_id, owner.id) == data
 
 
 async def test_a_stored_qcow2_naming_a_host_file_provisions_nothing(
