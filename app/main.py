@@ -25,7 +25,7 @@ from app.bootstrap import Runtime
 from app.config import Settings
 from app.http import EdgeMiddleware
 from app.logs import quiet_parameter_loggers
-from app.metrics import CONTENT_TYPE, Metrics
+from app.metrics import CONTENT_TYPE, Metrics, operation_names
 from app.runtime import freeze_startup_objects
 from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
@@ -36,8 +36,10 @@ class GraphQLApp(GraphQL[Context, None]):
     authenticated here from the `connection_init` payload `{"authorization": "Bearer <token>"}`."""
 
     def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
+        schema = build_schema((metrics.extension(),))
+        metrics.operations = operation_names(schema)
         super().__init__(
-            build_schema((metrics.extension(),)), graphql_ide="graphiql", allow_queries_via_get=True,
+            schema, graphql_ide="graphiql", allow_queries_via_get=True,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self.runtime = runtime

@@ -1,6 +1,11 @@
 """Prometheus metrics: requests and latency by GraphQL operation, jobs by type and status
 with their durations, bytes moved through the chunk store, and the chunk store's size.
 
+An operation is labelled by its name only when the name is one of a fixed set derived from
+the schema (`operation_names`); any other name is `other`. Names are the client's choice,
+and `health` needs no token: a label per name would let anyone grow the registry, and every
+scrape, without bound.
+
 Each process has its own `Metrics` (its own registry, built by the runtime). Job and
 chunk-store figures are read from the database at scrape time, so any API process reports
 them for the whole deployment; request and byte counters are the process's own.
@@ -16,13 +21,32 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from strawberry.extensions import SchemaExtension
 
 if TYPE_CHECKING:
+    import strawberry
+
     from app.services.registry import Services
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The `operation` label of a named operation outside `Metrics.operations`.
+OTHER_OPERATION = "other"
+#: The `operation` label of an operation without a name.
+UNNAMED_OPERATION = "anonymous"
+
+
+def operation_names(schema: strawberry.Schema) -> frozenset[str]:
+    """The operation names labelled as themselves: each root field's name as written and
+    capitalized (`images`, `Images`). graphql/operations names every document after the root
+    field it calls, so the project's own clients keep their names (a test checks)."""
+    graphql_schema = schema._schema
+    roots = (graphql_schema.query_type, graphql_schema.mutation_type, graphql_schema.subscription_type)
+    fields = {name for root in roots if root is not None for name in root.fields}
+    return frozenset(fields | {name[:1].upper() + name[1:] for name in fields})
 
 
 class Metrics:
     def __init__(self) -> None:
+        #: Operation names that get a label of their own (`operation_names` of the schema
+        #: served); until set, every named operation is `other`.
+        self.operations: frozenset[str] = frozenset()
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("ims_graphql_requests", "GraphQL operations served.",
@@ -46,6 +70,11 @@ class Metrics:
     def job_finished(self, job_type: str, status: str, seconds: float) -> None:
         self.job_seconds.labels(job_type, status).observe(seconds)
 
+    def operation_label(self, name: str | None) -> str:
+        if name is None:
+            return UNNAMED_OPERATION
+        return name if name in self.operations else OTHER_OPERATION
+
     def extension(self) -> type[SchemaExtension]:
         """A Strawberry extension class that times every operation into these metrics."""
         metrics = self
@@ -55,7 +84,7 @@ class Metrics:
                 start = time.perf_counter()
                 yield
                 ctx = self.execution_context
-                name = ctx.operation_name or "anonymous"
+                name = metrics.operation_label(ctx.operation_name)
                 errors = bool(ctx.result is not None and ctx.result.errors)
                 metrics.requests.labels(name, "error" if errors else "ok").inc()
                 metrics.latency.labels(name).observe(time.perf_counter() - start)
