@@ -31,6 +31,11 @@ __all__ = ["OnPut", "object_routes"]
 OnPut = Callable[[str, str, ObjectInfo], Awaitable[None]]
 
 _SINGLE_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+#: Positions of more significant digits than this lie past the end of every object (sizes
+#: are 64-bit), and int() refuses strings over 4300 digits: such a position is taken as
+#: `_BEYOND_ANY_OBJECT`, which every rule below treats exactly as the number itself.
+_MAX_POSITION_DIGITS = 19
+_BEYOND_ANY_OBJECT = 10**_MAX_POSITION_DIGITS
 _OCTETS = "application/octet-stream"
 
 
@@ -173,18 +178,28 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _SINGLE_RANGE_RE.fullmatch(header.strip())
     if match is None:
         return None
-    first, last = match.groups()
+    first, last = (_significant(digits) for digits in match.groups())
     if not first and not last:
         return None
     if not first:  # suffix range: the last n bytes
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise _RangeNotSatisfiable
         return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    # Compared as digit strings (without leading zeros): exact however long they are.
+    if last and (len(last), last) < (len(first), first):
         return None  # an invalid range-spec is ignored, not refused
+    start = _position(first)
     if start >= size:
         raise _RangeNotSatisfiable
-    end = min(int(last), size - 1) if last else size - 1
+    end = min(_position(last), size - 1) if last else size - 1
     return start, end
+
+
+def _significant(digits: str) -> str:
+    """`digits` without leading zeros: `0` for zeros only, the empty string for none."""
+    return digits.lstrip("0") or digits[:1]
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_POSITION_DIGITS else _BEYOND_ANY_OBJECT

@@ -307,6 +307,8 @@ async def test_malformed_content_length(env: Env) -> None:
 # -- Range ---------------------------------------------------------------------------------
 
 SIZE = len(DATA)
+#: A position past int()'s 4300-digit limit: past the end of any object.
+HUGE = "9" * 5000
 
 
 @pytest.mark.parametrize(
@@ -318,6 +320,9 @@ SIZE = len(DATA)
         ("bytes=-99999", 0, SIZE - 1),
         (f"bytes={SIZE - 5}-{SIZE + 500}", SIZE - 5, SIZE - 1),
         (f"bytes={SIZE - 1}-{SIZE - 1}", SIZE - 1, SIZE - 1),
+        (f"bytes=0-{HUGE}", 0, SIZE - 1),
+        (f"bytes=-{HUGE}", 0, SIZE - 1),
+        (f"bytes={'0' * 5000}5-{'0' * 5000}9", 5, 9),
     ],
 )
 async def test_range_206(env: Env, header: str, start: int, end: int) -> None:
@@ -334,13 +339,23 @@ async def test_range_206(env: Env, header: str, start: int, end: int) -> None:
     assert head.headers["content-range"] == f"bytes {start}-{end}/{SIZE}"
 
 
-@pytest.mark.parametrize("header", [f"bytes={SIZE}-", f"bytes={SIZE + 10}-{SIZE + 20}", "bytes=-0"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"bytes={SIZE}-",
+        f"bytes={SIZE + 10}-{SIZE + 20}",
+        "bytes=-0",
+        f"bytes={HUGE}-",
+        f"bytes={HUGE}-{HUGE}",
+        f"bytes=-{'0' * 5000}",
+    ],
+)
 async def test_range_416(env: Env, header: str) -> None:
     response = await env.client.get(
         env.url("GET", "bucket-a", "dir/obj"), headers={"Range": header}
     )
 
-    assert response.status_code == 416
+    assert (response.status_code, response.text) == (416, "range not satisfiable")
     assert response.headers["content-range"] == f"bytes */{SIZE}"
 
 
@@ -355,8 +370,29 @@ async def test_range_on_empty_object_is_416(env: Env) -> None:
     assert (whole.status_code, whole.content) == (200, b"")
 
 
+async def test_range_positions_past_int_limit_through_real_http_server(
+    fs_server: FilesystemServer,
+) -> None:
+    """Positions of any length are numbers (int() of one over 4300 digits failed the request)."""
+    store = FilesystemObjectStore(fs_server.root, fs_server.signer)
+    await store.create_bucket("huge-ranges")
+    await store.put_bytes("huge-ranges", "obj", DATA)
+    url = fs_server.signer.sign("GET", "huge-ranges", "obj", 300)
+
+    async with httpx.AsyncClient() as client:
+        whole = await client.get(url, headers={"Range": f"bytes=0-{HUGE}"})
+        past_end = await client.get(url, headers={"Range": f"bytes={HUGE}-"})
+
+    assert (whole.status_code, whole.content) == (206, DATA)
+    assert whole.headers["content-range"] == f"bytes 0-{SIZE - 1}/{SIZE}"
+    assert (past_end.status_code, past_end.text) == (416, "range not satisfiable")
+    assert past_end.headers["content-range"] == f"bytes */{SIZE}"
+
+
 @pytest.mark.parametrize(
-    "header", ["bytes=5-2", "bytes=0-1,5-6", "items=0-5", "bytes=x-y", "bytes=-"]
+    "header",
+    ["bytes=5-2", "bytes=0-1,5-6", "items=0-5", "bytes=x-y", "bytes=-", f"bytes={HUGE}-{HUGE[1:]}",
+     f"bytes={HUGE}-5"],
 )
 async def test_unsupported_or_invalid_range_sends_everything(env: Env, header: str) -> None:
     response = await env.client.get(
