@@ -18,7 +18,8 @@ from app.storage.names import validate_bucket_name, validate_key
 
 register_codes({
     "INVALID_BUCKET_NAME": "Bucket names: 3-63 lowercase letters, digits, '-' or '.', as on S3; `ims-` is reserved.",
-    "INVALID_OBJECT_KEY": "Object keys: 1-1024 bytes, no empty, '.' or '..' segments, no control characters.",
+    "INVALID_OBJECT_KEY": "Object keys: 1-1024 bytes of UTF-8 in '/'-separated segments of at most 255 bytes; "
+                          "no empty, '.' or '..' segments, no leading '/', backslash or control characters.",
     "BUCKET_EXISTS": "A bucket with this name exists.",
     "INVALID_URL_EXPIRY": "Signed URLs live 1 second to 7 days.",
 })

@@ -37,8 +37,6 @@ __all__ = ["FilesystemObjectStore"]
 T = TypeVar("T")
 
 _TMP_DIR = ".tmp"
-#: Most filesystems refuse longer names (NAME_MAX); refusing up front gives a clear error.
-_MAX_SEGMENT_BYTES = 255
 #: A concurrent delete may prune the directory a rename is about to land in; retry that.
 _RENAME_ATTEMPTS = 10
 
@@ -236,11 +234,8 @@ class FilesystemObjectStore:
         return path
 
     def _object_path(self, bucket: str, key: str) -> Path:
+        # `validate_key` has kept every segment within NAME_MAX (255 bytes).
         segments = key.split("/")
-        if any(len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in segments):
-            raise InvalidNameError(
-                f"object key {key!r} has a segment over {_MAX_SEGMENT_BYTES} bytes"
-            )
         path = self._confined(bucket, *segments)
         if not path.parents[len(segments) - 1].is_dir():
             raise NoSuchBucketError(f"no bucket {bucket!r}")

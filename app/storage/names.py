@@ -10,9 +10,13 @@ import re
 
 from app.storage.base import InvalidNameError
 
-__all__ = ["MAX_KEY_BYTES", "validate_bucket_name", "validate_key", "validate_sha256"]
+__all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "validate_bucket_name", "validate_key", "validate_sha256"]
 
 MAX_KEY_BYTES = 1024
+#: A filesystem adapter stores each segment as a file or directory name, and most filesystems
+#: refuse names over 255 bytes (NAME_MAX). Every adapter refuses them, so that a key (and a
+#: signed upload URL for it) good on one store is good on all.
+MAX_KEY_SEGMENT_BYTES = 255
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4_LIKE_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
@@ -44,8 +48,8 @@ def validate_bucket_name(name: str) -> str:
 def validate_key(key: str) -> str:
     """Return `key` unchanged when it is a safe object key, else raise InvalidNameError.
 
-    A key is 1-1024 bytes of UTF-8, `/`-separated segments, none empty, `.` or `..`; no
-    leading `/`, no backslash, no control character.
+    A key is 1-1024 bytes of UTF-8, `/`-separated segments of at most 255 bytes, none empty,
+    `.` or `..`; no leading `/`, no backslash, no control character.
     """
     if not isinstance(key, str) or not key:
         raise InvalidNameError("object key must be a non-empty string")
@@ -68,6 +72,8 @@ def validate_key(key: str) -> str:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidNameError(f"object key {key!r} has an empty, '.' or '..' path segment")
+        if len(segment.encode("utf-8")) > MAX_KEY_SEGMENT_BYTES:
+            raise InvalidNameError(f"object key {key!r} has a segment over {MAX_KEY_SEGMENT_BYTES} bytes")
     return key
 
 

@@ -197,7 +197,7 @@ async def test_bucket_region_and_key_are_checked(gql: GraphQLClient, db: Databas
     await bucket(q, "far-away", region="region-2")
     await refused(q, db, alice, image, image.id,
                   error("ValidationError", "BUCKET_REGION_MISMATCH", field="input.bucket"), bucket="far-away")
-    for key in ("", "a/../b", "x" * 1025, "bell\x07"):
+    for key in ("", "a/../b", "x" * 1025, "d/" + "x" * 256, "bell\x07"):
         await refused(q, db, alice, image, image.id,
                       error("ValidationError", "INVALID_OBJECT_KEY", field="input.key"), key=key)
 

@@ -14,6 +14,9 @@ CREATE = """mutation($name: String!) { createBucket(input: {name: $name}) {
   __typename ... on CreateBucketSuccess { bucket { name region } } ... on UserError { code } } }"""
 UPLOAD = """mutation($b: String!, $k: String!, $e: Int) { createUploadUrl(input: {bucket: $b, key: $k, expiresInSeconds: $e}) {
   __typename ... on CreateUploadUrlSuccess { url expiresAt } ... on UserError { code } } }"""
+UPLOAD_FIELD = """mutation($b: String!, $k: String!) { createUploadUrl(input: {bucket: $b, key: $k}) {
+  __typename ... on CreateUploadUrlSuccess { url } ... on UserError { code } ... on ValidationError { field } } }"""
+COUNT = "{ buckets { objects { totalCount } } }"
 LIST = """{ buckets { name objects(prefix: "dir/") { totalCount edges { node {
   key sizeBytes checksum downloadUrl(expiresInSeconds: 60) } } } } }"""
 
@@ -57,3 +60,24 @@ async def test_bucket_rules_and_isolation(gql: GraphQLClient, db: Database) -> N
     assert (await gql.as_(alice).execute(UPLOAD, {"b": "shared-name", "k": "f", "e": 0}))["createUploadUrl"] == {
         "__typename": "ValidationError", "code": "INVALID_URL_EXPIRY"}
     assert (await gql.as_(bob).execute("{ buckets { name } }"))["buckets"] == []
+
+
+async def test_upload_urls_only_for_keys_every_store_can_hold(gql: GraphQLClient, db: Database) -> None:
+    """A key segment over 255 bytes (a filesystem's NAME_MAX) is refused up front: the URL
+    could never be used."""
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await me.execute(CREATE, {"name": "my-bucket"})
+    for key in ("s" * 256, "dir/" + "s" * 256, "dir/" + "é" * 128 + "/x"):
+        payload = (await me.execute(UPLOAD_FIELD, {"b": "my-bucket", "k": key}))["createUploadUrl"]
+        assert payload == {"__typename": "ValidationError", "code": "INVALID_OBJECT_KEY", "field": "input.key"}, key
+    assert (await me.execute(COUNT))["buckets"] == [{"objects": {"totalCount": 0}}]
+
+    for key in ("s" * 255, "dir/" + "é" * 127 + "s"):
+        payload = (await me.execute(UPLOAD_FIELD, {"b": "my-bucket", "k": key}))["createUploadUrl"]
+        assert payload["__typename"] == "CreateUploadUrlSuccess", key
+        async with httpx.AsyncClient() as plain:
+            assert (await plain.put(payload["url"], content=b"data")).status_code == 200
+    listed = (await me.execute("{ buckets { objects { edges { node { key sizeBytes } } } } }"))["buckets"]
+    assert [e["node"] for e in listed[0]["objects"]["edges"]] == [
+        {"key": "dir/" + "é" * 127 + "s", "sizeBytes": 4}, {"key": "s" * 255, "sizeBytes": 4}]

@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 
 from app.storage.base import InvalidNameError
-from app.storage.names import validate_bucket_name, validate_key
+from app.storage.names import MAX_KEY_BYTES, validate_bucket_name, validate_key
 
 
 @pytest.mark.parametrize("name", ["abc", "a-b.c", "0day", "x" * 63, "my.bucket-1"])
@@ -46,9 +46,15 @@ def test_invalid_bucket_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["a", "a/b/c.raw", ".hidden", "a/..b", "a/b..", "...", "é", "é" * 512, "x" * 1024, "a b"],
+    [
+        "a", "a/b/c.raw", ".hidden", "a/..b", "a/b..", "...", "é", "a b",
+        "x" * 255, "é" * 127 + "x",  # segments of 255 bytes
+        "/".join(["x" * 255] * 3 + ["x" * 254, "x"]),  # 1024 bytes
+        "/".join(["é" * 127] * 4 + ["é" * 2]),  # 1024 bytes of UTF-8
+    ],
 )
 def test_valid_keys(key: str) -> None:
+    assert len(key.encode()) <= MAX_KEY_BYTES
     assert validate_key(key) == key
 
 
@@ -57,8 +63,11 @@ def test_valid_keys(key: str) -> None:
     [
         "",
         " ",
-        "x" * 1025,
-        "é" * 513,  # 1026 bytes of UTF-8
+        "/".join(["x" * 255] * 4) + "/x",  # 1025 bytes
+        "/".join(["é" * 127] * 4) + "/ééx",  # 1025 bytes of UTF-8
+        "x" * 256,  # a segment over 255 bytes
+        "a/" + "x" * 256 + "/b",
+        "é" * 128,  # 256 bytes of UTF-8
         "/abs",
         "a/",
         "a//b",
