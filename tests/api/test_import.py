@@ -19,6 +19,7 @@ from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import data_plane, make_account, make_kms_key
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 @pytest.fixture
@@ -121,6 +122,28 @@ async def test_hostile_and_mismatched_files_kill_the_image(gql: GraphQLClient, d
         job = await finished(me, got["job"]["id"])
         assert job["status"] == "FAIL" and job["error"]["code"] == code, (key, job)
         assert [i["status"] for i in job["images"]] == ["KILLED"]
+
+
+async def test_system_disk_min_disk_covers_the_virtual_size(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:
+    """A SYSTEM_DISK image's minDiskGb is at least its file's virtual size in GiB: the job,
+    which alone knows that size, refuses a smaller one and kills the image."""
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    qcow = tmp_path / "big.qcow2"  # 2 GiB virtual, a few hundred KiB on disk
+    await asyncio.to_thread(subprocess.run, ["qemu-img", "create", "-q", "-f", "qcow2", str(qcow), "2G"], check=True)
+    await upload(me, "imports", "big.qcow2", qcow.read_bytes())
+    small = (await me.execute(IMPORT, {"input": system_input("imports", "big.qcow2", minDiskGb=1)}))["importImage"]
+    assert small["__typename"] == "ImageJobSuccess", small
+    job = await finished(me, small["job"]["id"])
+    assert job["status"] == "FAIL" and job["error"]["code"] == "MIN_DISK_TOO_SMALL", job
+    assert [i["status"] for i in job["images"]] == ["KILLED"]
+    enough = (await me.execute(IMPORT, {"input": system_input("imports", "big.qcow2", minDiskGb=2)}))["importImage"]
+    job = await finished(me, enough["job"]["id"])
+    assert (job["status"], job["error"]) == ("SUCCESS", None), job
+    [done] = job["images"]
+    assert (done["status"], done["diskFormat"], done["virtualSizeBytes"], done["minDiskGb"]) == (
+        "ACTIVE", "QCOW2", 2 * GiB, 2)
+    assert [(d["role"], d["sizeGb"]) for d in done["disks"]] == [("SYSTEM", 2)]
 
 
 async def test_encrypted_import_reads_back_only_with_the_key(gql: GraphQLClient, db: Database,
