@@ -17,6 +17,7 @@ from app.config import Settings
 from app.db.uow import Database
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import data_plane, make_account, make_kms_key
+from tests.hostile_files import write_iso
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -36,7 +37,7 @@ IMPORT = """mutation($input: ImportImageInput!) { importImage(input: $input) {
   ... on LimitExceededError { limit }
 } }"""
 JOB = """query($id: ID!) { job(id: $id) { status progress error { code message }
-  images { __typename ... on ImageBase { id status diskFormat sizeBytes virtualSizeBytes checksum quickProvisioning
+  images { __typename ... on ImageBase { id kind status diskFormat sizeBytes virtualSizeBytes checksum quickProvisioning
     encrypted kmsKeyId minDiskGb disks { role sizeGb storedBytes } origin { type ref } tags { key value } } } } }"""
 
 
@@ -144,6 +145,29 @@ async def test_system_disk_min_disk_covers_the_virtual_size(gql: GraphQLClient, 
     assert (done["status"], done["diskFormat"], done["virtualSizeBytes"], done["minDiskGb"]) == (
         "ACTIVE", "QCOW2", 2 * GiB, 2)
     assert [(d["role"], d["sizeGb"]) for d in done["disks"]] == [("SYSTEM", 2)]
+
+
+async def test_iso_images_need_iso_files(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:
+    """ISO images are made from ISO files only, and ISO files make ISO images only: both
+    mismatches fail the job with FORMAT_MISMATCH and kill the image."""
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    iso = write_iso(tmp_path / "cd.iso")
+    await upload(me, "imports", "cd.iso", iso.read_bytes())
+    await upload(me, "imports", "plain.raw", b"\x01" * MiB)
+    for key, kind in (("plain.raw", "ISO"), ("cd.iso", "SYSTEM_DISK")):
+        got = (await me.execute(IMPORT, {"input": system_input("imports", key, kind=kind)}))["importImage"]
+        assert got["__typename"] == "ImageJobSuccess", (key, got)
+        job = await finished(me, got["job"]["id"])
+        assert job["status"] == "FAIL" and job["error"]["code"] == "FORMAT_MISMATCH", (key, job)
+        assert [(i["kind"], i["status"]) for i in job["images"]] == [(kind, "KILLED")]
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "cd.iso", kind="ISO")}))["importImage"]
+    job = await finished(me, got["job"]["id"])
+    assert (job["status"], job["error"]) == ("SUCCESS", None), job
+    [done] = job["images"]
+    assert (done["__typename"], done["kind"], done["status"], done["diskFormat"], done["quickProvisioning"]) == (
+        "PrivateImage", "ISO", "ACTIVE", "ISO", False)
+    assert done["sizeBytes"] == done["virtualSizeBytes"] == iso.stat().st_size == 64 * 1024
 
 
 async def test_encrypted_import_reads_back_only_with_the_key(gql: GraphQLClient, db: Database,
