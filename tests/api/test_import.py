@@ -15,6 +15,7 @@ import pytest
 
 from app.config import Settings
 from app.db.uow import Database
+from app.services import ingest
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import data_plane, make_account, make_kms_key
 from tests.hostile_files import write_iso
@@ -168,6 +169,30 @@ async def test_iso_images_need_iso_files(gql: GraphQLClient, db: Database, tmp_p
     assert (done["__typename"], done["kind"], done["status"], done["diskFormat"], done["quickProvisioning"]) == (
         "PrivateImage", "ISO", "ACTIVE", "ISO", False)
     assert done["sizeBytes"] == done["virtualSizeBytes"] == iso.stat().st_size == 64 * 1024
+
+
+async def test_file_too_large_creates_nothing(gql: GraphQLClient, db: Database,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of at most MAX_IMPORT_BYTES (128 GiB) are imported; a larger one is refused up
+    front and nothing is created. The limit is lowered to 1 MiB where it is read: by the
+    service (its own name, imported from ingest) and by the job's ingest."""
+    assert ingest.MAX_IMPORT_BYTES == 128 * GiB
+    monkeypatch.setattr("app.services.imports.MAX_IMPORT_BYTES", MiB)
+    monkeypatch.setattr(ingest, "MAX_IMPORT_BYTES", MiB)
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await upload(me, "imports", "over.raw", b"\x06" * (MiB + 1))
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "over.raw")}))["importImage"]
+    # `limit` is in whole GiB, as the 128 GiB limit is reported: 1 MiB rounds down to 0.
+    assert got == {"__typename": "LimitExceededError", "code": "FILE_TOO_LARGE", "limit": 0}
+    assert (await me.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } jobs { totalCount } }")) == {
+        "images": {"totalCount": 0}, "jobs": {"totalCount": 0}}
+    # Exactly at the limit is allowed, by the service and by the job.
+    await upload(me, "imports", "limit.raw", b"\x06" * MiB)
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "limit.raw")}))["importImage"]
+    assert got["__typename"] == "ImageJobSuccess", got
+    job = await finished(me, got["job"]["id"])
+    assert (job["status"], [(i["status"], i["sizeBytes"]) for i in job["images"]]) == ("SUCCESS", [("ACTIVE", MiB)])
 
 
 async def test_encrypted_import_reads_back_only_with_the_key(gql: GraphQLClient, db: Database,

@@ -18,6 +18,7 @@ from app.datastore.tables import Manifest
 from app.db.types import utcnow
 from app.db.uow import Database
 from app.formats import DiskFormat, FormatError
+from app.services import ingest as ingest_module
 from app.services.ingest import IngestError, ingest
 from app.storage.factory import service_bucket
 from app.storage.filesystem import FilesystemObjectStore
@@ -155,3 +156,23 @@ async def test_conversion_for_a_disk_inspects_the_stored_file_again(tmp_path: Pa
     assert (info.value.code, str(info.value)) == ("UNSAFE_IMAGE_FILE", "unsafe QCOW2 image: data_file: Image has data_file set")
     assert await _manifest_count(db) == 1  # only the stored file's own
     assert [p.name for p in (tmp_path / "work").rglob("*") if p.suffix in (".src", ".raw")] == []
+
+
+async def test_file_over_the_import_limit_is_refused_and_nothing_is_kept(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's own check of DESIGN's "file ≤ 128 GiB": an object that grew past the limit
+    after importImage accepted it is refused, and nothing is kept."""
+    monkeypatch.setattr(ingest_module, "MAX_IMPORT_BYTES", MiB)
+    store, chunks = await _setup(tmp_path, db)
+    await store.put_bytes("uploads", "over", b"\x06" * (MiB + 1))
+    with pytest.raises(IngestError) as info:
+        await ingest(store, "uploads", "over", declared=None, chunks=chunks, region=REGION,
+                     data_key=None, progress=_noop)
+    assert info.value.code == "FILE_TOO_LARGE"
+    assert await _manifest_count(db) == 0
+    assert await store.list_objects(service_bucket(REGION), prefix=CHUNK_PREFIX) == []
+    await store.put_bytes("uploads", "limit", b"\x06" * MiB)
+    got = await ingest(store, "uploads", "limit", declared=None, chunks=chunks, region=REGION,
+                       data_key=None, progress=_noop)
+    assert (got.inspection.format, got.manifest.size) == (DiskFormat.RAW, MiB)
