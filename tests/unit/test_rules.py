@@ -1,4 +1,5 @@
-"""The pure rules of DESIGN §1: names, descriptions, RAM, tags, page sizes and cursors."""
+"""The pure rules of DESIGN §1: names, descriptions, RAM, tags, page sizes, cursors and
+licensed platforms."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.domain.images import is_licensed_platform
 from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
 from app.domain.rules import (
     DESCRIPTION_MAX,
@@ -207,3 +209,29 @@ def test_cursor_datetime_must_be_an_aware_iso_timestamp(value: object) -> None:
     with pytest.raises(Invalid) as info:
         decode_datetime(value)
     assert info.value.code == "INVALID_CURSOR"
+
+
+# ---------------------------------------------------------------- licensed platforms
+
+
+#: DESIGN §1 export: Windows, SUSE, Red Hat, Ubuntu and Oracle Linux public images carry a
+#: license. A platform is matched whole, whatever its case and surrounding spaces, in the
+#: spellings images use (Huawei's `__platform` writes "RedHat").
+@pytest.mark.parametrize("platform", [
+    "Windows", "WINDOWS", " windows ",
+    "SUSE", "suse",
+    "Red Hat", "RedHat", "red hat",
+    "Ubuntu", "ubuntu ",
+    "Oracle Linux", "OracleLinux", "oracle linux",
+])
+def test_licensed_platforms(platform: str) -> None:
+    assert is_licensed_platform(platform) is True
+
+
+@pytest.mark.parametrize("platform", [
+    "Debian", "CentOS", "Fedora", "EulerOS",
+    "openSUSE",  # the free distribution, not SUSE's licensed one
+    "", " ", None,
+])
+def test_unlicensed_platforms(platform: str | None) -> None:
+    assert is_licensed_platform(platform) is False
