@@ -42,6 +42,8 @@ IMAGE_MATRIX: dict[str, tuple[str, ...]] = {
                        *["NotFoundError"] * 3, "401"),
     "createServer": ("CreateServerSuccess", "NotFoundError", "CreateServerSuccess", "NotFoundError",
                      *["NotFoundError"] * 3, "401"),
+    "createVolume": ("CreateVolumeSuccess", "NotFoundError", "CreateVolumeSuccess", "NotFoundError",
+                     *["NotFoundError"] * 3, "401"),
     "exportImage": ("ExportJobSuccess", *["ForbiddenError"] * 3, *["NotFoundError"] * 3, "401"),
     "deleteImages": ("DeleteImagesSuccess", *["ForbiddenError"] * 3, *["NotFoundError"] * 3, "401"),
 }
@@ -166,6 +168,9 @@ IMAGE_OPS: dict[str, Outcome] = {
     "createServer": image_op(
         'mutation($id: ID!) { createServer(input: {name: "srv", imageId: $id}) { __typename } }',
         lambda w: {"id": w.image.id}),
+    "createVolume": image_op(
+        'mutation($id: ID!) { createVolume(input: {name: "vol", sizeGb: 1, imageId: $id}) { __typename } }',
+        lambda w: {"id": w.image.id}),
     "exportImage": lambda w, c: export_image(w, c),
     "deleteImages": image_op("mutation($id: ID!) { deleteImages(input: {ids: [$id]}) { __typename } }",
                              lambda w: {"id": w.image.id}),
@@ -232,4 +237,4 @@ async def test_private_resources_by_role(operation: str, gql: GraphQLClient, db:
 def test_matrix_size() -> None:
     """What the README's reliability section reports."""
     cells = sum(len(v) for v in IMAGE_MATRIX.values()) + sum(len(v) for v in PRIVATE_MATRIX.values())
-    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 152
+    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 160
