@@ -328,6 +328,8 @@ async def test_image_from_server_refusals(gql: GraphQLClient, db: Database, sett
     image = await quick_image(db, settings, alice)
     server = (await create_server(q, imageId=image.id))["server"]
     big = (await create_server(q, imageId=image.id, systemDiskGb=1025))["server"]
+    # Disks are allocated lazily: 1 TiB of system disk costs no more than the image's chunks.
+    edge = (await create_server(q, imageId=image.id, systemDiskGb=1024))["server"]
     before = await q.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } }")
     cases: list[tuple[dict[str, Any], dict[str, Any]]] = [
         ({"kind": "DATA_DISK"}, err("ValidationError", "INVALID_IMAGE_KIND", field="input.kind")),
@@ -349,6 +351,14 @@ async def test_image_from_server_refusals(gql: GraphQLClient, db: Database, sett
     # A server whose system disk exceeds 1 TiB can still be saved whole (FULL_ECS).
     full = await image_from_server(q, serverId=big["id"], kind="FULL_ECS")
     assert (await wait_job(q, full["job"]["id"]))["status"] == "SUCCESS"
+    # A system disk of exactly 1 TiB makes a SYSTEM_DISK image.
+    made = await image_from_server(q, serverId=edge["id"])
+    assert made["__typename"] == "ImageJobSuccess", made
+    job = await wait_job(q, made["job"]["id"])
+    assert (job["type"], job["status"], job["error"]) == ("CREATE_IMAGE_FROM_SERVER", "SUCCESS", None)
+    [new] = job["images"]
+    assert (new["kind"], new["status"], new["minDiskGb"]) == ("SYSTEM_DISK", "ACTIVE", 1024)
+    assert [(d["role"], d["sizeGb"]) for d in new["disks"]] == [("SYSTEM", 1024)]
 
 
 async def test_creation_quotas(gql: GraphQLClient, db: Database, settings: Settings) -> None:
