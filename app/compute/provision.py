@@ -55,6 +55,8 @@ class PlannedDisk:
     pending: PendingManifest | None = None
     kms_key_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The input field that sized the disk (named by a DISK_SMALLER_THAN_IMAGE refusal).
+    size_field: str | None = "input.sizeGb"
 
     @property
     def source_manifest(self) -> str | None:

@@ -163,11 +163,12 @@ class ComputeService:
             raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image needs at least {image.min_disk_gb} GiB.",
                           field="input.systemDiskGb")
         sources: list[dict[str, Any] | None] = [*image.disks] or [None]
-        disks = [PlannedDisk(DiskRole.SYSTEM, system_gb, image, sources[0])]
-        disks += [PlannedDisk(DiskRole.DATA, int(d["sizeGb"]), image, d) for d in sources[1:] if d]
+        disks = [PlannedDisk(DiskRole.SYSTEM, system_gb, image, sources[0], size_field="input.systemDiskGb")]
+        disks += [PlannedDisk(DiskRole.DATA, int(d["sizeGb"]), image, d, size_field=None) for d in sources[1:] if d]
         for i, wanted in enumerate(spec.data_disks):
+            size_field = f"input.dataDisks[{i}].sizeGb"
             if wanted.image_id is None:
-                disks.append(PlannedDisk(DiskRole.DATA, wanted.size_gb))
+                disks.append(PlannedDisk(DiskRole.DATA, wanted.size_gb, size_field=size_field))
                 continue
             data = usable_image(await uow.images.get_visible(wanted.image_id, for_update=lock), caller,
                                 wanted.image_id)
@@ -178,8 +179,9 @@ class ComputeService:
                 raise Invalid("REGION_MISMATCH", field=f"input.dataDisks[{i}].imageId")
             if wanted.size_gb < data.min_disk_gb:
                 raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image needs at least {data.min_disk_gb} GiB.",
-                              field=f"input.dataDisks[{i}].sizeGb")
-            disks.append(PlannedDisk(DiskRole.DATA, wanted.size_gb, data, data.disks[0] if data.disks else None))
+                              field=size_field)
+            disks.append(PlannedDisk(DiskRole.DATA, wanted.size_gb, data, data.disks[0] if data.disks else None,
+                                     size_field=size_field))
         if len(disks) - 1 > DATA_DISKS_PER_SERVER:
             raise Invalid("TOO_MANY_DATA_DISKS", field="input.dataDisks")
         return image, disks
@@ -196,8 +198,10 @@ class ComputeService:
         # (`_take`): a refusal, failure or crash before it records nothing.
         for disk, key in zip(disks, keys, strict=True):
             await self.provisioner.fill(caller.account_id, disk, key)
-            if disk.pending is not None and disk.pending.manifest.size > disk.size_gb * GiB:
-                raise Invalid("DISK_SMALLER_THAN_IMAGE", field="input.systemDiskGb")
+            made = disk.pending.manifest.size if disk.pending is not None else 0
+            if made > disk.size_gb * GiB:  # a converted image's raw disk is larger than asked for
+                raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image's disk is {made} bytes: {disk.size_gb} GiB is "
+                              "too small.", field=disk.size_field)
         return keys
 
     async def _take(self, uow: UnitOfWork, region: str, planned: PlannedDisk, checked: PlannedDisk,

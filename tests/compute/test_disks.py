@@ -154,6 +154,32 @@ async def test_disk_data_is_recorded_only_with_the_disk(
     assert await manifest_bytes(services, system.manifest_id, owner.id) == data
 
 
+async def test_a_converted_disk_larger_than_asked_for_is_refused_on_its_own_field(
+    db: Database, settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    """A data disk image's minDiskGb need not cover its file's virtual size: the raw disk its
+    conversion makes can be larger than the disk asked for, which is refused on the field
+    that sized it, with nothing recorded."""
+    owner, _ = await make_account(db)
+    _qemu("create", "-f", "qcow2", str(tmp_path / "big.qcow2"), "1025M")
+    image = await make_image_with_data(
+        db, settings, owner, (tmp_path / "big.qcow2").read_bytes(), kind="DATA_DISK", disk_format="QCOW2",
+        quick_provisioning=False, virtual_size_bytes=1025 * MiB, min_disk_gb=1,
+    )
+    system = await make_image_with_data(db, settings, owner, secrets.token_bytes(MiB))
+    manifests = await manifest_count(db)
+    with pytest.raises(Invalid) as volume:
+        await services.compute.create_volume(caller(owner), VolumeSpec("v", 1, image_id=image.id))
+    with pytest.raises(Invalid) as server:
+        await new_server(services, owner, system, data_disks=[1, (1, image.id)])
+    for refused in (volume, server):
+        assert refused.value.code == "DISK_SMALLER_THAN_IMAGE"
+        assert refused.value.message == f"The image's disk is {1025 * MiB} bytes: 1 GiB is too small."
+    assert (volume.value.field, server.value.field) == ("input.sizeGb", "input.dataDisks[1].sizeGb")
+    assert await manifest_count(db) == manifests
+    assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
+
+
 async def test_a_stored_qcow2_naming_a_host_file_provisions_nothing(
     db: Database, settings: Settings, services: Services, tmp_path: Path
 ) -> None:
