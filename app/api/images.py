@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import strawberry
@@ -35,6 +35,7 @@ from app.api.image_types import Image, image_of
 from app.domain import enums as d
 from app.domain.images import ImageOrder as DomainOrder
 from app.domain.images import ImageQuery, TagMatch
+from app.domain.rules import TAGS_PER_IMAGE
 from app.errors import Invalid, NotFound
 from app.services.images import UNSET, ImageChanges
 
@@ -99,11 +100,27 @@ def _set(values: list[object] | None, enum: type) -> frozenset[object] | None:
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
-    """A filter's date-time with its offset: without one, which instant it names depends on
-    the server's time zone."""
-    if value is not None and value.utcoffset() is None:
-        raise Invalid("INVALID_DATETIME", field=field)
-    return value
+    """A filter's date-time with its offset (without one, which instant it names depends on
+    the server's time zone), in UTC; one that UTC cannot hold (`0001-01-01T00:00:00+05:00`)
+    is refused too."""
+    if value is None:
+        return None
+    try:
+        if value.utcoffset() is None:
+            raise ValueError("no UTC offset")
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise Invalid("INVALID_DATETIME", field=field) from exc
+
+
+def _tag_matches(tags: list[TagFilter]) -> tuple[TagMatch, ...]:
+    """At most TAGS_PER_IMAGE distinct conditions: an image has no more tags than that, one
+    value each, so a longer filter matches nothing (and each condition is one more EXISTS in
+    every arm of the page statement: a thousand outgrew SQLite's expression depth)."""
+    matches = tuple(dict.fromkeys(TagMatch(t.key, t.value) for t in tags))
+    if len(matches) > TAGS_PER_IMAGE:
+        raise Invalid("TOO_MANY_ITEMS", f"A filter names at most {TAGS_PER_IMAGE} tags.", field="filter.tags")
+    return matches
 
 
 def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
@@ -122,7 +139,7 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
         encrypted=f.encrypted,
         kms_key_id=str(f.kms_key_id) if f.kms_key_id is not None else None,
         protected=f.protected,
-        tags=tuple(TagMatch(t.key, t.value) for t in f.tags or []),
+        tags=_tag_matches(f.tags or []),
         member_statuses=frozenset(d.MemberStatus(s) for s in f.member_status) if f.member_status is not None
         else frozenset({d.MemberStatus.ACCEPTED}),
         created_after=_aware(f.created_after, "filter.createdAfter"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -37,11 +37,24 @@ def decode_cursor(cursor: str, ordering: str) -> tuple[Any, str]:
     return data[1], data[2]
 
 
+#: The largest size a cursor may carry (sizes are 64-bit integers; -1 stands for none).
+MAX_SIZE_VALUE = 2**63 - 1
+
+
 def decode_datetime(value: Any) -> datetime:
+    """A cursor's date-time, in UTC. One without an offset, or outside what UTC can hold
+    (`0001-01-01T00:00:00+05:00`), is INVALID_CURSOR."""
     try:
         parsed = datetime.fromisoformat(str(value))
-    except ValueError as exc:
+        if parsed.tzinfo is None:
+            raise ValueError("no UTC offset")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise Invalid("INVALID_CURSOR", field="after") from exc
-    if parsed.tzinfo is None:
+
+
+def decode_size(value: Any) -> int:
+    """A cursor's size: an integer (not a bool) from -1 (no size) to 2**63 - 1."""
+    if type(value) is not int or not -1 <= value <= MAX_SIZE_VALUE:
         raise Invalid("INVALID_CURSOR", field="after")
-    return parsed
+    return value

@@ -11,7 +11,7 @@ from app.db.types import utcnow
 from app.db.uow import Database, SharedReader, reading
 from app.domain.enums import BootMode, ImageKind, ImageOrderField, ImageStatus, ImageVisibility
 from app.domain.images import Caller, ImageOrder, ImageQuery
-from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.pagination import decode_cursor, decode_datetime, decode_size, encode_cursor
 from app.domain.rules import (
     validate_batch,
     validate_description,
@@ -98,8 +98,9 @@ class ImageService:
             value, last_id = decode_cursor(after, ordering)
             if order.field is ImageOrderField.CREATED_AT:
                 value = decode_datetime(value)
-            elif type(value) is not (int if order.field is ImageOrderField.SIZE else str):
-                # A size is an integer (not a bool), a name or a status a string.
+            elif order.field is ImageOrderField.SIZE:
+                value = decode_size(value)
+            elif type(value) is not str:  # a name or a status
                 raise Invalid("INVALID_CURSOR", field="after")
             cursor = (value, last_id)
         # Read whole on Database.reads, apart from the request's shared reader: the page is

@@ -415,11 +415,15 @@ async def test_page_size_and_cursor_errors(gql: GraphQLClient, db: Database) -> 
     assert err["extensions"]["code"] == "INVALID_CURSOR"
 
 
-@pytest.mark.parametrize("field,value", [("NAME", 5), ("STATUS", 1.5), ("SIZE", True), ("SIZE", "12")])
+@pytest.mark.parametrize("field,value", [("NAME", 5), ("STATUS", 1.5), ("SIZE", True), ("SIZE", "12"),
+                                         ("SIZE", 2**63), ("SIZE", -2), ("CREATED_AT", "0001-01-01T00:00:00+05:00"),
+                                         ("CREATED_AT", "9999-12-31T23:00:00-05:00")])
 async def test_a_cursor_whose_value_has_the_wrong_type_is_invalid(gql: GraphQLClient, db: Database,
                                                                   field: str, value: Any) -> None:
-    """Decoded, a cursor's value must have its ordering's type before it reaches the database
-    (on PostgreSQL asyncpg would refuse the argument only there)."""
+    """Decoded, a cursor's value must have its ordering's type, and a value the database and
+    UTC can hold, before it reaches the database (on PostgreSQL asyncpg would refuse the
+    argument only there; a size past 64 bits or a date-time past year 9999 in UTC failed as
+    an internal error)."""
     from app.domain.pagination import encode_cursor
 
     alice, alice_t = await make_account(db)
@@ -439,6 +443,29 @@ async def test_a_date_time_filter_needs_its_offset(gql: GraphQLClient, db: Datab
                                  "field": f"filter.{bound}"}
     page = await list_images(gql.as_(alice_t), first=5, filter={bound: "2000-01-01T00:00:00+02:00"})
     assert len(page["edges"]) == (1 if bound == "createdAfter" else 0)
+    for beyond_utc in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"):
+        err = await _client_error(gql.as_(alice_t), {"first": 5, "filter": {bound: beyond_utc}})
+        assert err["extensions"] == {"code": "INVALID_DATETIME", "classification": "ValidationError",
+                                     "field": f"filter.{bound}"}, beyond_utc
+
+
+async def test_a_tag_filter_names_at_most_ten_tags(gql: GraphQLClient, db: Database) -> None:
+    """An image has at most 10 tags: a filter of more matches nothing, and is refused before
+    each of its conditions reaches the page statement (a thousand outgrew SQLite's expression
+    depth). Repeated conditions count once."""
+    alice, alice_t = await make_account(db)
+    image = await make_image(db, alice)
+    async with db.uow(alice.id) as uow:
+        await uow.images.put_tags(image.id, {f"k{i}": "v" for i in range(10)})
+        await uow.commit()
+    q = gql.as_(alice_t)
+    ten = [{"key": f"k{i}", "value": "v"} for i in range(10)]
+    assert len((await list_images(q, first=5, filter={"tags": ten + ten}))["edges"]) == 1
+    for tags in (ten + [{"key": "k10"}], [{"key": f"k{i}"} for i in range(1000)]):
+        err = await _client_error(q, {"first": 5, "filter": {"tags": tags}})
+        assert err["extensions"] == {"code": "TOO_MANY_ITEMS", "classification": "ValidationError",
+                                     "field": "filter.tags"}
+        assert err["message"] == "A filter names at most 10 tags."
 
 
 async def test_image_query_answers_null_for_unknown_ids(gql: GraphQLClient, db: Database) -> None:

@@ -575,8 +575,14 @@ async def test_query_field_failures_are_shown_with_their_code_not_masked(gql: Gr
     """jobs and kmsKeys had no wrapper of their own: every query field's expected failure is
     shown by the schema-wide mechanism."""
     _, token = await make_account(db)
-    for field in ("jobs", "kmsKeys"):
-        response = await gql.as_(token).raw(f'{{ {field}(first: 5, after: "garbage!") {{ totalCount }} }}')
-        [err] = response.json()["errors"]
-        assert err["extensions"] == {"code": "INVALID_CURSOR", "classification": "ValidationError", "field": "after"}, field
-        assert err["message"] != "Internal server error"
+    from app.domain.pagination import encode_cursor
+
+    beyond_utc = "0001-01-01T00:00:00+05:00"  # a date-time, but none that UTC can hold
+    for field, ordering in (("jobs", "jobs:created_at:DESC"), ("kmsKeys", "kms:CREATED_AT:ASC"),
+                            ("servers", "servers:created_at:DESC")):
+        for after in ("garbage!", encode_cursor(ordering, beyond_utc, "x-1")):
+            response = await gql.as_(token).raw(f'{{ {field}(first: 5, after: "{after}") {{ totalCount }} }}')
+            [err] = response.json()["errors"]
+            assert err["extensions"] == {"code": "INVALID_CURSOR", "classification": "ValidationError",
+                                         "field": "after"}, (field, after)
+            assert err["message"] != "Internal server error"
