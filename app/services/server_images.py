@@ -42,7 +42,7 @@ from app.domain.rules import (
     validate_ram,
     validate_tag,
 )
-from app.errors import Conflict, Invalid, LimitExceeded, NotFound, register_codes
+from app.errors import Conflict, Invalid, LimitExceeded, NotFound, NotSupported, register_codes
 from app.jobs.registry import JobFailed
 from app.jobs.service import JobService
 from app.services.quotas import check_creation_quotas
@@ -52,6 +52,7 @@ register_codes({
     "SERVER_NOT_READY": "Images are made from RUNNING or STOPPED servers only.",
     "SYSTEM_DISK_TOO_LARGE": "A system disk image is made from a disk of at most 1024 GiB.",
     "DATA_DISK_TOO_LARGE": "A data disk image is made from a volume of at most 2048 GiB.",
+    "FULL_ECS_MIXED_KEYS": "A full-ECS image is under one KMS key: the server's disks are encrypted with different keys.",
     # Job error codes (Job.error.code)
     "BACKUP_GONE": "The server's backup was deleted before the full-ECS image was saved.",
     "BACKUP_DATA_INVALID": "A disk's stored data failed verification while the image was saved.",
@@ -162,6 +163,12 @@ class ServerImageService:
             if not full and volumes[0].size_gb > SYSTEM_IMAGE_MAX_GB:
                 raise LimitExceeded("SYSTEM_DISK_TOO_LARGE", limit=SYSTEM_IMAGE_MAX_GB)
             volumes = volumes if full else volumes[:1]
+            keys = sorted({v.kms_key_id for v in volumes if v.kms_key_id})
+            if len(keys) > 1:
+                # The image records one key, and sharing, grants and key states are checked
+                # on it: a disk under another key would escape them all.
+                raise NotSupported("FULL_ECS_MIXED_KEYS", f"The server's disks are encrypted with {len(keys)} "
+                                   f"different KMS keys ({', '.join(keys)}).")
             disks = await self._disks(uow, volumes)
             backup = None
             if full:

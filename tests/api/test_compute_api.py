@@ -202,6 +202,32 @@ async def test_kms_keys_of_new_disks(gql: GraphQLClient, db: Database, settings:
     assert len(await servers(q)) == 2
 
 
+async def test_a_full_ecs_image_is_under_one_kms_key(gql: GraphQLClient, db: Database, settings: Settings) -> None:
+    """The image records one key, and sharing, grants and key states are checked on it: a
+    server whose disks are under two keys makes no full-ECS image (one of its system disk
+    alone, yes); disks under one key and plain ones do, under that key."""
+    alice, alice_t = await make_account(db)
+    q = gql.as_(alice_t)
+    key, image_key = await make_kms_key(db, settings, alice), await make_kms_key(db, settings, alice)
+    sealed = await quick_image(db, settings, alice, kms_key_id=image_key)
+    mixed = (await create_server(q, imageId=sealed.id, dataDisks=[{"sizeGb": 2}], kmsKeyId=key))["server"]
+    assert [v["kmsKeyId"] for v in mixed["volumes"]] == [image_key, key]
+    before = await q.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } }")
+    assert await image_from_server(q, serverId=mixed["id"], kind="FULL_ECS") == err(
+        "NotSupportedError", "FULL_ECS_MIXED_KEYS")
+    assert await q.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } }") == before
+    system_only = await image_from_server(q, serverId=mixed["id"])
+    [system_image] = system_only["images"]
+    assert (system_image["kind"], system_image["kmsKeyId"]) == ("SYSTEM_DISK", image_key)
+
+    one_key = (await create_server(q, imageId=sealed.id, dataDisks=[{"sizeGb": 2}]))["server"]
+    assert [v["kmsKeyId"] for v in one_key["volumes"]] == [image_key, None]
+    full = await image_from_server(q, serverId=one_key["id"], kind="FULL_ECS")
+    assert (await wait_job(q, full["job"]["id"]))["status"] == "SUCCESS"
+    [full_image] = full["images"]
+    assert (full_image["kind"], full_image["encrypted"], full_image["kmsKeyId"]) == ("FULL_ECS", True, image_key)
+
+
 # ---------------------------------------------------------------- queries, deleteServer, createVolume
 
 
