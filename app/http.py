@@ -1,8 +1,9 @@
 """The HTTP edge: request ids, the body limit, and bearer-token authentication.
 
 A pure ASGI middleware in front of `/graphql`: it buffers the (≤ 1 MiB) body once,
-authenticates the bearer token, and answers 401 to anything but a `health`-only
-operation when the token is missing or bad. The caller goes down in `scope["state"]`.
+refuses a query string that repeats a GraphQL parameter, authenticates the bearer token,
+and answers 401 to anything but a `health`-only operation when the token is missing or
+bad. The caller goes down in `scope["state"]`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,8 @@ from app.domain.images import Caller
 MAX_BODY_BYTES = 1024 * 1024
 #: Top-level fields an anonymous request may ask for.
 ANONYMOUS_FIELDS = frozenset({"health", "__typename"})
+#: The GraphQL-over-HTTP parameters of a query string.
+REQUEST_PARAMETERS = frozenset({"query", "variables", "operationName", "extensions"})
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -87,6 +90,23 @@ def _has_nul(scope: Scope, body: bytes) -> bool:
     return _contains_nul(data) or (isinstance(document, str) and "\\u0000" in document)
 
 
+def _query_parameters(scope: Scope) -> list[tuple[str, str]]:
+    """The query string as Starlette's `request.query_params` (and so Strawberry) reads it."""
+    return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def _repeated_parameter(scope: Scope) -> str | None:
+    """The first GraphQL parameter the query string names twice. Strawberry runs the last
+    `query` of a query string: with two, the one checked here must not be another one."""
+    seen: set[str] = set()
+    for name, _ in _query_parameters(scope):
+        if name in REQUEST_PARAMETERS:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
+
+
 class EdgeMiddleware:
     def __init__(self, app: ASGIApp, authenticate: Authenticate, protected_prefix: str = "/graphql") -> None:
         self.app = app
@@ -112,6 +132,12 @@ class EdgeMiddleware:
 
         if scope["type"] == "websocket" or not scope["path"].startswith(self.protected_prefix):
             await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
+            return
+
+        repeated = _repeated_parameter(scope)
+        if repeated is not None:
+            await _send_json(send, 400, {"errors": [{"message": f"query string parameter '{repeated}' given more than once"}]},
+                             [rid_header])
             return
 
         declared = headers.get("content-length")
@@ -163,8 +189,7 @@ class EdgeMiddleware:
     @staticmethod
     def _anonymous_ok(scope: Scope, headers: dict[str, str], body: bytes) -> bool:
         if scope["method"] in ("GET", "HEAD"):
-            params = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            query = params.get("query", [None])[0]
+            query = dict(_query_parameters(scope)).get("query")  # at most one: repeats are refused
             if query is None and "text/html" in headers.get("accept", ""):
                 # The GraphiQL page itself; its requests carry the token. With a `query`
                 # the request is executed, so the Accept header must not let it skip auth.

@@ -109,6 +109,32 @@ async def test_get_with_an_html_accept_header_does_not_skip_authentication(http:
     assert page.headers["content-type"].startswith("text/html")
 
 
+async def test_a_repeated_graphql_parameter_in_the_query_string_is_refused(
+    gql: GraphQLClient, http: httpx.AsyncClient
+) -> None:
+    """The edge checks one `query` for the 401 and Strawberry would run another: a query
+    string naming a GraphQL parameter twice is refused before either looks at it."""
+    smuggled = [("query", HEALTH), ("query", "{ regions { id } }")]
+    for headers in ({}, {"authorization": f"Bearer {gql.token}"}):
+        response = await http.get("/graphql", params=smuggled, headers={"accept": "application/json", **headers})
+        assert (response.status_code, response.json()) == (
+            400, {"errors": [{"message": "query string parameter 'query' given more than once"}]})
+        assert response.headers["x-request-id"]
+    for name, value in (("variables", "{}"), ("operationName", "A"), ("extensions", "{}")):
+        response = await http.get("/graphql", params=[("query", "query A { regions { id } }"), (name, value), (name, value)],
+                                  headers={"accept": "application/json", "authorization": f"Bearer {gql.token}"})
+        assert (response.status_code, response.json()) == (
+            400, {"errors": [{"message": f"query string parameter '{name}' given more than once"}]})
+    # A percent-encoded name is the same parameter to Starlette, so it is to the edge.
+    encoded = await http.get("/graphql?query=%7Bhealth%7Bok%7D%7D&q%75ery=%7Bregions%7Bid%7D%7D",
+                             headers={"accept": "application/json"})
+    assert encoded.status_code == 400
+    # Once each, the same request runs; other parameters may repeat.
+    single = await http.get("/graphql", params=[("query", "{ regions { id } }"), ("x", "1"), ("x", "2")],
+                            headers={"accept": "application/json", "authorization": f"Bearer {gql.token}"})
+    assert (single.status_code, single.json()) == (200, {"data": {"regions": [{"id": "region-1"}]}})
+
+
 async def test_request_body_over_one_mebibyte_is_refused(gql: GraphQLClient, http: httpx.AsyncClient) -> None:
     limit = 1024 * 1024
     headers = {"authorization": f"Bearer {gql.token}", "content-type": "application/json"}
