@@ -41,6 +41,7 @@ def serve(
     """Run the API server (and, with IMS_WORKERS > 0, job workers)."""
     import uvicorn
 
+    from app.http import MAX_BODY_BYTES
     from app.main import create_app
     from app.runtime import tune_allocator
 
@@ -52,7 +53,10 @@ def serve(
     if not settings.admin_token:
         console.print(f"Admin token file: [bold]{(settings.data_dir / 'admin-token').resolve()}[/bold]")
     console.print(f"GraphiQL: [bold]http://{host}:{port}/graphql[/bold]")
-    uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False, limit_concurrency=1000)
+    # A websocket message is held to the request-body limit: the edge's limit reads HTTP
+    # bodies only, and a subscribe message carries a document and variables just as they do.
+    uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False, limit_concurrency=1000,
+                ws_max_size=MAX_BODY_BYTES)
 
 
 @cli.command()
