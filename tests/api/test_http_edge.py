@@ -114,7 +114,7 @@ async def test_a_repeated_graphql_parameter_in_the_query_string_is_refused(
 ) -> None:
     """The edge checks one `query` for the 401 and Strawberry would run another: a query
     string naming a GraphQL parameter twice is refused before either looks at it."""
-    smuggled = [("query", HEALTH), ("query", "{ regions { id } }")]
+    smuggled = httpx.QueryParams([("query", HEALTH), ("query", "{ regions { id } }")])
     for headers in ({}, {"authorization": f"Bearer {gql.token}"}):
         response = await http.get("/graphql", params=smuggled, headers={"accept": "application/json", **headers})
         assert (response.status_code, response.json()) == (
