@@ -29,11 +29,15 @@ from app.metrics import CONTENT_TYPE, Metrics, operation_names
 from app.runtime import freeze_startup_objects
 from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
+from app.websocket import AuthenticatedTransportWS, socket_caller
 
 
 class GraphQLApp(GraphQL[Context, None]):
     """GraphQL over HTTP (authenticated by EdgeMiddleware) and over graphql-transport-ws,
-    authenticated here from the `connection_init` payload `{"authorization": "Bearer <token>"}`."""
+    authenticated from the `connection_init` payload `{"authorization": "Bearer <token>"}`
+    here and before every operation and result (app.websocket)."""
+
+    graphql_transport_ws_handler_class = AuthenticatedTransportWS
 
     def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
         schema = build_schema((metrics.extension(),))
@@ -46,9 +50,7 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate the websocket; a missing or bad token closes it with 4403 Forbidden."""
-        auth = context.connection_params.get("authorization")
-        token = auth[7:].strip() if isinstance(auth, str) and auth[:7].lower() == "bearer " else ""
-        caller = await self.runtime.services.accounts.authenticate(token) if token else None
+        caller = await socket_caller(context)
         if caller is None:
             raise ConnectionRejectionError({"message": "authentication required"})
         context.caller = caller

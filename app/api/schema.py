@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import strawberry
@@ -18,6 +18,8 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
@@ -112,10 +114,10 @@ class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations,
 
 
 def _is_expected(error: GraphQLError) -> bool:
-    """Errors a client caused (validation, limits, auth, the service's expected failures)
-    are shown; the rest are masked."""
+    """Errors a client caused (validation, limits, auth, an operation type the transport does
+    not carry, the service's expected failures) are shown; the rest are masked."""
     original = error.original_error
-    return original is None or isinstance(original, (Unauthenticated, QueryError, ImsError))
+    return original is None or isinstance(original, (Unauthenticated, QueryError, ImsError, InvalidOperationTypeError))
 
 
 class SharedReads(SchemaExtension):
@@ -152,6 +154,25 @@ class ClientErrors(MaskErrors):
 
 
 class LoggingSchema(strawberry.Schema):
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        """Operations of the websocket, the one transport that streams here: subscriptions
+        only. Queries and mutations go over HTTP, where the edge's checks, the request id and
+        a 401 per request apply (over the websocket they get "queries/mutations are not
+        allowed", and nothing runs)."""
+        allowed = [t for t in (allowed_operation_types or (OperationType.SUBSCRIPTION,))
+                   if t is OperationType.SUBSCRIPTION]
+        return await super().stream(query, variable_values, context_value, root_value, operation_name,
+                                    operation_extensions, allowed_operation_types=allowed)
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         request_id = "-"
         if execution_context is not None and execution_context.context is not None:
