@@ -62,34 +62,6 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
     await send({"type": "http.response.body", "body": data})
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
-
-
-def _has_nul(scope: Scope, body: bytes) -> bool:
-    """Whether the request carries a NUL character in any string: raw, as a JSON `\\u0000`
-    in the variables, or as a GraphQL `\\u0000` escape inside the document's literals."""
-    query = scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query or b"%5cu0000" in query.lower():
-        return True
-    if b"\x00" in body:
-        return True
-    if b"u0000" not in body:
-        return False  # the cheap test: both JSON and GraphQL spell NUL as \u0000
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    document = data.get("query") if isinstance(data, dict) else None
-    return _contains_nul(data) or (isinstance(document, str) and "\\u0000" in document)
-
-
 def _query_parameters(scope: Scope) -> list[tuple[str, str]]:
     """The query string as Starlette's `request.query_params` (and so Strawberry) reads it."""
     return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
@@ -155,13 +127,6 @@ class EdgeMiddleware:
             if len(body) > MAX_BODY_BYTES:
                 await _send_json(send, 413, {"errors": [{"message": "request body over 1 MiB"}]}, [rid_header])
                 return
-
-        if _has_nul(scope, bytes(body)):
-            # No text field of the service may hold NUL (PostgreSQL refuses it in text, and no
-            # name, key or id can contain one): refused here for every field at once.
-            await _send_json(send, 400, {"errors": [{"message": "NUL characters are not accepted",
-                                                     "extensions": {"code": "INVALID_CHARACTER"}}]}, [rid_header])
-            return
 
         caller = None
         auth = headers.get("authorization", "")

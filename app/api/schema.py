@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import strawberry
+from starlette.responses import Response
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -20,11 +21,13 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import StreamResult
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
 from app import __version__
 from app.api.accounts import AccountMutations, AccountQueries
+from app.api.characters import character_error
 from app.api.common import Node
 from app.api.compute import ComputeMutations, ComputeQueries
 from app.api.compute_types import Backup, Server, Volume
@@ -153,7 +156,40 @@ class ClientErrors(MaskErrors):
                             path=err.path, extensions=shown.extensions)
 
 
+def _refused(context: Any, query: str | None, variables: dict[str, Any] | None,
+             operation_name: str | None) -> GraphQLError | None:
+    """The INVALID_CHARACTER error of an operation whose text the service refuses (app.api.
+    characters); an HTTP request is then answered 400."""
+    error = character_error(query, variables, operation_name, MAX_TOKENS)
+    response = getattr(context, "response", None)
+    if error is not None and isinstance(response, Response):
+        response.status_code = 400
+    return error
+
+
+async def _only(result: PreExecutionError) -> StreamResult:
+    yield result
+
+
 class LoggingSchema(strawberry.Schema):
+    """Every operation enters by `execute` (HTTP) or `stream` (the websocket): both refuse
+    text no field may hold before parsing, and errors the client did not cause are logged."""
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        if (error := _refused(context_value, query, variable_values, operation_name)) is not None:
+            return ExecutionResult(data=None, errors=[error])
+        return await super().execute(query, variable_values, context_value, root_value, operation_name,
+                                     allowed_operation_types, operation_extensions)
+
     async def stream(
         self,
         query: str | None,
@@ -168,6 +204,8 @@ class LoggingSchema(strawberry.Schema):
         only. Queries and mutations go over HTTP, where the edge's checks, the request id and
         a 401 per request apply (over the websocket they get "queries/mutations are not
         allowed", and nothing runs)."""
+        if (error := _refused(context_value, query, variable_values, operation_name)) is not None:
+            return _only(PreExecutionError(data=None, errors=[error]))
         allowed = [t for t in (allowed_operation_types or (OperationType.SUBSCRIPTION,))
                    if t is OperationType.SUBSCRIPTION]
         return await super().stream(query, variable_values, context_value, root_value, operation_name,

@@ -3,6 +3,7 @@ error masking with request ids, and the parser/validation caches."""
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -288,28 +289,85 @@ async def test_parser_and_validation_caches_hit_across_requests(gql: GraphQLClie
     assert validate_after.misses == validate_before.misses
 
 
-async def test_nul_characters_are_refused_everywhere(gql: GraphQLClient, db: Database) -> None:
-    """PostgreSQL cannot store NUL in text and no name, key or id may hold one: the edge
-    refuses it in variables, in document literals and in GET queries, and nothing runs."""
-    from urllib.parse import quote
+NUL_REFUSED = {"message": "NUL characters are not accepted", "extensions": {"code": "INVALID_CHARACTER"}}
+SURROGATE_REFUSED = {"message": "unpaired surrogates are not accepted: text must be valid Unicode",
+                     "extensions": {"code": "INVALID_CHARACTER"}}
 
+
+async def test_nul_characters_and_unpaired_surrogates_are_refused_everywhere(
+    gql: GraphQLClient, db: Database, live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL cannot store NUL in text and no name, key or id may hold one; an unpaired
+    surrogate is not Unicode text and cannot be stored at all. Both are refused in variables
+    and in the document's literals (every spelling, at any depth), over POST, GET and the
+    websocket, with INVALID_CHARACTER (HTTP 400), and nothing runs."""
+    from tests.api.ws import socket
     from tests.factories import make_image
 
     owner, token = await make_account(db)
-    image = await make_image(db, owner)
+    image = await make_image(db, owner, description="before")
     me = gql.as_(token)
+    auth = {"authorization": f"Bearer {token}", "accept": "application/json"}
+
+    async def post(query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+        # json.dumps escapes a lone surrogate as \ud800, which is what a client sends.
+        return await me.http.post("/graphql", content=json.dumps({"query": query, "variables": variables or {}}),
+                                  headers={**auth, "content-type": "application/json"})
+
     update = "mutation($id: ID!, $d: String) { updateImage(input: {id: $id, description: $d}) { __typename } }"
-    by_variable = await me.raw(update, {"id": image.id, "d": "a\x00b"})
-    literal = 'mutation { updateImage(input: {id: "%s", description: "a\\u0000b"}) { __typename } }' % image.id
-    by_literal = await me.raw(literal)
-    by_get = await me.http.get("/graphql?query=" + quote('{ image(id: "x\\u0000") { __typename } }'),
-                               headers={"authorization": f"Bearer {token}"})
-    for response in (by_variable, by_literal, by_get):
-        assert response.status_code == 400
-        assert response.json()["errors"][0]["extensions"]["code"] == "INVALID_CHARACTER"
-    data = await me.execute("query($id: ID!) { image(id: $id) { ... on ImageBase { description version } } }",
+
+    def literal(description: str) -> str:
+        return f'mutation {{ updateImage(input: {{id: "{image.id}", description: {description}}}) {{ __typename }} }}'
+
+    tags = f'mutation {{ addImageTags(input: {{imageId: "{image.id}", tags: [{{key: "k", value: "v\\u{{0}}"}}]}}) {{ __typename }} }}'
+    get_image = "query($id: ID!) { image(id: $id) { __typename } }"
+    refused_over_http = {
+        "NUL in a variable": (NUL_REFUSED, await post(update, {"id": image.id, "d": "a\x00b"})),
+        "NUL in a nested variable": (NUL_REFUSED, await post(
+            "mutation($i: ImageTagsInput!) { addImageTags(input: $i) { __typename } }",
+            {"i": {"imageId": image.id, "tags": [{"key": "k", "value": "v\x00"}]}})),
+        "\\u0000 in a literal": (NUL_REFUSED, await post(literal('"a\\u0000b"'))),
+        "\\u{0} in a literal": (NUL_REFUSED, await post(literal('"a\\u{0}b"'))),
+        "\\u{000000} in a literal": (NUL_REFUSED, await post(literal('"a\\u{000000}b"'))),
+        "raw NUL in a block string": (NUL_REFUSED, await post(literal('"""a\x00b"""'))),
+        "\\u{0} in an object in a list": (NUL_REFUSED, await post(tags)),
+        "\\u{0} in a variable's default": (NUL_REFUSED, await post(
+            f'mutation($d: String = "\\u{{0}}") {{ updateImage(input: {{id: "{image.id}", description: $d}}) '
+            "{ __typename } }")),
+        "surrogate in a variable": (SURROGATE_REFUSED, await post(update, {"id": image.id, "d": "a\ud800b"})),
+        "surrogate in a literal": (SURROGATE_REFUSED, await post(literal('"a\ud800b"'))),
+        "\\u{0} over GET": (NUL_REFUSED, await me.http.get(
+            "/graphql", params={"query": '{ image(id: "x\\u{0}") { __typename } }'}, headers=auth)),
+        "NUL in a variable over GET": (NUL_REFUSED, await me.http.get(
+            "/graphql", params={"query": get_image, "variables": json.dumps({"id": "img-\x00"})}, headers=auth)),
+        "surrogate in a variable over GET": (SURROGATE_REFUSED, await me.http.get(
+            "/graphql", params={"query": get_image, "variables": json.dumps({"id": "img-\ud800"})}, headers=auth)),
+    }
+    answers = {case: (response.status_code, response.json()) for case, (_, response) in refused_over_http.items()}
+    assert {case: (status, body.get("errors")) for case, (status, body) in answers.items()} == {
+        case: (400, [error]) for case, (error, _) in refused_over_http.items()}
+    assert all(body.get("data") is None for _, body in answers.values())
+
+    subscription = "subscription($id: ID!) { jobUpdated(id: $id) { id } }"
+    async with socket(live_server.url, token) as ws:
+        await ws.subscribe("1", subscription, {"id": "job-\x00"})
+        await ws.subscribe("2", subscription, {"id": "job-\ud800"})
+        await ws.subscribe("3", 'subscription { jobUpdated(id: "job-\\u{0}") { id } }')
+        for op_id, error in (("1", NUL_REFUSED), ("2", SURROGATE_REFUSED), ("3", NUL_REFUSED)):
+            assert await ws.until_done(op_id) == [{"id": op_id, "type": "error", "payload": [error]}]
+
+    # graphql-core itself refuses a surrogate spelled as a GraphQL escape.
+    escaped = await post(literal('"a\\ud800b"'))
+    assert escaped.status_code == 200
+    assert escaped.json()["errors"][0]["message"] == "Syntax Error: Invalid Unicode escape sequence: '\\ud800'."
+
+    data = await me.execute("query($id: ID!) { image(id: $id) { ... on ImageBase { description version tags { key } } } }",
                             {"id": image.id})
-    assert data["image"] == {"description": image.description, "version": image.version}
-    # A backslash that is not a NUL escape is ordinary text.
-    fine = await me.execute(update, {"id": image.id, "d": "C:\\\\u0001 path"})
-    assert fine["updateImage"]["__typename"] == "UpdateImageSuccess"
+    assert data["image"] == {"description": "before", "version": image.version, "tags": []}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # A backslash that is not a NUL escape is ordinary text, and so are paired surrogates.
+    for text in ("C:\\\\u0001 path", "\\u{0}", "smile \U0001f600"):
+        fine = await me.execute(update, {"id": image.id, "d": text})
+        assert fine["updateImage"]["__typename"] == "UpdateImageSuccess"
+    assert (await post(literal('"\\uD83D\\uDE00 \\u{1F600}"'))).json() == {
+        "data": {"updateImage": {"__typename": "UpdateImageSuccess"}}}
