@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,7 +26,6 @@ class Socket:
     conn: ClientConnection
     #: The close code the server sent, once it closed the socket.
     close_code: int | None = None
-    received: list[dict[str, Any]] = field(default_factory=list)
 
     async def subscribe(self, op_id: str, query: str, variables: dict[str, Any] | None = None) -> None:
         await self.send_text(json.dumps({"id": op_id, "type": "subscribe",
@@ -44,15 +43,7 @@ class Socket:
             self.close_code = closed.rcvd.code if closed.rcvd is not None else None
             return None
         message: dict[str, Any] = json.loads(data)
-        self.received.append(message)
         return message
-
-    async def until_closed(self) -> list[dict[str, Any]]:
-        """Every message up to the server's close."""
-        messages = []
-        while (message := await self.recv()) is not None:
-            messages.append(message)
-        return messages
 
     async def until_done(self, op_id: str) -> list[dict[str, Any]]:
         """The messages of `op_id` up to its `complete` or `error` (fails if the socket closes)."""
