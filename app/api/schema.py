@@ -45,7 +45,7 @@ from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
 from app.db.uow import SharedReader
 from app.errors import ImsError, NotFound
-from graphql import GraphQLError, lexicographic_sort_schema, print_schema
+from graphql import GraphQLError, lexicographic_sort_schema, parse, print_schema
 
 log = logging.getLogger("app.api")
 
@@ -206,6 +206,14 @@ class LoggingSchema(strawberry.Schema):
         allowed", and nothing runs)."""
         if (error := _refused(context_value, query, variable_values, operation_name)) is not None:
             return _only(PreExecutionError(data=None, errors=[error]))
+        if query is not None:
+            # The parser cache raises a syntax error out of the stream instead of answering
+            # it (logged as a failure, the client told only `complete`): parsed here first,
+            # a document that does not parse is answered like any refused operation.
+            try:
+                parse(query, max_tokens=MAX_TOKENS)
+            except GraphQLError as syntax:
+                return _only(PreExecutionError(data=None, errors=[syntax]))
         allowed = [t for t in (allowed_operation_types or (OperationType.SUBSCRIPTION,))
                    if t is OperationType.SUBSCRIPTION]
         return await super().stream(query, variable_values, context_value, root_value, operation_name,

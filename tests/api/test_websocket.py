@@ -178,3 +178,21 @@ async def test_queries_and_mutations_are_refused_over_the_websocket(
             assert await _job_updated(ws, "3", job_id) == {"id": job_id, "status": "INIT", "progress": 0.0}
     assert await _bucket_names(me) == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_document_that_does_not_parse_closes_the_socket_as_the_protocol_says(
+    live_server: LiveServer, gql: GraphQLClient, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """graphql-transport-ws closes the socket with 4400 on a subscribe message whose document
+    does not parse; a document that parses but does not validate is an `error` message."""
+    _, token = await make_account(db)
+    with caplog.at_level(logging.ERROR):
+        async with socket(live_server.url, token) as ws:
+            await ws.subscribe("1", "subscription { nope }")
+            assert await ws.until_done("1") == [{"id": "1", "type": "error", "payload": [{
+                "message": "Cannot query field 'nope' on type 'Subscription'.",
+                "locations": [{"line": 1, "column": 16}]}]}]
+            await ws.subscribe("2", "subscription { jobUpdated(id: ")
+            assert await ws.recv() is None
+            assert ws.close_code == 4400
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
