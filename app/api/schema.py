@@ -33,8 +33,8 @@ from app.api.compute import ComputeMutations, ComputeQueries
 from app.api.compute_types import Backup, Server, Volume
 from app.api.context import Info, Unauthenticated
 from app.api.errors import ERROR_TYPES, QueryError
-from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.exports import ExportMutations
+from app.api.image_types import ImageBase, PrivateImage, PublicImage, SharedImage, image_of
 from app.api.images import ImageMutations, ImageQueries
 from app.api.imports import ImportMutations
 from app.api.jobs import Job, JobQueries, Subscription
