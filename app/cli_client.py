@@ -1,15 +1,20 @@
 """Client commands of `ims`, talking to a running server over HTTP like any user:
 `ims upload FILE --bucket B [--import NAME …]` and `ims jobs watch ID`.
 
-The server URL and token come from `--url`/`--token` or IMS_URL/IMS_TOKEN.
+The server URL and token come from `--url`/`--token` or IMS_URL/IMS_TOKEN. Every failure —
+a refusal by the server, a server that cannot be reached, a connection lost midway — is one
+line on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -18,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 console = Console()
+errors = Console(stderr=True)
 jobs_cli = typer.Typer(help="Follow jobs.", no_args_is_help=True)
 
 URL_OPTION = typer.Option(None, "--url", help="Server URL (IMS_URL, default http://127.0.0.1:8000).")
@@ -27,7 +33,25 @@ JOB_FIELDS = "id type status progress step error { code message } images { ... o
 
 
 class ApiError(Exception):
-    pass
+    """A failure the CLI reports as one line on stderr, exiting with status 1."""
+
+
+def _fail(exc: ApiError) -> typer.Exit:
+    # markup off: a message quotes the server or the OS ("[Errno 111] …") verbatim.
+    errors.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Turn a transport failure talking to `url` into an ApiError naming only its origin
+    (a signed URL's query carries its signature)."""
+    try:
+        yield
+    except (httpx.HTTPError, websocket.WebSocketException, OSError) as exc:
+        parts = urlsplit(url)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ApiError(f"cannot reach {parts.scheme}://{parts.netloc}: {detail}") from exc
 
 
 def _target(url: str | None, token: str | None) -> tuple[str, str]:
@@ -39,11 +63,15 @@ def _target(url: str | None, token: str | None) -> tuple[str, str]:
 
 
 def graphql(url: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables},
-                          headers={"authorization": f"Bearer {token}"}, timeout=60)
+    with _reaching(url):
+        response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables},
+                              headers={"authorization": f"Bearer {token}"}, timeout=60)
     if response.status_code != 200:
-        raise ApiError(f"HTTP {response.status_code}: {response.text[:200]}")
-    body = response.json()
+        raise ApiError(f"HTTP {response.status_code}: {' '.join(response.text[:200].split())}")
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ApiError(f"{url}/graphql answered with something other than JSON") from exc
     if body.get("errors"):
         raise ApiError("; ".join(e.get("message", "?") for e in body["errors"]))
     return body["data"]  # type: ignore[no-any-return]
@@ -68,19 +96,45 @@ def _put_file(url: str, path: Path) -> None:
                 progress.advance(task, len(piece))
                 yield piece
 
-        response = httpx.put(url, content=body(), headers={"content-length": str(size)}, timeout=None)
+        with _reaching(url):
+            response = httpx.put(url, content=body(), headers={"content-length": str(size)}, timeout=None)
     if response.status_code != 200:
-        raise ApiError(f"upload refused: HTTP {response.status_code} {response.text[:200]}")
+        raise ApiError(f"upload refused: HTTP {response.status_code} {' '.join(response.text[:200].split())}")
+
+
+def _receive(ws: websocket.WebSocket) -> dict[str, Any] | None:
+    """The next graphql-transport-ws message, or None once the server has closed the socket
+    (websocket-client returns an empty string for a close frame)."""
+    try:
+        raw = ws.recv()
+    except websocket.WebSocketConnectionClosedException:
+        return None
+    if not raw:
+        return None
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        raise ApiError(f"unexpected websocket message: {' '.join(str(raw)[:200].split())}")
+    return message
 
 
 def watch_job(url: str, token: str, job_id: str) -> dict[str, Any]:
     """Follow `jobUpdated(id)` over graphql-transport-ws with a progress bar; the last state."""
+    with _reaching(url):
+        return _watch(url, token, job_id)
+
+
+def _watch(url: str, token: str, job_id: str) -> dict[str, Any]:
     ws = websocket.create_connection(url.replace("http", "ws", 1) + "/graphql",
                                      subprotocols=["graphql-transport-ws"], timeout=3600)
     last: dict[str, Any] = {}
     try:
         ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
-        if json.loads(ws.recv()).get("type") != "connection_ack":
+        # A bad token is answered by closing the socket (4403), not by a message.
+        ack = _receive(ws)
+        if ack is None or ack.get("type") != "connection_ack":
             raise ApiError("the server refused the websocket connection (token?)")
         query = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
         ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"id": job_id}}}))
@@ -88,13 +142,15 @@ def watch_job(url: str, token: str, job_id: str) -> dict[str, Any]:
                       console=console) as progress:
             task = progress.add_task(f"job {job_id}", total=1.0)
             while True:
-                message = json.loads(ws.recv())
-                if message["type"] == "next":
+                message = _receive(ws)
+                if message is None:
+                    raise ApiError(f"the server closed the connection before job {job_id} ended")
+                if message.get("type") == "next":
                     if message["payload"].get("errors"):
                         raise ApiError(message["payload"]["errors"][0].get("message", "error"))
                     last = message["payload"]["data"]["jobUpdated"]
                     progress.update(task, completed=last["progress"], description=f"{last['status']} {last['step'] or ''}")
-                elif message["type"] in ("complete", "error"):
+                elif message.get("type") in ("complete", "error"):
                     break
     finally:
         ws.close()
@@ -108,8 +164,7 @@ def jobs_watch(job_id: str, url: str | None = URL_OPTION, token: str | None = TO
     try:
         job = watch_job(base, tok, job_id)
     except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise _fail(exc) from exc
     _report(job)
 
 
@@ -158,5 +213,4 @@ def upload(
         job_id = _payload(graphql(base, tok, IMPORT, {"input": spec}), "importImage", "ImageJobSuccess")["job"]["id"]
         _report(watch_job(base, tok, job_id))
     except ApiError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise _fail(exc) from exc

@@ -12,7 +12,7 @@ import pytest
 
 from app.config import Settings
 from app.db.uow import Database
-from tests.conftest import GraphQLClient, LiveServer
+from tests.conftest import GraphQLClient, LiveServer, free_port
 from tests.factories import make_account
 
 
@@ -54,6 +54,33 @@ async def test_upload_to_someone_elses_bucket_fails(gql: GraphQLClient, db: Data
     disk = tmp_path / "d"
     disk.write_bytes(b"x")
     result = ims("upload", str(disk), "--bucket", "alices", url=live_server.url, token=bob)
-    assert result.returncode == 1 and "NotFoundError BUCKET_NOT_FOUND" in result.stdout
+    assert result.returncode == 1 and "NotFoundError BUCKET_NOT_FOUND" in result.stderr
     bad = ims("jobs", "watch", "job-nothere", url=live_server.url, token=bob)
     assert bad.returncode == 1
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    """The CLI's failure: exit status 1 and exactly `message` on stderr, no traceback."""
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert (result.returncode, result.stderr) == (1, message + "\n")
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    disk = tmp_path / "d"
+    disk.write_bytes(b"x")
+    refused = f"cannot reach {closed}: [Errno 111] Connection refused"
+    assert_one_line_error(ims("jobs", "watch", "job-x", url=closed, token="ims_any"), refused)
+    assert_one_line_error(ims("upload", str(disk), "--bucket", "b", url=closed, token="ims_any"), refused)
+
+
+async def test_bad_token_is_one_line(live_server: LiveServer, tmp_path: Path) -> None:
+    disk = tmp_path / "d"
+    disk.write_bytes(b"x")
+    watched = ims("jobs", "watch", "job-x", url=live_server.url, token="badtoken")
+    assert_one_line_error(watched, "the server refused the websocket connection (token?)")
+    uploaded = ims("upload", str(disk), "--bucket", "b", url=live_server.url, token="badtoken")
+    assert_one_line_error(
+        uploaded,
+        'HTTP 401: {"errors": [{"message": "authentication required: Authorization: Bearer <token>"}]}',
+    )
