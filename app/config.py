@@ -172,7 +172,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_WORKER_NICE": "Niceness every worker process adds to itself, so data jobs yield the cores to API processes on the same machine (0: none). Default 10.",
     "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job; a job whose worker misses it is taken over. Default 30.",
     "IMS_JOB_POLL_INTERVAL": "Seconds an idle worker waits before looking for jobs again. Default 0.5.",
-    "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it. Default 10.",
+    "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it (a job it was still claiming when the stop came is released unstarted). Default 10.",
     "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
     "IMS_AUTO_MIGRATE": "Run migrations at start. Default true.",
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",

@@ -7,7 +7,8 @@ handler is cancelled and its outcome discarded: the job belongs to someone else 
 
 Stopping is graceful: the current job gets `grace` seconds to finish; after that its handler
 is cancelled and the lease released, so another worker takes the job at once (the released
-attempt does not count against MAX_ATTEMPTS).
+attempt does not count against MAX_ATTEMPTS). A job whose claim was still in flight when the
+stop came is released the same way without its handler ever starting.
 """
 
 from __future__ import annotations
@@ -80,12 +81,22 @@ class Worker:
         log.info("worker %s stopped", self.worker_id)
 
     async def run_once(self) -> bool:
-        """Claim one job and run it to its end; False when there was nothing to claim."""
+        """Claim one job and run it to its end (or, when a stop came during the claim, release
+        it unstarted); False when there was nothing to claim."""
         if self._stopping.is_set():
             return False
         claim = await self.queue.claim(self.worker_id, self.lease_seconds, self.registry.types())
         if claim is None:
             return False
+        if self._stopping.is_set() and not claim.exhausted:
+            # stop() found no current run to bound while the claim was in flight: running the
+            # job now would ignore the grace. (An exhausted claim only records FAIL: no handler.)
+            released = await self.queue.release(claim.job.id, self.worker_id)
+            log.info("job %s: claimed as the worker stopped; lease %s unstarted",
+                     claim.job.id, "released" if released else "lost")
+            return True
+        # From here to `self._current = run` in _handle nothing awaits, so a stop() from now
+        # on finds the run and bounds it by its grace.
         token = request_id_var.set(f"job:{claim.job.id}")
         try:
             await self._handle(claim)

@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 
+from app.db.repositories.jobs import Claim
 from app.db.tables import Job
 from app.db.types import utcnow
 from app.db.uow import Database
 from app.domain.jobs import MAX_ATTEMPTS
+from app.jobs.queue import JobQueue
 from app.jobs.worker import Worker
 from app.services.registry import Services
 from tests.factories import make_account, make_image
@@ -144,6 +147,42 @@ async def test_graceful_stop_releases_an_unfinished_job(services: Services, db: 
     stored = await load(db, job.id)
     assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", None, 0)
     assert [a.outcome for a in await attempts(db, [job.id])] == ["RELEASED"]
+
+
+class GatedQueue(JobQueue):
+    """The real queue, whose claim waits for `gate` once begun: a claim transaction still in
+    flight (waiting on the database, say) when the worker is told to stop."""
+
+    def __init__(self, queue: JobQueue, gate: asyncio.Event) -> None:
+        super().__init__(queue.db, queue.events, max_attempts=queue.max_attempts)
+        self.gate = gate
+        self.claiming = asyncio.Event()
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Claim | None:
+        self.claiming.set()
+        await self.gate.wait()
+        return await super().claim(*args, **kwargs)
+
+
+async def test_a_stop_during_a_claim_releases_the_job_unstarted(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, HANG)
+    w = worker(services)
+    gate = asyncio.Event()
+    w.queue = queue = GatedQueue(services.jobs.queue, gate)
+    task = asyncio.create_task(w.run())
+    await queue.claiming.wait()
+    await w.stop(grace=60)  # no run to bound yet: the claim has not returned
+    gate.set()
+    # Had the claimed job run, its hour-long handler (or the 60 s grace) would outlast this.
+    await asyncio.wait_for(task, 10)
+    stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", None, 0)
+    assert [(a.worker_id, a.attempt, a.outcome) for a in await attempts(db, [job.id])] == [("w1", 1, "RELEASED")]
+    assert RUNS[job.id] == 0
+    # Released, not lost: the next worker claims it at once as its first counted attempt.
+    claim = await services.jobs.queue.claim("w2", 5, frozenset({HANG}))
+    assert claim is not None and (claim.job.id, claim.attempt, claim.exhausted) == (job.id, 1, False)
 
 
 async def test_graceful_stop_lets_the_current_job_finish(services: Services, db: Database) -> None:
