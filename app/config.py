@@ -157,7 +157,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_DATA_DIR": "Directory of the embedded default (SQLite file, objects, KMS root key). Default `./data`.",
     "IMS_DATABASE_URL": "Database URL; `postgresql://…` switches to PostgreSQL. Default: SQLite in IMS_DATA_DIR.",
     "IMS_REGIONS": "Comma-separated region ids; the first is the default. Default `region-1`.",
-    "IMS_ADMIN_TOKEN": "API token of the bootstrap admin. Unset: generated at first start into `$IMS_DATA_DIR/admin-token` (0600).",
+    "IMS_ADMIN_TOKEN": "API token of the bootstrap admin. Unset: generated at first start into `$IMS_DATA_DIR/admin-token` (0600). Changed: the first start with the new value revokes the token the old value put there (see Set-up).",
     "IMS_ADMIN_NAME": "Name of the bootstrap admin account. Default `admin`.",
     "IMS_KMS_ROOT_KEY_FILE": "Root key of the local KMS. Default `$IMS_DATA_DIR/kms-root.key` (created 0600).",
     "IMS_S3_ENDPOINT": "S3/MinIO endpoint `host:port`; unset: the filesystem object store.",

@@ -24,6 +24,9 @@ PAGE_SIZE_MAX = 1000
 BATCH_MAX = 100
 ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{2,63}")
 TOKEN_NAME_MAX = 64
+#: The name of the admin token that IMS_ADMIN_TOKEN put there, which marks it for revocation
+#: when the environment's token changes; reserved: no token is created under it through the API.
+ENV_ADMIN_TOKEN_NAME = "IMS_ADMIN_TOKEN"
 TOKEN_DAYS_MAX = 3650
 QUOTA_MAX = 100_000
 

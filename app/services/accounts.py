@@ -21,6 +21,7 @@ from app.domain.images import Caller
 from app.domain.rules import (
     ACCOUNT_NAME_RE,
     DEFAULT_QUOTAS,
+    ENV_ADMIN_TOKEN_NAME,
     QUOTA_MAX,
     TOKEN_DAYS_MAX,
     TOKEN_NAME_MAX,
@@ -104,8 +105,9 @@ class AccountService:
         )
 
     async def create_token(self, caller: Caller, name: str, expires_in_days: int | None) -> tuple[ApiToken, str]:
-        if not 1 <= len(name) <= TOKEN_NAME_MAX or name != name.strip():
-            raise Invalid("INVALID_NAME", "Token name: 1-64 characters.", field="input.name")
+        if not 1 <= len(name) <= TOKEN_NAME_MAX or name != name.strip() or name == ENV_ADMIN_TOKEN_NAME:
+            raise Invalid("INVALID_NAME", f"Token name: 1-64 characters, not {ENV_ADMIN_TOKEN_NAME}.",
+                          field="input.name")
         expires_at = None
         if expires_in_days is not None:
             if not 1 <= expires_in_days <= TOKEN_DAYS_MAX:
@@ -166,6 +168,10 @@ class AccountService:
     async def bootstrap_admin(self, name: str, env_token: str | None, token_file: Path) -> Account:
         """Make sure an admin exists and can log in; see IMS_ADMIN_TOKEN in the README.
 
+        A new IMS_ADMIN_TOKEN replaces the admin's token that the environment set before (the
+        one named ENV_ADMIN_TOKEN_NAME), in the transaction that adds it: rotating a leaked token
+        through the environment revokes it. Tokens made through the API are never touched.
+
         Several API processes may start at once on one database: the loser of the race for the
         account name (or the token hash) sees the unique violation and reads what the winner wrote."""
         for attempt in range(3):
@@ -187,13 +193,23 @@ class AccountService:
             else:
                 fresh = False
             token: str | None = None
+            revoked: list[str] = []
             if env_token:
-                if await uow.accounts.authenticate(hash_token(env_token), utcnow()) is None:
-                    await uow.accounts.add_token(self._token_row(admin.id, "bootstrap", env_token, None))
+                env_hash = hash_token(env_token)
+                if await uow.accounts.authenticate(env_hash, utcnow()) is None:
+                    revoked = await uow.accounts.delete_named_tokens(admin.id, ENV_ADMIN_TOKEN_NAME, env_hash)
+                    await uow.accounts.add_token(self._token_row(admin.id, ENV_ADMIN_TOKEN_NAME, env_token, None))
+                else:
+                    # Earlier versions named it "bootstrap", like the token file's: the one the
+                    # environment still holds is its own, marked so that the next change revokes it.
+                    await uow.accounts.rename_token(admin.id, env_hash, "bootstrap", ENV_ADMIN_TOKEN_NAME)
             elif fresh or not token_file.exists():
                 token = new_token()
                 await uow.accounts.add_token(self._token_row(admin.id, "bootstrap", token, None))
             await uow.commit()
+        if revoked:
+            log.warning("IMS_ADMIN_TOKEN changed: revoked %d token(s) its earlier value gave %s (%s)",
+                        len(revoked), name, ", ".join(revoked))
         if token is not None:
             token_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

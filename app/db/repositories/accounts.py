@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken, Image, Job, Quota
@@ -62,6 +63,27 @@ class AccountRepository:
     async def tokens_of(self, account_id: str) -> list[ApiToken]:
         stmt = select(ApiToken).where(ApiToken.account_id == account_id).order_by(ApiToken.created_at)  # type: ignore[arg-type]
         return list((await self.session.execute(stmt)).scalars())
+
+    async def delete_named_tokens(self, account_id: str, name: str, keep_hash: str) -> list[str]:
+        """Delete the account's tokens called `name` but the one with `keep_hash`; their ids."""
+        result = await self.session.execute(
+            delete(ApiToken)
+            .where(col(ApiToken.account_id) == account_id, col(ApiToken.name) == name,
+                   col(ApiToken.token_hash) != keep_hash)
+            .returning(col(ApiToken.id))
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(result.scalars())
+
+    async def rename_token(self, account_id: str, token_hash: str, old: str, new: str) -> bool:
+        result = await self.session.execute(
+            update(ApiToken)
+            .where(col(ApiToken.account_id) == account_id, col(ApiToken.token_hash) == token_hash,
+                   col(ApiToken.name) == old)
+            .values(name=new)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def delete_token(self, account_id: str, token_id: str) -> bool:
         token = await self.session.get(ApiToken, token_id)
