@@ -7,7 +7,12 @@ import contextlib
 import logging
 
 from app.config import Settings
-from app.db.engine import make_engine, make_generic_plan_engine, make_sync_read_engine, make_sync_write_engine
+from app.db.engine import (
+    make_engine,
+    make_generic_plan_engine,
+    make_sync_read_engine,
+    make_sync_write_engine,
+)
 from app.db.migrate import upgrade
 from app.db.uow import Database, GenericPlanReads, SyncReads, SyncWrites
 from app.jobs.events import InProcessEventBus, event_bus_for

@@ -20,7 +20,14 @@ import httpx
 import typer
 import websocket  # websocket-client: graphql-transport-ws is a plain websocket protocol
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 console = Console()
 errors = Console(stderr=True)

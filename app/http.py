@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.domain.images import Caller
-from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 
 MAX_BODY_BYTES = 1024 * 1024
 #: Top-level fields an anonymous request may ask for.

@@ -81,7 +81,8 @@ T = TypeVar("T")
 
 async def payload(allowed: tuple[type, ...], call: Awaitable[T]) -> T | Any:
     """Await a service call; an expected failure becomes its error type if the payload union
-    admits it. One it does not admit is a bug: it propagates and is masked and logged."""
+    admits it. One it does not admit is a bug (the contract makes expected failures data): it
+    propagates and reaches the client as a top-level error with its code (`ClientErrors`)."""
     try:
         return await call
     except e.ImsError as exc:

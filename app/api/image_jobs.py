@@ -24,8 +24,8 @@ from app.api.jobs import Job
 from app.db.repositories.images import VisibleImage
 from app.db.tables import Job as JobRow
 from app.domain import enums as d
-from app.domain.images import Caller
 from app.domain.compute import OsSpec
+from app.domain.images import Caller
 from app.services.server_images import ImageJob
 
 

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import strawberry
 
-from app.api.compute_types import Backup, backup_loader
 from app.api.common import (
     AccountRef,
     BootMode,
@@ -21,6 +20,7 @@ from app.api.common import (
     OsType,
     PageInfo,
 )
+from app.api.compute_types import Backup, backup_loader
 from app.api.context import Info
 from app.api.errors import query_errors
 from app.api.scalars import BigInt

@@ -12,13 +12,13 @@ from strawberry.dataloader import DataLoader
 from app.api.common import JobStatus, JobType, Node, PageInfo, selects
 from app.api.context import Info
 from app.api.image_types import Image, image_of
+from app.api.storage import StoredObject
 from app.db.repositories.images import VisibleImage
 from app.db.tables import Job as JobRow
 from app.domain import enums as d
-from app.api.storage import StoredObject
 from app.domain.jobs import JobQuery, StoredObjectRef
-from app.services.storage import StoredObjectView
 from app.errors import NotFound
+from app.services.storage import StoredObjectView
 
 #: Default lifetime of a download URL.
 DOWNLOAD_URL_SECONDS = 3600

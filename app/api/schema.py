@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError, lexicographic_sort_schema, parse, print_schema
 from starlette.responses import Response
 from strawberry.extensions import (
     AddValidationRules,
@@ -45,7 +46,6 @@ from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
 from app.db.uow import SharedReader
 from app.errors import ImsError, NotFound
-from graphql import GraphQLError, lexicographic_sort_schema, parse, print_schema
 
 log = logging.getLogger("app.api")
 

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-from app.domain.enums import DiskFormat as _DomainDiskFormat
-
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from app.domain.enums import DiskFormat as _DomainDiskFormat
 
 __all__ = ["DiskFormat", "FormatError", "FormatErrorCode", "GiB", "Inspection", "KiB", "MiB", "TiB"]
 

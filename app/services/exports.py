@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.compute.provision import licensed_origin
 from app.db.repositories.images import VisibleImage
 from app.db.tables import Image, Job
 from app.db.uow import Database
@@ -36,7 +37,6 @@ from app.domain.enums import ExportFormat, ImageKind, ImageStatus, ImageVisibili
 from app.domain.images import Caller
 from app.errors import Conflict, Forbidden, Invalid, NotFound, NotSupported, register_codes
 from app.jobs.service import JobService
-from app.compute.provision import licensed_origin
 from app.services.replication import manifest_ids, virtual_size
 from app.services.storage import StorageService
 

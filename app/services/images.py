@@ -167,8 +167,8 @@ class ImageService:
                     image_id, view.image.version, {"protected": protected, "updated_at": utcnow()},
                     expected_status=None,
                 )
-                if not ok:
-                    raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
+                if not ok:  # the row is locked (_load_managed): no other writer got between
+                    raise RuntimeError(f"image {image_id} changed under its row lock")
                 await uow.commit()
         return await self.get(caller, image_id)
 

@@ -7,23 +7,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
+from app.datastore.store import ChunkStore
 from app.db.uow import Database
-from app.kms.port import KeyProvider
 from app.jobs.events import EventBus, event_bus_for
 from app.jobs.registry import JobRegistry, build_registry
 from app.jobs.service import JobService
-from app.datastore.store import ChunkStore
+from app.kms.port import KeyProvider
 from app.services.accounts import AccountService
 from app.services.compute import ComputeService
 from app.services.exports import ExportService
 from app.services.image_list import ImageListService
 from app.services.images import ImageService
 from app.services.imports import ImportService
-from app.services.storage import StorageService
 from app.services.kms import KmsService
-from app.services.sharing import SharingService
-from app.services.server_images import ServerImageService
 from app.services.replication import ReplicationService
+from app.services.server_images import ServerImageService
+from app.services.sharing import SharingService
+from app.services.storage import StorageService
 from app.services.tags import TagService
 from app.storage.base import ObjectStore
 

@@ -19,7 +19,14 @@ from app.db.tables import Account
 from app.db.uow import Database
 from tests.compute.conftest import MiB, manifest_count
 from tests.conftest import GraphQLClient
-from tests.factories import make_account, make_image, make_image_with_data, make_kms_key, share, unshare
+from tests.factories import (
+    make_account,
+    make_image,
+    make_image_with_data,
+    make_kms_key,
+    share,
+    unshare,
+)
 
 #: The error members of each payload union, and the extra field each error type shows.
 UNIONS = {

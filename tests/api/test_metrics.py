@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from graphql import OperationDefinitionNode, parse
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.schema import build_schema
 from app.config import Settings
 from app.db.uow import Database
 from app.metrics import operation_names
-from graphql import OperationDefinitionNode, parse
 from tests.api.test_import import IMPORT, finished, system_input, upload
 from tests.conftest import GraphQLClient
 from tests.factories import make_account

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import DocumentNode, OperationDefinitionNode, concat_ast, parse, validate
 
 from app.api.schema import build_schema
 from app.client import (
@@ -22,9 +23,9 @@ from app.client import (
     CreateApiTokenInput,
     CreateBucketInput,
     CreateImageFromServerInput,
+    CreateImageFromVolumeInput,
     CreateKmsGrantInput,
     CreateKmsKeyInput,
-    CreateImageFromVolumeInput,
     CreateServerInput,
     CreateUploadUrlInput,
     CreateVolumeInput,
@@ -35,22 +36,22 @@ from app.client import (
     ExportImageInput,
     ExportImageListInput,
     ImageKind,
-    ImageVisibility,
     ImageTagsInput,
+    ImageVisibility,
     ImportImageInput,
+    ImsClient,
     JobFilter,
     KmsGrantOperation,
     KmsKeyStateInput,
+    MemberStatus,
     OperatingSystemInput,
     OsType,
-    ImsClient,
-    MemberStatus,
     PublishImageInput,
     QuotaResource,
     RemoveImageTagsInput,
     ReplicateImageInput,
-    RevokeKmsGrantInput,
     RevokeApiTokenInput,
+    RevokeKmsGrantInput,
     SetImageProtectionInput,
     SetQuotaInput,
     ShareImagesInput,
@@ -63,7 +64,6 @@ from app.db.tables import Account, ApiToken, Image
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from app.services.accounts import hash_token, new_token
-from graphql import DocumentNode, OperationDefinitionNode, concat_ast, parse, validate
 from tests.conftest import LiveServer
 from tests.factories import make_account, make_image, make_image_with_data, share
 

@@ -21,7 +21,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.crash.harness import ADMIN, Cluster, Lab, close_services, kill_first_running, open_services
+from tests.crash.harness import (
+    ADMIN,
+    Cluster,
+    Lab,
+    close_services,
+    kill_first_running,
+    open_services,
+)
 from tests.crash.invariants import check_all
 from tests.crash.scenarios import SCENARIOS, Scenario
 

@@ -16,7 +16,6 @@ from app.domain.enums import ImageStatus
 from app.domain.images import ImageOrder, ImageQuery
 from tests.factories import make_account, make_image
 
-
 ACTIVE = ImageQuery(region="region-1", statuses=frozenset({ImageStatus.ACTIVE}))
 
 
