@@ -27,6 +27,7 @@ from app.http import EdgeMiddleware
 from app.logs import quiet_parameter_loggers
 from app.metrics import CONTENT_TYPE, Metrics, operation_names
 from app.runtime import freeze_startup_objects
+from app.storage.filesystem import FilesystemObjectStore
 from app.storage.http import object_routes
 from app.web.graphiql import graphiql_page, graphiql_routes
 from app.websocket import AuthenticatedTransportWS, socket_caller
@@ -95,8 +96,11 @@ class LazyObjectRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._router is None:
-            store = self.runtime.stores[self.runtime.settings.default_region]
-            routes = object_routes(store, self.runtime.signer, MAX_UPLOAD_BYTES, self.on_put)
+            # The URLs this server signs are those of the filesystem store (S3 regions get
+            # presigned URLs of their own endpoint), whichever regions use it: the default
+            # region may well be on S3 while others are not.
+            stores = [s for s in self.runtime.stores.values() if isinstance(s, FilesystemObjectStore)]
+            routes = object_routes(stores[0], self.runtime.signer, MAX_UPLOAD_BYTES, self.on_put) if stores else []
             self._router = Router(routes=routes)
         await self._router(scope, receive, send)
 

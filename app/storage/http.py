@@ -76,13 +76,36 @@ def object_routes(
     return [Route("/objects/{bucket}/{key:path}", endpoint, methods=["GET", "HEAD", "PUT"])]
 
 
-async def _get(store: ObjectStore, request: Request, bucket: str, key: str) -> Response:
+#: Times a download starts over when the object was replaced between its stat and its open.
+_GET_ATTEMPTS = 3
+
+
+async def _stat(store: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
     try:
-        info = await store.stat(bucket, key)
+        return await store.stat(bucket, key)
     except NoSuchBucketError:
-        info = None
-    if info is None:
-        return PlainTextResponse("no such object", status_code=404)
+        return None
+
+
+async def _get(store: ObjectStore, request: Request, bucket: str, key: str) -> Response:
+    """The object, or the asked range of it. Its headers come from a stat and its bytes from
+    an open: a PUT replacing the object between the two would send the new object's bytes
+    under the old one's length. So the object is stat'ed again once open, and the download
+    starts over when it changed (the open file is one object, whole: PUTs replace by rename)."""
+    for _ in range(_GET_ATTEMPTS):
+        info = await _stat(store, bucket, key)
+        if info is None:
+            return PlainTextResponse("no such object", status_code=404)
+        answer = await _answer(store, request, bucket, key, info)
+        if answer is not None:
+            return answer
+    return PlainTextResponse("the object is being replaced: try again", status_code=503,
+                             headers={"Retry-After": "1"})
+
+
+async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
+                  info: ObjectInfo) -> Response | None:
+    """The response for the object `info` describes; None when it was replaced meanwhile."""
     try:
         byte_range = _parse_range(request.headers.get("range"), info.size)
     except _RangeNotSatisfiable:
@@ -112,6 +135,10 @@ async def _get(store: ObjectStore, request: Request, bucket: str, key: str) -> R
         first = b""
     except (NoSuchObjectError, NoSuchBucketError):
         return PlainTextResponse("no such object", status_code=404)
+    now = await _stat(store, bucket, key)
+    if now is None or (now.size, now.last_modified) != (info.size, info.last_modified):
+        await stream.aclose()  # type: ignore[attr-defined]
+        return None
     if len(first) >= length:
         # The whole answer is read (small objects, e.g. image lists): its file or connection is
         # let go now rather than when a response that may never run its body ends.

@@ -94,6 +94,45 @@ async def test_valid_get_and_head(env: Env) -> None:
     assert head.headers["content-length"] == str(len(DATA))
 
 
+class ReplacedAfterStat(FilesystemObjectStore):
+    """A PUT replacing the object lands right after each of the first `replacements` stats:
+    a race between a download and an upload, forced."""
+
+    def __init__(self, *args: object, contents: list[bytes], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.contents = contents
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        info = await super().stat(bucket, key)
+        if self.contents:
+            await self.put_bytes(bucket, key, self.contents.pop(0))
+        return info
+
+
+@pytest.mark.parametrize("replacements", [1, 2, 6])
+async def test_a_download_never_mixes_an_object_and_its_replacement(tmp_path: Path, replacements: int) -> None:
+    """The headers come from a stat and the bytes from an open: an object replaced between
+    them is downloaded again, whole and with its own length (a 200 carried the new object's
+    bytes cut to the old one's length); replaced on every attempt, the answer is 503."""
+    signer = UrlSigner(b"signed-url-tests-secret-0123456789", BASE_URL)
+    old, new, newer = b"o" * 100, b"N" * 300, b"n" * 200
+    store = ReplacedAfterStat(tmp_path / "objects", signer, contents=[])
+    await store.create_bucket("bucket-a")
+    await store.put_bytes("bucket-a", "obj", old)
+    store.contents = [new, newer] * 3
+    del store.contents[replacements:]
+    app = Starlette(routes=object_routes(store, signer, MAX_UPLOAD))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
+        response = await client.get(signer.sign("GET", "bucket-a", "obj", 60))
+    if replacements == 6:
+        assert (response.status_code, response.text, response.headers["retry-after"]) == (
+            503, "the object is being replaced: try again", "1")
+        return
+    expected = new if replacements == 1 else newer
+    assert (response.status_code, response.content) == (200, expected)
+    assert response.headers["content-length"] == str(len(expected))
+
+
 async def test_expired_url(env: Env) -> None:
     url = env.signer.sign("GET", "bucket-a", "dir/obj", 60, now=time.time() - 61)
 

@@ -1,0 +1,49 @@
+"""A deployment whose regions use different stores: the default region on S3 (its own
+endpoint), another on the filesystem store. The server signs and serves `/objects/…` URLs
+for the filesystem store's buckets, whichever region is the default."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from app.config import Settings
+from app.db.uow import Database
+from app.storage.factory import service_bucket
+from tests.api.test_storage_api import LIST, UPLOAD
+from tests.conftest import GraphQLClient
+from tests.factories import make_account
+
+CREATE = """mutation($n: String!, $r: String) { createBucket(input: {name: $n, region: $r}) {
+  __typename ... on CreateBucketSuccess { bucket { name region } } } }"""
+
+
+@pytest.fixture
+def settings(settings: Settings, s3_endpoint: str) -> Settings:
+    return replace(settings, regions=("region-1", "region-2"), region_endpoints={"region-1": s3_endpoint},
+                   s3_access_key="testing", s3_secret_key="testing", s3_secure=False)
+
+
+async def test_signed_urls_of_a_filesystem_region_beside_an_s3_default_region(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    made = (await me.execute(CREATE, {"n": "fs-bucket", "r": "region-2"}))["createBucket"]
+    assert made == {"__typename": "CreateBucketSuccess", "bucket": {"name": "fs-bucket", "region": "region-2"}}
+    url = (await me.execute(UPLOAD, {"b": "fs-bucket", "k": "dir/disk.raw"}))["createUploadUrl"]["url"]
+    body = b"\x02" * 50_000
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.put(url, content=body)).status_code == 200
+        assert (settings.data_dir / "objects" / "fs-bucket" / "dir" / "disk.raw").read_bytes() == body
+        [listed] = (await me.execute(LIST))["buckets"]
+        [obj] = [e["node"] for e in listed["objects"]["edges"]]
+        assert (obj["sizeBytes"], obj["checksum"]) == (len(body), "sha256:" + hashlib.sha256(body).hexdigest())
+        got = await plain.get(obj["downloadUrl"])
+        assert (got.status_code, got.content) == (200, body)
+    # The default region's service bucket is on S3, not on the filesystem.
+    assert not (settings.data_dir / "objects" / service_bucket("region-1")).exists()
+    assert (settings.data_dir / "objects" / service_bucket("region-2")).is_dir()
