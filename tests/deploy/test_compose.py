@@ -17,7 +17,7 @@ import typer.main
 import yaml  # type: ignore[import-untyped]
 
 from app.cli import cli
-from app.config import ENVIRONMENT
+from app.config import ENVIRONMENT, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -104,6 +104,42 @@ def test_start_order() -> None:
     for name in ("api", "worker"):
         assert svc[name]["depends_on"]["init"] == {"condition": "service_completed_successfully"}
     assert svc["init"].get("restart") == "no"
+
+
+#: Seconds a process needs, after its workers' grace, to cancel their jobs, release the leases
+#: and close its connections before Docker's SIGKILL.
+RELEASE_MARGIN = 5.0
+
+
+def duration_seconds(value: str) -> float:
+    """A compose duration (`30s`, `1m30s`, `1.5m`) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"not a compose duration: {value!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def runs_job_workers(service: dict[str, Any]) -> bool:
+    command = list(map(str, service.get("command", [])))
+    if command[:2] == ["ims", "worker"]:
+        return True
+    workers = environment(service).get("IMS_WORKERS", str(Settings().workers))
+    return command[:2] == ["ims", "serve"] and int(workers) > 0
+
+
+def test_duration_seconds() -> None:
+    assert [duration_seconds(v) for v in ("30s", "1m30s", "1.5m", "500ms")] == [30.0, 90.0, 90.0, 0.5]
+
+
+def test_workers_are_given_time_to_release_their_jobs() -> None:
+    # Docker SIGKILLs a container stop_grace_period (default 10 s) after SIGTERM; a worker killed
+    # before its grace ends never releases its jobs' leases.
+    svc = services()
+    with_workers = [name for name in APP_SERVICES if runs_job_workers(svc[name])]
+    assert with_workers == ["worker"]
+    for name in with_workers:
+        grace = float(environment(svc[name]).get("IMS_WORKER_STOP_GRACE", Settings().worker_stop_grace))
+        assert duration_seconds(str(svc[name].get("stop_grace_period", "10s"))) > grace + RELEASE_MARGIN
 
 
 def test_api_can_run_as_several_replicas() -> None:
