@@ -86,7 +86,7 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        if s.auto_migrate:
+        if s.migrates_at_start:
             await asyncio.to_thread(upgrade, s.effective_database_url)
         db = build_database(s)
         self.signer = UrlSigner(url_secret(s), s.public_url)

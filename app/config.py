@@ -20,6 +20,10 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _optional_bool(value: str | None) -> bool | None:
+    return None if value is None or value == "" else _bool(value, False)
+
+
 def normalize_database_url(url: str) -> str:
     """Map plain driver URLs to the async drivers the service uses."""
     if url.startswith("postgres://"):
@@ -60,7 +64,9 @@ class Settings:
     worker_stop_grace: float = 10.0
     maintenance_interval: float = 300.0
     test_job_handlers: tuple[str, ...] = ()
-    auto_migrate: bool = True
+    #: Run migrations at start; None: only on SQLite (`migrates_at_start`). On PostgreSQL the
+    #: schema belongs to `ims migrate`, run once before the processes start.
+    auto_migrate: bool | None = None
     log_level: str = "INFO"
     region_endpoints: Mapping[str, str] = field(default_factory=dict)
 
@@ -77,6 +83,10 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def migrates_at_start(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
     @property
     def effective_kms_root_key_file(self) -> Path:
@@ -114,7 +124,7 @@ class Settings:
             worker_stop_grace=float(e.get("IMS_WORKER_STOP_GRACE", "10")),
             maintenance_interval=float(e.get("IMS_MAINTENANCE_INTERVAL", "300")),
             test_job_handlers=tuple(m.strip() for m in e.get("IMS_TEST_JOB_HANDLERS", "").split(",") if m.strip()),
-            auto_migrate=_bool(e.get("IMS_AUTO_MIGRATE"), True),
+            auto_migrate=_optional_bool(e.get("IMS_AUTO_MIGRATE")),
             log_level=e.get("IMS_LOG_LEVEL", "INFO").upper(),
             region_endpoints=endpoints,
         )
@@ -144,7 +154,7 @@ class Settings:
             "IMS_WORKER_STOP_GRACE": repr(self.worker_stop_grace),
             "IMS_MAINTENANCE_INTERVAL": repr(self.maintenance_interval),
             "IMS_TEST_JOB_HANDLERS": ",".join(self.test_job_handlers),
-            "IMS_AUTO_MIGRATE": "1" if self.auto_migrate else "0",
+            "IMS_AUTO_MIGRATE": "" if self.auto_migrate is None else "1" if self.auto_migrate else "0",
             "IMS_LOG_LEVEL": self.log_level,
         }
         for region, endpoint in self.region_endpoints.items():
@@ -174,7 +184,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_JOB_POLL_INTERVAL": "Seconds an idle worker waits before looking for jobs again. Default 0.5.",
     "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it (a job it was still claiming when the stop came is released unstarted). Default 10.",
     "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
-    "IMS_AUTO_MIGRATE": "Run migrations at start. Default true.",
+    "IMS_AUTO_MIGRATE": "Run migrations when a command that opens the database starts (`ims serve`, `ims worker`, `ims demo`, `ims admin create-account`, `ims admin maintenance`). Default: true on SQLite, false on PostgreSQL, where `ims migrate` runs once before the processes start (docker-compose's `init`). Concurrent migrations of one database wait for each other.",
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
     "IMS_LOG_LEVEL": "Log level. Default INFO.",
 }

@@ -142,6 +142,18 @@ def test_workers_are_given_time_to_release_their_jobs() -> None:
         assert duration_seconds(str(svc[name].get("stop_grace_period", "10s"))) > grace + RELEASE_MARGIN
 
 
+def test_migrations_run_once_before_the_api_and_workers() -> None:
+    svc = services()
+    migrating = [name for name, service in svc.items()
+                 if any(words[:2] == ["ims", "migrate"] for words in service_ims_invocations(service))]
+    assert migrating == ["init"]
+    assert svc["init"].get("restart") == "no"
+    for name in ("api", "worker"):
+        assert svc[name]["depends_on"]["init"] == {"condition": "service_completed_successfully"}
+        # On PostgreSQL they would not migrate by default either; the file says so explicitly.
+        assert environment(svc[name])["IMS_AUTO_MIGRATE"] == "false"
+
+
 def test_api_can_run_as_several_replicas() -> None:
     api = services()["api"]
     assert "container_name" not in api
@@ -160,21 +172,30 @@ def test_every_process_runs_one_image_built_from_the_repository() -> None:
 # ---------------------------------------------------------------- the `ims` command lines
 
 
+def command_ims_invocations(command: list[str]) -> Iterator[list[str]]:
+    """The `ims …` command lines of one exec-form command (itself, or its shell script's)."""
+    if command[0] in {"sh", "bash"}:
+        script = command[-1]
+        for part in re.split(r"&&|\|\||;", script):
+            words = shlex.split(part)
+            if words and words[0] == "ims":
+                yield words
+    elif command[0] == "ims":
+        yield command
+
+
+def service_ims_invocations(service: dict[str, Any]) -> Iterator[list[str]]:
+    if "command" in service:
+        yield from command_ims_invocations(list(map(str, service["command"])))
+
+
 def ims_invocations() -> Iterator[list[str]]:
     """Every `ims …` command line in the compose file and the Dockerfile's CMD."""
-    commands: list[list[str]] = [list(map(str, s["command"])) for s in services().values() if "command" in s]
+    for service in services().values():
+        yield from service_ims_invocations(service)
     cmd = re.search(r"^CMD\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.MULTILINE)
     assert cmd, "the Dockerfile has an exec-form CMD"
-    commands.append(yaml.safe_load(cmd.group(1)))
-    for command in commands:
-        if command[0] in {"sh", "bash"}:
-            script = command[-1]
-            for part in re.split(r"&&|\|\||;", script):
-                words = shlex.split(part)
-                if words and words[0] == "ims":
-                    yield words
-        elif command[0] == "ims":
-            yield command
+    yield from command_ims_invocations(yaml.safe_load(cmd.group(1)))
 
 
 INVOCATIONS = list(ims_invocations())

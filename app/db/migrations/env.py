@@ -1,10 +1,12 @@
-"""Alembic environment: synchronous drivers, metadata from app.db.tables."""
+"""Alembic environment: synchronous drivers, metadata from app.db.tables; one run at a time
+per database (app.db.migrate.migration_lock)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from app.db.migrate import migration_lock
 from app.db.tables import metadata
 
 config = context.config
@@ -15,7 +17,9 @@ def run() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url
     engine = create_engine(url, poolclass=pool.NullPool)
-    with engine.connect() as connection:
+    # The lock is taken before Alembic reads the current revision: a run that waited for
+    # another one reads the revision it left.
+    with engine.connect() as connection, migration_lock(connection):
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
