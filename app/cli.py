@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 
 from app.cli_client import jobs_cli, upload
-from app.config import Settings
+from app.config import Settings, SettingsError
 from app.domain.enums import AccountRole
 
 cli = typer.Typer(help="Image Management Service", no_args_is_help=True, add_completion=False)
@@ -225,7 +226,13 @@ def schema_export(
 
 def main() -> None:
     logging.captureWarnings(True)
-    cli()
+    try:
+        cli()
+    except SettingsError as exc:
+        # A configuration mistake, not a crash: one line naming the variable, and click's
+        # exit status for bad usage.
+        print(f"ims: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

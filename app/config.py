@@ -1,27 +1,49 @@
 """Settings, read from `IMS_*` environment variables.
 
 There is no global instance: `Settings.from_env()` is called by the entry points
-(CLI, tests) and the result is passed down explicitly.
+(CLI, tests) and the result is passed down explicitly. `from_env` checks every value it
+reads and raises `SettingsError`, naming the variable and what it accepts, for one the
+service cannot run with; an empty variable counts as unset.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "Settings", "SettingsError", "normalize_database_url",
+           "region_endpoint_variable"]
 
 DEFAULT_REGION = "region-1"
+#: Region ids: they name the service bucket `ims-svc-<region>` (63 bytes at most, so 55 here)
+#: and the variable IMS_S3_ENDPOINT_<REGION>.
+REGION_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,53}[a-z0-9])?")
+#: A URL secret shorter than this could be guessed from the URLs it signs.
+MIN_URL_SECRET_BYTES = 16
+#: A worker renews its job's lease every third of it: a shorter lease than this is lost to
+#: a slow database round trip, and a healthy job is taken over.
+MIN_JOB_LEASE_SECONDS = 1.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_ENDPOINT_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?")
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_MODULE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+class SettingsError(ValueError):
+    """An `IMS_*` variable holds a value the service cannot run with. The message names the
+    variable and what it accepts, and shows the value only when it is no secret."""
 
-
-def _optional_bool(value: str | None) -> bool | None:
-    return None if value is None or value == "" else _bool(value, False)
+    def __init__(self, variable: str, accepts: str, shown: str | None = None) -> None:
+        self.variable = variable
+        what = variable if shown is None else f"{variable}={shown!r}"
+        super().__init__(f"{what} is not valid: expected {accepts}")
 
 
 def normalize_database_url(url: str) -> str:
@@ -33,6 +55,174 @@ def normalize_database_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
     return url
+
+
+def region_endpoint_variable(region: str) -> str:
+    """The variable naming a region's own S3 endpoint: `eu-west-1` → IMS_S3_ENDPOINT_EU_WEST_1."""
+    return f"IMS_S3_ENDPOINT_{region.upper().replace('-', '_')}"
+
+
+class _Env:
+    """Typed, checked reads of one environment."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or not value.strip() else value
+
+    def text(self, name: str, default: str) -> str:
+        return self.get(name) or default
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.optional_boolean(name)
+        return default if value is None else value
+
+    def optional_boolean(self, name: str) -> bool | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise SettingsError(name, "true or false (also 1/0, yes/no, on/off)", raw)
+        return word in _TRUE
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        accepts = f"a whole number from {minimum} to {maximum}" if maximum is not None else \
+            f"a whole number, at least {minimum}"
+        if not re.fullmatch(r"[+-]?\d+", raw.strip()):
+            raise SettingsError(name, accepts, raw)
+        value = int(raw)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise SettingsError(name, accepts, raw)
+        return value
+
+    def seconds(self, name: str, default: float, *, minimum: float, inclusive: bool = True) -> float:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        accepts = f"a number of seconds, {'at least' if inclusive else 'more than'} {minimum:g}"
+        if not _DECIMAL_RE.fullmatch(raw.strip()):  # float() would also take nan, inf and 1_0
+            raise SettingsError(name, accepts, raw)
+        value = float(raw)
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise SettingsError(name, accepts, raw)
+        return value
+
+    def endpoint(self, name: str) -> str | None:
+        raw = self.get(name)
+        if raw is None:
+            return None
+        value = raw.strip()
+        match = _ENDPOINT_RE.fullmatch(value)
+        if match is None or (match.group(1) is not None and not 0 < int(match.group(1)) < 65536):
+            raise SettingsError(name, "host or host:port, without a scheme or path (e.g. minio:9000)", raw)
+        return value
+
+
+def _database_url(env: _Env) -> str:
+    raw = env.get("IMS_DATABASE_URL")
+    if raw is None:
+        return ""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = raw.strip()
+    accepts = "postgresql://user:password@host[:port]/database (or postgres://…) or sqlite:///path"
+    # The URL may hold a password: show only its scheme.
+    shown = url.split("://", 1)[0] + "://…" if "://" in url else "…"
+    normalized = normalize_database_url(url)
+    if not normalized.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite:///")):
+        raise SettingsError("IMS_DATABASE_URL", accepts, shown)
+    try:
+        parsed = make_url(normalized)
+    except (ArgumentError, ValueError):
+        raise SettingsError("IMS_DATABASE_URL", accepts, shown) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # Every pooled connection to an in-memory database would see a database of its own.
+        raise SettingsError("IMS_DATABASE_URL", "a SQLite file path after sqlite:///", shown)
+    return url
+
+
+def _regions(env: _Env) -> tuple[str, ...]:
+    raw = env.get("IMS_REGIONS")
+    if raw is None:
+        return (DEFAULT_REGION,)
+    from app.storage.base import InvalidNameError
+    from app.storage.names import service_bucket, validate_bucket_name
+
+    regions = tuple(r.strip() for r in raw.split(","))
+    accepts = ("comma-separated region ids, each named once: 1-55 lowercase letters, digits and '-', "
+               "starting and ending with a letter or digit (e.g. region-1,eu-west-2)")
+    if len(set(regions)) != len(regions) or not all(REGION_RE.fullmatch(r) for r in regions):
+        raise SettingsError("IMS_REGIONS", accepts, raw)
+    for region in regions:
+        try:
+            validate_bucket_name(service_bucket(region))
+        except InvalidNameError as exc:
+            raise SettingsError("IMS_REGIONS", f"region ids that make valid bucket names ({exc})", raw) from None
+    return regions
+
+
+def _admin(env: _Env) -> tuple[str | None, str]:
+    from app.domain.rules import ACCOUNT_NAME_RE
+
+    token = env.get("IMS_ADMIN_TOKEN")
+    if token is not None and not re.fullmatch(r"[\x21-\x7e]+", token):
+        # It travels in an `Authorization: Bearer` header.
+        raise SettingsError("IMS_ADMIN_TOKEN", "visible ASCII characters without spaces")
+    name = env.text("IMS_ADMIN_NAME", "admin")
+    if not ACCOUNT_NAME_RE.fullmatch(name):
+        raise SettingsError("IMS_ADMIN_NAME", "an account name: 3-64 lowercase letters, digits, '_' or '-', "
+                            "starting with a letter or digit", name)
+    return token, name
+
+
+def _url_secret(env: _Env) -> str | None:
+    secret = env.get("IMS_URL_SECRET")
+    if secret is not None and len(secret.encode()) < MIN_URL_SECRET_BYTES:
+        raise SettingsError("IMS_URL_SECRET", f"at least {MIN_URL_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+    return secret
+
+
+def _public_url(env: _Env, default: str) -> str:
+    raw = env.get("IMS_PUBLIC_URL")
+    if raw is None:
+        return default
+    url = raw.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query \
+            and not parts.fragment and parts.port != 0
+    except ValueError:  # a port that is no number or out of range
+        valid = False
+    if not valid:
+        raise SettingsError("IMS_PUBLIC_URL", "an http:// or https:// URL with a host (e.g. https://ims.example.com)",
+                            raw)
+    return url
+
+
+def _test_job_handlers(env: _Env) -> tuple[str, ...]:
+    raw = env.get("IMS_TEST_JOB_HANDLERS")
+    if raw is None:
+        return ()
+    modules = tuple(m.strip() for m in raw.split(",") if m.strip())
+    if not all(_MODULE_RE.fullmatch(m) for m in modules):
+        raise SettingsError("IMS_TEST_JOB_HANDLERS", "comma-separated module names (e.g. tests.jobs.handlers)", raw)
+    return modules
+
+
+def _log_level(env: _Env) -> str:
+    raw = env.get("IMS_LOG_LEVEL")
+    if raw is None:
+        return "INFO"
+    if raw.strip().upper() not in LOG_LEVELS:
+        raise SettingsError("IMS_LOG_LEVEL", "one of " + ", ".join(LOG_LEVELS), raw)
+    return raw.strip().upper()
 
 
 @dataclass(frozen=True)
@@ -94,38 +284,38 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        regions = tuple(r.strip() for r in e.get("IMS_REGIONS", DEFAULT_REGION).split(",") if r.strip())
-        endpoints = {
-            r: e[f"IMS_S3_ENDPOINT_{r.upper().replace('-', '_')}"]
-            for r in regions
-            if e.get(f"IMS_S3_ENDPOINT_{r.upper().replace('-', '_')}")
-        }
+        """Settings from `env` (default: the process's environment); raises SettingsError."""
+        e = _Env(os.environ if env is None else env)
+        d = cls()
+        regions = _regions(e)
+        endpoints = {r: url for r in regions if (url := e.endpoint(region_endpoint_variable(r)))}
         root_key = e.get("IMS_KMS_ROOT_KEY_FILE")
+        admin_token, admin_name = _admin(e)
         return cls(
-            data_dir=Path(e.get("IMS_DATA_DIR", "data")),
-            database_url=e.get("IMS_DATABASE_URL", ""),
-            regions=regions or (DEFAULT_REGION,),
-            admin_token=e.get("IMS_ADMIN_TOKEN") or None,
-            admin_name=e.get("IMS_ADMIN_NAME", "admin"),
+            data_dir=Path(e.text("IMS_DATA_DIR", str(d.data_dir))),
+            database_url=_database_url(e),
+            regions=regions,
+            admin_token=admin_token,
+            admin_name=admin_name,
             kms_root_key_file=Path(root_key) if root_key else None,
-            s3_endpoint=e.get("IMS_S3_ENDPOINT") or None,
-            s3_access_key=e.get("IMS_S3_ACCESS_KEY") or None,
-            s3_secret_key=e.get("IMS_S3_SECRET_KEY") or None,
-            s3_secure=_bool(e.get("IMS_S3_SECURE"), False),
-            url_secret=e.get("IMS_URL_SECRET") or None,
-            public_url=e.get("IMS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-            direct_io=_bool(e.get("IMS_DIRECT_IO"), True),
-            workers=int(e.get("IMS_WORKERS", "2")),
-            worker_process=_bool(e.get("IMS_WORKER_PROCESS"), True),
-            worker_nice=int(e.get("IMS_WORKER_NICE", "10")),
-            job_lease_seconds=float(e.get("IMS_JOB_LEASE_SECONDS", "30")),
-            job_poll_interval=float(e.get("IMS_JOB_POLL_INTERVAL", "0.5")),
-            worker_stop_grace=float(e.get("IMS_WORKER_STOP_GRACE", "10")),
-            maintenance_interval=float(e.get("IMS_MAINTENANCE_INTERVAL", "300")),
-            test_job_handlers=tuple(m.strip() for m in e.get("IMS_TEST_JOB_HANDLERS", "").split(",") if m.strip()),
-            auto_migrate=_optional_bool(e.get("IMS_AUTO_MIGRATE")),
-            log_level=e.get("IMS_LOG_LEVEL", "INFO").upper(),
+            s3_endpoint=e.endpoint("IMS_S3_ENDPOINT"),
+            s3_access_key=e.get("IMS_S3_ACCESS_KEY"),
+            s3_secret_key=e.get("IMS_S3_SECRET_KEY"),
+            s3_secure=e.boolean("IMS_S3_SECURE", d.s3_secure),
+            url_secret=_url_secret(e),
+            public_url=_public_url(e, d.public_url),
+            direct_io=e.boolean("IMS_DIRECT_IO", d.direct_io),
+            workers=e.integer("IMS_WORKERS", d.workers, minimum=0),
+            worker_process=e.boolean("IMS_WORKER_PROCESS", d.worker_process),
+            # Niceness tops out at 19; lowering it takes privileges a worker should not have.
+            worker_nice=e.integer("IMS_WORKER_NICE", d.worker_nice, minimum=0, maximum=19),
+            job_lease_seconds=e.seconds("IMS_JOB_LEASE_SECONDS", d.job_lease_seconds, minimum=MIN_JOB_LEASE_SECONDS),
+            job_poll_interval=e.seconds("IMS_JOB_POLL_INTERVAL", d.job_poll_interval, minimum=0, inclusive=False),
+            worker_stop_grace=e.seconds("IMS_WORKER_STOP_GRACE", d.worker_stop_grace, minimum=0),
+            maintenance_interval=e.seconds("IMS_MAINTENANCE_INTERVAL", d.maintenance_interval, minimum=0),
+            test_job_handlers=_test_job_handlers(e),
+            auto_migrate=e.optional_boolean("IMS_AUTO_MIGRATE"),
+            log_level=_log_level(e),
             region_endpoints=endpoints,
         )
 
@@ -158,33 +348,33 @@ class Settings:
             "IMS_LOG_LEVEL": self.log_level,
         }
         for region, endpoint in self.region_endpoints.items():
-            env[f"IMS_S3_ENDPOINT_{region.upper().replace('-', '_')}"] = endpoint
+            env[region_endpoint_variable(region)] = endpoint
         return env
 
 
 #: Environment variables the service reads, with their meaning (README table, compose test).
 ENVIRONMENT: dict[str, str] = {
     "IMS_DATA_DIR": "Directory of the embedded default (SQLite file, objects, KMS root key). Default `./data`.",
-    "IMS_DATABASE_URL": "Database URL; `postgresql://…` switches to PostgreSQL. Default: SQLite in IMS_DATA_DIR.",
-    "IMS_REGIONS": "Comma-separated region ids; the first is the default. Default `region-1`.",
+    "IMS_DATABASE_URL": "Database URL: `postgresql://…` (or `postgres://…`) switches to PostgreSQL; `sqlite:///PATH` is a SQLite file. Default: SQLite in IMS_DATA_DIR.",
+    "IMS_REGIONS": "Comma-separated region ids, each 1-55 lowercase letters, digits and `-` starting and ending with a letter or digit; the first is the default. Default `region-1`.",
     "IMS_ADMIN_TOKEN": "API token of the bootstrap admin. Unset: generated at first start into `$IMS_DATA_DIR/admin-token` (0600). Changed: the first start with the new value revokes the token the old value put there (see Set-up).",
-    "IMS_ADMIN_NAME": "Name of the bootstrap admin account. Default `admin`.",
+    "IMS_ADMIN_NAME": "Name of the bootstrap admin account (an account name: 3-64 of `a-z 0-9 _ -`). Default `admin`.",
     "IMS_KMS_ROOT_KEY_FILE": "Root key of the local KMS. Default `$IMS_DATA_DIR/kms-root.key` (created 0600).",
     "IMS_S3_ENDPOINT": "S3/MinIO endpoint `host:port`; unset: the filesystem object store.",
     "IMS_S3_ACCESS_KEY": "S3 access key.",
     "IMS_S3_SECRET_KEY": "S3 secret key.",
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
-    "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs; shared by every process. Default: generated into IMS_DATA_DIR.",
+    "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs (at least 16 bytes); shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
     "IMS_DIRECT_IO": "The filesystem object store writes objects with O_DIRECT, from the process's buffers to the disk without the page cache (falling back to buffered writes where the filesystem refuses it); 0 always writes buffered. Default true.",
     "IMS_WORKERS": "Job workers `ims serve` runs (0: run `ims worker` separately). Default 2.",
     "IMS_WORKER_PROCESS": "`ims serve` runs its IMS_WORKERS in a child process (an `ims worker` it supervises and restarts) so that data jobs never share the API's interpreter; 0 runs them on the API's own event loop. Default true.",
-    "IMS_WORKER_NICE": "Niceness every worker process adds to itself, so data jobs yield the cores to API processes on the same machine (0: none). Default 10.",
-    "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job; a job whose worker misses it is taken over. Default 30.",
-    "IMS_JOB_POLL_INTERVAL": "Seconds an idle worker waits before looking for jobs again. Default 0.5.",
+    "IMS_WORKER_NICE": "Niceness every worker process adds to itself, so data jobs yield the cores to API processes on the same machine (0-19; 0: none). Default 10.",
+    "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job, at least 1 second; a job whose worker misses it is taken over. Default 30.",
+    "IMS_JOB_POLL_INTERVAL": "Seconds (more than 0) an idle worker waits before looking for jobs again. Default 0.5.",
     "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it (a job it was still claiming when the stop came is released unstarted). Default 10.",
     "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
     "IMS_AUTO_MIGRATE": "Run migrations when a command that opens the database starts (`ims serve`, `ims worker`, `ims demo`, `ims admin create-account`, `ims admin maintenance`). Default: true on SQLite, false on PostgreSQL, where `ims migrate` runs once before the processes start (docker-compose's `init`). Concurrent migrations of one database wait for each other.",
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
-    "IMS_LOG_LEVEL": "Log level. Default INFO.",
+    "IMS_LOG_LEVEL": "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL. Default INFO.",
 }

@@ -10,8 +10,11 @@ from pathlib import Path
 from app.config import Settings
 from app.storage.base import ObjectStore
 from app.storage.filesystem import FilesystemObjectStore
+from app.storage.names import service_bucket
 from app.storage.s3 import S3ObjectStore
 from app.storage.signing import UrlSigner
+
+__all__ = ["build_stores", "close_stores", "create_service_buckets", "service_bucket", "url_secret"]
 
 
 def url_secret(settings: Settings) -> bytes:
@@ -51,11 +54,6 @@ def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore
         else:
             stores[region] = shared
     return stores
-
-
-def service_bucket(region: str) -> str:
-    """The service's own bucket in a region (chunks, image-list CSVs)."""
-    return f"ims-svc-{region}"[:63]
 
 
 async def create_service_buckets(stores: Mapping[str, ObjectStore]) -> list[str]:

@@ -10,7 +10,8 @@ import re
 
 from app.storage.base import InvalidNameError
 
-__all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "validate_bucket_name", "validate_key", "validate_sha256"]
+__all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "service_bucket", "validate_bucket_name", "validate_key",
+           "validate_sha256"]
 
 MAX_KEY_BYTES = 1024
 #: A filesystem adapter stores each segment as a file or directory name, and most filesystems
@@ -27,6 +28,11 @@ _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _BAD_BUCKET_PARTS = ("..", ".-", "-.")
 _RESERVED_PREFIXES = ("xn--", "sthree-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3")
+
+
+def service_bucket(region: str) -> str:
+    """The service's own bucket in a region (chunks, image-list CSVs)."""
+    return f"ims-svc-{region}"[:63]
 
 
 def validate_bucket_name(name: str) -> str:

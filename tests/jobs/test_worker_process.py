@@ -177,7 +177,7 @@ def test_settings_survive_the_environment_a_child_is_started_with() -> None:
     settings = Settings(
         data_dir=Path("/srv/ims"), database_url="postgresql://ims@db/ims", regions=("eu-1", "us-2"),
         admin_token="ims_x", admin_name="root", kms_root_key_file=Path("/keys/root"), s3_endpoint="minio:9000",
-        s3_access_key="a", s3_secret_key="s", s3_secure=True, url_secret="u", public_url="https://ims.example", direct_io=False,
+        s3_access_key="a", s3_secret_key="s", s3_secure=True, url_secret="u" * 16, public_url="https://ims.example", direct_io=False,
         workers=3, worker_process=False, worker_nice=5, job_lease_seconds=12.5, job_poll_interval=0.25,
         worker_stop_grace=4.0, maintenance_interval=0.0, test_job_handlers=("a.b", "c.d"), auto_migrate=False,
         log_level="DEBUG", region_endpoints={"us-2": "minio-us:9000"},

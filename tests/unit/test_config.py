@@ -1,10 +1,16 @@
-"""Settings read from the environment: defaults that depend on other settings."""
+"""Settings read from the environment: every value checked, refused by the variable's name,
+and defaults that depend on other settings."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from app.config import Settings
+from app.config import Settings, SettingsError
 
 PG = "postgresql://ims@db/ims"
 
@@ -25,3 +31,105 @@ def test_migrations_run_at_start_by_default_on_sqlite_only(env: dict[str, str], 
     settings = Settings.from_env(env)
     assert settings.migrates_at_start is migrates
     assert Settings.from_env(settings.to_env()).migrates_at_start is migrates
+
+
+# ---------------------------------------------------------------- values refused by name
+
+BAD_VALUES = [
+    ("IMS_WORKERS", "abc", "a whole number, at least 0"),
+    ("IMS_WORKERS", "-3", "a whole number, at least 0"),
+    ("IMS_WORKERS", "2.5", "a whole number, at least 0"),
+    ("IMS_WORKER_NICE", "20", "a whole number from 0 to 19"),
+    ("IMS_WORKER_NICE", "-1", "a whole number from 0 to 19"),
+    # A zero lease is lost at once: a healthy job is taken over until it FAILs.
+    ("IMS_JOB_LEASE_SECONDS", "0", "a number of seconds, at least 1"),
+    ("IMS_JOB_LEASE_SECONDS", "-1", "a number of seconds, at least 1"),
+    ("IMS_JOB_LEASE_SECONDS", "0.2", "a number of seconds, at least 1"),
+    ("IMS_JOB_POLL_INTERVAL", "0", "a number of seconds, more than 0"),
+    ("IMS_JOB_POLL_INTERVAL", "inf", "a number of seconds, more than 0"),
+    ("IMS_WORKER_STOP_GRACE", "-5", "a number of seconds, at least 0"),
+    ("IMS_MAINTENANCE_INTERVAL", "nan", "a number of seconds, at least 0"),
+    ("IMS_MAINTENANCE_INTERVAL", "1e999", "a number of seconds, at least 0"),
+    ("IMS_MAINTENANCE_INTERVAL", "5m", "a number of seconds, at least 0"),
+    ("IMS_S3_SECURE", "ture", "true or false"),
+    ("IMS_AUTO_MIGRATE", "ye", "true or false"),
+    ("IMS_DIRECT_IO", "2", "true or false"),
+    ("IMS_WORKER_PROCESS", "enabled", "true or false"),
+    ("IMS_DATABASE_URL", "mysql://ims:pw@db/ims", "postgresql://"),
+    ("IMS_DATABASE_URL", "postgresql://ims:pw@db:port/ims", "postgresql://"),
+    ("IMS_DATABASE_URL", "sqlite:///", "a SQLite file path"),
+    ("IMS_DATABASE_URL", "sqlite:///:memory:", "a SQLite file path"),
+    ("IMS_REGIONS", "EU_West", "region ids"),
+    ("IMS_REGIONS", "region-1,region-1", "each named once"),
+    ("IMS_REGIONS", "region-1,", "region ids"),
+    ("IMS_REGIONS", "-eu", "region ids"),
+    ("IMS_REGIONS", "r" * 56, "1-55 lowercase letters"),
+    ("IMS_REGIONS", "eu-s3alias", "valid bucket names"),
+    ("IMS_URL_SECRET", "fifteen-bytes!!", "at least 16 bytes"),
+    ("IMS_LOG_LEVEL", "bogus", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ("IMS_S3_ENDPOINT", "http://minio:9000", "host or host:port"),
+    ("IMS_S3_ENDPOINT", "minio:99999", "host or host:port"),
+    ("IMS_S3_ENDPOINT_REGION_1", "minio/eu", "host or host:port"),
+    ("IMS_PUBLIC_URL", "ims.example.com", "an http:// or https:// URL"),
+    ("IMS_PUBLIC_URL", "https://ims.example.com:http", "an http:// or https:// URL"),
+    ("IMS_ADMIN_NAME", "Admin", "an account name"),
+    ("IMS_ADMIN_TOKEN", "ims_two words", "visible ASCII characters without spaces"),
+    ("IMS_TEST_JOB_HANDLERS", "tests/jobs/handlers.py", "module names"),
+]
+#: Values the message must not repeat.
+SECRETS = {"IMS_URL_SECRET", "IMS_ADMIN_TOKEN", "IMS_DATABASE_URL"}
+
+
+@pytest.mark.parametrize(("variable", "value", "accepts"), BAD_VALUES, ids=[f"{v}={x[:20]}" for v, x, _ in BAD_VALUES])
+def test_a_bad_value_is_refused_naming_the_variable_and_what_it_accepts(variable: str, value: str, accepts: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    message = str(caught.value)
+    assert caught.value.variable == variable
+    assert message.startswith(f"{variable}=" if variable not in SECRETS else variable)
+    assert " is not valid: expected " in message and accepts in message
+    assert "\n" not in message
+    if variable in SECRETS:  # a database URL's secret is its password
+        assert ("pw" if variable == "IMS_DATABASE_URL" else value) not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("IMS_WORKERS", " 4 ", ("workers", 4)),
+        ("IMS_WORKERS", "0", ("workers", 0)),
+        ("IMS_WORKER_NICE", "19", ("worker_nice", 19)),
+        ("IMS_JOB_LEASE_SECONDS", "1", ("job_lease_seconds", 1.0)),
+        ("IMS_JOB_POLL_INTERVAL", ".05", ("job_poll_interval", 0.05)),
+        ("IMS_WORKER_STOP_GRACE", "0", ("worker_stop_grace", 0.0)),
+        ("IMS_MAINTENANCE_INTERVAL", "0", ("maintenance_interval", 0.0)),
+        ("IMS_S3_SECURE", "Yes", ("s3_secure", True)),
+        ("IMS_DIRECT_IO", "off", ("direct_io", False)),
+        ("IMS_WORKERS", "", ("workers", 2)),  # empty: unset
+        ("IMS_DATABASE_URL", "postgres://ims:pw@db:5432/ims", ("database_url", "postgres://ims:pw@db:5432/ims")),
+        ("IMS_REGIONS", "region-1, eu-west-2", ("regions", ("region-1", "eu-west-2"))),
+        ("IMS_URL_SECRET", "sixteen-bytes!!!", ("url_secret", "sixteen-bytes!!!")),
+        ("IMS_LOG_LEVEL", "warning", ("log_level", "WARNING")),
+        ("IMS_S3_ENDPOINT", "[::1]:9000", ("s3_endpoint", "[::1]:9000")),
+        ("IMS_PUBLIC_URL", "https://ims.example.com/", ("public_url", "https://ims.example.com")),
+    ],
+)
+def test_good_values_are_read(variable: str, value: str, expected: tuple[str, object]) -> None:
+    attribute, result = expected
+    assert getattr(Settings.from_env({variable: value}), attribute) == result
+
+
+def test_a_region_endpoint_is_checked_and_read_for_listed_regions() -> None:
+    env = {"IMS_REGIONS": "region-1,eu-west-2", "IMS_S3_ENDPOINT_EU_WEST_2": "minio-eu:9000"}
+    assert Settings.from_env(env).region_endpoints == {"eu-west-2": "minio-eu:9000"}
+
+
+def test_the_command_line_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMS_")}
+    env |= {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_WORKERS": "abc"}
+    for command in (["migrate"], ["serve", "--port", "0"]):
+        result = subprocess.run([sys.executable, "-m", "app.cli", *command], env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == "ims: IMS_WORKERS='abc' is not valid: expected a whole number, at least 0\n"
+    assert not (tmp_path / "data").exists()  # refused before anything was created
