@@ -33,6 +33,16 @@ def _begin_immediate(conn: Any) -> None:
 #: The `application_name` of the read pool's PostgreSQL sessions (pg_stat_activity).
 READS_APPLICATION_NAME = "ims-reads"
 
+# PostgreSQL connections of one process, at most (README "Running at scale" sizes
+# max_connections from them; docker-compose.yml sets it, and a test checks both):
+#: the main pool, for every transaction: kept open, and opened beyond that under load;
+POOL_SIZE, POOL_OVERFLOW = 10, 20
+#: the read pool of `GenericPlanReads`;
+READ_POOL_SIZE, READ_POOL_OVERFLOW = 4, 4
+#: the LISTEN connection of the job event bus (app.jobs.events_pg), outside both pools.
+LISTEN_CONNECTIONS = 1
+PG_CONNECTIONS_PER_PROCESS = POOL_SIZE + POOL_OVERFLOW + READ_POOL_SIZE + READ_POOL_OVERFLOW + LISTEN_CONNECTIONS
+
 
 def make_generic_plan_engine(url: str) -> AsyncEngine:
     """A small PostgreSQL pool for `GenericPlanReads`: its sessions keep one generic plan per
@@ -41,7 +51,7 @@ def make_generic_plan_engine(url: str) -> AsyncEngine:
     snapshot anyway). No pre-ping either: `GenericPlanReads.run` retries a read once on a fresh
     connection when the one it got was dead."""
     return create_async_engine(
-        url, pool_size=4, max_overflow=4, isolation_level="AUTOCOMMIT", json_deserializer=orjson.loads,
+        url, pool_size=READ_POOL_SIZE, max_overflow=READ_POOL_OVERFLOW, isolation_level="AUTOCOMMIT", json_deserializer=orjson.loads,
         connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan",
                                           "default_transaction_read_only": "on",
                                           "application_name": READS_APPLICATION_NAME}},
@@ -59,7 +69,7 @@ def make_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncE
             event.listen(engine.sync_engine, "connect", _take_over_transactions)
             event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True,
+    return create_async_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
                                json_deserializer=orjson.loads)
 
 

@@ -18,9 +18,11 @@ import yaml  # type: ignore[import-untyped]
 
 from app.cli import cli
 from app.config import ENVIRONMENT, Settings
+from app.db.engine import PG_CONNECTIONS_PER_PROCESS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+README = ROOT / "README.md"
 DOCKERFILE = ROOT / "app" / "deploy" / "Dockerfile"
 
 #: What a process needs to run on PostgreSQL and MinIO with others beside it.
@@ -152,6 +154,31 @@ def test_migrations_run_once_before_the_api_and_workers() -> None:
         assert svc[name]["depends_on"]["init"] == {"condition": "service_completed_successfully"}
         # On PostgreSQL they would not migrate by default either; the file says so explicitly.
         assert environment(svc[name])["IMS_AUTO_MIGRATE"] == "false"
+
+
+#: PostgreSQL keeps these slots for superusers: other roles cannot use them.
+SUPERUSER_RESERVED_CONNECTIONS = 3
+
+
+def postgres_option(name: str) -> str | None:
+    """A `-c name=value` server option of the postgres service's command."""
+    command = list(map(str, services()["postgres"].get("command", [])))
+    options = [command[i + 1] for i, word in enumerate(command[:-1]) if word == "-c"]
+    options += [word[2:] for word in command if word.startswith("-c") and word != "-c"]
+    values = [o.split("=", 1)[1] for o in options if o.split("=", 1)[0] == name]
+    return values[-1] if values else None
+
+
+def test_postgres_takes_the_connections_of_the_readmes_scale_example() -> None:
+    readme = README.read_text()
+    [(api, worker)] = set(re.findall(r"--scale api=(\d+) --scale worker=(\d+)", readme))
+    assert re.search(rf"--scale api={api} --scale worker={worker}", COMPOSE.read_text())
+    # The README's formula uses the pools' real sizes.
+    [per_process] = re.findall(r"`max_connections` ≥ \(API \+ worker processes\) × (\d+)", readme)
+    assert int(per_process) == PG_CONNECTIONS_PER_PROCESS
+    need = (int(api) + int(worker)) * PG_CONNECTIONS_PER_PROCESS
+    assert f"({need})" in readme
+    assert int(postgres_option("max_connections") or 100) >= need + SUPERUSER_RESERVED_CONNECTIONS
 
 
 def test_api_can_run_as_several_replicas() -> None:
