@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "Settings", "SettingsError", "normalize_database_url",
+__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "Settings", "SettingsError", "is_setting", "normalize_database_url",
            "region_endpoint_variable"]
 
 DEFAULT_REGION = "region-1"
@@ -353,6 +353,7 @@ class Settings:
 
 
 #: Environment variables the service reads, with their meaning (README table, compose test).
+#: A `<PART>` in a name stands for a family of variables (`is_setting`).
 ENVIRONMENT: dict[str, str] = {
     "IMS_DATA_DIR": "Directory of the embedded default (SQLite file, objects, KMS root key). Default `./data`.",
     "IMS_DATABASE_URL": "Database URL: `postgresql://…` (or `postgres://…`) switches to PostgreSQL; `sqlite:///PATH` is a SQLite file. Default: SQLite in IMS_DATA_DIR.",
@@ -361,6 +362,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_ADMIN_NAME": "Name of the bootstrap admin account (an account name: 3-64 of `a-z 0-9 _ -`). Default `admin`.",
     "IMS_KMS_ROOT_KEY_FILE": "Root key of the local KMS. Default `$IMS_DATA_DIR/kms-root.key` (created 0600).",
     "IMS_S3_ENDPOINT": "S3/MinIO endpoint `host:port`; unset: the filesystem object store.",
+    "IMS_S3_ENDPOINT_<REGION>": "S3/MinIO endpoint `host:port` of one region of IMS_REGIONS, named by its id in capitals with `_` for `-` (`eu-west-2`: `IMS_S3_ENDPOINT_EU_WEST_2`): the region's service bucket and its accounts' buckets live there, reached with the same keys. Unset: IMS_S3_ENDPOINT (or the filesystem store).",
     "IMS_S3_ACCESS_KEY": "S3 access key.",
     "IMS_S3_SECRET_KEY": "S3 secret key.",
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
@@ -378,3 +380,12 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
     "IMS_LOG_LEVEL": "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL. Default INFO.",
 }
+
+
+def is_setting(name: str) -> bool:
+    """Whether the service reads the variable `name`: a name of ENVIRONMENT, or one of a
+    family such as IMS_S3_ENDPOINT_<REGION> (region ids in capitals, `_` for `-`)."""
+    if name in ENVIRONMENT:
+        return True
+    families = (re.escape(k).replace("<REGION>", "[A-Z0-9][A-Z0-9_]*") for k in ENVIRONMENT if "<" in k)
+    return any(re.fullmatch(family, name) for family in families)

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from app.config import Settings, SettingsError
+from app.config import ENVIRONMENT, Settings, SettingsError, is_setting
 
 PG = "postgresql://ims@db/ims"
 
@@ -133,3 +134,27 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         assert (result.returncode, result.stdout) == (2, "")
         assert result.stderr == "ims: IMS_WORKERS='abc' is not valid: expected a whole number, at least 0\n"
     assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+class Recording(dict[str, str]):
+    """An environment that notes every variable read from it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_every_variable_read_is_documented_and_every_documented_one_is_read() -> None:
+    env = Recording({"IMS_REGIONS": "region-1,eu-west-2"})
+    settings = Settings.from_env(env)
+    assert {"IMS_S3_ENDPOINT_REGION_1", "IMS_S3_ENDPOINT_EU_WEST_2"} <= env.read
+    assert sorted(var for var in env.read | set(settings.to_env()) if not is_setting(var)) == []
+    assert sorted(set(ENVIRONMENT) - env.read) == ["IMS_S3_ENDPOINT_<REGION>"]
