@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "Settings", "SettingsError", "is_setting", "normalize_database_url",
-           "region_endpoint_variable"]
+__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "MIN_URL_SECRET_BYTES", "Settings", "SettingsError", "is_setting",
+           "normalize_database_url", "region_endpoint_variable"]
 
 DEFAULT_REGION = "region-1"
 #: Region ids: they name the service bucket `ims-svc-<region>` (63 bytes at most, so 55 here)

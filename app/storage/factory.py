@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.config import Settings
+from app.config import MIN_URL_SECRET_BYTES, Settings
 from app.storage.base import ObjectStore
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.names import service_bucket
@@ -19,19 +20,34 @@ __all__ = ["build_stores", "close_stores", "create_service_buckets", "service_bu
 
 def url_secret(settings: Settings) -> bytes:
     """IMS_URL_SECRET, or a secret generated once into the data dir (0600). Every process
-    that serves signed URLs must share it."""
+    that serves signed URLs must share it.
+
+    The file appears atomically, as the KMS root key does (app.kms.envelope.load_root_key):
+    written beside it, then hard-linked into place, so processes starting together on a
+    fresh data dir agree on one secret and none reads a file not yet written."""
     if settings.url_secret:
         return settings.url_secret.encode()
     path = settings.data_dir / "url-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes().strip()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    return path.read_bytes().strip()
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: use theirs
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_URL_SECRET_BYTES:
+        # Signing with it would let anyone forge URLs (an empty file: left by a crash of a
+        # version that wrote the file in place).
+        raise ValueError(f"URL secret file {path} holds fewer than {MIN_URL_SECRET_BYTES} bytes: "
+                         "remove it to generate a new one, or set IMS_URL_SECRET")
+    return secret
 
 
 def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore]:
