@@ -113,19 +113,31 @@ def _aware(value: datetime | None, field: str) -> datetime | None:
         raise Invalid("INVALID_DATETIME", field=field) from exc
 
 
-def _tag_matches(tags: list[TagFilter]) -> tuple[TagMatch, ...]:
-    """At most TAGS_PER_IMAGE distinct conditions: an image has no more tags than that, one
-    value each, so a longer filter matches nothing (and each condition is one more EXISTS in
-    every arm of the page statement: a thousand outgrew SQLite's expression depth)."""
-    matches = tuple(dict.fromkeys(TagMatch(t.key, t.value) for t in tags))
-    if len(matches) > TAGS_PER_IMAGE:
-        raise Invalid("TOO_MANY_ITEMS", f"A filter names at most {TAGS_PER_IMAGE} tags.", field="filter.tags")
-    return matches
+def _tag_matches(tags: list[TagFilter]) -> tuple[tuple[TagMatch, ...], bool]:
+    """The filter's tag conditions, one per key, and whether they can match at all.
+
+    A key asked for with a value and without one is the condition with the value; a key asked
+    for with two different values matches no image (a tag has one value). More than
+    TAGS_PER_IMAGE different keys match no image either (it has no more tags), and each key is
+    one more condition in every arm of the page statement (a thousand outgrew SQLite's
+    expression depth): refused."""
+    values: dict[str, set[str | None]] = {}
+    for t in tags:
+        values.setdefault(t.key, set()).add(t.value)
+    if len(values) > TAGS_PER_IMAGE:
+        raise Invalid("TOO_MANY_ITEMS", f"A filter names at most {TAGS_PER_IMAGE} tag keys.", field="filter.tags")
+    matches, possible = [], True
+    for key, asked in values.items():
+        concrete = sorted(v for v in asked if v is not None)
+        possible = possible and len(concrete) <= 1
+        matches.append(TagMatch(key, concrete[0] if concrete else None))
+    return tuple(matches), possible
 
 
 def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
     if f is None:
         return ImageQuery(region=region)
+    tags, possible = _tag_matches(f.tags or [])
     return ImageQuery(
         region=region,
         visibility=frozenset(d.ImageVisibility(v) for v in f.visibility) if f.visibility is not None
@@ -139,12 +151,13 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
         encrypted=f.encrypted,
         kms_key_id=str(f.kms_key_id) if f.kms_key_id is not None else None,
         protected=f.protected,
-        tags=_tag_matches(f.tags or []),
+        tags=tags,
         member_statuses=frozenset(d.MemberStatus(s) for s in f.member_status) if f.member_status is not None
         else frozenset({d.MemberStatus.ACCEPTED}),
         created_after=_aware(f.created_after, "filter.createdAfter"),
         created_before=_aware(f.created_before, "filter.createdBefore"),
-        ids=frozenset(str(i) for i in f.ids) if f.ids is not None else None,
+        # Tag conditions no image can meet: no ids.
+        ids=frozenset() if not possible else frozenset(str(i) for i in f.ids) if f.ids is not None else None,
     )
 
 

@@ -136,7 +136,7 @@ class ImportService:
 
     async def import_image(self, caller: Caller, req: ImportRequest) -> tuple[Job, Image]:
         _validate(caller, req)
-        self.storage.check_key(req.key)
+        self.storage.check_key(req.key, new=False)
         bucket = await self.storage.owned_bucket(caller, req.bucket)
         info = await self.storage.store(bucket.region).stat(bucket.name, req.key)
         if info is None:

@@ -14,7 +14,7 @@ from app.domain.images import Caller
 from app.domain.rules import validate_page_size
 from app.errors import Conflict, Invalid, NotFound, register_codes
 from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore
-from app.storage.names import validate_bucket_name, validate_key
+from app.storage.names import validate_bucket_name, validate_key, validate_new_key
 
 register_codes({
     "INVALID_BUCKET_NAME": "Bucket names: 3-63 lowercase letters, digits, '-' or '.', as on S3; `ims-` is reserved.",
@@ -93,9 +93,12 @@ class StorageService:
         return StoredObjectView(info.bucket, info.key, info.size, info.last_modified, info.checksum)
 
     @staticmethod
-    def check_key(key: str, field: str = "input.key") -> str:
+    def check_key(key: str, field: str = "input.key", *, new: bool = True) -> str:
+        """A key the caller names: of an object to make (`new`: an upload URL, an export),
+        whose segments must fit every store, or of one to read (an import), which only has to
+        be a key at all (S3 holds objects under longer segments, put there from outside)."""
         try:
-            return validate_key(key)
+            return validate_new_key(key) if new else validate_key(key)
         except InvalidNameError as exc:
             raise Invalid("INVALID_OBJECT_KEY", field=field) from exc
 

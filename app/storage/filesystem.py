@@ -29,7 +29,7 @@ from app.storage.base import (
     StorageError,
 )
 from app.storage.direct import ObjectFile, ObjectReader
-from app.storage.names import validate_bucket_name, validate_key, validate_sha256
+from app.storage.names import validate_bucket_name, validate_key, validate_new_key, validate_sha256
 from app.storage.signing import UrlSigner
 
 __all__ = ["FilesystemObjectStore"]
@@ -234,7 +234,7 @@ class FilesystemObjectStore:
         return path
 
     def _object_path(self, bucket: str, key: str) -> Path:
-        # `validate_key` has kept every segment within NAME_MAX (255 bytes).
+        validate_new_key(key)  # no segment over NAME_MAX (255 bytes): no file could have its name
         segments = key.split("/")
         path = self._confined(bucket, *segments)
         if not path.parents[len(segments) - 1].is_dir():

@@ -11,12 +11,13 @@ import re
 from app.storage.base import InvalidNameError
 
 __all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "service_bucket", "validate_bucket_name", "validate_key",
-           "validate_sha256"]
+           "validate_new_key", "validate_sha256"]
 
 MAX_KEY_BYTES = 1024
 #: A filesystem adapter stores each segment as a file or directory name, and most filesystems
-#: refuse names over 255 bytes (NAME_MAX). Every adapter refuses them, so that a key (and a
-#: signed upload URL for it) good on one store is good on all.
+#: refuse names over 255 bytes (NAME_MAX). Keys the service makes or hands out URLs for keep to
+#: it (`validate_new_key`), so that a key good on one store is good on all; an object already in
+#: an S3 bucket under a longer segment stays readable, listable and deletable there.
 MAX_KEY_SEGMENT_BYTES = 255
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -54,8 +55,9 @@ def validate_bucket_name(name: str) -> str:
 def validate_key(key: str) -> str:
     """Return `key` unchanged when it is a safe object key, else raise InvalidNameError.
 
-    A key is 1-1024 bytes of UTF-8, `/`-separated segments of at most 255 bytes, none empty,
-    `.` or `..`; no leading `/`, no backslash, no control character.
+    A key is 1-1024 bytes of UTF-8, `/`-separated segments, none empty, `.` or `..`; no
+    leading `/`, no backslash, no control character. (A key the service makes an object
+    under also keeps every segment within 255 bytes: `validate_new_key`.)
     """
     if not isinstance(key, str) or not key:
         raise InvalidNameError("object key must be a non-empty string")
@@ -78,6 +80,15 @@ def validate_key(key: str) -> str:
     for segment in key.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidNameError(f"object key {key!r} has an empty, '.' or '..' path segment")
+    return key
+
+
+def validate_new_key(key: str) -> str:
+    """`validate_key`, and every segment at most MAX_KEY_SEGMENT_BYTES of UTF-8: the key of an
+    object the service is about to make (an upload URL, an export) or one the filesystem store
+    holds."""
+    validate_key(key)
+    for segment in key.split("/"):
         if len(segment.encode("utf-8")) > MAX_KEY_SEGMENT_BYTES:
             raise InvalidNameError(f"object key {key!r} has a segment over {MAX_KEY_SEGMENT_BYTES} bytes")
     return key

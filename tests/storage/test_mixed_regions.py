@@ -14,7 +14,7 @@ from app.config import Settings
 from app.db.uow import Database
 from app.storage.factory import service_bucket
 from tests.api.test_storage_api import LIST, UPLOAD
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import make_account
 
 CREATE = """mutation($n: String!, $r: String) { createBucket(input: {name: $n, region: $r}) {
@@ -47,3 +47,26 @@ async def test_signed_urls_of_a_filesystem_region_beside_an_s3_default_region(
     # The default region's service bucket is on S3, not on the filesystem.
     assert not (settings.data_dir / "objects" / service_bucket("region-1")).exists()
     assert (settings.data_dir / "objects" / service_bucket("region-2")).is_dir()
+
+
+async def test_an_s3_object_under_a_longer_key_segment_stays_listed_and_readable(
+    gql: GraphQLClient, db: Database, live_server: LiveServer
+) -> None:
+    """The service makes no object under a key segment over 255 bytes (no file could hold
+    it), but an S3 bucket may hold one put there from outside: it is listed with its checksum
+    and a working download URL, and can be imported."""
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    made = (await me.execute(CREATE, {"n": "s3-bucket", "r": "region-1"}))["createBucket"]
+    assert made == {"__typename": "CreateBucketSuccess", "bucket": {"name": "s3-bucket", "region": "region-1"}}
+    key = "dir/" + "x" * 256
+    body = b"\x03" * 1000
+    await live_server.app.state.runtime.stores["region-1"].put_bytes("s3-bucket", key, body)
+    refused = (await me.execute(UPLOAD, {"b": "s3-bucket", "k": key}))["createUploadUrl"]
+    assert refused == {"__typename": "ValidationError", "code": "INVALID_OBJECT_KEY"}
+    [listed] = (await me.execute(LIST))["buckets"]
+    [obj] = [e["node"] for e in listed["objects"]["edges"]]
+    assert (obj["key"], obj["sizeBytes"], obj["checksum"]) == (key, len(body), "sha256:" + hashlib.sha256(body).hexdigest())
+    async with httpx.AsyncClient() as plain:
+        got = await plain.get(obj["downloadUrl"])
+    assert (got.status_code, got.content) == (200, body)
