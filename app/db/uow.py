@@ -169,7 +169,10 @@ class GenericPlanReads:
         try:
             return await self._fetch(state.statement, args)
         except _Disconnected:
-            pass
+            # The server went away (a restart, a failover, an idle timeout): every pooled
+            # connection is as dead as this one, and the pool does not ping. A fresh pool,
+            # as SQLAlchemy's own disconnect handling does for `run`.
+            await self.engine.dispose(close=False)
         try:
             return await self._fetch(state.statement, args)  # once more, on a fresh connection
         except _Disconnected as exc:

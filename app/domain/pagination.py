@@ -32,9 +32,17 @@ def decode_cursor(cursor: str, ordering: str) -> tuple[Any, str]:
         or data[0] != ordering
         or not isinstance(data[2], str)
         or not isinstance(data[1], (str, int, float))
+        or not all(_storable(v) for v in data[1:] if isinstance(v, str))
     ):
         raise Invalid("INVALID_CURSOR", field="after")
     return data[1], data[2]
+
+
+def _storable(text: str) -> bool:
+    """Text a database can compare: no NUL (PostgreSQL refuses it in text). The request's own
+    text is checked for it; a cursor's decoded value is not that text. (orjson refuses a
+    JSON unpaired surrogate already.)"""
+    return "\x00" not in text
 
 
 #: The largest size a cursor may carry (sizes are 64-bit integers; -1 stands for none).

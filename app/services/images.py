@@ -190,13 +190,17 @@ class ImageService:
                 raise Conflict("IMAGE_NOT_ACTIVE")
             if image.kms_key_id is not None or image.kind == ImageKind.FULL_ECS.value:
                 raise NotSupported("PUBLISH_NOT_SUPPORTED")
+            # A public image is everyone's: memberships no longer mean anything. Deleted first,
+            # as `delete` does: their rows locked, a member's concurrent answer waits and then
+            # finds none. Deleted after the visibility change, an answer committed in between
+            # stayed in the members' SHARED counters (the delete found a public image's members
+            # and counted nothing off).
+            await uow.images.delete_members([image_id])
             ok = await uow.images.compare_and_set(
                 image_id, image.version, {"visibility": ImageVisibility.PUBLIC.value, "updated_at": utcnow()}
             )
             if not ok:
                 raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
-            # A public image is everyone's: memberships no longer mean anything.
-            await uow.images.delete_members([image_id])
             await uow.commit()
         return await self.get(caller, image_id)
 

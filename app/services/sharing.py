@@ -20,6 +20,8 @@ serializes writers anyway.
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError
+
 from app.db.repositories.images import MemberRow, VisibleImage
 from app.db.types import utcnow
 from app.db.uow import Database, UnitOfWork
@@ -38,6 +40,10 @@ from app.errors import (
 )
 from app.kms.port import GrantOperation, KeyInfo, KeyProvider
 from app.services.access import relation, require_manager
+
+#: PostgreSQL's SQLSTATE of a transaction aborted to break a deadlock; how often a share runs.
+DEADLOCK_DETECTED = "40P01"
+DEADLOCK_ATTEMPTS = 3
 
 SHARING_CODES: dict[str, str] = {
     # ValidationError
@@ -90,6 +96,19 @@ class SharingService:
         accounts = validate_batch(account_ids, "input.accountIds")
         if caller.account_id in accounts:
             raise Invalid("SHARE_WITH_SELF", field="input.accountIds")
+        for attempt in range(DEADLOCK_ATTEMPTS):
+            try:
+                return await self._share(caller, images, accounts)
+            except DBAPIError as exc:
+                # On PostgreSQL the new memberships' counter rows (image_counts, updated by
+                # triggers) are locked as they are inserted: two shares with the same
+                # accounts can deadlock, and PostgreSQL aborts one of them, which changed
+                # nothing. It runs again (the pairs go in account order, which makes it rare).
+                if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _share(self, caller: Caller, images: list[str], accounts: list[str]) -> list[MemberRow]:
         async with self.db.uow(caller.account_id) as uow:
             views = await uow.images.get_many_visible(images, for_update=True)
             keys: dict[str, KeyInfo] = {}
@@ -120,6 +139,7 @@ class SharingService:
                         limit=limit,
                     )
                 new.extend((image_id, a) for a in fresh)
+            new.sort(key=lambda pair: (pair[1], pair[0]))  # counters locked in account order
             await uow.sharing.add(new, MemberStatus.PENDING.value, utcnow())
             rows = await uow.sharing.members(images, accounts)
             await uow.commit()

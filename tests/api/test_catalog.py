@@ -197,7 +197,8 @@ async def test_enum_and_boolean_filters(gql: GraphQLClient, db: Database) -> Non
 
 async def test_name_contains_is_case_insensitive_and_literal(gql: GraphQLClient, db: Database) -> None:
     alice, alice_t = await make_account(db)
-    names = ["Alpha-Web", "alphabet", "beta_1", "100%_sure", "x%y", "x_y", "xay", "BETA gamma"]
+    names = ["Alpha-Web", "alphabet", "beta_1", "100%_sure", "x%y", "x_y", "xay", "BETA gamma", "İzmir", "ΟΔΟΣ",
+             "Ärger"]
     ids = {n: (await make_image(db, alice, name=n)).id for n in names}
     q = gql.as_(alice_t)
     cases: list[tuple[str, set[str]]] = [
@@ -211,6 +212,11 @@ async def test_name_contains_is_case_insensitive_and_literal(gql: GraphQLClient,
         ("%_", {"100%_sure"}),
         ("a g", {"BETA gamma"}),
         ("nothing", set()),
+        # Every name is found by itself, whatever its letters (folded alike on both sides).
+        ("İzmir", {"İzmir"}),
+        ("ΟΔΟΣ", {"ΟΔΟΣ"}),
+        ("Ärger", {"Ärger"}),
+        ("rger", {"Ärger"}),
     ]
     for needle, expected in cases:
         assert await _filtered(q, {"nameContains": needle}) == {ids[n] for n in expected}, needle
@@ -417,7 +423,7 @@ async def test_page_size_and_cursor_errors(gql: GraphQLClient, db: Database) -> 
 
 @pytest.mark.parametrize("field,value", [("NAME", 5), ("STATUS", 1.5), ("SIZE", True), ("SIZE", "12"),
                                          ("SIZE", 2**63), ("SIZE", -2), ("CREATED_AT", "0001-01-01T00:00:00+05:00"),
-                                         ("CREATED_AT", "9999-12-31T23:00:00-05:00")])
+                                         ("CREATED_AT", "9999-12-31T23:00:00-05:00"), ("NAME", "a\x00b")])
 async def test_a_cursor_whose_value_has_the_wrong_type_is_invalid(gql: GraphQLClient, db: Database,
                                                                   field: str, value: Any) -> None:
     """Decoded, a cursor's value must have its ordering's type, and a value the database and

@@ -3,7 +3,10 @@ exact error type and code, and the memberships left unchanged after each refusal
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
 
 from app.db.tables import Account, Image
 from app.db.uow import Database
@@ -357,3 +360,42 @@ async def test_a_custom_key_needs_a_decrypt_grant_for_every_recipient(
     # An unencrypted image in the same batch does not change the answer.
     plain = await make_image(db, alice)
     await refused_share(a, db, [plain, image], [bob.id], required)
+
+
+async def test_concurrent_shares_with_the_same_accounts_do_not_deadlock(gql: GraphQLClient, db: Database) -> None:
+    """Each new membership updates its account's SHARED counter (image_counts, by trigger),
+    locking it: two owners sharing with [x, y] and [y, x] at once locked them in opposite
+    orders and PostgreSQL aborted one share (an internal error). A pause after each member
+    insert makes the two overlap every time."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's row locks (SQLite runs one write transaction at a time)")
+    from sqlalchemy import text
+
+    alice, alice_t = await make_account(db)
+    bob, bob_t = await make_account(db)
+    x, _ = await make_account(db)
+    y, _ = await make_account(db)
+    mine, his = await make_image(db, alice), await make_image(db, bob)
+    pause = [
+        ("CREATE FUNCTION test_pause_member() RETURNS trigger LANGUAGE plpgsql AS "
+         "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$"),
+        "CREATE TRIGGER zz_test_pause AFTER INSERT ON image_members FOR EACH ROW EXECUTE FUNCTION test_pause_member()",
+    ]
+    async with db.engine.begin() as conn:
+        for statement in pause:
+            await conn.execute(text(statement))
+    try:
+        first, second = await asyncio.gather(share_images(gql.as_(alice_t), [mine.id], [x.id, y.id]),
+                                             share_images(gql.as_(bob_t), [his.id], [y.id, x.id]))
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER zz_test_pause ON image_members"))
+            await conn.execute(text("DROP FUNCTION test_pause_member()"))
+    assert [m["account"]["id"] for m in first["members"]] == [x.id, y.id]
+    assert [m["account"]["id"] for m in second["members"]] == [y.id, x.id]
+    for account in (x, y):
+        async with db.uow(account.id, write=False) as uow:
+            counts = await uow.session.execute(text(
+                "SELECT member_status, sum(n) FROM image_counts WHERE account_id = :a AND scope = 'SHARED' "
+                "GROUP BY member_status"), {"a": account.id})
+            assert dict(counts.all()) == {"PENDING": 2}

@@ -209,3 +209,44 @@ async def test_rows_retry_once_on_a_dead_pooled_connection(db: Database) -> None
             "WHERE application_name = :app AND datname = current_database()"), {"app": READS_APPLICATION_NAME})).scalar_one()
     assert killed >= 1
     assert [tuple(r) for r in await db.reads.rows(stmt, {})] == [("rows-survivor",)]
+
+
+async def test_rows_survive_every_pooled_connection_dying_at_once(db: Database) -> None:
+    """A restart or failover kills every pooled read connection, not one: the retry must not
+    take the next dead one from the pool (the next reads failed, one per dead connection)."""
+    if not isinstance(db.reads, GenericPlanReads):
+        pytest.skip("PostgreSQL's read pool")
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    account, _ = await make_account(db, "rows-restart")
+    from app.db.tables import Account
+
+    stmt = select(Account.name, func.pg_sleep(0.05)).where(Account.id == account.id)  # type: ignore[arg-type]
+    await asyncio.gather(*(db.reads.rows(stmt, {}) for _ in range(4)))  # four connections in the pool
+    async with db.engine.connect() as admin:
+        killed = (await admin.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = :app AND datname = current_database()"), {"app": READS_APPLICATION_NAME})).scalar_one()
+    assert killed >= 2
+    names = select(Account.name).where(Account.id == account.id)  # type: ignore[arg-type]
+    for _ in range(4):
+        assert [tuple(r) for r in await db.reads.rows(names, {})] == [("rows-restart",)]
+
+
+async def test_the_catalog_page_names_its_limit(db: Database) -> None:
+    """The page size is in the statement's text: PostgreSQL's read pool plans each statement
+    once, generically, and with an unknown LIMIT it drove the SHARED arm from every private
+    image of the region for a caller with few memberships."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from app.db.repositories.catalog_sql import page_statement, shape_and_params
+
+    shape, params = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-x", 50, None, True)
+    stmt = page_statement(shape)
+    assert stmt is not None
+    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):
+        state = stmt.compile(dialect=dialect).construct_expanded_state(params, escape_names=False)
+        assert state.statement.count("LIMIT 51") == 4, dialect.name  # three arms and the page
+        assert "limit" not in state.parameters
