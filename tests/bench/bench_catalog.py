@@ -136,10 +136,10 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
     for engine in engines:
         event.listen(engine, "before_cursor_execute", count)
 
-    async def run_db(after: str | None = None) -> float:
+    async def run_db(after: str | None = None, who: Caller = caller) -> float:
         start = time.perf_counter()
         result = await schema.execute(QUERY, variable_values={"after": after},
-                                      context_value=Context(services=services, caller=caller, request_id="bench"))
+                                      context_value=Context(services=services, caller=who, request_id="bench"))
         assert result.errors is None, result.errors
         return time.perf_counter() - start
 
@@ -186,6 +186,14 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
         firsts.append(await run_db())
         deeps.append(await run_db(cursor))
     first_page, deep_page = statistics.median(firsts), statistics.median(deeps)
+    # A caller with no memberships at all (most accounts): its SHARED arm finds nothing, which
+    # a plan must find out from the memberships, not by walking every private image.
+    loner = Caller("acc-00049", "user00049", "USER")
+    viewer_pages, loner_pages = [], []
+    for _ in range(rounds):  # interleaved too
+        viewer_pages.append(await run_db())
+        loner_pages.append(await run_db(who=loner))
+    viewer_page, loner_page = statistics.median(viewer_pages), statistics.median(loner_pages)
     await db.dispose()
     http = await asyncio.to_thread(over_http, url, data_dir, viewer, 100 if rounds < 40 else 300)
     return [
@@ -195,6 +203,8 @@ async def measure(url: str, data_dir: Path, images: int, rounds: int) -> list[Fi
                "≤ 3 (+1 auth)", per_request <= 3, unit="statements"),
         Figure(f"keyset page after {deep:,} images vs page 1, {label}", f"page 1 {first_page * 1000:.1f} ms",
                deep_page / first_page, "≤ 1.5×", deep_page / first_page <= 1.5),
+        Figure(f"page 1 for a caller without memberships vs the viewer's, {label}",
+               f"viewer's page 1 {viewer_page * 1000:.1f} ms", loner_page / viewer_page, "(context)", None),
         Figure(f"images(first: 50) over HTTP, 10 connections, p50 / p99, {label}",
                f"1 connection p50 {http['single_p50']:.1f} ms", http["p50"], f"p99 {http['p99']:.1f} ms, "
                f"{http['rate']:.0f} q/s", None, unit="ms"),

@@ -43,25 +43,27 @@ def test_quick_catalog_run_prints_one_table_and_the_machine(tmp_path: Path) -> N
     assert lines[0] == "| " + " | ".join(COLUMNS) + " |"
     rows = [line for line in lines[2:] if line.startswith("| ")]
     databases = ["SQLite"] + (["PostgreSQL"] if os.environ.get("IMS_TEST_DATABASE_URL") else [])
-    assert len(rows) == 4 * len(databases)
+    assert len(rows) == 5 * len(databases)
     for database in databases:
         names = [
             row.removeprefix("| ").split(" | ")[0]
             for row in rows
             if row.split(" | ")[0].endswith(database)
         ]
-        assert len(names) == 4
+        assert len(names) == 5
         assert names[0] == f"images(first: 50) throughput, 5,000 images, {database}"
         assert names[1] == f"SQL statements per images(first: 50) request, {database}"
         assert names[2].startswith("keyset page after ") and names[2].endswith(
             f"vs page 1, {database}"
         )
-        assert names[3] == f"images(first: 50) over HTTP, 10 connections, p50 / p99, {database}"
+        assert names[3] == f"page 1 for a caller without memberships vs the viewer's, {database}"
+        assert names[4] == f"images(first: 50) over HTTP, 10 connections, p50 / p99, {database}"
     for row in rows:
         cells = row.strip("| ").split(" | ")
-        # The HTTP latencies are reported without a target of their own.
+        # The HTTP latencies and the caller without memberships are reported without a target.
         http = cells[0].startswith("images(first: 50) over HTTP")
-        assert len(cells) == len(COLUMNS) and cells[4] in (("-",) if http else ("yes", "NO"))
+        context = http or cells[0].startswith("page 1 for a caller without memberships")
+        assert len(cells) == len(COLUMNS) and cells[4] in (("-",) if context else ("yes", "NO"))
         if http:
             assert cells[2].endswith(" ms") and cells[3].startswith("p99 ") and cells[3].endswith(" q/s")
     assert any(line.startswith("- CPU: ") for line in lines)
