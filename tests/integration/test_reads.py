@@ -250,3 +250,21 @@ async def test_the_catalog_page_names_its_limit(db: Database) -> None:
         state = stmt.compile(dialect=dialect).construct_expanded_state(params, escape_names=False)
         assert state.statement.count("LIMIT 51") == 4, dialect.name  # three arms and the page
         assert "limit" not in state.parameters
+
+
+def test_the_shared_arm_first_asks_whether_the_caller_has_any_membership() -> None:
+    """Most callers have none: the SHARED arm then stops at a one-time check of the
+    memberships' (account, status) index instead of walking every private image of the
+    region in the page's order (benchmark: page 1 for such a caller 5-8x the viewer's)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from app.db.repositories.catalog_sql import page_statement, shape_and_params
+
+    shape, params = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-x", 50, None, True)
+    stmt = page_statement(shape)
+    assert stmt is not None
+    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):
+        sql = str(stmt.compile(dialect=dialect))
+        check = sql.index("FROM image_members AS any_membership")
+        arm = sql.index("JOIN image_members ON image_members.image_id = images.id")
+        assert sql.count("any_membership.account_id") == 1 and check > arm, dialect.name
