@@ -47,14 +47,30 @@ class SettingsError(ValueError):
 
 
 def normalize_database_url(url: str) -> str:
-    """Map plain driver URLs to the async drivers the service uses."""
+    """Map plain driver URLs to the async drivers the service uses. A PostgreSQL URL's
+    libpq `sslmode` (what managed databases hand out: `?sslmode=require`) becomes asyncpg's
+    `ssl`, which takes the same modes (`sync_url` turns it back for psycopg2)."""
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
-        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+        return _renamed_query_option("postgresql+asyncpg://" + url[len("postgresql://") :], "sslmode", "ssl")
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
     return url
+
+
+def _renamed_query_option(url: str, old: str, new: str) -> str:
+    """`url` with its query option `old` renamed `new` (unchanged when it has none)."""
+    if "?" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if old not in parsed.query:
+        return url
+    query = dict(parsed.query)
+    query[new] = query.pop(old)
+    return parsed.set(query=query).render_as_string(hide_password=False)
 
 
 def region_endpoint_variable(region: str) -> str:
@@ -356,7 +372,7 @@ class Settings:
 #: A `<PART>` in a name stands for a family of variables (`is_setting`).
 ENVIRONMENT: dict[str, str] = {
     "IMS_DATA_DIR": "Directory of the embedded default (SQLite file, objects, KMS root key). Default `./data`.",
-    "IMS_DATABASE_URL": "Database URL: `postgresql://…` (or `postgres://…`) switches to PostgreSQL; `sqlite:///PATH` is a SQLite file. Default: SQLite in IMS_DATA_DIR.",
+    "IMS_DATABASE_URL": "Database URL: `postgresql://…` (or `postgres://…`) switches to PostgreSQL (libpq's `?sslmode=require` and the like are honoured); `sqlite:///PATH` is a SQLite file. Default: SQLite in IMS_DATA_DIR.",
     "IMS_REGIONS": "Comma-separated region ids, each 1-55 lowercase letters, digits and `-` starting and ending with a letter or digit; the first is the default. Default `region-1`.",
     "IMS_ADMIN_TOKEN": "API token of the bootstrap admin. Unset: generated at first start into `$IMS_DATA_DIR/admin-token` (0600). Changed: the first start with the new value revokes the token the old value put there (see Set-up).",
     "IMS_ADMIN_NAME": "Name of the bootstrap admin account (an account name: 3-64 of `a-z 0-9 _ -`). Default `admin`.",

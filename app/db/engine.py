@@ -74,7 +74,12 @@ def make_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncE
 
 
 def sync_url(url: str) -> str:
-    """The synchronous driver URL Alembic uses for the same database."""
+    """The synchronous driver URL Alembic uses for the same database (asyncpg's `ssl` option
+    is libpq's `sslmode` for psycopg2)."""
+    if "+asyncpg" in url:
+        from app.config import _renamed_query_option
+
+        url = _renamed_query_option(url, "ssl", "sslmode")
     return url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg2")
 
 
