@@ -118,9 +118,12 @@ class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations,
 
 def _is_expected(error: GraphQLError) -> bool:
     """Errors a client caused (validation, limits, auth, an operation type the transport does
-    not carry, the service's expected failures) are shown; the rest are masked."""
+    not carry, variables that do not fit their types, the service's expected failures) are
+    shown; the rest are masked. A variable's value outside its enum is reported by
+    graphql-core as an error wrapping its own GraphQLError."""
     original = error.original_error
-    return original is None or isinstance(original, (Unauthenticated, QueryError, ImsError, InvalidOperationTypeError))
+    return original is None or isinstance(
+        original, (Unauthenticated, QueryError, ImsError, InvalidOperationTypeError, GraphQLError))
 
 
 class SharedReads(SchemaExtension):

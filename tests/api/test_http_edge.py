@@ -371,3 +371,22 @@ async def test_nul_characters_and_unpaired_surrogates_are_refused_everywhere(
         assert fine["updateImage"]["__typename"] == "UpdateImageSuccess"
     assert (await post(literal('"\\uD83D\\uDE00 \\u{1F600}"'))).json() == {
         "data": {"updateImage": {"__typename": "UpdateImageSuccess"}}}
+
+
+async def test_variables_that_do_not_fit_their_types_are_shown_not_masked(
+    gql: GraphQLClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """graphql-core reports a variable outside its enum as an error wrapping its own: the
+    client's mistake, shown with graphql-core's message, never an internal error."""
+    create = "mutation($input: CreateAccountInput!) { createAccount(input: $input) { __typename } }"
+    with caplog.at_level(logging.ERROR, logger="app.api"):
+        for value, expected in (
+            ({"name": "zz-role", "role": "bogus"},
+             "Variable '$input' has invalid value at .role: Value 'bogus' does not exist in 'AccountRole' enum."),
+            ({"name": None},
+             "Variable '$input' has invalid value at .name: Expected value of non-null type 'String!' not to be None."),
+        ):
+            response = await gql.raw(create, {"input": value})
+            [error] = response.json()["errors"]
+            assert error["message"] == expected, error
+    assert [r.getMessage() for r in caplog.records if r.name == "app.api"] == []
