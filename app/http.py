@@ -67,6 +67,18 @@ def _query_parameters(scope: Scope) -> list[tuple[str, str]]:
     return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
 
 
+def _json_scalar(headers: dict[str, str], body: bytes) -> bool:
+    """Whether a JSON request's body is JSON but neither an object nor a list (a batch, which
+    Strawberry refuses with its own 400); bodies that are not JSON are left to Strawberry."""
+    if "json" not in headers.get("content-type", "application/json").lower():
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return not isinstance(data, (dict, list))
+
+
 def _repeated_parameter(scope: Scope) -> str | None:
     """The first GraphQL parameter the query string names twice. Strawberry runs the last
     `query` of a query string: with two, the one checked here must not be another one."""
@@ -127,6 +139,13 @@ class EdgeMiddleware:
             if len(body) > MAX_BODY_BYTES:
                 await _send_json(send, 413, {"errors": [{"message": "request body over 1 MiB"}]}, [rid_header])
                 return
+
+        if scope["method"] == "POST" and _json_scalar(headers, bytes(body)):
+            # A JSON string or number where a request object goes: Strawberry's parser took it
+            # for an object and failed with an internal error.
+            await _send_json(send, 400, {"errors": [{"message": "the request body must be a JSON object"}]},
+                             [rid_header])
+            return
 
         caller = None
         auth = headers.get("authorization", "")

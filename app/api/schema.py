@@ -190,8 +190,12 @@ class LoggingSchema(strawberry.Schema):
     ) -> ExecutionResult:
         if (error := _refused(context_value, query, variable_values, operation_name)) is not None:
             return ExecutionResult(data=None, errors=[error])
+        # Subscriptions go over the websocket: executed here (a POST) one resolved to a
+        # generator where a value goes, an internal error. Refused as the transport's.
+        allowed = [t for t in (allowed_operation_types or (OperationType.QUERY, OperationType.MUTATION))
+                   if t is not OperationType.SUBSCRIPTION]
         return await super().execute(query, variable_values, context_value, root_value, operation_name,
-                                     allowed_operation_types, operation_extensions)
+                                     allowed, operation_extensions)
 
     async def stream(
         self,

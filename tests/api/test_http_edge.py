@@ -166,6 +166,25 @@ async def test_batched_requests_are_refused_and_nothing_runs(gql: GraphQLClient,
     assert names == {"admin"}
 
 
+async def test_a_body_that_is_not_a_json_object_is_a_client_error(
+    gql: GraphQLClient, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A JSON string or number where the request object goes was an internal error (500)."""
+    headers = {"authorization": f"Bearer {gql.token}", "content-type": "application/json"}
+    with caplog.at_level(logging.ERROR):
+        for body in (b'"{ health { ok } }"', b"42", b"null", b"true"):
+            response = await http.post("/graphql", content=body, headers=headers)
+            assert (response.status_code, response.json()) == (
+                400, {"errors": [{"message": "the request body must be a JSON object"}]}), body
+        malformed = await http.post("/graphql", content=b"{not json", headers=headers)
+        assert malformed.status_code == 400
+        # Subscriptions go over the websocket only.
+        subscription = await http.post("/graphql", json={"query": 'subscription { jobUpdated(id: "job-x") { id } }'},
+                                       headers=headers)
+        assert (subscription.status_code, subscription.text) == (400, "subscriptions are not allowed when using POST")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 async def test_mutations_are_refused_over_get(gql: GraphQLClient, db: Database, http: httpx.AsyncClient) -> None:
     _, token = await make_account(db)
     headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
