@@ -74,7 +74,7 @@ def _json_scalar(headers: dict[str, str], body: bytes) -> bool:
         return False
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
         return False
     return not isinstance(data, (dict, list))
 
@@ -181,6 +181,6 @@ class EdgeMiddleware:
             return anonymous_allowed(query)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
         return isinstance(data, dict) and anonymous_allowed(data.get("query"))

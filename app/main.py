@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -48,6 +49,17 @@ class GraphQLApp(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )
         self.runtime = runtime
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Any body Python's JSON parser cannot take (bytes that are not UTF-8, an integer over
+        4,300 digits, nesting past its depth) is malformed JSON, answered 400 as such instead of
+        an internal error."""
+        try:
+            return super().decode_json(data)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise json.JSONDecodeError(f"not JSON the server can read ({type(exc).__name__})", "", 0) from None
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate the websocket; a missing or bad token closes it with 4403 Forbidden."""

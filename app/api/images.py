@@ -35,7 +35,7 @@ from app.api.image_types import Image, image_of
 from app.domain import enums as d
 from app.domain.images import ImageOrder as DomainOrder
 from app.domain.images import ImageQuery, TagMatch
-from app.domain.rules import TAGS_PER_IMAGE
+from app.domain.rules import NAME_MAX, TAGS_PER_IMAGE
 from app.errors import Invalid, NotFound
 from app.services.images import UNSET, ImageChanges
 
@@ -138,13 +138,14 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
     if f is None:
         return ImageQuery(region=region)
     tags, possible = _tag_matches(f.tags or [])
+    possible = possible and len(f.name_contains or "") <= NAME_MAX  # (a longer pattern: SQLite's LIKE refused it)
     return ImageQuery(
         region=region,
         visibility=frozenset(d.ImageVisibility(v) for v in f.visibility) if f.visibility is not None
         else frozenset(d.ImageVisibility),
         kinds=_set(f.kind, d.ImageKind),  # type: ignore[arg-type]
         statuses=_set(f.status, d.ImageStatus),  # type: ignore[arg-type]
-        name_contains=f.name_contains or None,
+        name_contains=(f.name_contains or None) if possible else None,  # no ids: nothing to match
         os_types=_set(f.os_type, d.OsType),  # type: ignore[arg-type]
         platforms=frozenset(f.platform) if f.platform is not None else None,
         disk_formats=_set(f.disk_format, d.DiskFormat),  # type: ignore[arg-type]
@@ -156,7 +157,7 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
         else frozenset({d.MemberStatus.ACCEPTED}),
         created_after=_aware(f.created_after, "filter.createdAfter"),
         created_before=_aware(f.created_before, "filter.createdBefore"),
-        # Tag conditions no image can meet: no ids.
+        # Tag conditions no image can meet, or a name longer than any name: no ids.
         ids=frozenset() if not possible else frozenset(str(i) for i in f.ids) if f.ids is not None else None,
     )
 

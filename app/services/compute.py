@@ -186,9 +186,24 @@ class ComputeService:
             raise Invalid("TOO_MANY_DATA_DISKS", field="input.dataDisks")
         return image, disks
 
+    @staticmethod
+    def _check_converted_size(disks: list[PlannedDisk]) -> None:
+        """A non-raw image is converted to a raw disk of its virtual size: one larger than the
+        disk asked for is refused now, before a conversion of its whole virtual size (which a
+        data disk image's minDiskGb does not bound) takes minutes to find it out."""
+        for disk in disks:
+            image = disk.image
+            if image is None or image.quick_provisioning or not image.virtual_size_bytes:
+                continue
+            if image.virtual_size_bytes > disk.size_gb * GiB:
+                raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image's disk is {image.virtual_size_bytes} bytes: "
+                              f"{disk.size_gb} GiB is too small.", field=disk.size_field)
+
     async def _prepare(self, caller: Caller, disks: list[PlannedDisk], kms_key_id: str | None) -> list[DataKey | None]:
-        """Check the keys (the images' for reading, the requested one for sealing), then do
-        the data work; returns each disk's new data key (None: plain, or the image's key)."""
+        """Check the sizes and the keys (the images' for reading, the requested one for
+        sealing), then do the data work; returns each disk's new data key (None: plain, or the
+        image's key)."""
+        self._check_converted_size(disks)
         for key_id in sorted({d.image.kms_key_id for d in disks if d.image is not None and d.image.kms_key_id}):
             await self.kms.require_decrypt(caller.account_id, key_id)
         keys: list[DataKey | None] = []

@@ -188,6 +188,10 @@ class FilesystemObjectStore:
     async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
         validate_bucket_name(bucket)
         validate_key(key)
+        try:
+            validate_new_key(key)
+        except InvalidNameError:
+            return None  # a segment over NAME_MAX: no file has that name
         return await asyncio.to_thread(self._stat, bucket, key)
 
     async def list_objects(

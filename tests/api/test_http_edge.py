@@ -178,6 +178,18 @@ async def test_a_body_that_is_not_a_json_object_is_a_client_error(
                 400, {"errors": [{"message": "the request body must be a JSON object"}]}), body
         malformed = await http.post("/graphql", content=b"{not json", headers=headers)
         assert malformed.status_code == 400
+        # What Python's parser cannot take is malformed too, never an internal error (500).
+        deep = b'{"query": "{ health { ok } }", "variables": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        for body in (b'{"query": "{ health { ok } }\xff"}', deep,
+                     b'{"query": "{ health { ok } }", "variables": {"n": ' + b"9" * 5000 + b"}}"):
+            response = await http.post("/graphql", content=body, headers=headers)
+            assert (response.status_code, response.text) == (400, "Unable to parse request body as JSON"), body[:40]
+            anonymous = await http.post("/graphql", content=body, headers={"content-type": "application/json"})
+            assert anonymous.status_code in (400, 401), body[:40]
+        for variables in ("[" * 5000 + "]" * 5000, "9" * 5000):
+            response = await http.get("/graphql", params={"query": "{ health { ok } }", "variables": variables},
+                                      headers=headers)
+            assert response.status_code == 400, (response.status_code, response.text[:200])
         # Subscriptions go over the websocket only.
         subscription = await http.post("/graphql", json={"query": 'subscription { jobUpdated(id: "job-x") { id } }'},
                                        headers=headers)

@@ -240,6 +240,7 @@ async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Datab
         ({"minRamMb": 10, "maxRamMb": 5}, "ValidationError", "INVALID_RAM_RANGE", "input.minRamMb"),
         ({"public": True}, "ForbiddenError", "ADMIN_REQUIRED", None),
         ({"key": "missing.raw"}, "NotFoundError", "OBJECT_NOT_FOUND", None),
+        ({"key": "s" * 256}, "NotFoundError", "OBJECT_NOT_FOUND", None),  # no file has such a name
         ({"bucket": "nobody-has-it"}, "NotFoundError", "BUCKET_NOT_FOUND", None),
         ({"kmsKeyId": "key-doesnotexist"}, "KmsKeyError", "KMS_KEY_NOT_FOUND", None),
     ],

@@ -492,7 +492,10 @@ async def test_a_key_segment_over_255_bytes(store: ObjectStore, bucket: str) -> 
     signable and deletable."""
     key = "d/" + "x" * 256
     if isinstance(store, FilesystemObjectStore):
-        for call in CALLS.values():
+        for name, call in CALLS.items():
+            if name == "stat":
+                assert await call(store, bucket, key) is None  # there is no such object
+                continue
             with pytest.raises(InvalidNameError, match="has a segment over 255 bytes"):
                 await call(store, bucket, key)
         assert await store.list_objects(bucket) == []
