@@ -39,6 +39,22 @@ class AuthenticatedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     forbidden = False
 
+    async def handle_message(self, message: Message) -> None:
+        # A message must be an object, and a subscribe message's payload an object with the
+        # document as a string: anything else is the protocol's invalid message (4400), not a
+        # failure of the server (the base class indexed into it and raised TypeError).
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.handle_invalid_message("Failed to parse message")
+            return
+        if message["type"] == "subscribe":
+            payload = message.get("payload")
+            if (not isinstance(payload, dict) or not isinstance(payload.get("query"), str)
+                    or not isinstance(payload.get("variables") or {}, dict)
+                    or not isinstance(payload.get("operationName") or "", str)):
+                await self.handle_invalid_message("Invalid subscribe message payload")
+                return
+        await super().handle_message(message)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         # Before acknowledgement the base class closes with 4401 Unauthorized.
         if self.connection_acknowledged and not await self._still_authenticated():

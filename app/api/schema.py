@@ -20,7 +20,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import StreamResult
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
@@ -123,7 +123,8 @@ def _is_expected(error: GraphQLError) -> bool:
     graphql-core as an error wrapping its own GraphQLError."""
     original = error.original_error
     return original is None or isinstance(
-        original, (Unauthenticated, QueryError, ImsError, InvalidOperationTypeError, GraphQLError))
+        original, (Unauthenticated, QueryError, ImsError, InvalidOperationTypeError, CannotGetOperationTypeError,
+                   GraphQLError))
 
 
 class SharedReads(SchemaExtension):
@@ -213,7 +214,7 @@ class LoggingSchema(strawberry.Schema):
         allowed", and nothing runs)."""
         if (error := _refused(context_value, query, variable_values, operation_name)) is not None:
             return _only(PreExecutionError(data=None, errors=[error]))
-        if query is not None:
+        if isinstance(query, str):
             # The parser cache raises a syntax error out of the stream instead of answering
             # it (logged as a failure, the client told only `complete`): parsed here first,
             # a document that does not parse is answered like any refused operation.

@@ -196,3 +196,39 @@ async def test_a_document_that_does_not_parse_closes_the_socket_as_the_protocol_
             assert await ws.recv() is None
             assert ws.close_code == 4400
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("message", [
+    '{"id": "1", "type": "subscribe", "payload": "x"}',
+    "[]",
+    "null",
+    '{"id": "1", "type": "subscribe", "payload": {"query": 5}}',
+    '{"id": "1", "type": "subscribe", "payload": {"query": "subscription { health }", "variables": "x"}}',
+])
+async def test_a_malformed_message_closes_the_socket_as_the_protocol_says(
+    live_server: LiveServer, gql: GraphQLClient, db: Database, caplog: pytest.LogCaptureFixture, message: str
+) -> None:
+    """A message that is not an object, or a subscribe payload without a document string, is
+    graphql-transport-ws's invalid message (4400), not a traceback and an abrupt close."""
+    _, token = await make_account(db)
+    with caplog.at_level(logging.ERROR):
+        async with socket(live_server.url, token) as ws:
+            await ws.send_text(message)
+            assert await ws.recv() is None
+            assert ws.close_code == 4400
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_unknown_operation_name_closes_the_socket_as_the_protocol_says(
+    live_server: LiveServer, gql: GraphQLClient, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operation name the document does not define: 4400, as graphql-transport-ws closes on
+    an operation that cannot be determined (it was a masked internal error)."""
+    _, token = await make_account(db)
+    with caplog.at_level(logging.ERROR):
+        async with socket(live_server.url, token) as ws:
+            await ws.send_text(json.dumps({"id": "1", "type": "subscribe", "payload": {
+                "query": 'subscription A { jobUpdated(id: "job-x") { id } }', "operationName": "B"}}))
+            assert await ws.recv() is None
+            assert ws.close_code == 4400
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
