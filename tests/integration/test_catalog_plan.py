@@ -4,17 +4,20 @@ see catalog_sql), and read from the `image_counts` rows when none does."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
 
+from app.config import Settings
 from app.db.repositories.catalog_sql import page_statement, shape_and_params
 from app.db.uow import Database
 from app.domain.enums import ImageStatus
 from app.domain.images import ImageOrder, ImageQuery
-from tests.factories import make_account, make_image
+from tests.factories import make_account, make_image, share
 
 ACTIVE = ImageQuery(region="region-1", statuses=frozenset({ImageStatus.ACTIVE}))
 
@@ -196,3 +199,54 @@ async def test_image_list_pages_walk_every_row_once_across_ties_on_the_time(db: 
             walked += [row[0] for row in page.rows()]
             after = page.after
         assert walked == expected, limit
+
+
+async def test_sqlite_skips_the_shared_arm_of_a_caller_without_memberships(db: Database,
+                                                                           settings: Settings) -> None:
+    """The SQLite VM's steps for such a caller's page do not grow with the other accounts'
+    private images: the SHARED arm's guarded LIMIT is 0 before it reads any (it walked them
+    all, checking the membership guard on each, before)."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's planner")
+    owner, _ = await make_account(db)
+    loner, _ = await make_account(db)
+    friend, _ = await make_account(db)
+    await share(db, await make_image(db, owner, name="shared"), friend)
+
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        captured.append((statement, parameters))
+
+    async def steps(caller: str) -> tuple[list[str], int]:
+        captured.clear()
+        event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+        try:
+            async with db.uow(caller, write=False) as uow:
+                items, _, _ = await uow.images.page(ImageQuery(region="region-1"), ImageOrder(), 50, None,
+                                                    with_total=True)
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        # The page statement (an empty page's total is a second one).
+        statement, parameters = next(c for c in captured if "page_ids" in c[0])
+        counted = 0
+
+        def step() -> int:
+            nonlocal counted
+            counted += 1
+            return 0
+
+        with closing(sqlite3.connect(settings.data_dir / "ims.db")) as conn:
+            conn.set_progress_handler(step, 1)
+            conn.execute(statement, parameters).fetchall()
+        return [v.image.name for v in items], counted
+
+    names, before = await steps(loner.id)
+    assert names == []
+    for n in range(60):
+        await make_image(db, owner, name=f"private {n}")
+    names, after = await steps(loner.id)
+    assert names == []
+    assert after == before
+    # The guard lets a caller with a membership through: its shared image is on its page.
+    assert (await steps(friend.id))[0] == ["shared"]
