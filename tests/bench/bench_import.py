@@ -1,6 +1,7 @@
 """Import (DESIGN §4): a raw file and a qcow2 file ingested from the filesystem object store
 into the chunk store — inspection, hashing, zero elision, storing — as ratios to single-core
-SHA-256 of the same bytes in the same run (target ≥ 0.5), with the peak RSS (≤ 200 MB).
+SHA-256 of the same bytes in the same run (target ≥ 0.5), the raw file again sealed under a
+data key as an encrypted import stores it (target ≥ 0.4), with the peak RSS (≤ 200 MB).
 
 For context, the disk work of the raw import alone: the upload read as an import reads it and
 its pieces stored as durable objects, as many at once as the chunk writer uploads, nothing
@@ -26,9 +27,10 @@ from pathlib import Path
 
 from app.bootstrap import build_database
 from app.config import Settings
-from app.datastore.store import ChunkStore
+from app.datastore.store import ChunkStore, DataKey
 from app.datastore.writer import DEFAULT_SYNC_CONCURRENCY, ChunkWriter
 from app.db.migrate import upgrade
+from app.db.types import new_id
 from app.formats import DiskFormat
 from app.runtime import tune_allocator
 from app.services.ingest import ingest
@@ -115,17 +117,22 @@ async def measure(size_mib: int) -> list[Figure]:
         store = FilesystemObjectStore(root / "objects", UrlSigner(b"b" * 32, "http://127.0.0.1"))
         await store.create_bucket(service_bucket("region-1"))
         await store.create_bucket("uploads")
-        for name, path in files.items():
+        # An encrypted import (DESIGN §4: ≥ 0.4×) stores the same raw file sealed under a data key.
+        sealed = DataKey("kms-bench", new_id("dk"), os.urandom(32), b"wrapped")
+        runs = [("RAW", files["RAW"], None), ("RAW encrypted", files["RAW"], sealed), ("QCOW2", files["QCOW2"], None)]
+        for path in files.values():
             await store.put_stream("uploads", path.name, _file(path))
+        for name, path, data_key in runs:
             chunks = ChunkStore(db, {"region-1": store}, grace=timedelta(hours=1))
             baseline = max(sha256_rate(path), sha256_rate(path))
             start = time.perf_counter()
-            got = await ingest(store, "uploads", path.name, declared=DiskFormat(name), chunks=chunks,
-                               region="region-1", data_key=None, progress=_noop)
+            got = await ingest(store, "uploads", path.name, declared=DiskFormat(name.split()[0]), chunks=chunks,
+                               region="region-1", data_key=data_key, progress=_noop)
             seconds = time.perf_counter() - start
             rate = got.manifest.size / MiB / seconds
+            target = 0.4 if data_key else 0.5
             out.append(Figure(f"import {name} {size_mib} MiB / SHA-256", f"SHA-256 {baseline:.0f} MiB/s",
-                              rate / baseline, "≥ 0.5×", rate / baseline >= 0.5))
+                              rate / baseline, f"≥ {target}×", rate / baseline >= target))
             if name == "RAW":
                 size, seconds = await disk_alone(store, path.name, service_bucket("region-1"))
                 assert size == path.stat().st_size
