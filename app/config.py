@@ -232,6 +232,29 @@ def _test_job_handlers(env: _Env) -> tuple[str, ...]:
     return modules
 
 
+def _cors_origins(env: _Env) -> tuple[str, ...]:
+    """Origins (`scheme://host[:port]`, as browsers send them) whose pages may call the API,
+    or `*` alone for any."""
+    raw = env.get("IMS_CORS_ORIGINS")
+    if raw is None:
+        return ()
+    origins = tuple(dict.fromkeys(o.strip().rstrip("/") for o in raw.split(",") if o.strip()))
+    if origins == ("*",):
+        return origins
+    for origin in origins:
+        try:
+            parts = urlsplit(origin)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path \
+                and not parts.query and not parts.fragment and not parts.username and parts.port != 0 \
+                and origin == origin.lower() and "*" not in origin
+        except ValueError:  # a port that is no number or out of range
+            valid = False
+        if not valid:
+            raise SettingsError("IMS_CORS_ORIGINS", "comma-separated origins in lowercase, each scheme://host[:port] "
+                                "without a path (e.g. https://console.example.com), or * alone", raw)
+    return origins
+
+
 def _log_level(env: _Env) -> str:
     raw = env.get("IMS_LOG_LEVEL")
     if raw is None:
@@ -274,6 +297,8 @@ class Settings:
     #: schema belongs to `ims migrate`, run once before the processes start.
     auto_migrate: bool | None = None
     log_level: str = "INFO"
+    #: Browser origins allowed to call the API cross-origin (CORS); () none, ("*",) any.
+    cors_origins: tuple[str, ...] = ()
     region_endpoints: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -332,6 +357,7 @@ class Settings:
             test_job_handlers=_test_job_handlers(e),
             auto_migrate=e.optional_boolean("IMS_AUTO_MIGRATE"),
             log_level=_log_level(e),
+            cors_origins=_cors_origins(e),
             region_endpoints=endpoints,
         )
 
@@ -362,6 +388,7 @@ class Settings:
             "IMS_TEST_JOB_HANDLERS": ",".join(self.test_job_handlers),
             "IMS_AUTO_MIGRATE": "" if self.auto_migrate is None else "1" if self.auto_migrate else "0",
             "IMS_LOG_LEVEL": self.log_level,
+            "IMS_CORS_ORIGINS": ",".join(self.cors_origins),
         }
         for region, endpoint in self.region_endpoints.items():
             env[region_endpoint_variable(region)] = endpoint
@@ -395,6 +422,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_AUTO_MIGRATE": "Run migrations when a command that opens the database starts (`ims serve`, `ims worker`, `ims demo`, `ims admin create-account`, `ims admin maintenance`). Default: true on SQLite, false on PostgreSQL, where `ims migrate` runs once before the processes start (docker-compose's `init`). Concurrent migrations of one database wait for each other.",
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
     "IMS_LOG_LEVEL": "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL. Default INFO.",
+    "IMS_CORS_ORIGINS": "Comma-separated origins (`https://console.example.com`, lowercase, no path) whose web pages may call the API from the browser (CORS: GET and POST with `Authorization` and `Content-Type`; no cookies are used, so none are allowed), or `*` for any. Default: none (a page of another origin cannot read the answers).",
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router, WebSocketRoute
@@ -161,4 +162,13 @@ def create_app(settings: Settings) -> Starlette:
         return await runtime.services.accounts.authenticate(token)
 
     app.add_middleware(EdgeMiddleware, authenticate=authenticate)
+    if settings.cors_origins:
+        # Outermost: it answers preflights before the edge asks for a token, and marks every
+        # answer, a 401 or a 413 of the edge included, for the page to read. Bearer tokens,
+        # no cookies: credentials are never allowed.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"], expose_headers=["X-Request-Id"],
+            allow_credentials=False, max_age=600,
+        )
     return app

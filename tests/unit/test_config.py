@@ -76,6 +76,13 @@ BAD_VALUES = [
     ("IMS_ADMIN_NAME", "Admin", "an account name"),
     ("IMS_ADMIN_TOKEN", "ims_two words", "visible ASCII characters without spaces"),
     ("IMS_TEST_JOB_HANDLERS", "tests/jobs/handlers.py", "module names"),
+    ("IMS_CORS_ORIGINS", "console.example.com", "scheme://host[:port]"),
+    ("IMS_CORS_ORIGINS", "https://console.example.com/app", "scheme://host[:port]"),
+    ("IMS_CORS_ORIGINS", "https://Console.example.com", "scheme://host[:port]"),  # browsers send lowercase
+    ("IMS_CORS_ORIGINS", "https://*.example.com", "scheme://host[:port]"),
+    ("IMS_CORS_ORIGINS", "*,https://console.example.com", "or * alone"),
+    ("IMS_CORS_ORIGINS", "https://console.example.com:99999", "scheme://host[:port]"),
+    ("IMS_CORS_ORIGINS", "ftp://console.example.com", "scheme://host[:port]"),
 ]
 #: Values the message must not repeat.
 SECRETS = {"IMS_URL_SECRET", "IMS_ADMIN_TOKEN", "IMS_DATABASE_URL"}
@@ -113,6 +120,10 @@ def test_a_bad_value_is_refused_naming_the_variable_and_what_it_accepts(variable
         ("IMS_LOG_LEVEL", "warning", ("log_level", "WARNING")),
         ("IMS_S3_ENDPOINT", "[::1]:9000", ("s3_endpoint", "[::1]:9000")),
         ("IMS_PUBLIC_URL", "https://ims.example.com/", ("public_url", "https://ims.example.com")),
+        ("IMS_CORS_ORIGINS", " https://console.example.com/, http://localhost:5173,https://console.example.com",
+         ("cors_origins", ("https://console.example.com", "http://localhost:5173"))),
+        ("IMS_CORS_ORIGINS", "*", ("cors_origins", ("*",))),
+        ("IMS_CORS_ORIGINS", "", ("cors_origins", ())),
     ],
 )
 def test_good_values_are_read(variable: str, value: str, expected: tuple[str, object]) -> None:
