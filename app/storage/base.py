@@ -59,6 +59,11 @@ class ObjectInfo:
     last_modified: datetime
     #: `sha256:<hex>` when the adapter computed it while writing, else None.
     checksum: str | None = None
+    #: What the store says identifies this version of the object (S3's ETag, the filesystem
+    #: store's file identity): two versions with different bytes never share one, even when
+    #: their size and `last_modified` are equal (S3 dates have one-second resolution, a file's
+    #: mtime a clock tick). None when the store tells nothing.
+    etag: str | None = None
 
 
 HttpMethod = Literal["GET", "PUT"]

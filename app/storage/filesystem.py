@@ -293,16 +293,11 @@ class FilesystemObjectStore:
             self.direct_io = False
         if durable:
             os.fsync(file.fileno())
-        modified = os.fstat(file.fileno()).st_mtime
+        # The rename keeps the file's inode, mtime and size: what `stat` will report.
+        st = os.fstat(file.fileno())
         file.close()
         self._publish(tmp_path, bucket, key, durable=durable)
-        return ObjectInfo(
-            bucket=bucket,
-            key=key,
-            size=size,
-            last_modified=datetime.fromtimestamp(modified, UTC),
-            checksum=f"sha256:{digest}",
-        )
+        return _info(bucket, key, st, checksum=f"sha256:{digest}")
 
     def _publish(self, tmp_path: Path, bucket: str, key: str, *, durable: bool) -> None:
         """Rename a complete temporary file into place (durably: the file was fsynced, the
@@ -431,14 +426,24 @@ class FilesystemObjectStore:
                 found.append(_info(bucket, name, st))
 
 
-def _info(bucket: str, key: str, st: os.stat_result) -> ObjectInfo:
-    # No checksum: it is only known while writing and this store keeps no metadata.
+def _info(bucket: str, key: str, st: os.stat_result, checksum: str | None = None) -> ObjectInfo:
+    # No checksum when reading: it is only known while writing and this store keeps no metadata.
     return ObjectInfo(
         bucket=bucket,
         key=key,
         size=st.st_size,
         last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+        checksum=checksum,
+        etag=_etag(st),
     )
+
+
+def _etag(st: os.stat_result) -> str:
+    """The file's identity. The mtime alone cannot tell versions apart: it ticks coarsely (a
+    few milliseconds on Linux), and a same-size replacement within one tick keeps size and
+    mtime. The inode can: every write is a new file renamed over the old one, which still
+    exists when the new file is created, so the two never share an inode."""
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
 def _write_piece(file: ObjectFile, hasher: hashlib._Hash | None, piece: bytes | bytearray) -> None:

@@ -105,7 +105,7 @@ class S3ObjectStore:
         validate_sha256(sha256)
         pipe = _ChunkPipe(chunks, asyncio.get_running_loop(), max_bytes, hashed=sha256 is None)
         try:
-            await asyncio.to_thread(self._put_pipe, bucket, key, pipe)
+            etag = await asyncio.to_thread(self._put_pipe, bucket, key, pipe)
         except BaseException:
             pipe.abort()  # unblocks the worker thread so that minio aborts the upload
             raise
@@ -115,6 +115,7 @@ class S3ObjectStore:
             size=pipe.size,
             last_modified=datetime.now(UTC),
             checksum=f"sha256:{sha256 or pipe.hexdigest()}",
+            etag=etag,
         )
 
     async def put_bytes(
@@ -123,13 +124,14 @@ class S3ObjectStore:
         validate_bucket_name(bucket)
         validate_key(key)
         validate_sha256(sha256)
-        digest = await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256)
+        digest, etag = await asyncio.to_thread(self._put_bytes, bucket, key, data, sha256)
         return ObjectInfo(
             bucket=bucket,
             key=key,
             size=len(data),
             last_modified=datetime.now(UTC),
             checksum=f"sha256:{digest}",
+            etag=etag,
         )
 
     async def sync(self, bucket: str, key: str) -> None:
@@ -213,20 +215,24 @@ class S3ObjectStore:
         with _s3_errors(bucket):
             return self._client.bucket_exists(bucket)
 
-    def _put_pipe(self, bucket: str, key: str, pipe: _ChunkPipe) -> None:
+    def _put_pipe(self, bucket: str, key: str, pipe: _ChunkPipe) -> str | None:
         # The BufferedReader hands minio whole parts from the pipe; one upload at a time
         # keeps a single part in memory (parallel uploads would hold several).
         reader = io.BufferedReader(pipe, buffer_size=STREAM_PIECE_BYTES)
         with _s3_errors(bucket, key):
-            self._client.put_object(
+            result = self._client.put_object(
                 bucket, key, reader, length=-1, part_size=PART_BYTES, num_parallel_uploads=1
             )
+        return result.etag
 
-    def _put_bytes(self, bucket: str, key: str, data: bytes, digest: str | None) -> str:
+    def _put_bytes(
+        self, bucket: str, key: str, data: bytes, digest: str | None
+    ) -> tuple[str, str | None]:
+        """The object's sha256 (hex) and its ETag."""
         if digest is None:
             digest = hashlib.sha256(data).hexdigest()
         with _s3_errors(bucket, key):
-            self._client.put_object(
+            result = self._client.put_object(
                 bucket,
                 key,
                 io.BytesIO(data),
@@ -234,7 +240,7 @@ class S3ObjectStore:
                 part_size=PART_BYTES,
                 num_parallel_uploads=1,
             )
-        return digest
+        return digest, result.etag
 
     def _delete(self, bucket: str, key: str) -> None:
         with _s3_errors(bucket, key):
@@ -267,6 +273,7 @@ class S3ObjectStore:
             key=key,
             size=found.size or 0,
             last_modified=found.last_modified or datetime.now(UTC),
+            etag=found.etag or None,
         )
 
     def _list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[ObjectInfo]:
@@ -281,6 +288,7 @@ class S3ObjectStore:
                     key=item.object_name,
                     size=item.size or 0,
                     last_modified=item.last_modified or datetime.now(UTC),
+                    etag=item.etag or None,
                 )
                 for item in itertools.islice(listing, limit)
             ]

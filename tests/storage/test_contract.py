@@ -159,6 +159,22 @@ async def test_overwrite_replaces_content(store: ObjectStore, bucket: str) -> No
     assert [o.key for o in await store.list_objects(bucket)] == ["k"]
 
 
+async def test_entity_tag_names_the_version(store: ObjectStore, bucket: str) -> None:
+    """Put, stat and list report one entity tag for a version of an object; a replacement of
+    the same size, by a put of either kind, has another."""
+    first = await store.put_bytes(bucket, "k", b"version one")
+    assert first.etag
+    stat = await store.stat(bucket, "k")
+    [listed] = await store.list_objects(bucket)
+    assert stat is not None and (stat.etag, listed.etag) == (first.etag, first.etag)
+
+    second = await store.put_stream(bucket, "k", chunked(b"version two", 4))
+    assert second.etag and second.etag != first.etag
+    stat = await store.stat(bucket, "k")
+    [listed] = await store.list_objects(bucket)
+    assert stat is not None and (stat.etag, listed.etag) == (second.etag, second.etag)
+
+
 async def test_stat_and_get_of_missing_object(store: ObjectStore, bucket: str) -> None:
     assert await store.stat(bucket, "nothing/here") is None
     with pytest.raises(NoSuchObjectError):
