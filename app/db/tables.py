@@ -236,7 +236,9 @@ class Bucket(SQLModel, table=True):
 
 
 class ObjectChecksum(SQLModel, table=True):
-    """The sha256 of an object as last seen (size and mtime tell when it went stale)."""
+    """The sha256 of an object as last seen (size, mtime and the store's entity tag tell when
+    it went stale: a same-size replacement within the mtime's resolution changes only the
+    tag)."""
 
     __tablename__ = "object_checksums"
 
@@ -245,3 +247,5 @@ class ObjectChecksum(SQLModel, table=True):
     size: int = Field(sa_type=BigInteger)
     modified_at: datetime = _ts()
     checksum: str = Field(max_length=80)
+    #: `ObjectInfo.etag` of the version hashed; None in rows recorded before it was kept.
+    etag: str | None = Field(default=None, max_length=200)
