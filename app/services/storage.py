@@ -35,6 +35,7 @@ class StoredObjectView:
     size: int
     modified_at: datetime
     checksum: str | None = None
+    etag: str | None = None
 
 
 class StorageService:
@@ -90,7 +91,7 @@ class StorageService:
 
     @staticmethod
     def _view(info: ObjectInfo) -> StoredObjectView:
-        return StoredObjectView(info.bucket, info.key, info.size, info.last_modified, info.checksum)
+        return StoredObjectView(info.bucket, info.key, info.size, info.last_modified, info.checksum, info.etag)
 
     @staticmethod
     def check_key(key: str, field: str = "input.key", *, new: bool = True) -> str:
@@ -130,23 +131,30 @@ class StorageService:
             return
         async with self.db.uow() as uow:
             await uow.storage.record_checksum(ObjectChecksum(
-                bucket=bucket, key=key, size=info.size, modified_at=info.last_modified, checksum=info.checksum
+                bucket=bucket, key=key, size=info.size, modified_at=info.last_modified, checksum=info.checksum,
+                etag=info.etag,
             ))
             await uow.commit()
 
     async def checksum(self, region: str, obj: StoredObjectView) -> str:
         """`sha256:<hex>` of the object: recorded at upload, or computed once by streaming it
-        (objects uploaded straight to S3) and recorded for next time."""
+        (objects uploaded straight to S3) and recorded for next time.
+
+        A recorded checksum holds while the object's size, modification time and entity tag
+        are those recorded: S3 dates have one-second resolution, so a same-size replacement
+        within the second differs in its tag only. A row without a tag (recorded before tags
+        were kept) is recomputed once the object has one."""
         if obj.checksum:
             return obj.checksum
         async with self.db.uow(write=False) as uow:
             known = await uow.storage.checksum(obj.bucket, obj.key)
-        if known is not None and known.size == obj.size and known.modified_at == obj.modified_at:
+        version = (obj.size, obj.modified_at, obj.etag)
+        if known is not None and (known.size, known.modified_at, known.etag) == version:
             return known.checksum
         digest = hashlib.sha256()
         async for piece in self.stores[region].open_stream(obj.bucket, obj.key):
             await asyncio.to_thread(digest.update, piece)
         checksum = f"sha256:{digest.hexdigest()}"
-        info = ObjectInfo(obj.bucket, obj.key, obj.size, obj.modified_at, checksum)
+        info = ObjectInfo(obj.bucket, obj.key, obj.size, obj.modified_at, checksum, obj.etag)
         await self.record_checksum(obj.bucket, obj.key, info)
         return checksum
