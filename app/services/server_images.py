@@ -245,7 +245,10 @@ class ServerImageService:
                 "checksum": first.checksum if first is not None else None,
             })
             if not ok:
-                raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
+                # An earlier attempt whose lease lapsed while it still ran may have saved it.
+                current = await uow.compute.image_any(image_id)
+                if current is None or current.status != ImageStatus.ACTIVE.value:
+                    raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
             await uow.commit()
         await progress(1.0, "done")
         return result
@@ -283,8 +286,13 @@ class ServerImageService:
             await uow.commit()
         return total
 
-    async def discard_backup(self, uow: UnitOfWork, backup_id: str) -> None:
-        """A failed FULL_ECS job's backup goes, with its references (in the job's FAIL transaction)."""
+    async def discard_backup(self, uow: UnitOfWork, image_id: str, backup_id: str) -> None:
+        """A failed FULL_ECS job's backup goes, with its references (in the job's FAIL
+        transaction), unless an attempt saved the image before the job failed (e.g. its worker
+        died between the two): an ACTIVE image keeps its backup."""
+        image = await uow.compute.image_any(image_id)
+        if image is not None and image.status == ImageStatus.ACTIVE.value:
+            return
         backup = await uow.compute.backup_any(backup_id)
         if backup is not None:
             await delete_backup_rows(uow, backup)

@@ -26,7 +26,7 @@ async def on_fail(ctx: JobContext, uow: UnitOfWork) -> None:
     await kill_job_images(ctx, uow)
     backup_id = ctx.params.get("backupId")
     if backup_id:
-        await ctx.services.server_images.discard_backup(uow, str(backup_id))
+        await ctx.services.server_images.discard_backup(uow, str(ctx.params["imageId"]), str(backup_id))
 
 
 def register(registry: JobRegistry) -> None:

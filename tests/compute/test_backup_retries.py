@@ -1,0 +1,105 @@
+"""A FULL_ECS job run again after an attempt that saved the image: the image keeps its backup
+(on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import pytest
+
+from app.compute.tables import Backup
+from app.config import Settings
+from app.datastore.chunks import CHUNK_SIZE
+from app.db.tables import Image, Job
+from app.db.uow import Database
+from app.domain.enums import ImageKind
+from app.domain.jobs import MAX_ATTEMPTS
+from app.services.registry import Services
+from app.services.server_images import NewImage
+from tests.compute.conftest import caller, load_image, new_server, run_jobs
+from tests.factories import make_account, make_image_with_data
+
+
+async def _backup(db: Database, backup_id: str | None) -> Backup | None:
+    async with db.uow(write=False) as uow:
+        return await uow.compute.backup_any(backup_id or "")
+
+
+async def _manifest_refs(db: Database, manifest_ids: list[str]) -> list[int]:
+    async with db.uow(write=False) as uow:
+        return [m.refcount if (m := await uow.chunks.manifest(i)) else 0 for i in manifest_ids]
+
+
+async def _full_ecs_job(services: Services, db: Database, settings: Settings) -> Image:
+    owner, _ = await make_account(db)
+    image = await make_image_with_data(db, settings, owner, secrets.token_bytes(2 * CHUNK_SIZE))
+    server = await new_server(services, owner, image, data_disks=[1])
+    made = await services.server_images.from_server(caller(owner), server.id, NewImage("full", ImageKind.FULL_ECS))
+    full = await load_image(db, made.image_ids[0])
+    assert full is not None and full.backup_id is not None
+    return full
+
+
+async def _assert_saved_with_backup(db: Database, full: Image, job: Job, refs: list[int]) -> None:
+    saved = await load_image(db, full.id)
+    assert saved is not None and saved.status == "ACTIVE"
+    backup = await _backup(db, full.backup_id)
+    assert backup is not None, f"the ACTIVE image lost its backup (job {job.status} {job.error_code})"
+    # The image's disks and the backup's still hold their references.
+    assert await _manifest_refs(db, [d["manifestId"] for d in backup.disks]) == refs
+
+
+async def test_an_exhausted_job_whose_last_attempt_saved_the_image_keeps_its_backup(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    full = await _full_ecs_job(services, db, settings)
+    backup = await _backup(db, full.backup_id)
+    assert backup is not None
+    refs = await _manifest_refs(db, [d["manifestId"] for d in backup.disks])
+    types = frozenset({"CREATE_FULL_ECS_IMAGE"})
+    for n in range(MAX_ATTEMPTS):
+        claim = await services.jobs.queue.claim(f"dead-{n}", 0.05, types)
+        assert claim is not None and claim.attempt == n + 1
+        await asyncio.sleep(0.1)  # its worker dies: the lease lapses
+    # The last attempt saved the image, then its worker died before recording SUCCESS.
+
+    async def progress(fraction: float, step: str) -> None:
+        pass
+
+    await services.server_images.finish(full.id, full.backup_id, progress)
+    [job] = await run_jobs(services)
+    assert (job.status, job.error_code) == ("FAIL", "WORKER_LOST")
+    await _assert_saved_with_backup(db, full, job, refs)
+
+
+async def test_an_attempt_overtaken_by_an_earlier_one_that_saved_the_image_succeeds(
+    db: Database, settings: Settings, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = await _full_ecs_job(services, db, settings)
+    backup = await _backup(db, full.backup_id)
+    assert backup is not None
+    refs = await _manifest_refs(db, [d["manifestId"] for d in backup.disks])
+    # Attempt 1's worker stalls past its lease; attempt 2 starts while attempt 1 still runs.
+    types = frozenset({"CREATE_FULL_ECS_IMAGE"})
+    assert await services.jobs.queue.claim("stalled", 0.05, types) is not None
+    await asyncio.sleep(0.1)
+    service = services.server_images
+    original = service._backup
+
+    async def backup_overtaken(backup_id: str, progress: Any) -> int:
+        # Attempt 2 has read the image SAVING; attempt 1 now saves it.
+        monkeypatch.setattr(service, "_backup", original)
+
+        async def quiet(fraction: float, step: str) -> None:
+            pass
+
+        await service.finish(full.id, full.backup_id, quiet)
+        return await original(backup_id, progress)
+
+    monkeypatch.setattr(service, "_backup", backup_overtaken)
+    [job] = await run_jobs(services)
+    assert (job.status, job.error_code) == ("SUCCESS", None)
+    assert job.result is not None and job.result["imageId"] == full.id
+    await _assert_saved_with_backup(db, full, job, refs)
