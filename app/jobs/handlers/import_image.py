@@ -98,6 +98,10 @@ async def _activate(ctx: JobContext, image: Any, pending: PendingManifest, fmt: 
         values["visibility"] = "PUBLIC"
     async with ctx.services.db.uow(ctx.account_id) as uow:
         current = await uow.images.get_visible(image.id, for_update=True)
+        if current is not None and current.image.status == ImageStatus.ACTIVE.value:
+            # An earlier attempt whose lease lapsed while it still ran saved it first: that
+            # attempt's manifest stays the image's, this one's is never recorded.
+            return
         if current is None or not await uow.images.compare_and_set(
             image.id, current.image.version, values, expected_status=ImageStatus.SAVING.value
         ):
