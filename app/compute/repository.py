@@ -17,6 +17,7 @@ from sqlmodel import col
 from app.compute.tables import Backup, Server, Volume
 from app.datastore.tables import ManifestChunk
 from app.db.tables import Image
+from app.domain.enums import ImageStatus
 
 
 class ComputeRepository:
@@ -112,11 +113,17 @@ class ComputeRepository:
         await self.session.execute(delete(Backup).where(col(Backup.id) == backup_id))
 
     async def earlier_backups(self, backup: Backup) -> list[Backup]:
-        """The server's backups made before `backup` that still exist."""
+        """The server's backups made before `backup` that still exist and were saved: one whose
+        image is still QUEUED/SAVING has not verified its chunks yet (and is deleted if that
+        fails), so it vouches for nothing."""
+        saving = exists().where(
+            col(Image.backup_id) == col(Backup.id), col(Image.status).in_((ImageStatus.QUEUED.value, ImageStatus.SAVING.value))
+        )
         stmt = select(Backup).where(
             col(Backup.server_id) == backup.server_id,
             or_(col(Backup.created_at) < backup.created_at,
                 and_(col(Backup.created_at) == backup.created_at, col(Backup.id) < backup.id)),
+            ~saving,
         )
         return list((await self.session.execute(stmt)).scalars())
 

@@ -1,5 +1,6 @@
-"""A FULL_ECS job run again after an attempt that saved the image: the image keeps its backup
-(on SQLite and PostgreSQL)."""
+"""FULL_ECS jobs that overlap (on SQLite and PostgreSQL): a job run again after an attempt that
+saved the image keeps the image's backup; a backup still being saved vouches for no chunk of
+a later one."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import pytest
 
 from app.compute.tables import Backup
 from app.config import Settings
-from app.datastore.chunks import CHUNK_SIZE
+from app.datastore.chunks import CHUNK_SIZE, chunk_key
 from app.db.tables import Image, Job
 from app.db.uow import Database
 from app.domain.enums import ImageKind
 from app.domain.jobs import MAX_ATTEMPTS
+from app.jobs.registry import JobFailed
 from app.services.registry import Services
 from app.services.server_images import NewImage
+from app.storage.factory import service_bucket
 from tests.compute.conftest import caller, load_image, new_server, run_jobs
 from tests.factories import make_account, make_image_with_data
 
@@ -103,3 +106,35 @@ async def test_an_attempt_overtaken_by_an_earlier_one_that_saved_the_image_succe
     assert (job.status, job.error_code) == ("SUCCESS", None)
     assert job.result is not None and job.result["imageId"] == full.id
     await _assert_saved_with_backup(db, full, job, refs)
+
+
+async def test_a_backup_still_being_saved_does_not_vouch_for_a_later_ones_chunks(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    owner, _ = await make_account(db)
+    data = secrets.token_bytes(2 * CHUNK_SIZE)
+    image = await make_image_with_data(db, settings, owner, data)
+    server = await new_server(services, owner, image)
+    _, refs = await services.chunks.load(image.disks[0]["manifestId"])
+    assert refs[1].digest is not None
+    store = services.chunks.stores["region-1"]
+    await store.put_bytes(service_bucket("region-1"), chunk_key(refs[1].digest), b"rotten" + data[6:CHUNK_SIZE])
+    # Two full-ECS images of the server asked for at once; two workers run their jobs together:
+    # the second one's differential pass runs while the first is still verifying.
+    first = await services.server_images.from_server(caller(owner), server.id, NewImage("a", ImageKind.FULL_ECS))
+    second = await services.server_images.from_server(caller(owner), server.id, NewImage("b", ImageKind.FULL_ECS))
+    later = await load_image(db, second.image_ids[0])
+    assert later is not None
+
+    async def progress(fraction: float, step: str) -> None:
+        pass
+
+    outcome: object = None
+    try:
+        outcome = await services.server_images.finish(later.id, later.backup_id, progress)
+    except JobFailed as exc:
+        outcome = exc.code
+    jobs = {j.params["imageId"]: j for j in await run_jobs(services)}
+    assert (jobs[first.image_ids[0]].status, jobs[first.image_ids[0]].error_code) == ("FAIL", "BACKUP_DATA_INVALID")
+    # The rotten chunk was verified by no backup: the second image must not be saved with it.
+    assert outcome == "BACKUP_DATA_INVALID"
