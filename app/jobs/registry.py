@@ -9,7 +9,10 @@ message, the full error logged with the job id.
 Handlers must be idempotent. A job is run again (up to MAX_ATTEMPTS times) when the worker
 running it stops renewing its lease, so a handler may find the work of an earlier, dead
 attempt half done: it starts over or resumes, and never creates anything twice (derive
-object keys and row ids from the job id; write rows with compare-and-set).
+object keys and row ids from the job id; write rows with compare-and-set). A lease that expires
+after the last attempt fails the job WORKER_LOST, unless the job type `saves_images` and its
+images are all ACTIVE: that attempt finished the work, and the handler runs once more to
+return its result.
 
 When a job fails, its `on_fail` hook runs in the same transaction that marks it FAIL. The
 default, `kill_job_images`, compare-and-sets the job's QUEUED/SAVING images to KILLED; a
@@ -138,6 +141,10 @@ class Registration:
     on_fail: OnFail | None
     #: Runs in the transaction that ends the job, SUCCESS or FAIL (after on_fail).
     on_finish: OnFail | None = None
+    #: The job makes images, and once they are all ACTIVE its work is done: a claim after
+    #: the last allowed attempt runs the handler (which then only returns the result) instead
+    #: of failing WORKER_LOST when that attempt saved them and died before recording SUCCESS.
+    saves_images: bool = False
 
 
 class JobRegistry:
@@ -148,12 +155,12 @@ class JobRegistry:
 
     def register(
         self, job_type: JobType | str, handler: Handler, *, on_fail: OnFail | None = kill_job_images,
-        on_finish: OnFail | None = None, replace: bool = False,
+        on_finish: OnFail | None = None, saves_images: bool = False, replace: bool = False,
     ) -> None:
         key = job_type.value if isinstance(job_type, JobType) else job_type
         if key in self._handlers and not replace:
             raise ValueError(f"a handler for {key} is already registered")
-        self._handlers[key] = Registration(handler, on_fail, on_finish)
+        self._handlers[key] = Registration(handler, on_fail, on_finish, saves_images)
 
     def remove(self, job_type: JobType | str) -> None:
         """Stop handling a type: workers then leave its jobs INIT (tests park jobs this way)."""

@@ -111,11 +111,16 @@ class Worker:
         write = partial(self.queue.progress, job.id, self.worker_id)
         ctx = JobContext(job, claim.attempt, self.services, write)
         if claim.exhausted:
-            log.warning("job %s: lease expired after attempt %d of %d; failing it",
-                        job.id, job.attempts, self.queue.max_attempts)
-            await self._fail(ctx, registration, "WORKER_LOST",
-                             f"The job's worker stopped answering {job.attempts} times.")
-            return
+            if not (registration.saves_images and await self._images_saved(job.id)):
+                log.warning("job %s: lease expired after attempt %d of %d; failing it",
+                            job.id, job.attempts, self.queue.max_attempts)
+                await self._fail(ctx, registration, "WORKER_LOST",
+                                 f"The job's worker stopped answering {job.attempts} times.")
+                return
+            # Its last attempt saved the images and stopped before recording SUCCESS: the
+            # handler, idempotent, now only returns the result.
+            log.warning("job %s: lease expired after attempt %d of %d with its images saved; "
+                        "recording its result", job.id, job.attempts, self.queue.max_attempts)
         if claim.took_over:
             log.warning("job %s: taken over after an expired lease (attempt %d)", job.id, claim.attempt)
         log.info("job %s (%s) attempt %d started", job.id, job.type, claim.attempt)
@@ -135,6 +140,10 @@ class Worker:
                 await heartbeat
             self._current = None
         await self._conclude(run)
+
+    async def _images_saved(self, job_id: str) -> bool:
+        async with self.services.db.uow(write=False) as uow:
+            return await uow.jobs.images_saved(job_id)
 
     async def _heartbeat(self, run: _Run) -> None:
         renewed = time.monotonic()

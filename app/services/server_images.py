@@ -227,7 +227,11 @@ class ServerImageService:
         async with self.db.uow() as uow:
             image = await uow.compute.image_any(image_id)
             if image is not None and image.status == ImageStatus.ACTIVE.value:
-                return {"imageId": image_id}
+                # The result the attempt that saved it would have recorded.
+                backup = await uow.compute.backup_any(backup_id) if backup_id is not None else None
+                if backup is None:
+                    return {"imageId": image_id}
+                return {"imageId": image_id, "backupId": backup.id, "newBytes": backup.new_bytes}
             if image is None or image.status not in (ImageStatus.QUEUED.value, ImageStatus.SAVING.value):
                 raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
             await uow.compute.advance_image(image_id, (ImageStatus.QUEUED.value,),

@@ -71,9 +71,14 @@ async def test_an_exhausted_job_whose_last_attempt_saved_the_image_keeps_its_bac
     async def progress(fraction: float, step: str) -> None:
         pass
 
-    await services.server_images.finish(full.id, full.backup_id, progress)
+    saved = await services.server_images.finish(full.id, full.backup_id, progress)
+    # The next claim is past the last attempt; the images being saved, it records the result
+    # that attempt would have recorded instead of failing WORKER_LOST.
     [job] = await run_jobs(services)
-    assert (job.status, job.error_code) == ("FAIL", "WORKER_LOST")
+    assert (job.status, job.error_code, job.attempts) == ("SUCCESS", None, MAX_ATTEMPTS)
+    assert job.result == saved == {"imageId": full.id, "backupId": full.backup_id,
+                                   "newBytes": saved["newBytes"]}
+    assert saved["newBytes"] > 0
     await _assert_saved_with_backup(db, full, job, refs)
 
 

@@ -224,6 +224,13 @@ class JobRepository:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def images_saved(self, job_id: str) -> bool:
+        """Whether the job has images and every one of them is ACTIVE."""
+        stmt = (select(col(Image.status)).join(JobImage, col(JobImage.image_id) == col(Image.id))
+                .where(col(JobImage.job_id) == job_id))
+        statuses = list((await self.session.execute(stmt)).scalars())
+        return bool(statuses) and all(s == ImageStatus.ACTIVE.value for s in statuses)
+
     # ---------------------------------------------------------------- inspection
 
     async def get(self, job_id: str) -> Job | None:

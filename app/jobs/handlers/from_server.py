@@ -30,5 +30,5 @@ async def on_fail(ctx: JobContext, uow: UnitOfWork) -> None:
 
 
 def register(registry: JobRegistry) -> None:
-    registry.register(JobType.CREATE_IMAGE_FROM_SERVER, create_image_from_server)
-    registry.register(JobType.CREATE_FULL_ECS_IMAGE, create_image_from_server, on_fail=on_fail)
+    registry.register(JobType.CREATE_IMAGE_FROM_SERVER, create_image_from_server, saves_images=True)
+    registry.register(JobType.CREATE_FULL_ECS_IMAGE, create_image_from_server, on_fail=on_fail, saves_images=True)

@@ -17,4 +17,4 @@ async def create_image_from_volume(ctx: JobContext) -> dict[str, Any]:
 
 
 def register(registry: JobRegistry) -> None:
-    registry.register(JobType.CREATE_IMAGE_FROM_VOLUME, create_image_from_volume)
+    registry.register(JobType.CREATE_IMAGE_FROM_VOLUME, create_image_from_volume, saves_images=True)

@@ -111,4 +111,4 @@ async def _activate(ctx: JobContext, image: Any, pending: PendingManifest, fmt: 
 
 
 def register(registry: JobRegistry) -> None:
-    registry.register(JobType.IMPORT_IMAGE, handle, on_fail=kill_job_images)
+    registry.register(JobType.IMPORT_IMAGE, handle, on_fail=kill_job_images, saves_images=True)

@@ -98,4 +98,4 @@ async def abort_copy(ctx: JobContext, uow: UnitOfWork) -> None:
 
 
 def register(registry: JobRegistry) -> None:
-    registry.register(JobType.REPLICATE_IMAGE, replicate_image, on_fail=abort_copy)
+    registry.register(JobType.REPLICATE_IMAGE, replicate_image, on_fail=abort_copy, saves_images=True)
