@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from functools import partial
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,8 +23,8 @@ from app.db.types import utcnow
 from app.db.uow import Database
 from app.domain.enums import DiskFormat, ImageKind
 from app.domain.images import Caller
-from app.jobs.handlers import import_image
 from app.domain.jobs import MAX_ATTEMPTS
+from app.jobs.handlers import import_image
 from app.jobs.registry import JobContext
 from app.jobs.worker import Worker
 from app.services.imports import ImportRequest
