@@ -303,11 +303,20 @@ class ChunkStore:
             await uow.commit()
 
     async def collect(self, region: str, *, batch: int = 1000) -> GcReport:
-        """Delete chunks unreferenced for a grace period, then objects no row knows."""
+        """Delete chunks unreferenced for a grace period, then objects no row knows.
+
+        The grace period ends no later than the start of the oldest job still running (under
+        a live lease): a job's chunks stay unreferenced until its manifest is recorded at its
+        end, and an import or a replication over a slow store can outlast the grace period
+        (128 GiB at 6 MiB/s is six hours)."""
         store, bucket = self._where(region)
-        cutoff = utcnow() - self.grace
+        now = utcnow()
+        cutoff = now - self.grace
         deleted = 0
         async with self.db.uow(write=False) as uow:
+            running = await uow.jobs.oldest_running_start(now)
+            if running is not None and running < cutoff:
+                cutoff = running
             candidates = await uow.chunks.collectable(region, cutoff, batch)
         for digest in candidates:
             async with self.db.uow() as uow:

@@ -11,18 +11,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlmodel import col
 
 from app.datastore.chunks import CHUNK_PREFIX, CHUNK_SIZE
 from app.datastore.errors import ChunkIntegrityError
 from app.datastore.store import ChunkStore, DataKey
 from app.datastore.tables import Chunk
 from app.db.repositories.chunks import claim_chunks
-from app.db.types import utcnow
+from app.db.tables import Job
+from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from app.storage.factory import service_bucket
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.signing import UrlSigner
+from tests.factories import make_account
 
 REGION = "region-1"
 
@@ -151,3 +154,31 @@ async def test_orphan_objects_are_adopted_then_collected(db: Database, fs_store:
     assert (await cs.collect(REGION)).orphans_adopted == 1
     assert (await cs.collect(REGION)).chunks_deleted == 1
     assert await fs_store.list_objects(bucket, prefix=CHUNK_PREFIX) == []
+
+
+async def test_a_running_job_holds_back_the_collection_of_chunks_claimed_since_it_started(
+    db: Database, fs_store: FilesystemObjectStore
+) -> None:
+    """A long import's first chunks stay unreferenced until its manifest is recorded at its
+    end: the grace period must not run out under it, however long it runs."""
+    account, _ = await make_account(db)
+    now = utcnow()
+    job = Job(id=new_id("job"), account_id=account.id, type="IMPORT_IMAGE", status="RUNNING", attempts=1,
+              lease_owner="w", lease_expires_at=now + timedelta(minutes=1), created_at=now, started_at=now,
+              updated_at=now)
+    async with db.uow() as uow:
+        await uow.jobs.add(job)
+        await uow.commit()
+    pending = await chunk_store(db, fs_store).write_pending(REGION, stream(secrets.token_bytes(CHUNK_SIZE + 10)))
+    assert pending.manifest.new_bytes > 0
+    eager = chunk_store(db, fs_store, grace=timedelta(0))
+    await asyncio.sleep(0.01)
+    assert (await eager.collect(REGION)).chunks_deleted == 0
+    assert len(await fs_store.list_objects(service_bucket(REGION), prefix=CHUNK_PREFIX)) == 2
+    # A job whose worker stopped renewing its lease holds nothing back (it is taken over, and
+    # its next attempt claims what it writes again).
+    async with db.uow() as uow:
+        await uow.session.execute(update(Job).where(col(Job.id) == job.id).values(lease_expires_at=utcnow()))
+        await uow.commit()
+    assert (await eager.collect(REGION)).chunks_deleted == 2
+    assert await fs_store.list_objects(service_bucket(REGION), prefix=CHUNK_PREFIX) == []

@@ -224,6 +224,14 @@ class JobRepository:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def oldest_running_start(self, now: datetime) -> datetime | None:
+        """When the job running longest under a live lease first started (None: no job runs).
+        Served by the claim index (status, lease_expires_at, …)."""
+        stmt = select(func.min(col(Job.started_at))).where(col(Job.status) == _RUNNING,
+                                                            col(Job.lease_expires_at) > now)
+        value: datetime | None = (await self.session.execute(stmt)).scalar_one()
+        return value
+
     async def images_saved(self, job_id: str) -> bool:
         """Whether the job has images and every one of them is ACTIVE."""
         stmt = (select(col(Image.status)).join(JobImage, col(JobImage.image_id) == col(Image.id))
