@@ -89,6 +89,6 @@ async def run_forever(services: Services, interval: float) -> None:
             await run_once(services)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the next round retries; the error is logged
+        except Exception:
             log.exception("maintenance round failed")
         await asyncio.sleep(interval)

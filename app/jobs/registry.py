@@ -18,7 +18,9 @@ When a job fails, its `on_fail` hook runs in the same transaction that marks it 
 default, `kill_job_images`, compare-and-sets the job's QUEUED/SAVING images to KILLED; a
 data-plane handler passes its own hook to reclaim partial data as well. An `on_finish` hook
 runs in the transaction that ends the job either way (SUCCESS or FAIL), exactly once: e.g. an
-export lets go of the reference that kept the image's data readable while it ran.
+export lets go of the reference that kept the image's data readable while it ran. A transaction
+ending a job that raises (a deadlock, a lost connection) is tried again, hooks and all; only
+after the last try does a job end FAIL without its hooks.
 
 Handler modules expose `register(registry: JobRegistry) -> None`; `build_registry` imports
 the built-in ones and those named in IMS_TEST_JOB_HANDLERS.

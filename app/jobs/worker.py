@@ -20,6 +20,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 10.0
+#: Pauses before recording a job's end again when its transaction failed (a deadlock, a lost
+#: connection): its hooks reclaim what the job held, and are only dropped after the last try.
+END_RETRY_DELAYS = (0.2, 1.0)
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -193,8 +197,8 @@ class Worker:
 
     async def _succeed(self, ctx: JobContext, registration: Registration, result: dict[str, Any] | None) -> None:
         try:
-            ok = await self.queue.succeed(ctx.job_id, self.worker_id, result, ctx=ctx,
-                                         on_finish=registration.on_finish)
+            ok = await self._retried(ctx, "recording success", lambda: self.queue.succeed(
+                ctx.job_id, self.worker_id, result, ctx=ctx, on_finish=registration.on_finish))
         except Exception:  # e.g. a result that is not JSON
             log.exception("job %s: recording success failed", ctx.job_id)
             await self._fail(ctx, registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")
@@ -207,8 +211,8 @@ class Worker:
 
     async def _fail(self, ctx: JobContext, registration: Registration, code: str, message: str) -> None:
         try:
-            ok = await self.queue.fail(ctx, self.worker_id, code, message, registration.on_fail,
-                                      registration.on_finish)
+            ok = await self._retried(ctx, "recording failure", lambda: self.queue.fail(
+                ctx, self.worker_id, code, message, registration.on_fail, registration.on_finish))
         except Exception:  # a broken hook must not leave the job RUNNING
             log.exception("job %s: a failure hook failed; failing without hooks", ctx.job_id)
             ok = await self.queue.fail(ctx, self.worker_id, code, message, None, None)
@@ -216,6 +220,17 @@ class Worker:
             log.warning("job %s: lease lost before failure was recorded", ctx.job_id)
         else:
             self._observe(ctx, "FAIL")
+
+    async def _retried(self, ctx: JobContext, what: str, end: Callable[[], Awaitable[bool]]) -> bool:
+        """`end()` (one transaction, rolled back when it raises), tried again after each of
+        END_RETRY_DELAYS; the last try's error propagates."""
+        for delay in END_RETRY_DELAYS:
+            try:
+                return await end()
+            except Exception:
+                log.warning("job %s: %s failed; trying again in %g s", ctx.job_id, what, delay, exc_info=True)
+                await asyncio.sleep(delay)
+        return await end()
 
     def _observe(self, ctx: JobContext, status: str) -> None:
         metrics = getattr(ctx.services, "metrics", None)

@@ -17,6 +17,7 @@ from app.db.types import utcnow
 from app.db.uow import Database
 from app.domain.jobs import MAX_ATTEMPTS
 from app.jobs.queue import JobQueue
+from app.jobs.registry import JobContext, JobFailed
 from app.jobs.worker import Worker
 from app.services.registry import Services
 from tests.factories import make_account, make_image
@@ -226,3 +227,32 @@ async def test_a_broken_finish_hook_fails_the_job_and_the_worker_goes_on(service
         later = await wait_for(db, after.id, finished)
     assert (done.status, done.error_code) == ("FAIL", "INTERNAL_ERROR")
     assert later.status == "SUCCESS"
+
+
+@pytest.mark.parametrize("outcome", ["SUCCESS", "FAIL"])
+async def test_an_end_whose_transaction_fails_once_is_recorded_with_its_hooks(
+    services: Services, db: Database, outcome: str
+) -> None:
+    """A transient error in the transaction ending a job (a deadlock, a lost connection) is
+    tried again: the hooks that reclaim what the job held are not dropped, and a job that did
+    its work is not failed for it."""
+    calls: list[str] = []
+
+    async def handler(ctx: object) -> dict[str, object]:
+        if outcome == "FAIL":
+            raise JobFailed("IMAGE_NOT_FOUND", "gone")
+        return {"ok": True}
+
+    async def flaky(ctx: JobContext, uow: object) -> None:
+        calls.append(ctx.job_id)
+        if len(calls) == 1:
+            raise ConnectionResetError("the database went away")
+
+    services.jobs.registry.register("FLAKY_END", handler, on_fail=None, on_finish=flaky)
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, "FLAKY_END")
+    async with running(worker(services)):
+        done = await wait_for(db, job.id, finished)
+    expected = ("SUCCESS", None, {"ok": True}) if outcome == "SUCCESS" else ("FAIL", "IMAGE_NOT_FOUND", None)
+    assert (done.status, done.error_code, done.result) == expected
+    assert calls == [job.id, job.id]  # the hook ran again, and its second run was committed
