@@ -185,8 +185,8 @@ def _report(job: dict[str, Any]) -> None:
 
 UPLOAD_URL = """mutation($b: String!, $k: String!) { createUploadUrl(input: {bucket: $b, key: $k, expiresInSeconds: 86400}) {
   __typename ... on CreateUploadUrlSuccess { url } ... on UserError { code message } } }"""
-IMPORT = f"""mutation($input: ImportImageInput!) {{ importImage(input: $input) {{
-  __typename ... on ImageJobSuccess {{ job {{ id }} }} ... on UserError {{ code message }} }} }}"""
+IMPORT = """mutation($input: ImportImageInput!) { importImage(input: $input) {
+  __typename ... on ImageJobSuccess { job { id } } ... on UserError { code message } } }"""
 
 
 def upload(

@@ -25,7 +25,7 @@ def render(readme: str) -> str:
             rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)",
             lambda m, t=table: m.group(1) + t + m.group(2),
             readme,
-            flags=re.S,
+            flags=re.DOTALL,
         )
     return readme
 

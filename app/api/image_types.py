@@ -222,4 +222,4 @@ def image_of(view: VisibleImage, caller: Caller) -> PublicImage | PrivateImage |
     return SharedImage(**fields, owner=owner, membership=ImageMember.of(MemberRow(view.membership, caller.name)))
 
 
-from app.api.accounts import Account  # noqa: E402  (cycle: Account is only needed at resolve time)
+from app.api.accounts import Account  # last: an import cycle, and only resolvers need it

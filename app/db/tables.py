@@ -215,8 +215,8 @@ class JobAttempt(SQLModel, table=True):
 
 def metadata() -> Any:
     """The metadata of every table (Alembic's target): feature modules declare theirs."""
-    import app.compute.tables  # noqa: F401
-    import app.datastore.tables  # noqa: F401
+    import app.compute.tables
+    import app.datastore.tables
     import app.kms.tables  # noqa: F401
 
     return SQLModel.metadata

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import asyncpg
 from sqlalchemy import Connection, Engine, Executable, text
@@ -312,7 +312,7 @@ class UnitOfWork:
         assert self._session is not None, "unit of work not entered"
         return self._session
 
-    async def __aenter__(self) -> UnitOfWork:
+    async def __aenter__(self) -> Self:
         self._session = (self.db.write_sessions if self.write else self.db.sessions)()
         self.accounts = AccountRepository(self._session)
         self.images = ImageRepository(self._session, self.caller_id)

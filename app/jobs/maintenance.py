@@ -89,6 +89,6 @@ async def run_forever(services: Services, interval: float) -> None:
             await run_once(services)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # the next round retries; the error is logged
             log.exception("maintenance round failed")
         await asyncio.sleep(interval)

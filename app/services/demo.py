@@ -66,7 +66,7 @@ def _raw_disk(path: Path, seed: str, size_mib: int) -> None:
 
 
 async def _file_bytes(path: Path) -> AsyncIterator[bytes]:
-    with open(path, "rb") as fh:
+    with await asyncio.to_thread(open, path, "rb") as fh:
         while piece := await asyncio.to_thread(fh.read, MiB):
             yield piece
 

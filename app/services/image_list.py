@@ -22,7 +22,7 @@ import functools
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -61,7 +61,7 @@ def guard(value: str) -> str:
 
 
 def file_name(visibility: ImageVisibility, region: str, at: datetime) -> str:
-    stamp = at.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
+    stamp = at.astimezone(UTC).strftime("%Y%m%d%H%M%S")
     return f"{visibility.value.lower()}-images-{region}-{stamp}.csv"
 
 
@@ -203,4 +203,4 @@ class ImageListService:
         return job
 
 
-__all__ = ["ImageListService", "PRIVATE_COLUMNS", "PUBLIC_COLUMNS", "csv_pieces", "file_name", "guard"]
+__all__ = ["PRIVATE_COLUMNS", "PUBLIC_COLUMNS", "ImageListService", "csv_pieces", "file_name", "guard"]

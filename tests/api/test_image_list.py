@@ -170,7 +170,7 @@ def test_guard_neutralizes_formula_triggers_only_at_the_start(value: str, expect
 
 
 async def test_bad_requests_change_nothing(gql: GraphQLClient, db: Database) -> None:
-    alice, token = await make_account(db)
+    _, token = await make_account(db)
     _, bob_t = await make_account(db)
     await gql.as_(bob_t).execute('mutation { createBucket(input: {name: "bobs"}) { __typename } }')
     q = gql.as_(token)

@@ -40,7 +40,7 @@ from app.runtime import freeze_startup_objects, tune_allocator
 from app.services.exports import ExportRequest
 from app.services.registry import Services
 from app.storage.factory import create_service_buckets
-from tests.bench.bench_chunks import POOL, generate, sha256_rate
+from tests.bench.bench_chunks import POOL, sha256_rate
 from tests.bench.bench_replicate import Env, image_of, pool_stream
 from tests.bench.common import Figure, RssSampler
 from tests.factories import make_account

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class RssSampler:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, self.current())
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self.start = self.peak = self.current()
         self._thread.start()
         return self

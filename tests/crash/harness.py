@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
 from app.bootstrap import build_database, build_services
 from app.config import Settings

@@ -68,8 +68,8 @@ async def test_unfiltered_total_is_read_from_the_counters(db: Database) -> None:
     assert details.count("MATERIALIZE total") == 1
     counters = [d for d in details if "image_counts" in d]
     assert counters == [
-        "SEARCH image_counts USING INDEX sqlite_autoindex_image_counts_1 "
-        "(region=? AND scope=? AND account_id=? AND member_status=?)"
+        ("SEARCH image_counts USING INDEX sqlite_autoindex_image_counts_1 "
+         "(region=? AND scope=? AND account_id=? AND member_status=?)")
     ] * 3
     assert sum(d.startswith("SEARCH images") for d in details) == 3
 

@@ -42,9 +42,9 @@ def expected_total(images: list[Any], members: list[Any], caller: str, region: s
     for i in images:
         if i.region != region or (kinds is not None and i.kind not in kinds):
             continue
-        if i.visibility == "PUBLIC" and "PUBLIC" in visibility:
-            total += 1
-        elif i.visibility == "PRIVATE" and i.owner_id == caller and "PRIVATE" in visibility:
+        if (i.visibility == "PUBLIC" and "PUBLIC" in visibility) or (
+            i.visibility == "PRIVATE" and i.owner_id == caller and "PRIVATE" in visibility
+        ):
             total += 1
     if "SHARED" in visibility:
         for m in members:

@@ -149,7 +149,7 @@ async def test_rows_are_the_values_sqlalchemy_gives(db: Database) -> None:
 
     # Bound datetimes go through their type's processing on both paths (UTCDateTime's): an
     # offset other than UTC's is honoured, a naive value refused before it reaches the driver.
-    from datetime import UTC, datetime, timedelta, timezone
+    from datetime import UTC, timedelta, timezone
 
     after = (image.created_at - timedelta(seconds=1)).astimezone(timezone(timedelta(hours=-5)))
     shape, params = shape_and_params(ImageQuery(region="region-1", created_after=after), ImageOrder(), bob.id, 50,
@@ -263,7 +263,7 @@ def test_the_shared_arm_first_asks_whether_the_caller_has_any_membership() -> No
 
     from app.db.repositories.catalog_sql import page_statement, shape_and_params
 
-    shape, params = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-x", 50, None, True)
+    shape, _ = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-x", 50, None, True)
     stmt = page_statement(shape)
     assert stmt is not None
     for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):

@@ -38,13 +38,13 @@ async def test_delete_racing_replications(gql: GraphQLClient, db: Database, sett
     me = gql.as_(token)
     for attempt in range(3):
         image = await make_image_with_data(db, settings, owner, bytes([attempt + 1]) * 60_000)
-        def replicate() -> Any:
+        def replicate(image_id: str) -> Any:
             return me.execute('mutation($id: ID!) { replicateImage(input: {imageId: $id, name: "c"}) { __typename } }',
-                              {"id": image.id})
+                              {"id": image_id})
 
         delete = me.execute("mutation($id: ID!) { deleteImages(input: {ids: [$id]}) { __typename } }", {"id": image.id})
-        results = await asyncio.gather(replicate(), replicate(), delete)
-        kinds = [list(r.values())[0]["__typename"] for r in results]
+        results = await asyncio.gather(replicate(image.id), replicate(image.id), delete)
+        kinds = [next(iter(r.values()))["__typename"] for r in results]
         assert kinds[2] in ("DeleteImagesSuccess", "ConflictError")
         async with db.uow(owner.id, write=False) as uow:
             manifest = await uow.chunks.manifest(image.disks[0]["manifestId"])

@@ -64,15 +64,15 @@ MEMBER_CHANGED = "OLD.image_id <> NEW.image_id OR OLD.account_id <> NEW.account_
 # memberships its deletion cascades to find no image any more and count nothing.
 SQLITE_TRIGGERS = [
     f"CREATE TRIGGER image_counts_image_insert AFTER INSERT ON images BEGIN {own('NEW', '+')} END",
-    f"CREATE TRIGGER image_counts_image_delete BEFORE DELETE ON images BEGIN {own('OLD', '-')} "
-    f"{members_of('OLD', '-')} END",
-    f"CREATE TRIGGER image_counts_image_update AFTER UPDATE OF visibility, owner_id, region, kind, id ON images "
-    f"WHEN {IMAGE_CHANGED} BEGIN {own('OLD', '-')} {members_of('OLD', '-')} {own('NEW', '+')} "
-    f"{members_of('NEW', '+')} END",
+    (f"CREATE TRIGGER image_counts_image_delete BEFORE DELETE ON images BEGIN {own('OLD', '-')} "
+     f"{members_of('OLD', '-')} END"),
+    (f"CREATE TRIGGER image_counts_image_update AFTER UPDATE OF visibility, owner_id, region, kind, id ON images "
+     f"WHEN {IMAGE_CHANGED} BEGIN {own('OLD', '-')} {members_of('OLD', '-')} {own('NEW', '+')} "
+     f"{members_of('NEW', '+')} END"),
     f"CREATE TRIGGER image_counts_member_insert AFTER INSERT ON image_members BEGIN {member('NEW', '+')} END",
     f"CREATE TRIGGER image_counts_member_delete AFTER DELETE ON image_members BEGIN {member('OLD', '-')} END",
-    f"CREATE TRIGGER image_counts_member_update AFTER UPDATE OF image_id, account_id, status ON image_members "
-    f"WHEN {MEMBER_CHANGED} BEGIN {member('OLD', '-')} {member('NEW', '+')} END",
+    (f"CREATE TRIGGER image_counts_member_update AFTER UPDATE OF image_id, account_id, status ON image_members "
+     f"WHEN {MEMBER_CHANGED} BEGIN {member('OLD', '-')} {member('NEW', '+')} END"),
 ]
 
 POSTGRES_TRIGGERS = [
@@ -99,27 +99,27 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$""",
-    "CREATE TRIGGER image_counts_image_insert AFTER INSERT ON images FOR EACH ROW "
-    "EXECUTE FUNCTION image_counts_on_image()",
-    "CREATE TRIGGER image_counts_image_delete BEFORE DELETE ON images FOR EACH ROW "
-    "EXECUTE FUNCTION image_counts_on_image()",
-    "CREATE TRIGGER image_counts_image_update AFTER UPDATE OF visibility, owner_id, region, kind, id ON images "
-    f"FOR EACH ROW WHEN ({IMAGE_CHANGED}) EXECUTE FUNCTION image_counts_on_image()",
-    "CREATE TRIGGER image_counts_member_change AFTER INSERT OR DELETE ON image_members FOR EACH ROW "
-    "EXECUTE FUNCTION image_counts_on_member()",
-    "CREATE TRIGGER image_counts_member_update AFTER UPDATE OF image_id, account_id, status ON image_members "
-    f"FOR EACH ROW WHEN ({MEMBER_CHANGED}) EXECUTE FUNCTION image_counts_on_member()",
+    ("CREATE TRIGGER image_counts_image_insert AFTER INSERT ON images FOR EACH ROW "
+     "EXECUTE FUNCTION image_counts_on_image()"),
+    ("CREATE TRIGGER image_counts_image_delete BEFORE DELETE ON images FOR EACH ROW "
+     "EXECUTE FUNCTION image_counts_on_image()"),
+    ("CREATE TRIGGER image_counts_image_update AFTER UPDATE OF visibility, owner_id, region, kind, id ON images "
+     f"FOR EACH ROW WHEN ({IMAGE_CHANGED}) EXECUTE FUNCTION image_counts_on_image()"),
+    ("CREATE TRIGGER image_counts_member_change AFTER INSERT OR DELETE ON image_members FOR EACH ROW "
+     "EXECUTE FUNCTION image_counts_on_member()"),
+    ("CREATE TRIGGER image_counts_member_update AFTER UPDATE OF image_id, account_id, status ON image_members "
+     f"FOR EACH ROW WHEN ({MEMBER_CHANGED}) EXECUTE FUNCTION image_counts_on_member()"),
 ]
 
 BACKFILL = [
-    f"INSERT INTO image_counts ({COLUMNS}) SELECT region, "
-    "CASE WHEN visibility = 'PUBLIC' THEN 'PUBLIC' ELSE 'OWNED' END, "
-    "CASE WHEN visibility = 'PUBLIC' THEN '' ELSE owner_id END, '', kind, count(*) FROM images "
-    "GROUP BY region, CASE WHEN visibility = 'PUBLIC' THEN 'PUBLIC' ELSE 'OWNED' END, "
-    "CASE WHEN visibility = 'PUBLIC' THEN '' ELSE owner_id END, kind",
-    f"INSERT INTO image_counts ({COLUMNS}) SELECT i.region, 'SHARED', m.account_id, m.status, i.kind, count(*) "
-    "FROM image_members m JOIN images i ON i.id = m.image_id "
-    "WHERE i.visibility <> 'PUBLIC' AND m.account_id <> i.owner_id GROUP BY i.region, m.account_id, m.status, i.kind",
+    (f"INSERT INTO image_counts ({COLUMNS}) SELECT region, "
+     "CASE WHEN visibility = 'PUBLIC' THEN 'PUBLIC' ELSE 'OWNED' END, "
+     "CASE WHEN visibility = 'PUBLIC' THEN '' ELSE owner_id END, '', kind, count(*) FROM images "
+     "GROUP BY region, CASE WHEN visibility = 'PUBLIC' THEN 'PUBLIC' ELSE 'OWNED' END, "
+     "CASE WHEN visibility = 'PUBLIC' THEN '' ELSE owner_id END, kind"),
+    (f"INSERT INTO image_counts ({COLUMNS}) SELECT i.region, 'SHARED', m.account_id, m.status, i.kind, count(*) "
+     "FROM image_members m JOIN images i ON i.id = m.image_id "
+     "WHERE i.visibility <> 'PUBLIC' AND m.account_id <> i.owner_id GROUP BY i.region, m.account_id, m.status, i.kind"),
 ]
 
 
