@@ -21,9 +21,12 @@ def tables() -> dict[str, str]:
 
 def render(readme: str) -> str:
     for name, table in tables().items():
+        def splice(m: re.Match[str], t: str = table) -> str:
+            return m.group(1) + t + m.group(2)
+
         readme = re.sub(
             rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)",
-            lambda m, t=table: m.group(1) + t + m.group(2),
+            splice,
             readme,
             flags=re.DOTALL,
         )

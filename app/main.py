@@ -71,7 +71,7 @@ class GraphQLApp(GraphQL[Context, None]):
         unset: UnsetType = UNSET
         return unset
 
-    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:  # type: ignore[override]
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         state = request.scope.get("state", {})
         return Context(
             services=self.runtime.services,

@@ -17,6 +17,7 @@ from app.api.errors import (
     payload,
     query_errors,
 )
+from app.db.repositories.images import AccountRecord
 from app.db.tables import Account as AccountRow
 from app.db.tables import ApiToken as ApiTokenRow
 from app.domain import enums as d
@@ -31,7 +32,7 @@ class Account(Node):
     created_at: datetime
 
     @classmethod
-    def of(cls, row: AccountRow) -> Account:
+    def of(cls, row: AccountRow | AccountRecord) -> Account:
         return cls(id=strawberry.ID(row.id), name=row.name, role=d.AccountRole(row.role), created_at=row.created_at)
 
 
@@ -159,7 +160,7 @@ class AccountQueries:
     def viewer(self) -> Viewer:
         return Viewer()
 
-    @strawberry.field(description="Administrators only.")
+    @strawberry.field(description="Administrators only.")  # type: ignore[untyped-decorator]
     async def accounts(self, info: Info, first: int | None = None, after: str | None = None) -> AccountConnection:
         with query_errors():
             rows, has_next, total = await info.context.services.accounts.list_accounts(info.context.me, first, after)

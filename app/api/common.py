@@ -9,24 +9,38 @@ from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, Selection
 
 from app.domain import enums as d
 
-AccountRole = strawberry.enum(d.AccountRole)
-ImageVisibility = strawberry.enum(
-    d.ImageVisibility,
-    description="How an image relates to the caller.",
-)
-ImageKind = strawberry.enum(d.ImageKind)
-ImageStatus = strawberry.enum(d.ImageStatus)
-DiskFormat = strawberry.enum(d.DiskFormat)
-BootMode = strawberry.enum(d.BootMode)
-OsType = strawberry.enum(d.OsType)
-DiskRole = strawberry.enum(d.DiskRole)
-OriginType = strawberry.enum(d.OriginType)
-MemberStatus = strawberry.enum(d.MemberStatus)
-OrderDirection = strawberry.enum(d.OrderDirection)
-ImageOrderField = strawberry.enum(d.ImageOrderField)
-QuotaResource = strawberry.enum(d.QuotaResource)
-JobStatus = strawberry.enum(d.JobStatus)
-JobType = strawberry.enum(d.JobType)
+# strawberry.enum marks the domain's enums as GraphQL enums and returns them unchanged; the
+# aliases keep the annotations plain classes for mypy.
+strawberry.enum(d.AccountRole)
+strawberry.enum(d.ImageVisibility, description="How an image relates to the caller.")
+strawberry.enum(d.ImageKind)
+strawberry.enum(d.ImageStatus)
+strawberry.enum(d.DiskFormat)
+strawberry.enum(d.BootMode)
+strawberry.enum(d.OsType)
+strawberry.enum(d.DiskRole)
+strawberry.enum(d.OriginType)
+strawberry.enum(d.MemberStatus)
+strawberry.enum(d.OrderDirection)
+strawberry.enum(d.ImageOrderField)
+strawberry.enum(d.QuotaResource)
+strawberry.enum(d.JobStatus)
+strawberry.enum(d.JobType)
+AccountRole = d.AccountRole
+ImageVisibility = d.ImageVisibility
+ImageKind = d.ImageKind
+ImageStatus = d.ImageStatus
+DiskFormat = d.DiskFormat
+BootMode = d.BootMode
+OsType = d.OsType
+DiskRole = d.DiskRole
+OriginType = d.OriginType
+MemberStatus = d.MemberStatus
+OrderDirection = d.OrderDirection
+ImageOrderField = d.ImageOrderField
+QuotaResource = d.QuotaResource
+JobStatus = d.JobStatus
+JobType = d.JobType
 
 
 @strawberry.interface

@@ -20,7 +20,9 @@ from app.compute.tables import Volume as VolumeRow
 from app.domain import compute as c
 from app.domain import enums as d
 
-ServerStatus = strawberry.enum(c.ServerStatus)
+# strawberry.enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
+strawberry.enum(c.ServerStatus)
+ServerStatus = c.ServerStatus
 
 
 def _volumes_loader(info: Info) -> DataLoader[str, list[VolumeRow]]:
@@ -82,7 +84,7 @@ class Volume(Node):
             kms_key_id=strawberry.ID(row.kms_key_id) if row.kms_key_id else None, created_at=row.created_at, row=row,
         )
 
-    @strawberry.field(description="The image this volume was created from, if any and if still visible.")
+    @strawberry.field(description="The image this volume was created from, if any and if still visible.")  # type: ignore[untyped-decorator]
     async def source_image_id(self, info: Info) -> strawberry.ID | None:
         return await _visible_source(info, self.row.source_image_id)
 
@@ -105,7 +107,7 @@ class Server(Node):
     async def source_image_id(self, info: Info) -> strawberry.ID | None:
         return await _visible_source(info, self.row.source_image_id)
 
-    @strawberry.field(description="System disk first, then data disks.")
+    @strawberry.field(description="System disk first, then data disks.")  # type: ignore[untyped-decorator]
     async def volumes(self, info: Info) -> list[Volume]:
         rows = await _volumes_loader(info).load(self.row.id)
         return [Volume.of(r) for r in rows]

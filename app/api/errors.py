@@ -58,9 +58,13 @@ ERROR_TYPES: tuple[type, ...] = (
 )
 
 
+def _id(value: str | None) -> strawberry.ID | None:
+    return None if value is None else strawberry.ID(value)
+
+
 def to_graphql(exc: e.ImsError) -> Any:
     if isinstance(exc, e.NotFound):
-        return NotFoundError(code=exc.code, message=exc.message, resource_id=exc.resource_id)
+        return NotFoundError(code=exc.code, message=exc.message, resource_id=_id(exc.resource_id))
     if isinstance(exc, e.Invalid):
         return ValidationError(code=exc.code, message=exc.message, field=exc.field)
     if isinstance(exc, e.Forbidden):
@@ -72,7 +76,7 @@ def to_graphql(exc: e.ImsError) -> Any:
     if isinstance(exc, e.LimitExceeded):
         return LimitExceededError(code=exc.code, message=exc.message, limit=exc.limit)
     if isinstance(exc, e.KmsKeyProblem):
-        return KmsKeyError(code=exc.code, message=exc.message, key_id=exc.key_id)
+        return KmsKeyError(code=exc.code, message=exc.message, key_id=_id(exc.key_id))
     raise TypeError(f"unmapped error {type(exc).__name__}")
 
 

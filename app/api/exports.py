@@ -21,7 +21,9 @@ from app.api.jobs import Job
 from app.domain import enums as d
 from app.services.exports import ExportRequest
 
-ExportFormat = strawberry.enum(d.ExportFormat)
+# strawberry.enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
+strawberry.enum(d.ExportFormat)
+ExportFormat = d.ExportFormat
 
 
 @strawberry.input
@@ -59,7 +61,7 @@ ExportImageListPayload = Annotated[
 
 @strawberry.type
 class ExportMutations:
-    @strawberry.mutation(description="Export a private image into a bucket of the caller in its region; the job's "
+    @strawberry.mutation(description="Export a private image into a bucket of the caller in its region; the job's "  # type: ignore[untyped-decorator]
                                      "`object` is the file once it ends.")
     async def export_image(self, info: Info, input: ExportImageInput) -> ExportImagePayload:
         request = ExportRequest(image_id=str(input.image_id), bucket=input.bucket, key=input.key,
@@ -71,7 +73,7 @@ class ExportMutations:
 
         return await payload((NotFoundError, ValidationError, ForbiddenError, ConflictError, NotSupportedError), run())
 
-    @strawberry.mutation(description="Write the caller's PUBLIC or PRIVATE images of a region as a CSV file; the "
+    @strawberry.mutation(description="Write the caller's PUBLIC or PRIVATE images of a region as a CSV file; the "  # type: ignore[untyped-decorator]
                                      "job's `object` is the file once it ends.")
     async def export_image_list(self, info: Info, input: ExportImageListInput) -> ExportImageListPayload:
         async def run() -> ExportJobSuccess:

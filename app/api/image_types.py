@@ -24,7 +24,7 @@ from app.api.compute_types import Backup, backup_loader
 from app.api.context import Info
 from app.api.errors import query_errors
 from app.api.scalars import BigInt
-from app.db.repositories.images import MemberRow, VisibleImage
+from app.db.repositories.images import AccountRecord, ImageRecord, MemberRow, VisibleImage
 from app.db.tables import Account as AccountRow
 from app.db.tables import Image as ImageRow
 from app.domain import enums as d
@@ -122,7 +122,7 @@ class ImageBase(Node):
     version: int
     created_at: datetime
     updated_at: datetime
-    row: strawberry.Private[ImageRow]
+    row: strawberry.Private[ImageRow | ImageRecord]
 
     @strawberry.field
     async def tags(self, info: Info) -> list[Tag]:
@@ -136,13 +136,13 @@ class PublicImage(ImageBase):
 
 @strawberry.type
 class PrivateImage(ImageBase):
-    owner_row: strawberry.Private[AccountRow]
+    owner_row: strawberry.Private[AccountRow | AccountRecord]
 
     @strawberry.field
     def owner(self) -> Account:
         return Account.of(self.owner_row)
 
-    @strawberry.field(description="The accounts this image is shared with.")
+    @strawberry.field(description="The accounts this image is shared with.")  # type: ignore[untyped-decorator]
     async def members(
         self, info: Info, status: list[MemberStatus] | None = None, first: int | None = None, after: str | None = None
     ) -> ImageMemberConnection:
@@ -165,7 +165,7 @@ class PrivateImage(ImageBase):
             total_count=len(rows),
         )
 
-    @strawberry.field(description="Set for FULL_ECS images.")
+    @strawberry.field(description="Set for FULL_ECS images.")  # type: ignore[untyped-decorator]
     async def backup(self, info: Info) -> Backup | None:
         if self.row.backup_id is None:
             return None
@@ -185,7 +185,7 @@ Image = Annotated[
 ]
 
 
-def _base_fields(row: ImageRow) -> dict[str, Any]:
+def _base_fields(row: ImageRow | ImageRecord) -> dict[str, Any]:
     os = None
     if row.os_type is not None:
         os = OperatingSystem(

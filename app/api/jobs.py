@@ -69,13 +69,13 @@ class Job(Node):
             started_at=row.started_at, finished_at=row.finished_at, row=row,
         )
 
-    @strawberry.field(description="Images the job creates or works on, as the caller sees them.")
+    @strawberry.field(description="Images the job creates or works on, as the caller sees them.")  # type: ignore[untyped-decorator]
     async def images(self, info: Info) -> list[Image]:
         views = await _image_loader(info).load_many(list(self.row.image_ids))
         me = info.context.me
         return [image_of(v, me) for v in views if v is not None]
 
-    @strawberry.field(description="The object an export job wrote.")
+    @strawberry.field(description="The object an export job wrote.")  # type: ignore[untyped-decorator]
     def object(self, info: Info) -> StoredObject | None:
         ref = StoredObjectRef.from_result(self.row.result)
         if ref is None or getattr(info.context.services, "object_urls", None) is None:
@@ -150,7 +150,7 @@ class JobNotFoundError(GraphQLError):
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
         description="The job now and at every change of status, step or progress, ending after SUCCESS or FAIL."
     )
     async def job_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[Job, None]:

@@ -69,7 +69,7 @@ class Region:
 
 @strawberry.type
 class CoreQueries:
-    @strawberry.field(description="Answers without a token.")
+    @strawberry.field(description="Answers without a token.")  # type: ignore[untyped-decorator]
     async def health(self, info: Info) -> Health:
         return Health(ok=await info.context.services.ping(), version=__version__)
 

@@ -24,14 +24,14 @@ class StoredObject:
     region: strawberry.Private[str | None]
     view: strawberry.Private[StoredObjectView]
 
-    @strawberry.field(description="`sha256:<hex>` of the object's bytes.")
+    @strawberry.field(description="`sha256:<hex>` of the object's bytes.")  # type: ignore[untyped-decorator]
     async def checksum(self, info: Info) -> str:
         if self.view.checksum:
             return self.view.checksum
         storage = info.context.services.storage
         return await storage.checksum(self.region or storage.default_region, self.view)
 
-    @strawberry.field(description="A time-limited URL that downloads the object without other credentials.")
+    @strawberry.field(description="A time-limited URL that downloads the object without other credentials.")  # type: ignore[untyped-decorator]
     def download_url(self, info: Info, expires_in_seconds: int | None = 3600) -> str:
         seconds = 3600 if expires_in_seconds is None else expires_in_seconds
         storage = info.context.services.storage

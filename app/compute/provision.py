@@ -24,7 +24,7 @@ from typing import Any
 from app.datastore.chunks import CHUNK_SIZE
 from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.datastore.tables import Manifest
-from app.db.repositories.images import VisibleImage
+from app.db.repositories.images import VisibleImageRow
 from app.db.tables import Image
 from app.domain.enums import DiskFormat, DiskRole, ImageStatus, ImageVisibility, MemberStatus
 from app.domain.images import Caller, is_licensed_platform
@@ -63,7 +63,7 @@ class PlannedDisk:
         return None if self.source is None else self.source.get("manifestId")
 
 
-def usable_image(view: VisibleImage | None, caller: Caller, image_id: str) -> Image:
+def usable_image(view: VisibleImageRow | None, caller: Caller, image_id: str) -> Image:
     """An image the caller may provision from: public, its own, or shared with it and
     ACCEPTED (a pending or rejected membership is as invisible as no image); ACTIVE."""
     if view is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import queue
 import threading
@@ -80,10 +81,10 @@ class SequentialHasher:
                 self._hash.update(piece)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
                 self._stopped = True
-                self._settle(lambda done=done, exc=exc: _set_exception(done, exc))
+                self._settle(functools.partial(_set_exception, done, exc))
                 continue
             del piece, item
-            self._settle(lambda done=done: _set_result(done))
+            self._settle(functools.partial(_set_result, done))
 
     def _settle(self, callback: Callable[[], object]) -> None:
         try:

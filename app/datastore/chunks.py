@@ -79,7 +79,7 @@ class PreparedChunk:
     """A chunk ready to store: `stored` is None (and `digest` too) for a zero chunk."""
 
     digest: str | None
-    stored: bytes | None
+    stored: bytes | bytearray | None  # a sealed chunk is built in a bytearray
 
 
 def chunk_key(digest: str) -> str:

@@ -88,7 +88,7 @@ def _seal_into(key: bytes, aad: bytes, plaintext: bytes) -> bytearray:
     return sealed
 
 
-def _open(cipher: AESGCM, aad: bytes, sealed: bytes) -> bytes:
+def _open(cipher: AESGCM, aad: bytes, sealed: bytes | bytearray) -> bytes:
     if len(sealed) < SEAL_OVERHEAD:
         raise InvalidTag
     view = memoryview(sealed)
@@ -100,7 +100,7 @@ def seal_chunk(data_key: bytes, key_id: str, index: int, plaintext: bytes) -> by
     return _seal_into(_checked(data_key), chunk_aad(key_id, index), plaintext)
 
 
-def open_chunk(data_key: bytes, key_id: str, index: int, sealed: bytes) -> bytes:
+def open_chunk(data_key: bytes, key_id: str, index: int, sealed: bytes | bytearray) -> bytes:
     """Decrypt one chunk sealed by `seal_chunk` with the same key, key id and index.
 
     Raises ChunkIntegrityError when anything differs; no plaintext is returned then.
@@ -153,7 +153,7 @@ class Opener(_DataKey):
         super().__init__(data_key, key_id)
         self._cipher = _cipher(self._key)
 
-    def open(self, index: int, sealed: bytes) -> bytes:
+    def open(self, index: int, sealed: bytes | bytearray) -> bytes:
         try:
             return _open(self._cipher, chunk_aad(self.key_id, index), sealed)
         except InvalidTag:

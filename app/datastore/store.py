@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -275,7 +275,7 @@ class ChunkStore:
 
     async def read(
         self, manifest_id: str, *, data_key: bytes | None = None, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The manifest's plaintext bytes, each chunk verified before any of it is yielded."""
         manifest, chunks = await self.load(manifest_id)
         store, bucket = self._where(manifest.region)

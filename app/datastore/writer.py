@@ -154,7 +154,7 @@ class _WriteRun:
         finally:
             self.slots.release()
 
-    async def store_chunk(self, digest: str, stored: bytes) -> None:
+    async def store_chunk(self, digest: str, stored: bytes | bytearray) -> None:
         key = chunk_key(digest)
         if self.sealer is None:
             # Sealed chunks have unique names (random nonces); only plain ones can exist.

@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import asyncpg
-from sqlalchemy import Connection, Engine, Executable, text
+from sqlalchemy import ClauseElement, Connection, Engine, Executable, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.compute.repository import ComputeRepository
 from app.db.repositories.accounts import AccountRepository
@@ -176,18 +177,20 @@ class GenericPlanReads:
         try:
             return await self._fetch(state.statement, args)  # once more, on a fresh connection
         except _Disconnected as exc:
-            raise exc.__cause__ from None  # type: ignore[misc]
+            assert exc.__cause__ is not None  # _fetch raises it from the driver's error
+            raise exc.__cause__ from None
 
     async def _fetch(self, statement: str, args: list[Any]) -> Sequence[Sequence[Any]]:
         async with self.engine.connect() as connection:
             raw = await connection.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+            driver: asyncpg.Connection = raw.driver_connection
             sync_engine = self.engine.sync_engine
             if sync_engine.dispatch.before_cursor_execute:
                 for listener in sync_engine.dispatch.before_cursor_execute:
                     listener(connection.sync_connection, None, statement, tuple(args), None, False)
             try:
-                return await driver.fetch(statement, *args)
+                records: list[asyncpg.Record] = await driver.fetch(statement, *args)
+                return records
             except (*_DISCONNECTED, asyncpg.exceptions.InterfaceError) as exc:
                 # An InterfaceError is also how asyncpg refuses an argument: a disconnection
                 # only when the connection is closed.
@@ -204,10 +207,15 @@ class GenericPlanReads:
         if found is None:
             if len(self._statements) >= _COMPILED_STATEMENTS:
                 self._statements.clear()
+            # A select() or text(): what Database.reads is given, and what compiles to SQL.
+            assert isinstance(stmt, ClauseElement)
             compiled = stmt.compile(dialect=self.engine.dialect)
+            assert isinstance(compiled, SQLCompiler)
             # `_bind_processors` is what SQLAlchemy's own execution applies (default.py):
             # tuple-valued ones belong to tuple IN lists, which these statements do not use.
-            processors = {name: fn for name, fn in compiled._bind_processors.items() if callable(fn)}
+            processors: dict[str, Callable[[Any], Any]] = {
+                name: fn for name, fn in compiled._bind_processors.items() if callable(fn)
+            }
             found = self._statements[stmt] = (compiled, processors)
         return found
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from app.db.repositories.accounts import authenticate, read_account
+from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
@@ -75,7 +76,7 @@ class AccountService:
                 await uow.commit()
         return Caller(account.id, account.name, account.role)
 
-    async def get(self, account_id: str) -> Account:
+    async def get(self, account_id: str) -> AccountRecord:
         account = await read_account(self.db.reads, account_id)
         if account is None:
             raise NotFound("ACCOUNT_NOT_FOUND", resource_id=account_id)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.compute.provision import licensed_origin
-from app.db.repositories.images import VisibleImage
+from app.db.repositories.images import VisibleImageRow
 from app.db.tables import Image, Job
 from app.db.uow import Database
 from app.domain.enums import ExportFormat, ImageKind, ImageStatus, ImageVisibility, JobType
@@ -112,7 +112,7 @@ class ExportService:
         return job
 
     @staticmethod
-    def _check_image(view: VisibleImage | None, caller: Caller, image_id: str) -> Image:
+    def _check_image(view: VisibleImageRow | None, caller: Caller, image_id: str) -> Image:
         if view is None:
             raise NotFound("IMAGE_NOT_FOUND", resource_id=image_id)
         image = view.image

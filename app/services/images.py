@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,7 +205,10 @@ class ImageService:
             await uow.commit()
         return await self.get(caller, image_id)
 
-    async def delete(self, caller: Caller, image_ids: list[str], delete_backups: bool = False) -> list[str]:
+    # builtins.list: in this class, `list` names the method above.
+    async def delete(
+        self, caller: Caller, image_ids: builtins.list[str], delete_backups: bool = False
+    ) -> builtins.list[str]:
         """Delete a batch atomically: every image passes every check, or nothing is deleted."""
         ids = validate_batch(image_ids, "input.ids")
         async with self.db.uow(caller.account_id) as uow:

@@ -15,7 +15,7 @@ bytes that are stored.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -105,7 +105,7 @@ async def ingest(
     await progress(0.0, "inspecting the file")
     inspector, verdict, inspected, head_digest = await _inspect_head(source, bucket, key, size, declared)
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         done = 0
         reported = 0.0
         head = hashlib.sha256()

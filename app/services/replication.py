@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.db.repositories.images import ImageRepository, VisibleImage
+from app.db.repositories.images import ImageRepository, VisibleImage, VisibleImageRow
 from app.db.tables import Image, Job
 from app.db.types import new_id, utcnow
 from app.db.uow import Database, UnitOfWork
@@ -232,7 +232,7 @@ class ReplicationService:
     # ---------------------------------------------------------------- rules
 
     @staticmethod
-    def _check_source(view: VisibleImage | None, caller: Caller, request: ReplicationRequest) -> Image:
+    def _check_source(view: VisibleImageRow | None, caller: Caller, request: ReplicationRequest) -> Image:
         if view is None:
             raise NotFound("IMAGE_NOT_FOUND", resource_id=request.image_id)
         rel = relation(view, caller)

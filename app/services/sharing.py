@@ -20,6 +20,8 @@ serializes writers anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy.exc import DBAPIError
 
 from app.db.repositories.images import MemberRow, VisibleImage
@@ -211,7 +213,7 @@ class SharingService:
         return [rows[(i, caller.account_id)] for i in images]
 
     async def _set_statuses(self, uow: UnitOfWork, caller: Caller, images: list[str],
-                            views: dict[str, VisibleImage], status: MemberStatus) -> None:
+                            views: Mapping[str, VisibleImage], status: MemberStatus) -> None:
         now = utcnow()
         for image_id in images:
             membership = views[image_id].membership

@@ -16,7 +16,7 @@ Errors raised by adapters (all subclasses of `StorageError`):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -90,7 +90,7 @@ class ObjectStore(Protocol):
         instead of hashing every byte again. ValueError when it is not 64 lowercase hex digits."""
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         """Store `data` atomically and durably; returns its size and sha256 checksum.
 
@@ -111,7 +111,7 @@ class ObjectStore(Protocol):
 
     def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Yield the object's bytes (or the range) in pieces of at most READ_PIECE_BYTES."""
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo | None: ...

@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat as stat_mode
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,7 +115,7 @@ class FilesystemObjectStore:
             raise
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
@@ -144,7 +144,7 @@ class FilesystemObjectStore:
 
     async def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         validate_bucket_name(bucket)
         validate_key(key)
         if offset < 0 or (length is not None and length < 0):
@@ -272,7 +272,7 @@ class FilesystemObjectStore:
         return file, Path(name)
 
     def _put_bytes(
-        self, bucket: str, key: str, data: bytes, digest: str | None, durable: bool
+        self, bucket: str, key: str, data: bytes | bytearray, digest: str | None, durable: bool
     ) -> ObjectInfo:
         file, tmp_path = self._begin_put(bucket, key)
         try:

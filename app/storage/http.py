@@ -137,12 +137,12 @@ async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
         return PlainTextResponse("no such object", status_code=404)
     now = await _stat(store, bucket, key)
     if now is None or (now.size, now.last_modified) != (info.size, info.last_modified):
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         return None
     if len(first) >= length:
         # The whole answer is read (small objects, e.g. image lists): its file or connection is
         # let go now rather than when a response that may never run its body ends.
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         return Response(first, status_code=status, headers=headers, media_type=_OCTETS)
     return StreamingResponse(
         _body(first, stream), status_code=status, headers=headers, media_type=_OCTETS

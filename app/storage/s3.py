@@ -13,7 +13,7 @@ import hashlib
 import io
 import itertools
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,7 +119,7 @@ class S3ObjectStore:
         )
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         validate_bucket_name(bucket)
         validate_key(key)
@@ -152,7 +152,7 @@ class S3ObjectStore:
 
     async def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         validate_bucket_name(bucket)
         validate_key(key)
         if offset < 0 or (length is not None and length < 0):
@@ -226,7 +226,7 @@ class S3ObjectStore:
         return result.etag
 
     def _put_bytes(
-        self, bucket: str, key: str, data: bytes, digest: str | None
+        self, bucket: str, key: str, data: bytes | bytearray, digest: str | None
     ) -> tuple[str, str | None]:
         """The object's sha256 (hex) and its ETag."""
         if digest is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +47,7 @@ class FileStore:
         return await self.put_bytes(bucket, key, b"".join(parts), sha256=sha256)
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         return await asyncio.to_thread(self._put, bucket, key, data)
 
@@ -59,7 +59,7 @@ class FileStore:
 
     async def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         data = await self.get_bytes(bucket, key)
         stop = len(data) if length is None else min(len(data), offset + length)
         for start in range(offset, stop, PIECE):
@@ -92,7 +92,7 @@ class FileStore:
             raise InvalidNameError(key)
         return self._bucket_dir(bucket).joinpath(*parts)
 
-    def _put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+    def _put(self, bucket: str, key: str, data: bytes | bytearray) -> ObjectInfo:
         if not self._bucket_dir(bucket).is_dir():
             raise NoSuchBucketError(bucket)
         path = self._path(bucket, key)

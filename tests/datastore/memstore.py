@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -66,7 +66,7 @@ class MemoryStore:
         return await self.put_bytes(bucket, key, b"".join(parts), sha256=sha256)
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         self.calls["put"] += 1
         self._bucket(bucket)
@@ -94,7 +94,7 @@ class MemoryStore:
 
     async def open_stream(
         self, bucket: str, key: str, *, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         data = self._object(bucket, key)[0]
         stop = len(data) if length is None else min(len(data), offset + length)
         for start in range(offset, stop, PIECE):

@@ -36,7 +36,7 @@ class WatchingStore(MemoryStore):
     ahead: list[int]
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         self.ahead.append(self.source.pulled - self.calls["put"])
         return await super().put_bytes(bucket, key, data, sha256=sha256, durable=durable)
@@ -77,7 +77,7 @@ async def test_reader_reads_ahead_a_bounded_number_of_chunks(store: MemoryStore)
 
 class FailingStore(MemoryStore):
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         if self.calls["put"] == 2:
             raise OSError("disk full")
@@ -181,7 +181,7 @@ class SyncRecordingStore(MemoryStore):
         self.fail_sync = fail_sync
 
     async def put_bytes(
-        self, bucket: str, key: str, data: bytes, *, sha256: str | None = None, durable: bool = True
+        self, bucket: str, key: str, data: bytes | bytearray, *, sha256: str | None = None, durable: bool = True
     ) -> ObjectInfo:
         self.durable_puts.append(durable)
         return await super().put_bytes(bucket, key, data, sha256=sha256, durable=durable)

@@ -25,7 +25,7 @@ class AccountRepository:
         return await self.session.get(Account, account_id)
 
     async def get_by_name(self, name: str) -> Account | None:
-        return (await self.session.execute(select(Account).where(Account.name == name))).scalar_one_or_none()
+        return (await self.session.execute(select(Account).where(col(Account.name) == name))).scalar_one_or_none()
 
     async def get_many(self, ids: list[str]) -> dict[str, Account]:
         if not ids:
@@ -40,7 +40,7 @@ class AccountRepository:
     async def page(self, first: int, after: str | None) -> tuple[list[Account], bool, int]:
         stmt = select(Account).order_by(Account.id).limit(first + 1)
         if after:
-            stmt = stmt.where(Account.id > after)
+            stmt = stmt.where(col(Account.id) > after)
         rows = list((await self.session.execute(stmt)).scalars())
         total = (await self.session.execute(select(func.count()).select_from(Account))).scalar_one()
         return rows[:first], len(rows) > first, total
@@ -137,7 +137,7 @@ def _statements() -> tuple[Select[Any], Select[Any]]:
     t = ApiToken.__table__.c  # type: ignore[attr-defined]
     token = (
         select(a.id, a.name, a.role, a.created_at, t.id, t.last_used_at)
-        .join_from(Account.__table__, ApiToken.__table__, t.account_id == a.id)  # type: ignore[arg-type]
+        .join_from(Account.__table__, ApiToken.__table__, t.account_id == a.id)  # type: ignore[attr-defined]
         .where(t.token_hash == bindparam("token_hash"),
                or_(t.expires_at.is_(None), t.expires_at > bindparam("now", type_=t.expires_at.type)))
     )

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Integer,
     Select,
@@ -312,7 +313,7 @@ def page_statement(s: Shape) -> Select[Any] | None:
     for branch, guard in parts:
         if s.cursor:
             value = bindparam("cursor_value", type_=_cursor_type(s.field))
-            last = bindparam("cursor_id")
+            last: BindParameter[Any] = bindparam("cursor_id")
             # The bare bound on the key lets the index seek to the cursor: under the OR alone
             # SQLite (and PostgreSQL's plan) walk the index from its start, and page 1000 of
             # 100,000 images cost 2.9× page 1.
@@ -331,8 +332,8 @@ def page_statement(s: Shape) -> Select[Any] | None:
     arms = union_all(*limited).subquery("arms")
     ordered = ((arms.c.sort_key.asc(), arms.c.id.asc()) if s.ascending
                else (arms.c.sort_key.desc(), arms.c.id.desc()))
-    ids = select(arms.c.id, arms.c.sort_key).order_by(*ordered).limit(_limit())
-    ids = ids.cte("page_ids").prefix_with("MATERIALIZED")
+    ids = (select(arms.c.id, arms.c.sort_key).order_by(*ordered).limit(_limit())
+           .cte("page_ids").prefix_with("MATERIALIZED"))
     page = Image.__table__.alias("page")  # type: ignore[attr-defined]
     owner = Account.__table__.alias("owner")  # type: ignore[attr-defined]
     mine = ImageMember.__table__.alias("my_membership")  # type: ignore[attr-defined]
@@ -393,7 +394,7 @@ def counters_sum(s: Shape) -> Any:
     if ImageVisibility.SHARED in s.visibility and s.shared:
         scopes.append([c.scope == "SHARED", c.account_id == bindparam("caller"),
                        c.member_status.in_(_in("member_statuses"))])
-    terms = []
+    terms: list[ColumnElement[Any]] = []
     for conds in scopes:
         conds = [c.region == bindparam("region"), *conds]
         if s.kinds:
@@ -406,7 +407,7 @@ def counters_sum(s: Shape) -> Any:
 
 
 def count_expression(s: Shape) -> Any:
-    counts = [select(func.count()).select_from(b.subquery()).scalar_subquery() for b, _ in branches(s)]
+    counts: list[ColumnElement[Any]] = [select(func.count()).select_from(b.subquery()).scalar_subquery() for b, _ in branches(s)]
     total = counts[0]
     for c in counts[1:]:
         total = total + c

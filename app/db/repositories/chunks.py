@@ -56,7 +56,7 @@ def _claim_statements(dialect: str, region: str, digests: list[str], now: dateti
 _chunks = Chunk.__table__.c  # type: ignore[attr-defined]
 #: One reference fewer on a chunk (executemany: one row of parameters per distinct digest).
 _RELEASE_CHUNK = (
-    update(Chunk.__table__).where(_chunks.region == bindparam("r"), _chunks.digest == bindparam("d"))  # type: ignore[arg-type]
+    update(Chunk.__table__).where(_chunks.region == bindparam("r"), _chunks.digest == bindparam("d"))  # type: ignore[attr-defined]
     .values(refcount=_chunks.refcount - 1, touched_at=bindparam("now"))
 )
 
@@ -66,7 +66,7 @@ def _reference_statement(dialect: str) -> Any:
     """One reference more on a chunk, creating its row if no claim did (executemany); the claim
     made the row with size 0 before the upload, and the size is known now."""
     insert = _insert_for(dialect)
-    stmt = insert(Chunk.__table__).values(  # type: ignore[arg-type]
+    stmt = insert(Chunk.__table__).values(  # type: ignore[attr-defined]
         region=bindparam("region"), digest=bindparam("digest"), size=bindparam("size"), refcount=1,
         touched_at=bindparam("touched_at"),
     )
@@ -104,7 +104,7 @@ class ChunkRepository:
         return await self.session.get(Manifest, manifest_id)
 
     async def chunk_list(self, manifest_id: str) -> list[tuple[int, str | None, int]]:
-        stmt = select(ManifestChunk.idx, ManifestChunk.digest, ManifestChunk.length).where(
+        stmt = select(col(ManifestChunk.idx), col(ManifestChunk.digest), col(ManifestChunk.length)).where(
             col(ManifestChunk.manifest_id) == manifest_id
         ).order_by(col(ManifestChunk.idx))
         return [(r[0], r[1], r[2]) for r in await self.session.execute(stmt)]
@@ -124,13 +124,13 @@ class ChunkRepository:
             .values(refcount=col(Manifest.refcount) - 1).execution_options(synchronize_session=False)
         )
         row = (await self.session.execute(
-            select(Manifest.refcount, Manifest.region).where(col(Manifest.id) == manifest_id)
+            select(col(Manifest.refcount), col(Manifest.region)).where(col(Manifest.id) == manifest_id)
         )).first()
         if row is None or row[0] > 0:
             return False
         region = row[1]
         counts = (await self.session.execute(
-            select(ManifestChunk.digest, func.count()).where(
+            select(col(ManifestChunk.digest), func.count()).where(
                 col(ManifestChunk.manifest_id) == manifest_id, col(ManifestChunk.digest).is_not(None)
             ).group_by(col(ManifestChunk.digest))
         )).all()
@@ -143,7 +143,7 @@ class ChunkRepository:
         return True
 
     async def collectable(self, region: str, cutoff: datetime, limit: int) -> list[str]:
-        stmt = select(Chunk.digest).where(
+        stmt = select(col(Chunk.digest)).where(
             col(Chunk.region) == region, col(Chunk.refcount) <= 0, col(Chunk.touched_at) < cutoff
         ).limit(limit)
         return [r[0] for r in await self.session.execute(stmt)]
@@ -152,7 +152,7 @@ class ChunkRepository:
         """Lock the chunk's row if it is still unreferenced and untouched since `cutoff`. The
         caller deletes the object and then the row in this same transaction, so a writer's
         claim waits for both (on SQLite the write lock serializes them the same way)."""
-        stmt = select(Chunk.digest).where(and_(
+        stmt = select(col(Chunk.digest)).where(and_(
             col(Chunk.region) == region, col(Chunk.digest) == digest,
             col(Chunk.refcount) <= 0, col(Chunk.touched_at) < cutoff,
         )).with_for_update()
@@ -174,7 +174,7 @@ class ChunkRepository:
         found: set[str] = set()
         for batch in _batches(digests):
             rows = await self.session.execute(
-                select(Chunk.digest).where(col(Chunk.region) == region, col(Chunk.digest).in_(batch))
+                select(col(Chunk.digest)).where(col(Chunk.region) == region, col(Chunk.digest).in_(batch))
             )
             found.update(r[0] for r in rows)
         return found

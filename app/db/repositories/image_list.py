@@ -106,7 +106,7 @@ class ListRange:
 
 
 def count_rows(connection: Connection, scope: ListRange) -> int:
-    stmt = select(func.count()).select_from(Image.__table__).where(*scope.conditions())
+    stmt = select(func.count()).select_from(Image.__table__).where(*scope.conditions())  # type: ignore[attr-defined]
     return int(connection.execute(stmt).scalar_one())
 
 

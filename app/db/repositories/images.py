@@ -98,6 +98,15 @@ class VisibleImage:
         return self.owner.name
 
 
+@dataclass(frozen=True)
+class VisibleImageRow(VisibleImage):
+    """A `VisibleImage` read as ORM instances (`get_visible`, `get_many_visible`): what a unit
+    of work changes and the services' rules take."""
+
+    image: Image
+    owner: Account
+
+
 class Membership(Protocol):
     """What reading a membership needs: an `ImageMember` row, or a `MemberFields`."""
 
@@ -260,12 +269,12 @@ class ImageRepository:
 
     # ---------------------------------------------------------------- reads
 
-    def _visible_select(self) -> Select[Any]:
+    def _visible_select(self) -> Select[Image, Account, ImageMember]:
         m, o = self._member, self._owner
         return (
             select(Image, o, m)
-            .join(o, o.id == col(Image.owner_id))
-            .outerjoin(m, and_(m.image_id == col(Image.id), m.account_id == self.caller_id))
+            .join(o, col(o.id) == col(Image.owner_id))
+            .outerjoin(m, and_(col(m.image_id) == col(Image.id), col(m.account_id) == self.caller_id))
         )
 
     async def page(
@@ -301,18 +310,18 @@ class ImageRepository:
         return or_(
             col(Image.visibility) == "PUBLIC",
             col(Image.owner_id) == self.caller_id,
-            self._member.account_id.is_not(None),
+            col(self._member.account_id).is_not(None),
         )
 
-    async def get_visible(self, image_id: str, *, for_update: bool = False) -> VisibleImage | None:
+    async def get_visible(self, image_id: str, *, for_update: bool = False) -> VisibleImageRow | None:
         """The image if the caller may see it: public, owned, or shared with it in any status."""
         stmt = self._visible_select().where(col(Image.id) == image_id, self._may_see())
         if for_update:
             stmt = stmt.with_for_update(of=Image)
         row = (await self.session.execute(stmt)).first()
-        return VisibleImage(row[0], row[1], row[2]) if row else None
+        return VisibleImageRow(row[0], row[1], row[2]) if row else None
 
-    async def get_many_visible(self, ids: list[str], *, for_update: bool = False) -> dict[str, VisibleImage]:
+    async def get_many_visible(self, ids: list[str], *, for_update: bool = False) -> dict[str, VisibleImageRow]:
         if not ids:
             return {}
         stmt = self._visible_select().where(col(Image.id).in_(ids), self._may_see())
@@ -320,7 +329,7 @@ class ImageRepository:
             # Rows are locked in id order: two batches naming the same images in different
             # orders then queue behind each other instead of deadlocking.
             stmt = stmt.order_by(col(Image.id)).with_for_update(of=Image)
-        return {r[0].id: VisibleImage(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()}
+        return {r[0].id: VisibleImageRow(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()}
 
     # ---------------------------------------------------------------- writes
 

@@ -254,5 +254,5 @@ class JobRepository:
 
 async def job_counts(session: AsyncSession) -> list[tuple[str, str, int]]:
     """(type, status, count) over every account: the jobs gauge of /metrics."""
-    stmt = select(Job.type, Job.status, func.count()).group_by(col(Job.type), col(Job.status))
+    stmt = select(col(Job.type), col(Job.status), func.count()).group_by(col(Job.type), col(Job.status))
     return [(t, s, int(n)) for t, s, n in await session.execute(stmt)]

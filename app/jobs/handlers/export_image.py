@@ -25,7 +25,7 @@ crash simply writes the object again. The result names the object, its size and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ async def _stream(
     padding = max(0, disk_size - manifest.size)
     total = max(1, manifest.size + padding)
 
-    async def pieces() -> AsyncIterator[bytes]:
+    async def pieces() -> AsyncGenerator[bytes, None]:
         done = 0
         async with aclosing(chunks.read(manifest.id)) as stream:
             async for piece in stream:

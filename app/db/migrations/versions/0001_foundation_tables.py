@@ -8,7 +8,7 @@ Create Date: 2026-11-26 16:34:48.882632
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 import app.db.types
