@@ -199,7 +199,8 @@ def test_page_lines_are_what_the_csv_writer_writes(private: bool) -> None:
     from app.db.repositories.image_list import ListPage
     from app.services.image_list import _page_csv
 
-    records, expected = [], []
+    records = []
+    expected: list[tuple[str | int, ...]] = []
     for number, text in enumerate(HOSTILE):
         other = HOSTILE[-1 - number]
         disks = None if number % 3 else '[{"role": "SYSTEM", "sizeGb": 7}, {"role": "DATA", "sizeGb": 5}]'

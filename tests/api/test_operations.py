@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,7 +252,7 @@ async def user_server(w: World, c: ImsClient) -> Any:
     made = await c.create_server(input=CreateServerInput(name="web-1", imageId=image.id,
                                                          dataDisks=[DataDiskInput(sizeGb=2)]))
     assert made.create_server.typename__ == "CreateServerSuccess"
-    return made.create_server.server  # type: ignore[union-attr]
+    return made.create_server.server
 
 
 async def new_server_input(w: World, _c: ImsClient) -> dict[str, Any]:
@@ -281,7 +281,7 @@ def given_input(make: Callable[[World], Any]) -> Kwargs:
 async def user_key(c: ImsClient, alias: str = "ops-key") -> str:
     made = await c.create_kms_key(input=CreateKmsKeyInput(alias=alias))
     assert made.create_kms_key.typename__ == "KmsKeySuccess"
-    return str(made.create_kms_key.key.id)  # type: ignore[union-attr]
+    return str(made.create_kms_key.key.id)
 
 
 def with_key(make: Callable[[str, World], Any]) -> Kwargs:
@@ -488,4 +488,5 @@ async def test_job_updated_subscription_through_the_generated_client(
     updates = ws.job_updated(id=job_id)
     first = await updates.__anext__()
     assert (first.job_updated.id, first.job_updated.type_, first.job_updated.status) == (job_id, "REPLICATE_IMAGE", "INIT")
+    assert isinstance(updates, AsyncGenerator)  # the generated client types it AsyncIterator
     await updates.aclose()

@@ -35,6 +35,7 @@ async def test_an_image_of_a_partly_written_volume_exports_the_whole_disk(
     made = await services.server_images.from_volume(caller(owner), volume.id, NewImage("img", ImageKind.DATA_DISK))
     await run_jobs(services)
     image = await load_image(db, made.image_ids[0])
+    assert image is not None
     assert (image.status, image.virtual_size_bytes, image.disks[0]["storedBytes"]) == ("ACTIVE", GiB, MiB)
     await services.storage.create_bucket(caller(owner), "exports", None)
     jobs = []
@@ -50,6 +51,7 @@ async def test_an_image_of_a_partly_written_volume_exports_the_whole_disk(
         whole.update(zeros)
     whole.update(bytes(3 * MiB))
     assert raw_job.status == "SUCCESS", raw_job.error_message
+    assert raw_job.result is not None
     assert (raw_job.result["size"], raw_job.result["checksum"]) == (GiB, "sha256:" + whole.hexdigest())
     info = await store.stat("exports", "disk.RAW")
     assert info is not None and info.size == GiB

@@ -183,6 +183,9 @@ class Machine:
     #: The identities of the chunks its earlier backups hold.
     backed_up: set[object] = field(default_factory=set)
 
+    def digests(self) -> list[str]:
+        return [d.digest() for d in self.disks]
+
 
 #: Fresh chunks written into every disk per trial, within its first WRITE_SPAN chunks: enough
 #: data for each backup job to verify that a kill can land while it runs.
@@ -236,7 +239,7 @@ class FullEcs:
             for disk in machine.disks:
                 await self._write(lab, disk, CHUNKS_PER_TRIAL)
         # Hashed before the jobs start, off the loop: a blocked loop could not watch for kills.
-        digests = [await asyncio.to_thread(lambda m=m: [d.digest() for d in m.disks]) for m in self.machines]
+        digests = [await asyncio.to_thread(m.digests) for m in self.machines]
         jobs = []
         for machine, expected in zip(self.machines, digests, strict=True):
             job_id, image_id = await image_job(lab, "createImageFromServer",

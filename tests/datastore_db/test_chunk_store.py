@@ -52,7 +52,7 @@ async def read_all(cs: ChunkStore, manifest_id: str, key: bytes | None = None) -
 
 async def refcounts(db: Database) -> dict[str, int]:
     async with db.uow(write=False) as uow:
-        rows = await uow.session.execute(select(Chunk.digest, Chunk.refcount))
+        rows = await uow.session.execute(select(col(Chunk.digest), col(Chunk.refcount)))
         return {d: n for d, n in rows}
 
 
@@ -136,7 +136,7 @@ async def test_sealed_manifest_round_trip_and_tamper(db: Database, fs_store: Fil
     assert await read_all(cs, m.id, key.plaintext) == data
     assert "plaintext" not in repr(key) and key.plaintext.hex() not in repr(key)
     [obj, *_] = await fs_store.list_objects(service_bucket(REGION), prefix=CHUNK_PREFIX)
-    path = fs_store._root / service_bucket(REGION) / obj.key  # type: ignore[attr-defined]
+    path = fs_store._root / service_bucket(REGION) / obj.key
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 1
     path.write_bytes(bytes(raw))
@@ -147,7 +147,7 @@ async def test_sealed_manifest_round_trip_and_tamper(db: Database, fs_store: Fil
 async def test_orphan_objects_are_adopted_then_collected(db: Database, fs_store: FilesystemObjectStore) -> None:
     bucket = service_bucket(REGION)
     await fs_store.put_bytes(bucket, CHUNK_PREFIX + "ab" * 32, b"left by a crashed writer")
-    path = fs_store._root / bucket / CHUNK_PREFIX / ("ab" * 32)  # type: ignore[attr-defined]
+    path = fs_store._root / bucket / CHUNK_PREFIX / ("ab" * 32)
     old = path.stat().st_mtime - 7200
     os.utime(path, (old, old))
     cs = chunk_store(db, fs_store, grace=timedelta(hours=1))

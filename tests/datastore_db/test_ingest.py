@@ -120,7 +120,7 @@ async def test_a_file_replaced_after_its_inspection_is_refused(tmp_path: Path, d
                      data_key=None, progress=_noop)
     assert refused.value.code == "OBJECT_NOT_FOUND"
     await store.put_bytes("uploads", "disk.qcow2", safe)
-    swaps = []
+    swaps: list[float] = []
 
     async def overwrite_once_inspected(fraction: float, step: str) -> None:
         if step == "storing the image data" and not swaps:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from app.bootstrap import Runtime
 from app.config import Settings
@@ -25,9 +26,9 @@ async def test_concurrent_bootstraps_make_one_admin_with_one_working_token(db: D
     )
     assert len({a.id for a in admins}) == 1
     async with db.uow(write=False) as uow:
-        accounts = (await uow.session.execute(select(func.count()).select_from(Account).where(Account.name == "admin"))).scalar_one()
+        accounts = (await uow.session.execute(select(func.count()).select_from(Account).where(col(Account.name) == "admin"))).scalar_one()
         tokens = (await uow.session.execute(
-            select(func.count()).select_from(ApiToken).where(ApiToken.account_id == admins[0].id))).scalar_one()
+            select(func.count()).select_from(ApiToken).where(col(ApiToken.account_id) == admins[0].id))).scalar_one()
     assert (accounts, tokens) == (1, 1)
     caller = await services[0].authenticate("ims_race-token")
     assert caller is not None and caller.account_id == admins[0].id and caller.role == "ADMIN"

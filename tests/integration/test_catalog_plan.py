@@ -4,12 +4,14 @@ see catalog_sql), and read from the `image_counts` rows when none does."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Connection, Select, event
 from sqlalchemy.dialects import postgresql
 
 from app.config import Settings
@@ -119,8 +121,14 @@ async def test_sqlite_plan_reads_an_image_list_page_by_its_own_index(db: Databas
         connection = await uow.session.connection()
         result = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled),
                                                   tuple(compiled.params[k] for k in compiled.positiontup or ()))
-        details = [str(row[3]) for row in result.all()]
+        # SQLAlchemy 2.1 types exec_driver_sql's rows as one column (CursorResult[Any]).
+        details = [str(row[3]) for row in result.all()]  # type: ignore[misc]
     assert any(d.startswith(f"SEARCH images USING INDEX {index} ") for d in details), details
+
+
+def _rows_as_lists(stmt: Select[Any]) -> Callable[[Connection], list[list[Any]]]:
+    """A read for `Database.reads.run`: the statement's rows, as lists."""
+    return lambda connection: [list(row) for row in connection.execute(stmt)]
 
 
 @pytest.mark.parametrize("visibility", ["PRIVATE", "PUBLIC"])
@@ -148,9 +156,9 @@ async def test_an_image_list_page_read_as_json_holds_the_rows_of_the_page_statem
     relations = visibility == "PRIVATE"
     scope = rows_sql.ListRange(ImageVisibility(visibility), "region-1", alice.id)
     for limit in (4, 100):
-        page = await db.reads.run(lambda c, limit=limit: rows_sql.read_page(c, scope, limit, with_relations=relations))
-        expected = await db.reads.run(
-            lambda c, limit=limit: [list(row) for row in c.execute(rows_sql.page_statement(scope, limit, with_relations=relations))])
+        page = await db.reads.run(functools.partial(rows_sql.read_page, scope=scope, limit=limit,
+                                                    with_relations=relations))
+        expected = await db.reads.run(_rows_as_lists(rows_sql.page_statement(scope, limit, with_relations=relations)))
         if relations:
             for row in expected:
                 row[-2:] = [sorted(orjson.loads(row[-2])), sorted(orjson.loads(row[-1]))]
@@ -192,8 +200,9 @@ async def test_image_list_pages_walk_every_row_once_across_ties_on_the_time(db: 
     for limit in (1, 2, 4):
         walked, after = [], None
         while True:
-            page = await db.reads.run(lambda c, after=after, limit=limit: rows_sql.read_page(
-                c, rows_sql.ListRange(ImageVisibility.PRIVATE, "region-1", alice.id, after), limit))
+            page = await db.reads.run(functools.partial(
+                rows_sql.read_page, scope=rows_sql.ListRange(ImageVisibility.PRIVATE, "region-1", alice.id, after),
+                limit=limit))
             if not page.count:
                 break
             walked += [row[0] for row in page.rows()]

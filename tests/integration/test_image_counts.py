@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, insert, select, update
+from sqlmodel import col
 
 from app.db.tables import Account, Image, ImageCount, ImageMember
 from app.db.types import new_id, utcnow
@@ -104,24 +105,24 @@ async def test_counters_follow_every_change_of_images_and_memberships(db: Databa
             elif op == "share":
                 image = rng.choice(images)
                 # Any account, the owner and members of public images included: those never count.
-                taken = set((await s.execute(select(ImageMember.account_id).where(
-                    ImageMember.image_id == image))).scalars())
+                taken = set((await s.execute(select(col(ImageMember.account_id)).where(
+                    col(ImageMember.image_id) == image))).scalars())
                 free = [a for a in accounts if a not in taken]
                 if free:
                     await s.execute(insert(ImageMember), [{
                         "image_id": image, "account_id": a, "status": rng.choice(STATUSES), "created_at": now,
                         "updated_at": now} for a in rng.sample(free, min(len(free), rng.randint(1, 3)))])
             elif op == "status":
-                await s.execute(update(ImageMember).where(ImageMember.image_id == rng.choice(images))
+                await s.execute(update(ImageMember).where(col(ImageMember.image_id) == rng.choice(images))
                                 .values(status=rng.choice(STATUSES)))
             elif op == "unshare":
-                await s.execute(delete(ImageMember).where(ImageMember.image_id == rng.choice(images),
-                                                          ImageMember.account_id == rng.choice(accounts)))
+                await s.execute(delete(ImageMember).where(col(ImageMember.image_id) == rng.choice(images),
+                                                          col(ImageMember.account_id) == rng.choice(accounts)))
             elif op in ("publish", "reprivate"):
-                await s.execute(update(Image).where(Image.id == rng.choice(images))
+                await s.execute(update(Image).where(col(Image.id) == rng.choice(images))
                                 .values(visibility="PUBLIC" if op == "publish" else "PRIVATE"))
             elif op == "kind":
-                await s.execute(update(Image).where(Image.id == rng.choice(images)).values(kind=rng.choice(KINDS)))
+                await s.execute(update(Image).where(col(Image.id) == rng.choice(images)).values(kind=rng.choice(KINDS)))
             elif op in ("delete", "delete_many"):
                 gone = rng.sample(images, min(len(images), 1 if op == "delete" else 3))
                 # Memberships go by the foreign key's cascade.
@@ -129,22 +130,22 @@ async def test_counters_follow_every_change_of_images_and_memberships(db: Databa
             elif op == "drop_member_account":
                 # An account without images: its memberships go by cascade.
                 spare = accounts[4]
-                await s.execute(delete(Account).where(Account.id == spare))
+                await s.execute(delete(Account).where(col(Account.id) == spare))
                 await s.execute(insert(Account), [{"id": spare, "name": f"counts-{seed}-4", "role": "USER",
                                                    "created_at": now}])
             if rng.random() < 0.9:  # else the unit of work rolls back: so must the counters
                 await uow.commit()
         async with db.uow(write=False) as uow:
-            images = list((await uow.session.execute(select(Image.id).order_by(Image.id))).scalars())  # type: ignore[arg-type]
+            images = list((await uow.session.execute(select(col(Image.id)).order_by(col(Image.id)))).scalars())
         operations[op] = operations.get(op, 0) + 1
         if step % 40 == 39:
             assert await _check(db, accounts) == 5 * 2 * 4 * 3
     assert {"create", "share", "status", "unshare", "publish", "delete", "delete_many",
             "drop_member_account"} <= set(operations)
     async with db.uow(write=False) as uow:
-        rows = (await uow.session.execute(select(ImageCount.__table__))).all()  # type: ignore[attr-defined]
-    assert all(r.n >= 0 for r in rows)
-    assert sum(r.n for r in rows if r.scope in ("PUBLIC", "OWNED")) == len(images)
+        counters = (await uow.session.execute(select(ImageCount.__table__))).all()  # type: ignore[attr-defined]
+    assert all(r.n >= 0 for r in counters)
+    assert sum(r.n for r in counters if r.scope in ("PUBLIC", "OWNED")) == len(images)
 
 
 async def test_filtered_totals_still_count_rows(db: Database) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import col
 
 from app.db.engine import READS_APPLICATION_NAME
 from app.db.uow import Database, GenericPlanReads, SyncReads
@@ -138,10 +139,10 @@ async def test_rows_are_the_values_sqlalchemy_gives(db: Database) -> None:
     await share(db, image, bob, "ACCEPTED")
     shape, params = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), bob.id, 50, None, True,
                                      with_tags=True, with_members=True)
-    stmt = page_statement(shape)
-    assert stmt is not None
-    fast = await db.reads.rows(stmt, params)
-    expected = await db.reads.run(lambda connection: connection.execute(stmt, params).all())
+    page = page_statement(shape)
+    assert page is not None
+    fast = await db.reads.rows(page, params)
+    expected = await db.reads.run(lambda connection: connection.execute(page, params).all())
     assert len(fast) == len(expected) >= 1
     for got, want in zip(fast, expected, strict=True):
         assert tuple(got) == tuple(want)
@@ -176,7 +177,7 @@ async def test_a_bad_argument_is_raised_as_it_is_on_the_same_connection(db: Data
 
     pid = select(func.pg_backend_pid())
     [(before,)] = await db.reads.rows(pid, {})
-    stmt = select(Account.name).where(Account.id == bindparam("id"))  # type: ignore[arg-type]
+    stmt = select(col(Account.name)).where(col(Account.id) == bindparam("id"))
     executed: list[str] = []
 
     def record(*args: Any) -> None:
@@ -201,7 +202,7 @@ async def test_rows_retry_once_on_a_dead_pooled_connection(db: Database) -> None
 
     from app.db.tables import Account
 
-    stmt = select(Account.name).where(Account.id == account.id)  # type: ignore[arg-type]
+    stmt = select(col(Account.name)).where(col(Account.id) == account.id)
     assert [tuple(r) for r in await db.reads.rows(stmt, {})] == [("rows-survivor",)]
     async with db.engine.connect() as admin:
         killed = (await admin.execute(text(
@@ -223,14 +224,14 @@ async def test_rows_survive_every_pooled_connection_dying_at_once(db: Database) 
     account, _ = await make_account(db, "rows-restart")
     from app.db.tables import Account
 
-    stmt = select(Account.name, func.pg_sleep(0.05)).where(Account.id == account.id)  # type: ignore[arg-type]
+    stmt = select(col(Account.name), func.pg_sleep(0.05)).where(col(Account.id) == account.id)
     await asyncio.gather(*(db.reads.rows(stmt, {}) for _ in range(4)))  # four connections in the pool
     async with db.engine.connect() as admin:
         killed = (await admin.execute(text(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name = :app AND datname = current_database()"), {"app": READS_APPLICATION_NAME})).scalar_one()
     assert killed >= 2
-    names = select(Account.name).where(Account.id == account.id)  # type: ignore[arg-type]
+    names = select(col(Account.name)).where(col(Account.id) == account.id)
     for _ in range(4):
         assert [tuple(r) for r in await db.reads.rows(names, {})] == [("rows-restart",)]
 
@@ -246,7 +247,7 @@ async def test_the_catalog_page_names_its_limit(db: Database) -> None:
     shape, params = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-x", 50, None, True)
     stmt = page_statement(shape)
     assert stmt is not None
-    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):
+    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):  # type: ignore[no-untyped-call]
         state = stmt.compile(dialect=dialect).construct_expanded_state(params, escape_names=False)
         # Three arms and the page; SQLite's SHARED arm guards its LIMIT (GuardedLimit).
         plain, guarded = (4, 0) if dialect.name == "postgresql" else (3, 1)
@@ -266,7 +267,7 @@ def test_the_shared_arm_first_asks_whether_the_caller_has_any_membership() -> No
     shape, _ = shape_and_params(ImageQuery(region="region-1"), ImageOrder(), "acc-x", 50, None, True)
     stmt = page_statement(shape)
     assert stmt is not None
-    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):
+    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):  # type: ignore[no-untyped-call]
         sql = str(stmt.compile(dialect=dialect))
         check = sql.index("FROM image_members AS any_membership")
         arm = sql.index("JOIN image_members ON image_members.image_id = images.id")

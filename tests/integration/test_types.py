@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import insert, select
+from sqlmodel import col
 
 from app.db.tables import Account
 from app.db.uow import Database
@@ -21,8 +22,8 @@ async def test_datetimes_read_back_aware_in_utc(db: Database) -> None:
             {"id": k, "name": k, "role": "USER", "created_at": v} for k, v in moments.items()])
         await uow.commit()
     async with db.uow(write=False) as uow:
-        rows = dict((await uow.session.execute(
-            select(Account.id, Account.created_at).where(Account.id.in_(moments)))).all())  # type: ignore[attr-defined]
+        rows: dict[str, datetime] = dict((await uow.session.execute(
+            select(col(Account.id), col(Account.created_at)).where(col(Account.id).in_(moments)))).all())
     assert rows == moments
     assert all(v.tzinfo is UTC for v in rows.values())
     assert rows["acc-east"].hour == 21 and rows["acc-east"].day == 31  # 03:00 +05:30 is 21:30 UTC the day before
@@ -35,6 +36,6 @@ async def test_datetimes_read_on_the_read_pool_are_aware_in_utc(db: Database) ->
         await uow.session.execute(insert(Account), [{"id": "acc-pool", "name": "pool", "role": "USER",
                                                      "created_at": at}])
         await uow.commit()
-    stmt = select(Account.created_at).where(Account.id == "acc-pool")  # type: ignore[arg-type]
+    stmt = select(col(Account.created_at)).where(col(Account.id) == "acc-pool")
     got = await db.reads.run(lambda connection: connection.execute(stmt).scalar_one())
     assert got == at and got.tzinfo is UTC and got.hour == 12

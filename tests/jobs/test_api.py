@@ -7,7 +7,7 @@ import contextlib
 import json
 import struct
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import websocket  # websocket-client
@@ -69,7 +69,14 @@ def _ws_session(url: str, init: dict[str, Any], subscribe: dict[str, Any] | None
         ws.shutdown()  # type: ignore[no-untyped-call]
 
 
-async def ws_session(server: LiveServer, init: dict[str, Any], subscribe: dict[str, Any] | None = None) -> WsResult:
+class Served(Protocol):
+    """A running server: the tests' live app, or a real `ims serve` process."""
+
+    @property
+    def url(self) -> str: ...
+
+
+async def ws_session(server: Served, init: dict[str, Any], subscribe: dict[str, Any] | None = None) -> WsResult:
     return await asyncio.to_thread(_ws_session, server.url, init, subscribe)
 
 

@@ -97,7 +97,7 @@ async def wait_gone(pid: int) -> None:
         await asyncio.sleep(0.02)
 
 
-def worker_pids(rows: list[tuple[int, str, str]]) -> list[int]:
+def worker_pids(rows: list[tuple[int, str, str | None]]) -> list[int]:
     return [int(worker.split(":")[1]) for _, worker, _ in rows]
 
 

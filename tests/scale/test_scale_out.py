@@ -251,11 +251,11 @@ def test_two_apis_two_workers_one_killed(cluster: Cluster, tmp_path: Path) -> No
 
     everything = [j for j, _ in sources] + job_ids
     with engine.connect() as conn:
-        statuses = dict(conn.execute(text("SELECT id, status FROM jobs")).all())
-        successes = dict(conn.execute(text(
+        statuses: dict[str, str] = dict(conn.execute(text("SELECT id, status FROM jobs")).all())
+        successes: dict[str, int] = dict(conn.execute(text(
             "SELECT job_id, count(*) FROM job_attempts WHERE outcome = 'SUCCESS' GROUP BY job_id")).all())
         lost = conn.execute(text("SELECT count(*) FROM job_attempts WHERE outcome = 'LOST'")).scalar_one()
-        results = dict(conn.execute(text("SELECT id, result FROM jobs WHERE type = 'EXPORT_IMAGE'")).all())
+        results: dict[str, Any] = dict(conn.execute(text("SELECT id, result FROM jobs WHERE type = 'EXPORT_IMAGE'")).all())
         referenced = {r[0] for r in conn.execute(text("SELECT digest FROM chunks WHERE refcount > 0"))}
         known = {r[0] for r in conn.execute(text("SELECT digest FROM chunks"))}
         active = conn.execute(text("SELECT count(*) FROM images WHERE status = 'ACTIVE'")).scalar_one()

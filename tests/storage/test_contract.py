@@ -347,7 +347,7 @@ async def test_abandoned_stream_can_be_closed(store: ObjectStore, bucket: str) -
     await store.put_bytes(bucket, "ranged", RANGE_DATA)
     stream = store.open_stream(bucket, "ranged")
     first = await anext(stream)
-    await stream.aclose()  # type: ignore[attr-defined]
+    await stream.aclose()
     assert first == RANGE_DATA[: len(first)]
 
 
