@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 APT     := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-.PHONY: serve test system system-test assets venv schema bench bench-quick clean client client-venv ts-client
+.PHONY: serve test lint system system-test assets venv schema bench bench-quick clean client client-venv ts-client
 
 serve: system venv assets
 	$(BIN)/ims serve
@@ -16,6 +16,11 @@ serve: system venv assets
 # tests/clients compares a fresh generation with.
 test: system system-test venv assets client-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The style's static checks, with the versions pyproject.toml pins: ruff, then mypy strict.
+lint: venv
+	$(BIN)/ruff check app tests
+	$(BIN)/mypy app tests
 
 # System packages: qemu-img (conversions), Node.js/npm (GraphiQL assets), venv support.
 system:
@@ -87,4 +92,5 @@ bench-quick: venv
 	$(BIN)/python -m tests.bench.run --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CODEGEN_VENV) app/web/node_modules app/web/codegen/node_modules app/web/codegen/generated .pytest_cache
+	rm -rf $(VENV) $(CODEGEN_VENV) app/web/node_modules app/web/codegen/node_modules app/web/codegen/generated .pytest_cache \
+	  .mypy_cache .ruff_cache
