@@ -100,6 +100,7 @@ async def test_a_last_attempt_that_saved_the_image_before_its_worker_died_succee
         claim = await services.jobs.queue.claim(f"dead-{n}", 0.05 if n < MAX_ATTEMPTS - 1 else 30, types)
         assert claim is not None and claim.attempt == n + 1
     # The last attempt does the whole import, then its worker dies before recording SUCCESS.
+    assert claim is not None
     write = partial(services.jobs.queue.progress, job.id, f"dead-{MAX_ATTEMPTS - 1}")
     assert await import_image.handle(JobContext(claim.job, claim.attempt, services, write)) == {"imageId": image.id}
     async with db.uow() as uow:  # the lease lapses
