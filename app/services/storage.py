@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from app.db.tables import Bucket, ObjectChecksum
 from app.db.types import utcnow
@@ -38,11 +40,19 @@ class StoredObjectView:
     etag: str | None = None
 
 
+#: Objects a process hashes at once for their checksums (objects put straight into S3 have
+#: none recorded): a listing of 100 large objects must not read them all at once.
+CHECKSUM_CONCURRENCY = 2
+
+
 class StorageService:
     def __init__(self, db: Database, stores: dict[str, ObjectStore], default_region: str) -> None:
         self.db = db
         self.stores = stores
         self.default_region = default_region
+        self._hashing = asyncio.Semaphore(CHECKSUM_CONCURRENCY)
+        #: Hashes under way, by object version: requests for the same one share it.
+        self._inflight: dict[tuple[Any, ...], asyncio.Task[str]] = {}
 
     def store(self, region: str) -> ObjectStore:
         return self.stores[region]
@@ -146,14 +156,37 @@ class StorageService:
         were kept) is recomputed once the object has one."""
         if obj.checksum:
             return obj.checksum
+        if (known := await self._recorded(obj)) is not None:
+            return known
+        version = (region, obj.bucket, obj.key, obj.size, obj.modified_at, obj.etag)
+        task = self._inflight.get(version)
+        if task is None:
+            task = asyncio.create_task(self._hash_in_turn(region, obj))
+            self._inflight[version] = task
+            task.add_done_callback(lambda _done: self._inflight.pop(version, None))
+        # Shielded: a request that goes away does not cancel the others' answer.
+        return await asyncio.shield(task)
+
+    async def _hash_in_turn(self, region: str, obj: StoredObjectView) -> str:
+        async with self._hashing:
+            # Recorded by another process, or before this one waited its turn.
+            if (known := await self._recorded(obj)) is not None:
+                return known
+            return await self._hash(region, obj)
+
+    async def _recorded(self, obj: StoredObjectView) -> str | None:
         async with self.db.uow(write=False) as uow:
             known = await uow.storage.checksum(obj.bucket, obj.key)
         version = (obj.size, obj.modified_at, obj.etag)
         if known is not None and (known.size, known.modified_at, known.etag) == version:
             return known.checksum
+        return None
+
+    async def _hash(self, region: str, obj: StoredObjectView) -> str:
         digest = hashlib.sha256()
-        async for piece in self.stores[region].open_stream(obj.bucket, obj.key):
-            await asyncio.to_thread(digest.update, piece)
+        async with aclosing(self.stores[region].open_stream(obj.bucket, obj.key)) as pieces:
+            async for piece in pieces:
+                await asyncio.to_thread(digest.update, piece)
         checksum = f"sha256:{digest.hexdigest()}"
         info = ObjectInfo(obj.bucket, obj.key, obj.size, obj.modified_at, checksum, obj.etag)
         await self.record_checksum(obj.bucket, obj.key, info)

@@ -6,9 +6,11 @@ every store adapter and database backend."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 from app.db.tables import Bucket, ObjectChecksum
 from app.db.types import utcnow
 from app.db.uow import Database
-from app.services.storage import StorageService, StoredObjectView
+from app.services.storage import CHECKSUM_CONCURRENCY, StorageService, StoredObjectView
 from app.storage.base import ObjectStore
 from app.storage.filesystem import FilesystemObjectStore
 from tests.storage.conftest import FilesystemServer
@@ -121,3 +123,36 @@ async def test_a_checksum_recorded_at_upload_is_trusted_while_the_object_is_unch
     await service.record_checksum(bucket, KEY, replace(info, checksum=marker))
 
     assert await service.checksum(REGION, await listed(service, bucket)) == marker
+
+
+async def test_a_process_hashes_few_objects_at_once_and_each_once(
+    service: StorageService, store: ObjectStore, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing that asks the checksums of many objects nobody recorded does not read them
+    all at once (CHECKSUM_CONCURRENCY), and requests for the same object hash it once."""
+    contents = {f"dir/{n}.raw": os.urandom(256 * 1024) for n in range(6)}
+    for key, data in contents.items():
+        await store.put_bytes(bucket, key, data)
+    row = Bucket(name=bucket, account_id="acc-listing", region=REGION, created_at=utcnow())
+    views, _ = await service.list_objects(row, "dir/", None, None)
+    opened: list[str] = []
+    active, most = 0, 0
+    original = store.open_stream
+
+    async def counted(bucket_name: str, key: str, *args: object, **kwargs: object) -> AsyncGenerator[bytes, None]:
+        nonlocal active, most
+        opened.append(key)
+        active += 1
+        most = max(most, active)
+        try:
+            async for piece in original(bucket_name, key, *args, **kwargs):  # type: ignore[arg-type]
+                await asyncio.sleep(0.01)  # a slow store: the requests overlap
+                yield piece
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(store, "open_stream", counted)
+    got = await asyncio.gather(*(service.checksum(REGION, v) for v in [*views, *views]))
+    assert got == [sha256(contents[v.key]) for v in [*views, *views]]
+    assert most == CHECKSUM_CONCURRENCY
+    assert sorted(opened) == sorted(contents)  # each object read once
