@@ -21,7 +21,7 @@ from app.jobs.process import Message, ParentChannel, WorkerProcess
 from app.jobs.worker import WorkerPool
 from app.kms.envelope import load_root_key
 from app.kms.local import LocalKeyProvider
-from app.kms.port import KeyProvider
+from app.kms.port import KeyProvider, KmsSealError
 from app.metrics import Metrics, attach
 from app.services.registry import Services
 from app.storage.base import ObjectStore
@@ -41,9 +41,18 @@ def build_database(settings: Settings) -> Database:
 
 
 async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:
-    """The local KMS with the root key file (created 0600 at first start)."""
-    root_key = await asyncio.to_thread(load_root_key, settings.effective_kms_root_key_file)
-    return LocalKeyProvider(db, root_key)
+    """The local KMS with the root key file (created 0600 at first start, while no key is
+    stored). KmsSealError when the file is missing or does not open the stored keys."""
+    async with db.uow(write=False) as uow:
+        sealed = await uow.kms.any_key() is not None
+    path = settings.effective_kms_root_key_file
+    provider = LocalKeyProvider(db, await asyncio.to_thread(load_root_key, path, create=not sealed))
+    try:
+        await provider.check_root_key()
+    except KmsSealError as exc:
+        raise KmsSealError(f"the KMS root key file {path} is not the one the stored keys are sealed under "
+                           f"({exc})") from None
+    return provider
 
 
 def build_services(settings: Settings, db: Database, stores: dict[str, ObjectStore] | None = None,

@@ -30,13 +30,19 @@ _MATERIAL_AAD = b"ims-kms:material:v1:"
 _DATA_KEY_AAD = b"ims-kms:data-key:v1:"
 
 
-def load_root_key(path: Path) -> bytes:
-    """The root key in `path`; created with 32 random bytes, mode 0600, if missing.
+def load_root_key(path: Path, *, create: bool = True) -> bytes:
+    """The root key in `path`; created with 32 random bytes, mode 0600, if missing and `create`
+    (KmsSealError if missing otherwise: keys are sealed under the lost one).
 
     The file appears atomically (written beside it, then hard-linked into place), so
     processes starting together agree on one key and none reads a half-written file."""
     if path.exists():
         return _read_root_key(path)
+    if not create:
+        # A new root key would not open the stored keys: all data encrypted with them would
+        # become unreadable, and only each key's first use would tell.
+        raise KmsSealError(f"the KMS root key file {path} is missing but keys are sealed under a root key: "
+                           "restore it (or point IMS_KMS_ROOT_KEY_FILE at it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

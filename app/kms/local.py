@@ -67,6 +67,14 @@ class LocalKeyProvider:
     def __repr__(self) -> str:
         return "LocalKeyProvider(<root key hidden>)"
 
+    async def check_root_key(self) -> None:
+        """KmsSealError unless the root key opens the stored keys (tried on one of them), so a
+        wrong root key file stops the process at start, not each encrypted operation later."""
+        async with self.db.uow(write=False) as uow:
+            key = await uow.kms.any_key()
+        if key is not None:
+            self._sealer.unseal(key.id, key.sealed_material)
+
     # ---------------------------------------------------------------- management
 
     def _new_key(self, account_id: str, alias: str, description: str, *, is_default: bool) -> KmsKey:

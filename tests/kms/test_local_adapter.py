@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from app.bootstrap import build_key_provider
+from app.config import Settings
 from app.db.uow import Database
 from app.kms.envelope import RootSealer, load_root_key
 from app.kms.local import LocalKeyProvider
@@ -97,3 +99,41 @@ async def test_another_root_key_cannot_unseal(db: Database, root_key_file: Path,
     with pytest.raises(KmsSealError):
         await stranger.generate_data_key(alice.account_id, key.id)
     assert await provider.decrypt_data_key(alice.account_id, key.id, wrapped) == plaintext
+
+
+async def test_a_missing_root_key_file_is_refused_once_keys_exist(settings: Settings, db: Database) -> None:
+    """A lost root key file must not be replaced by a new key silently: every key sealed
+    under the old one, and all data encrypted with them, would be unreadable, and only the
+    first use of each would tell."""
+    path = settings.effective_kms_root_key_file
+    provider = await build_key_provider(settings, db)
+    alice = await caller(db)
+    key = await provider.create_key(alice, "k")
+    path.unlink()
+    with pytest.raises(KmsSealError, match="root key") as info:
+        await build_key_provider(settings, db)
+    assert str(path) in str(info.value)
+    assert not path.exists()
+    assert key.id  # the key's row is untouched, for the day the file is restored
+
+
+async def test_a_root_key_file_that_does_not_open_the_keys_is_refused(settings: Settings, db: Database) -> None:
+    path = settings.effective_kms_root_key_file
+    provider = await build_key_provider(settings, db)
+    await provider.create_key(await caller(db), "k")
+    replaced = path.with_name("replaced.key")
+    replaced.write_bytes(os.urandom(32))
+    os.chmod(replaced, 0o600)
+    os.replace(replaced, path)
+    with pytest.raises(KmsSealError, match="root key") as info:
+        await build_key_provider(settings, db)
+    assert str(path) in str(info.value)
+
+
+async def test_a_fresh_root_key_file_is_made_while_no_key_exists(settings: Settings, db: Database) -> None:
+    path = settings.effective_kms_root_key_file
+    assert not path.exists()
+    provider = await build_key_provider(settings, db)
+    await provider.create_key(await caller(db), "k")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    await build_key_provider(settings, db)  # the same file, which opens the key

@@ -42,6 +42,11 @@ class KmsRepository:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def any_key(self) -> KmsKey | None:
+        """Some key of any account (the oldest): whether material is sealed under the root key."""
+        stmt = select(KmsKey).order_by(col(KmsKey.created_at), col(KmsKey.id)).limit(1)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     async def get_by_alias(self, account_id: str, alias: str) -> KmsKey | None:
         stmt = select(KmsKey).where(col(KmsKey.account_id) == account_id, col(KmsKey.alias) == alias)
         return (await self.session.execute(stmt)).scalar_one_or_none()
