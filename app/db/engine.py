@@ -43,6 +43,11 @@ READ_POOL_SIZE, READ_POOL_OVERFLOW = 4, 4
 LISTEN_CONNECTIONS = 1
 PG_CONNECTIONS_PER_PROCESS = POOL_SIZE + POOL_OVERFLOW + READ_POOL_SIZE + READ_POOL_OVERFLOW + LISTEN_CONNECTIONS
 
+#: Options of every engine. A failing statement's error would otherwise print its bound
+#: parameters (wrapped data keys, sealed key material, token hashes), and unexpected errors
+#: are logged with their traceback: the SQL is enough to tell what failed.
+_COMMON: dict[str, Any] = {"json_deserializer": orjson.loads, "hide_parameters": True}
+
 
 def make_generic_plan_engine(url: str) -> AsyncEngine:
     """A small PostgreSQL pool for `GenericPlanReads`: its sessions keep one generic plan per
@@ -51,7 +56,7 @@ def make_generic_plan_engine(url: str) -> AsyncEngine:
     snapshot anyway). No pre-ping either: `GenericPlanReads.run` retries a read once on a fresh
     connection when the one it got was dead."""
     return create_async_engine(
-        url, pool_size=READ_POOL_SIZE, max_overflow=READ_POOL_OVERFLOW, isolation_level="AUTOCOMMIT", json_deserializer=orjson.loads,
+        url, pool_size=READ_POOL_SIZE, max_overflow=READ_POOL_OVERFLOW, isolation_level="AUTOCOMMIT", **_COMMON,
         connect_args={"server_settings": {"plan_cache_mode": "force_generic_plan",
                                           "default_transaction_read_only": "on",
                                           "application_name": READS_APPLICATION_NAME}},
@@ -63,14 +68,14 @@ def make_engine(url: str, *, echo: bool = False, writer: bool = False) -> AsyncE
     BEGIN IMMEDIATE: read-then-write transactions then queue for the write lock up
     front instead of failing with SQLITE_BUSY when another writer committed between."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, json_deserializer=orjson.loads)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **_COMMON)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if writer:
             event.listen(engine.sync_engine, "connect", _take_over_transactions)
             event.listen(engine.sync_engine, "begin", _begin_immediate)
         return engine
     return create_async_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
-                               json_deserializer=orjson.loads)
+                               **_COMMON)
 
 
 def sync_url(url: str) -> str:
@@ -88,7 +93,7 @@ def make_sync_read_engine(url: str, *, busy_timeout_ms: int = 30000, pool_size: 
     between the read threads (SQLite's own locking guards each; one thread uses one at a time)."""
     engine = create_engine(
         sync_url(url), connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
-        json_deserializer=orjson.loads, pool_size=pool_size, max_overflow=pool_size,
+        **_COMMON, pool_size=pool_size, max_overflow=pool_size,
     )
     event.listen(engine, "connect", partial(_sqlite_pragmas, busy_timeout_ms=busy_timeout_ms))
     event.listen(engine, "connect", _query_only)
@@ -100,7 +105,7 @@ def make_sync_write_engine(url: str, *, pool_size: int = 2) -> Engine:
     with BEGIN IMMEDIATE, as on the async writer engine."""
     engine = create_engine(
         sync_url(url), connect_args={"timeout": 30, "check_same_thread": False},
-        json_deserializer=orjson.loads, pool_size=pool_size, max_overflow=pool_size,
+        **_COMMON, pool_size=pool_size, max_overflow=pool_size,
     )
     event.listen(engine, "connect", _sqlite_pragmas)
     event.listen(engine, "connect", _take_over_transactions)

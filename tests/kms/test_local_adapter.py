@@ -12,13 +12,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from app.bootstrap import build_key_provider
 from app.config import Settings
+from app.datastore.store import DataKey, blank_manifest
+from app.datastore.tables import Manifest
 from app.db.uow import Database
 from app.kms.envelope import RootSealer, load_root_key
 from app.kms.local import LocalKeyProvider
 from app.kms.port import GrantOperation, KmsSealError
+from app.kms.tables import KmsKey
 from tests.kms.conftest import Clock
 from tests.kms.conftest import new_caller as caller
 
@@ -137,3 +141,38 @@ async def test_a_fresh_root_key_file_is_made_while_no_key_exists(settings: Setti
     await provider.create_key(await caller(db), "k")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     await build_key_provider(settings, db)  # the same file, which opens the key
+
+
+async def test_database_errors_do_not_carry_wrapped_keys_or_sealed_material(
+    db: Database, root_key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing statement's error names its bound parameters, and unexpected errors are
+    logged with their traceback (the job worker, MaskErrors): a manifest's wrapped data key or
+    a key's sealed material must not be among what they print."""
+    provider = LocalKeyProvider(db, load_root_key(root_key_file))
+    alice = await caller(db)
+    key = await provider.create_key(alice, "k")
+    plaintext, wrapped = await provider.generate_data_key(alice.account_id, key.id)
+    manifest = blank_manifest("region-1", DataKey(key.id, "dk-1", plaintext, wrapped))
+    async with db.uow() as uow:
+        await uow.chunks.add_manifest(manifest, [], {}, manifest.created_at)
+        row = await uow.kms.get_key(key.id)
+        assert row is not None
+        sealed = row.sealed_material
+        await uow.commit()
+    failures: list[Exception] = []
+    for again in (blank_manifest("region-1", DataKey(key.id, "dk-1", plaintext, wrapped)),
+                  KmsKey(**{**row.model_dump(), "alias": "k2"})):
+        again.id = manifest.id if isinstance(again, Manifest) else key.id
+        with pytest.raises(IntegrityError) as info:
+            async with db.uow() as uow:
+                uow.session.add(again)
+                await uow.session.flush()
+        logging.getLogger("test").error("unexpected error", exc_info=info.value)
+        failures.append(info.value)
+    texts = [str(e) for e in failures] + [caplog.text]
+    assert "INSERT" in caplog.text  # the errors are there, just not the secrets
+    for secret in (wrapped, sealed):
+        for form in _forms(secret):
+            for text in texts:
+                assert form not in text
