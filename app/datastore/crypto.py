@@ -5,7 +5,9 @@ id of its data key and to its position in the stream, so a chunk moved to anothe
 or read under another key id fails authentication, not only a chunk whose bytes changed.
 
 Nonces are random 96-bit values; NIST SP 800-38D allows 2**32 random-nonce encryptions per
-key, and one data key seals one image's chunks (a 128 GiB image is 32768 chunks), far below.
+key. One data key seals an image's chunks (a 128 GiB image is 32768 chunks) and, since servers
+and volumes made from an encrypted image reuse its wrapped key (DESIGN §1), every chunk later
+written to those disks: 2**32 chunks of 4 MiB would be 16 PiB sealed under one key.
 
 `Sealer` and `Opener` hold one data key (and its cipher context) for a whole stream; their
 repr never shows the key.
