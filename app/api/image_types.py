@@ -185,7 +185,10 @@ Image = Annotated[
 ]
 
 
-def _base_fields(row: ImageRow | ImageRecord) -> dict[str, Any]:
+def _base_fields(row: ImageRow | ImageRecord, owned: bool) -> dict[str, Any]:
+    """`owned`: the caller owns the image. The origin's ref names the owner's own resources
+    (the `bucket:key` it was uploaded to, a server, a volume, a source image): others see only
+    the origin's type."""
     os = None
     if row.os_type is not None:
         os = OperatingSystem(
@@ -204,7 +207,7 @@ def _base_fields(row: ImageRow | ImageRecord) -> dict[str, Any]:
             ImageDisk(role=d.DiskRole(x["role"]), size_gb=int(x["sizeGb"]), stored_bytes=x.get("storedBytes"))
             for x in row.disks
         ],
-        origin=ImageOrigin(type=d.OriginType(row.origin_type), ref=row.origin_ref),
+        origin=ImageOrigin(type=d.OriginType(row.origin_type), ref=row.origin_ref if owned else None),
         version=row.version, created_at=row.created_at, updated_at=row.updated_at, row=row,
     )
 
@@ -212,7 +215,7 @@ def _base_fields(row: ImageRow | ImageRecord) -> dict[str, Any]:
 def image_of(view: VisibleImage, caller: Caller) -> PublicImage | PrivateImage | SharedImage:
     """The union member the caller's relation to the image decides."""
     rel = relation(view, caller)
-    fields = _base_fields(view.image)
+    fields = _base_fields(view.image, owned=view.image.owner_id == caller.account_id)
     if rel is d.ImageVisibility.PUBLIC:
         return PublicImage(**fields)
     owner = AccountRef(id=strawberry.ID(view.image.owner_id), name=view.owner_name)

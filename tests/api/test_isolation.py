@@ -103,3 +103,23 @@ async def test_members_in_any_status_see_the_image_but_not_its_members(gql: Grap
     seen = await get_image(gql.as_(bob_t), image.id)
     assert seen is not None and seen["membership"]["status"] == "REJECTED"
     assert image.id not in await list_ids(gql.as_(bob_t))
+
+
+ORIGIN = "query($id: ID!) { image(id: $id) { __typename ... on ImageBase { origin { type ref } } } }"
+
+
+async def test_only_the_owner_sees_where_an_image_came_from(gql: GraphQLClient, db: Database) -> None:
+    """The origin's ref names the owner's own resources (`bucket:key` of an upload, a server,
+    a volume, a private source image): a member or any viewer of a public image sees the type."""
+    alice, alice_t = await make_account(db)
+    bob, bob_t = await make_account(db)
+    shared = await make_image(db, alice, origin_type="FILE", origin_ref="alice-private:payroll/q3.raw")
+    await share(db, shared, bob, "PENDING")
+    public = await make_image(db, alice, visibility="PUBLIC", origin_type="SERVER", origin_ref="srv-alicesserver")
+    for image, origin in ((shared, {"type": "FILE", "ref": "alice-private:payroll/q3.raw"}),
+                          (public, {"type": "SERVER", "ref": "srv-alicesserver"})):
+        owner_view = (await gql.as_(alice_t).execute(ORIGIN, {"id": image.id}))["image"]
+        assert owner_view["origin"] == origin
+        other_view = (await gql.as_(bob_t).execute(ORIGIN, {"id": image.id}))["image"]
+        assert other_view["__typename"] in ("SharedImage", "PublicImage")
+        assert other_view["origin"] == {"type": origin["type"], "ref": None}
