@@ -70,11 +70,17 @@ class StorageService:
         async with self.db.uow(caller.account_id) as uow:
             if await uow.storage.bucket(name) is not None:
                 raise Conflict("BUCKET_EXISTS")
+            store = self.stores[region]
+            # A bucket the store holds without a row is adopted only while empty (what a crash
+            # below leaves): one with objects was made outside the service (an operator's, on
+            # a shared S3), and taking it over would hand its objects to the caller.
+            if await store.bucket_exists(name) and await store.list_objects(name, limit=1):
+                raise Conflict("BUCKET_EXISTS")
             bucket = Bucket(name=name, account_id=caller.account_id, region=region, created_at=utcnow())
             await uow.storage.add_bucket(bucket)
             # The bucket exists in storage before the row commits: a crash between the two
             # leaves an empty bucket that a retry adopts, never a row without a bucket.
-            await self.stores[region].create_bucket(name)
+            await store.create_bucket(name)
             await uow.commit()
         return bucket
 
