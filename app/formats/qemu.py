@@ -6,8 +6,12 @@ and runs under CPU-time and address-space limits. Cancelling a call kills qemu-i
 
 Errors:
 
-    QemuImgError        qemu-img failed or was killed; `returncode`, `stderr_tail`
+    QemuImgError        qemu-img failed or was killed; `returncode`, `stderr_tail`,
+    │                   `out_of_space` (a full disk, not a bad file)
     └── ConversionError convert failed; the partial destination has been removed
+
+The stderr tail of a conversion names its files "source" and "target", not by their paths
+under the data directory: it reaches the job's error message, which the image's owner reads.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ _CREATE_OPTIONS: Final[dict[DiskFormat, tuple[str, ...]]] = {
 }
 
 _STDERR_TAIL: Final = 2000
+# qemu-img reports errno as strerror, in English under LC_ALL=C.
+_NO_SPACE: Final = ("No space left on device", "Disk quota exceeded")
+# A failed convert whose target's filesystem has less than this left ran out of space, even
+# when qemu-img does not say so (VHD: "Unable to create or write VHD header"; VMDK aborts on
+# an assertion).
+_FULL_BELOW: Final = 1024 * 1024
 _INFO_CPU_SECONDS: Final = 30
 
 # Applies the limits, then becomes qemu-img. An exec'd interpreter rather than a
@@ -71,10 +81,11 @@ _LIMITS_SHIM: Final = (
 class QemuImgError(Exception):
     """qemu-img exited with an error (or was killed by a resource limit)."""
 
-    def __init__(self, message: str, *, returncode: int | None, stderr_tail: str) -> None:
+    def __init__(self, message: str, *, returncode: int | None, stderr_tail: str, out_of_space: bool = False) -> None:
         super().__init__(f"{message}: {stderr_tail}" if stderr_tail else message)
         self.returncode = returncode
         self.stderr_tail = stderr_tail
+        self.out_of_space = out_of_space or any(text in stderr_tail for text in _NO_SPACE)
 
 
 class ConversionError(QemuImgError):
@@ -171,13 +182,25 @@ async def convert(
     try:
         await _run(args, cpu_seconds=cpu_seconds, memory_bytes=memory_bytes, what="convert")
     except QemuImgError as exc:
+        full = await asyncio.to_thread(_nearly_full, dst.parent)
         await _unlink(dst)
+        tail = exc.stderr_tail
+        for named, as_ in ((args[-2], "source"), (args[-1], "target"), (str(src), "source")):
+            tail = tail.replace(named, as_)
         raise ConversionError(
-            "qemu-img convert failed", returncode=exc.returncode, stderr_tail=exc.stderr_tail
+            "qemu-img convert failed", returncode=exc.returncode, stderr_tail=tail, out_of_space=full
         ) from exc
     except BaseException:
         await asyncio.shield(_unlink(dst))
         raise
+
+
+def _nearly_full(directory: Path) -> bool:
+    try:
+        found = os.statvfs(directory)
+    except OSError:
+        return False
+    return found.f_bavail * found.f_frsize < _FULL_BELOW
 
 
 async def info(

@@ -3,8 +3,10 @@
 A handler is `async def handler(ctx: JobContext) -> dict | None`: it does the work, reports
 `await ctx.progress(fraction, step)`, and returns the job's result (e.g. the object an export
 wrote: `{"bucket", "key", "size", "checksum"}`). It fails an expected way by raising
-`JobFailed(code, message)`; anything else fails the job as INTERNAL_ERROR with a masked
-message, the full error logged with the job id.
+`JobFailed(code, message)`; a full disk (ENOSPC or EDQUOT anywhere in the error's chain,
+qemu-img's included) fails it INSUFFICIENT_STORAGE; anything else fails the job as
+INTERNAL_ERROR with a masked message, the full error logged with the job id. Either way the
+failure hooks below reclaim what the job held.
 
 Handlers must be idempotent. A job is run again (up to MAX_ATTEMPTS times) when the worker
 running it stops renewing its lease, so a handler may find the work of an earlier, dead
@@ -29,6 +31,7 @@ the built-in ones and those named in IMS_TEST_JOB_HANDLERS.
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import logging
 import time
@@ -42,6 +45,7 @@ from app.db.uow import UnitOfWork
 from app.domain.enums import JobType
 from app.domain.jobs import PROGRESS_INTERVAL_SECONDS, STEP_MAX, clamp_progress
 from app.errors import CODES
+from app.formats.qemu import QemuImgError
 
 if TYPE_CHECKING:
     from app.services.registry import Services
@@ -68,6 +72,24 @@ class JobFailed(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+#: What a full filesystem (or a user's disk quota) raises.
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, is a full disk."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
+            return True
+        if isinstance(current, QemuImgError) and current.out_of_space:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class LeaseLost(Exception):

@@ -28,7 +28,7 @@ from typing import Any
 from app.db.repositories.jobs import Claim
 from app.domain.jobs import LEASE_SECONDS
 from app.http import request_id_var
-from app.jobs.registry import JobContext, JobFailed, LeaseLost, Registration
+from app.jobs.registry import JobContext, JobFailed, LeaseLost, Registration, out_of_space
 from app.services.registry import Services
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,11 @@ class Worker:
                 await self._succeed(ctx, run.registration, result)
                 return
             exc = TypeError(f"handler returned {type(result).__name__}, not a dict")
+        if out_of_space(exc):
+            log.error("job %s: out of disk space", ctx.job_id, exc_info=exc)
+            await self._fail(ctx, run.registration, "INSUFFICIENT_STORAGE",
+                             "The service ran out of disk space; nothing was kept. Try again later.")
+            return
         log.error("job %s: unexpected error", ctx.job_id, exc_info=exc)
         await self._fail(ctx, run.registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")
 

@@ -206,6 +206,8 @@ class DiskCopier:
                 await inspect_file_async(src, source_format)
                 await convert(src, source_format, dst, DiskFormat.RAW)
             except (FormatError, ConversionError) as exc:
+                if isinstance(exc, ConversionError) and exc.out_of_space:
+                    raise  # the disk is full, not the image at fault (the job says so)
                 raise CopyRefused("REPLICATE_CONVERSION_FAILED", f"Converting the image to raw failed: {exc}") from exc
             raw_size = (await asyncio.to_thread(dst.stat)).st_size
 

@@ -111,6 +111,22 @@ async def test_convert_failure_raises_and_removes_the_partial_file(tmp_path: Pat
     assert not dst.exists()
 
 
+async def test_convert_errors_name_no_path_of_the_host(tmp_path: Path) -> None:
+    """The stderr tail reaches job messages the image's owner reads: the files are "source"
+    and "target" there, not paths under the data directory."""
+    src = tmp_path / "garbage"
+    src.write_bytes(os.urandom(64 * 1024))
+
+    with pytest.raises(ConversionError) as caught:
+        await convert(src, DiskFormat.QCOW2, tmp_path / "dst.raw", DiskFormat.RAW)
+    assert "source" in caught.value.stderr_tail and str(tmp_path) not in str(caught.value)
+    assert not caught.value.out_of_space
+
+    with pytest.raises(ConversionError) as caught:  # the target cannot even be created
+        await convert(src, DiskFormat.RAW, tmp_path / "missing" / "dst.qcow2", DiskFormat.QCOW2)
+    assert "target" in caught.value.stderr_tail and str(tmp_path) not in str(caught.value)
+
+
 async def test_convert_runs_under_the_memory_limit(
     valid_images: dict[str, ValidImage], tmp_path: Path
 ) -> None:

@@ -145,6 +145,8 @@ async def _convert(
                 await inspect_file_async(src, source)
             await convert(src, source, dst, target)
         except (FormatError, ConversionError) as exc:
+            if isinstance(exc, ConversionError) and exc.out_of_space:
+                raise  # the disk is full, not the image at fault: INSUFFICIENT_STORAGE
             raise JobFailed("EXPORT_CONVERSION_FAILED", f"Converting the image to {target.value} failed: {exc}") from exc
         size = max(1, (await asyncio.to_thread(dst.stat)).st_size)
         base = READ_SHARE + CONVERT_SHARE

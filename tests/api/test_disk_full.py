@@ -1,0 +1,122 @@
+"""A full disk under the data directory, for real: a small tmpfs mounted where the jobs write
+(the conversions' `work/` directory, the filesystem object store's `objects/`). A job that
+runs out of space ends FAIL with a code that says so and keeps nothing: no temporary file,
+no partial object, no reference to the image's data, and an import's image KILLED.
+
+Mounting needs root (CI runs these tests as root); elsewhere they are skipped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.db.uow import Database
+from app.storage.factory import service_bucket
+from tests.api.replication_helpers import manifest, manifest_id, running_worker, wait_job
+from tests.api.test_export import bucket, export
+from tests.api.test_import import IMPORT, system_input, upload
+from tests.conftest import GraphQLClient
+from tests.factories import data_plane, make_account, make_image_with_data
+
+MiB = 1024 * 1024
+#: Incompressible, and all of it stored: a temporary copy costs its full 6 MiB.
+DATA = secrets.token_bytes(6 * MiB)
+
+
+def _mount_tmpfs(path: Path, size_mib: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)],
+                          check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_mib: int) -> Iterator[Path]:
+    _mount_tmpfs(path, size_mib)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def full_dir(settings: Settings, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """`work/` under the data directory, on a filesystem of `request.param` MiB (4 unless
+    parametrized)."""
+    with small_filesystem(settings.data_dir / "work", getattr(request, "param", 4)) as path:
+        yield path
+
+
+def files_in(path: Path) -> list[Path]:
+    """Files left under `path`, but for the scratch directories' lock files."""
+    return [p for p in path.rglob("*") if p.is_file() and p.name != ".lock"]
+
+
+async def test_an_export_that_fills_the_disk_fails_with_a_code_and_keeps_nothing(
+    gql: GraphQLClient, db: Database, settings: Settings, full_dir: Path
+) -> None:
+    """The temporary copy of the image (6 MiB) does not fit on the 4 MiB `work/`."""
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, DATA)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    payload = await export(q, image.id, key="disk.qcow2", format="QCOW2")
+    async with running_worker(settings, db):
+        job = await wait_job(q, payload["job"]["id"])
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "INSUFFICIENT_STORAGE"), job["error"]
+    assert str(settings.data_dir) not in job["error"]["message"]
+    assert files_in(full_dir) == []
+    chunks, _ = data_plane(db, settings)
+    assert await chunks.stores["region-1"].stat("exports", "disk.qcow2") is None
+    found = await manifest(db, manifest_id(image))
+    assert found is not None and found.refcount == 1  # the export's reference is let go of
+
+
+@pytest.mark.parametrize("full_dir", [6], indirect=True)
+@pytest.mark.parametrize("fmt", ["QCOW2", "VHD", "VMDK"])
+async def test_qemu_img_filling_the_disk_fails_the_export_with_the_same_code(
+    gql: GraphQLClient, db: Database, settings: Settings, full_dir: Path, fmt: str
+) -> None:
+    """The temporary copy fits on the 6 MiB `work/`; qemu-img's output does not (its stderr
+    says so, or it aborts after saying so: VMDK)."""
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, DATA)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    payload = await export(q, image.id, key="disk.out", format=fmt)
+    async with running_worker(settings, db):
+        job = await wait_job(q, payload["job"]["id"])
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "INSUFFICIENT_STORAGE"), job["error"]
+    assert files_in(full_dir) == []
+    found = await manifest(db, manifest_id(image))
+    assert found is not None and found.refcount == 1
+
+
+async def test_an_import_that_fills_the_object_store_kills_the_image_and_keeps_nothing(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
+    """The filesystem object store on 10 MiB: the 6 MiB upload fits, its chunks do not."""
+    with small_filesystem(settings.data_dir / "objects", 10) as objects:
+        chunks, _ = data_plane(db, settings)
+        await chunks.stores["region-1"].create_bucket(service_bucket("region-1"))  # hidden by the mount
+        _, token = await make_account(db)
+        q = gql.as_(token)
+        await upload(q, "uploads", "disk.raw", DATA)
+        payload = (await q.execute(IMPORT, {"input": system_input("uploads", "disk.raw")}))["importImage"]
+        assert payload["__typename"] == "ImageJobSuccess", payload
+        async with running_worker(settings, db):
+            job = await wait_job(q, payload["job"]["id"])
+        assert (job["status"], job["error"]["code"]) == ("FAIL", "INSUFFICIENT_STORAGE"), job["error"]
+        assert [i["status"] for i in job["images"]] == ["KILLED"]
+        # No half-written object; the chunks that fitted are unreferenced, for garbage collection.
+        assert files_in(objects / ".tmp") == []
