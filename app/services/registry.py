@@ -85,7 +85,7 @@ class Services:
             imports=ImportService(db, storage, key_provider, jobs),
             sharing=SharingService(db, key_provider),
             compute=ComputeService(db, chunks, key_provider, settings.regions, settings.data_dir / "work"),
-            server_images=ServerImageService(db, chunks, jobs),
+            server_images=ServerImageService(db, chunks, jobs, key_provider),
             replication=ReplicationService(db, key_provider, settings.regions, jobs),
             exports=ExportService(db, storage, jobs),
             image_list=ImageListService(db, storage, settings.regions, settings.default_region, jobs),

@@ -45,6 +45,7 @@ from app.domain.rules import (
 from app.errors import Conflict, Invalid, LimitExceeded, NotFound, NotSupported, register_codes
 from app.jobs.registry import JobFailed
 from app.jobs.service import JobService
+from app.kms.port import KeyProvider
 from app.services.quotas import check_creation_quotas
 
 register_codes({
@@ -99,10 +100,11 @@ def _disk_entry(volume: Volume, manifest: Manifest) -> dict[str, Any]:
 
 
 class ServerImageService:
-    def __init__(self, db: Database, chunks: ChunkStore, jobs: JobService) -> None:
+    def __init__(self, db: Database, chunks: ChunkStore, jobs: JobService, kms: KeyProvider) -> None:
         self.db = db
         self.chunks = chunks
         self.jobs = jobs
+        self.kms = kms
 
     # ---------------------------------------------------------------- requests
 
@@ -113,6 +115,23 @@ class ServerImageService:
         name, description = validate_name(spec.name), validate_description(spec.description)
         validate_ram(spec.min_ram_mb, spec.max_ram_mb)
         return name, description, validate_new_tags(spec.tags)
+
+    async def _require_keys(self, caller: Caller, server_id: str | None, volume_id: str | None,
+                            system_only: bool = False) -> None:
+        """The disks' keys must be usable now: imaging reads the disks, and a disabled or
+        pending-deletion key stops every read of its data (KmsKeyError). KMS calls open
+        transactions of their own, so this runs before the enqueuing one; a disk's key never
+        changes, and a disk missing here is refused there."""
+        async with self.db.uow(caller.account_id, write=False) as uow:
+            if server_id is not None:
+                volumes = (await uow.compute.volumes_of([server_id])).get(server_id, [])
+                volumes = volumes[:1] if system_only else volumes  # the image's disks only
+            else:
+                assert volume_id is not None
+                volume = await uow.compute.get_volume(volume_id)
+                volumes = [volume] if volume is not None else []
+        for key_id in sorted({v.kms_key_id for v in volumes if v.kms_key_id}):
+            await self.kms.require_decrypt(caller.account_id, key_id)
 
     async def _disks(self, uow: UnitOfWork, volumes: list[Volume]) -> list[dict[str, Any]]:
         """Take one reference to each volume's manifest; their disk entries."""
@@ -152,6 +171,7 @@ class ServerImageService:
         """A SYSTEM_DISK image of the server's system disk, or a FULL_ECS image of all its
         disks with a differential backup. It inherits the server's OS and licensed origin."""
         name, description, tags = self._check(spec, SERVER_IMAGE_KINDS)
+        await self._require_keys(caller, server_id, None, system_only=spec.kind is not ImageKind.FULL_ECS)
         async with self.db.uow(caller.account_id) as uow:
             server = await uow.compute.get_server(server_id, for_update=True)
             if server is None:
@@ -200,6 +220,7 @@ class ServerImageService:
             if spec.os is None:
                 raise Invalid("OS_REQUIRED", field="input.os")
             os = validate_os(spec.os)
+        await self._require_keys(caller, None, volume_id)
         async with self.db.uow(caller.account_id) as uow:
             volume = await uow.compute.get_volume(volume_id)
             if volume is None:

@@ -235,6 +235,40 @@ async def test_a_full_ecs_image_is_under_one_kms_key(gql: GraphQLClient, db: Dat
     assert (full_image["kind"], full_image["encrypted"], full_image["kmsKeyId"]) == ("FULL_ECS", True, image_key)
 
 
+async def test_a_disabled_or_pending_key_stops_images_of_its_disks(
+    gql: GraphQLClient, db: Database, settings: Settings,
+) -> None:
+    """Imaging reads the disks: under a disabled or pending-deletion key it is a KmsKeyError
+    and makes nothing; a data disk's key does not stop an image of the system disk alone;
+    re-enabling the key restores it."""
+    alice, alice_t = await make_account(db)
+    q = gql.as_(alice_t)
+    key = await make_kms_key(db, settings, alice)
+    plain = await quick_image(db, settings, alice)
+    server = (await create_server(q, imageId=plain.id, dataDisks=[{"sizeGb": 2}], kmsKeyId=key))["server"]
+    plain_server = (await create_server(q, imageId=plain.id))["server"]
+    data_volume = (await create_volume(q, sizeGb=1, kmsKeyId=key))["volume"]
+    disabling = await q.execute("mutation($k: ID!) { disableKmsKey(input: {keyId: $k}) { __typename } }", {"k": key})
+    assert disabling["disableKmsKey"]["__typename"] == "KmsKeySuccess"
+    before = await q.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } }")
+    disabled = err("KmsKeyError", "KMS_KEY_DISABLED")
+    assert await image_from_server(q, serverId=server["id"]) == disabled
+    assert await image_from_server(q, serverId=server["id"], kind="FULL_ECS") == disabled
+    assert await image_from_volume(q, volumeId=server["volumes"][1]["id"]) == disabled
+    assert await image_from_volume(q, volumeId=data_volume["id"]) == disabled
+    await q.execute("mutation($k: ID!) { enableKmsKey(input: {keyId: $k}) { __typename } }", {"k": key})
+    await q.execute("mutation($k: ID!) { scheduleKmsKeyDeletion(input: {keyId: $k, pendingDays: 7}) { __typename } }",
+                    {"k": key})
+    assert await image_from_volume(q, volumeId=data_volume["id"]) == err("KmsKeyError", "KMS_KEY_PENDING_DELETION")
+    assert await q.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } }") == before
+    # A plain server's images are not the key's business.
+    assert "job" in await image_from_server(q, serverId=plain_server["id"])
+    await q.execute("mutation($k: ID!) { cancelKmsKeyDeletion(input: {keyId: $k}) { __typename } }", {"k": key})
+    await q.execute("mutation($k: ID!) { enableKmsKey(input: {keyId: $k}) { __typename } }", {"k": key})
+    made = await image_from_server(q, serverId=server["id"], kind="FULL_ECS")
+    assert (await wait_job(q, made["job"]["id"]))["status"] == "SUCCESS"
+
+
 # ---------------------------------------------------------------- queries, deleteServer, createVolume
 
 
