@@ -34,7 +34,7 @@ from app.kms.port import KeyProvider
 from app.services.access import relation
 
 register_codes({
-    "IMAGE_DATA_INVALID": "The image's stored data is not a safe file of its format; it cannot provision a disk.",
+    "IMAGE_DATA_INVALID": "The image's stored data is not a safe file of its format, or qemu-img cannot read it; it cannot provision a disk.",
 })
 
 
@@ -139,6 +139,14 @@ class Provisioner:
             except FormatError as exc:
                 raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored data is not a safe "
                               f"{fmt.value} file ({exc}); it cannot provision a disk.") from exc
+            except qemu.ConversionError as exc:
+                if exc.out_of_space:
+                    raise  # the service's disk, not the image: an internal error, logged
+                # A file whose header passed inspection but whose body qemu-img cannot read
+                # (a corrupt cluster table, say): the image's data, not the service, is at fault.
+                raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored {fmt.value} data could not "
+                              f"be converted ({exc.stderr_tail.strip()[-300:]}); it cannot provision "
+                              "a disk.") from exc
         elif key is not None and manifest.data_key_id is None:
             made = await self.chunks.copy_pending(source_id, key=key)
         else:

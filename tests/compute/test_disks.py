@@ -205,6 +205,33 @@ async def test_a_stored_qcow2_naming_a_host_file_provisions_nothing(
     assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
 
 
+async def test_a_stored_qcow2_that_qemu_img_cannot_read_provisions_nothing(
+    db: Database, settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    """A header that passes inspection over a body qemu-img cannot read (an unaligned L2 table
+    offset in the L1 table): a typed refusal naming the image, not an internal error, and no
+    disk, manifest or work file is left."""
+    owner, _ = await make_account(db)
+    (tmp_path / "disk.raw").write_bytes(secrets.token_bytes(MiB))
+    _qemu("convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"), str(tmp_path / "bad.qcow2"))
+    data = bytearray((tmp_path / "bad.qcow2").read_bytes())
+    l1 = int.from_bytes(data[40:48], "big")
+    data[l1 : l1 + 8] = ((1 << 63) | 0x10200).to_bytes(8, "big")
+    image = await make_image_with_data(db, settings, owner, bytes(data), disk_format="QCOW2",
+                                       quick_provisioning=False, virtual_size_bytes=MiB, min_disk_gb=1)
+    manifests = await manifest_count(db)
+    with pytest.raises(Invalid) as refused:
+        await new_server(services, owner, image)
+    assert refused.value.code == "IMAGE_DATA_INVALID"
+    assert refused.value.message.startswith(f"Image {image.id}'s stored QCOW2 data could not be converted (")
+    assert "unaligned" in refused.value.message
+    assert str(settings.data_dir) not in refused.value.message
+    assert await manifest_count(db) == manifests
+    assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
+    work = settings.data_dir / "work"
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
 async def test_kms_key_encrypts_new_blank_disks_and_copies_of_plain_images(
     db: Database, settings: Settings, services: Services
 ) -> None:
