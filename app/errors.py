@@ -33,7 +33,7 @@ CODES: dict[str, str] = {
     "VOLUME_NOT_FOUND": "No volume with this id belongs to the caller.",
     "MEMBER_NOT_FOUND": "The account is not a member of the image.",
     # ValidationError
-    "INVALID_NAME": "Name: 1-128 letters, digits, '-', '.', '_' or spaces, no leading/trailing space.",
+    "INVALID_NAME": "Name: 1-128 letters (of any script, with their combining marks), digits, '-', '.', '_' or spaces, no leading/trailing space; stored in Unicode's composed form (NFC).",
     "INVALID_DESCRIPTION": "Description: at most 1024 characters, no '<', '>', CR or LF.",
     "INVALID_RAM_RANGE": "0 <= minRamMb <= maxRamMb <= 1048576.",
     "INVALID_TAG_KEY": "Tag key: 1-36 characters of letters, digits, '_' or '-'.",

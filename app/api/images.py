@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -138,14 +139,16 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
     if f is None:
         return ImageQuery(region=region)
     tags, possible = _tag_matches(f.tags or [])
-    possible = possible and len(f.name_contains or "") <= NAME_MAX  # (a longer pattern: SQLite's LIKE refused it)
+    # Composed as stored names are (validate_name): "Cafe\u0301" finds "Café".
+    name_contains = unicodedata.normalize("NFC", f.name_contains) if f.name_contains else None
+    possible = possible and len(name_contains or "") <= NAME_MAX  # (a longer pattern: SQLite's LIKE refused it)
     return ImageQuery(
         region=region,
         visibility=frozenset(d.ImageVisibility(v) for v in f.visibility) if f.visibility is not None
         else frozenset(d.ImageVisibility),
         kinds=_set(f.kind, d.ImageKind),  # type: ignore[arg-type]
         statuses=_set(f.status, d.ImageStatus),  # type: ignore[arg-type]
-        name_contains=(f.name_contains or None) if possible else None,  # no ids: nothing to match
+        name_contains=name_contains if possible else None,  # no ids: nothing to match
         os_types=_set(f.os_type, d.OsType),  # type: ignore[arg-type]
         platforms=frozenset(f.platform) if f.platform is not None else None,
         disk_formats=_set(f.disk_format, d.DiskFormat),  # type: ignore[arg-type]

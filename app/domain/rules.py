@@ -51,11 +51,23 @@ def _is_name_char(ch: str) -> bool:
 
 
 def validate_name(name: str, field: str = "input.name") -> str:
-    """1-128 chars of letters (any script), digits, `-` `.` `_` and space; no outer space."""
+    """1-128 chars of letters (any script), digits, `-` `.` `_` and space; no outer space.
+    Returns the name as stored: in Unicode's composed form (NFC), so that "Café" typed with a
+    combining accent (as some keyboards send it) is the same name as with "é". A combining
+    mark belongs to the letter before it (Devanagari's vowel signs, say): it may follow a
+    letter or another mark, nothing else."""
+    name = unicodedata.normalize("NFC", name)
     if not 1 <= len(name) <= NAME_MAX or name != name.strip(" "):
         raise Invalid("INVALID_NAME", field=field)
-    if not all(_is_name_char(ch) for ch in name):
-        raise Invalid("INVALID_NAME", field=field)
+    in_letter = False
+    for ch in name:
+        if unicodedata.category(ch).startswith("M"):
+            if not in_letter:
+                raise Invalid("INVALID_NAME", field=field)
+            continue
+        if not _is_name_char(ch):
+            raise Invalid("INVALID_NAME", field=field)
+        in_letter = unicodedata.category(ch).startswith("L")
     return name
 
 

@@ -7,7 +7,7 @@ import_image) inspects and stores the data and makes the image ACTIVE, or KILLED
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.db.tables import Image, ImageTag, Job
 from app.db.types import new_id, utcnow
@@ -79,8 +79,9 @@ class ImportRequest:
     public: bool = False
 
 
-def _validate(caller: Caller, req: ImportRequest) -> None:
-    validate_name(req.name)
+def _validate(caller: Caller, req: ImportRequest) -> ImportRequest:
+    """The request with its name as stored (`validate_name`); raises on a broken rule."""
+    req = replace(req, name=validate_name(req.name))
     validate_description(req.description)
     validate_ram(req.min_ram_mb, req.max_ram_mb)
     if req.kind not in (ImageKind.SYSTEM_DISK, ImageKind.DATA_DISK, ImageKind.ISO):
@@ -107,6 +108,7 @@ def _validate(caller: Caller, req: ImportRequest) -> None:
             raise Forbidden("ADMIN_REQUIRED")
         if req.kms_key_id or req.encrypt_with_default_key:
             raise NotSupported("PUBLIC_NOT_ENCRYPTED")
+    return req
 
 
 async def encryption_key(kms: KeyProvider, caller: Caller, kms_key_id: str | None, use_default: bool) -> str | None:
@@ -135,7 +137,7 @@ class ImportService:
         self.jobs = jobs
 
     async def import_image(self, caller: Caller, req: ImportRequest) -> tuple[Job, Image]:
-        _validate(caller, req)
+        req = _validate(caller, req)
         self.storage.check_key(req.key, new=False)
         bucket = await self.storage.owned_bucket(caller, req.bucket)
         info = await self.storage.store(bucket.region).stat(bucket.name, req.key)

@@ -288,3 +288,13 @@ async def test_public_imports_by_an_administrator(gql: GraphQLClient, db: Databa
     assert public["__typename"] == "ImageJobSuccess", public
     job = await finished(gql, public["job"]["id"])
     assert job["status"] == "SUCCESS" and [i["__typename"] for i in job["images"]] == ["PublicImage"]
+
+
+async def test_a_name_typed_with_combining_accents_is_stored_composed(gql: GraphQLClient, db: Database) -> None:
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await upload(me, "imports", "disk.raw", bytes(MiB))
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "disk.raw", name="Cafe\u0301 server")}))
+    [image] = got["importImage"]["images"]
+    named = await me.execute("query($id: ID!) { image(id: $id) { ... on ImageBase { name } } }", {"id": image["id"]})
+    assert named["image"]["name"] == "Caf\u00e9 server"

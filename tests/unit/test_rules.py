@@ -50,6 +50,27 @@ def test_valid_names(name: str) -> None:
     assert validate_name(name) == name
 
 
+@pytest.mark.parametrize(("typed", "stored"), [
+    ("Cafe\u0301", "Café"),  # a combining accent, as some keyboards send it: stored composed
+    ("\u0939\u093f\u0928\u094d\u0926\u0940", "\u0939\u093f\u0928\u094d\u0926\u0940"),  # हिन्दी: vowel signs, virama
+    ("x" * 127 + "e\u0301", "x" * 127 + "é"),  # 129 characters typed, 128 once composed
+])
+def test_names_are_stored_composed_with_their_marks(typed: str, stored: str) -> None:
+    assert validate_name(typed) == stored
+
+
+@pytest.mark.parametrize("name", [
+    "\u0301abc",  # a mark with no letter before it
+    "a \u0301b",  # after a space
+    "v1.\u0301",  # after punctuation
+    "1\u0301",  # after a digit
+])
+def test_a_combining_mark_must_follow_a_letter(name: str) -> None:
+    with pytest.raises(Invalid) as info:
+        validate_name(name, field="input.name")
+    assert info.value.code == "INVALID_NAME"
+
+
 @pytest.mark.parametrize("name", [
     "",
     "x" * 129,
