@@ -166,7 +166,7 @@ class S3ObjectStore:
         if response is None:
             return  # the range starts past the end
         try:
-            while piece := await asyncio.to_thread(response.read, READ_PIECE_BYTES):
+            while piece := await asyncio.to_thread(_read, response, bucket, key):
                 yield piece
         finally:
             await asyncio.to_thread(_release, response)
@@ -386,6 +386,12 @@ def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
         raise StorageError(f"S3 request failed: {exc.code}: {exc.message}") from exc
     except Urllib3Error as exc:
         raise StorageError(f"S3 endpoint unreachable or failing: {exc}") from exc
+
+
+def _read(response: urllib3.BaseHTTPResponse, bucket: str, key: str) -> bytes:
+    # The body arrives after get_object returned: a connection broken mid-read fails here.
+    with _s3_errors(bucket, key):
+        return response.read(READ_PIECE_BYTES)
 
 
 def _release(response: urllib3.BaseHTTPResponse) -> None:
