@@ -4,7 +4,8 @@ A handler is `async def handler(ctx: JobContext) -> dict | None`: it does the wo
 `await ctx.progress(fraction, step)`, and returns the job's result (e.g. the object an export
 wrote: `{"bucket", "key", "size", "checksum"}`). It fails an expected way by raising
 `JobFailed(code, message)`; a full disk (ENOSPC or EDQUOT anywhere in the error's chain,
-qemu-img's included) fails it INSUFFICIENT_STORAGE; anything else fails the job as
+qemu-img's included) fails it INSUFFICIENT_STORAGE, an object store that does not answer (refused,
+timed out, broken off) STORAGE_UNAVAILABLE; anything else fails the job as
 INTERNAL_ERROR with a masked message, the full error logged with the job id. Either way the
 failure hooks below reclaim what the job held.
 
@@ -46,6 +47,7 @@ from app.domain.enums import JobType
 from app.domain.jobs import PROGRESS_INTERVAL_SECONDS, STEP_MAX, clamp_progress
 from app.errors import CODES
 from app.formats.qemu import QemuImgError
+from app.storage.base import StorageUnavailableError
 
 if TYPE_CHECKING:
     from app.services.registry import Services
@@ -87,6 +89,19 @@ def out_of_space(exc: BaseException) -> bool:
         if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
             return True
         if isinstance(current, QemuImgError) and current.out_of_space:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, is an object store
+    that did not answer."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageUnavailableError):
             return True
         current = current.__cause__ or current.__context__
     return False

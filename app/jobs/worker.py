@@ -28,7 +28,14 @@ from typing import Any
 from app.db.repositories.jobs import Claim
 from app.domain.jobs import LEASE_SECONDS
 from app.http import request_id_var
-from app.jobs.registry import JobContext, JobFailed, LeaseLost, Registration, out_of_space
+from app.jobs.registry import (
+    JobContext,
+    JobFailed,
+    LeaseLost,
+    Registration,
+    out_of_space,
+    storage_unavailable,
+)
 from app.services.registry import Services
 
 log = logging.getLogger(__name__)
@@ -196,6 +203,11 @@ class Worker:
             log.error("job %s: out of disk space", ctx.job_id, exc_info=exc)
             await self._fail(ctx, run.registration, "INSUFFICIENT_STORAGE",
                              "The service ran out of disk space; nothing was kept. Try again later.")
+            return
+        if storage_unavailable(exc):
+            log.error("job %s: the object store did not answer", ctx.job_id, exc_info=exc)
+            await self._fail(ctx, run.registration, "STORAGE_UNAVAILABLE",
+                             "The object store could not be reached; nothing was kept. Try again later.")
             return
         log.error("job %s: unexpected error", ctx.job_id, exc_info=exc)
         await self._fail(ctx, run.registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")

@@ -11,7 +11,8 @@ Errors raised by adapters (all subclasses of `StorageError`):
     ├── InvalidNameError      bucket or key name refused (traversal, bad chars, length)
     ├── NoSuchBucketError
     ├── NoSuchObjectError
-    └── ObjectTooLargeError   a streamed put went over its `max_bytes`
+    ├── ObjectTooLargeError   a streamed put went over its `max_bytes`
+    └── StorageUnavailableError  the store's endpoint could not be reached or broke off
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class NoSuchObjectError(StorageError):
 
 class ObjectTooLargeError(StorageError):
     pass
+
+
+class StorageUnavailableError(StorageError):
+    """The store did not answer (refused, timed out, broke off): worth trying again later."""
 
 
 @dataclass(frozen=True, slots=True)

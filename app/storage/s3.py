@@ -33,6 +33,7 @@ from app.storage.base import (
     ObjectInfo,
     ObjectTooLargeError,
     StorageError,
+    StorageUnavailableError,
 )
 from app.storage.names import validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import MAX_EXPIRES_IN
@@ -385,7 +386,10 @@ def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
             raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
         raise StorageError(f"S3 request failed: {exc.code}: {exc.message}") from exc
     except Urllib3Error as exc:
-        raise StorageError(f"S3 endpoint unreachable or failing: {exc}") from exc
+        # urllib3's own message names the endpoint's host and port: it stays in the chain
+        # (logged), out of messages that reach the account (a job's error).
+        reason = getattr(exc, "reason", None) or exc
+        raise StorageUnavailableError(f"S3 endpoint unreachable or failing ({type(reason).__name__})") from exc
 
 
 def _read(response: urllib3.BaseHTTPResponse, bucket: str, key: str) -> bytes:

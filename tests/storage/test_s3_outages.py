@@ -10,11 +10,24 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import replace
 
 import pytest
 
+from app.bootstrap import build_services
+from app.config import Settings
+from app.datastore.chunks import CHUNK_SIZE
+from app.db.tables import Job
+from app.db.uow import Database
+from app.domain.enums import DiskFormat, ImageKind, ImageVisibility
+from app.domain.images import Caller
+from app.jobs.worker import Worker
+from app.services.imports import ImportRequest
+from app.services.registry import Services
 from app.storage.base import READ_PIECE_BYTES, StorageError
+from app.storage.factory import service_bucket
 from app.storage.s3 import S3ObjectStore
+from tests.factories import make_account
 from tests.storage.conftest import S3_CREDENTIALS, _bound_socket, _wait_until_answering
 
 MiB = 1024 * 1024
@@ -71,3 +84,60 @@ async def test_an_endpoint_dying_during_a_read_is_a_storage_error(moto: MotoProc
                 assert len(piece) <= READ_PIECE_BYTES
                 moto.kill()
 
+
+@pytest.fixture
+def s3_settings(settings: Settings, moto: MotoProcess) -> Settings:
+    return replace(settings, region_endpoints={"region-1": moto.endpoint}, s3_access_key="testing",
+                   s3_secret_key="testing", s3_secure=False)
+
+
+@pytest.fixture
+async def services(s3_settings: Settings, db: Database) -> AsyncIterator[Services]:
+    built = build_services(s3_settings, db)
+    for region, chunk_store in built.chunks.stores.items():
+        await chunk_store.create_bucket(service_bucket(region))
+    yield built
+    await built.close()
+
+
+async def _job(db: Database, account_id: str, job_id: str) -> Job:
+    async with db.uow(account_id, write=False) as uow:
+        job = await uow.jobs.get(job_id)
+    assert job is not None
+    return job
+
+
+async def test_an_image_list_export_to_a_dead_endpoint_fails_naming_no_endpoint(
+    db: Database, services: Services, moto: MotoProcess
+) -> None:
+    owner, _ = await make_account(db)
+    me = Caller(owner.id, owner.name, owner.role)
+    await services.storage.create_bucket(me, "lists", None)
+    queued = await services.image_list.export_list(me, ImageVisibility.PRIVATE, None, "lists")
+    moto.kill()
+    assert await Worker(services, "w").run_once()
+    job = await _job(db, owner.id, queued.id)
+    assert (job.status, job.error_code) == ("FAIL", "EXPORT_WRITE_FAILED")
+    assert job.error_message is not None and "lists/" in job.error_message
+    assert str(moto.port) not in job.error_message and "127.0.0.1" not in job.error_message
+
+
+async def test_an_import_from_a_dead_endpoint_fails_with_a_registered_code(
+    db: Database, services: Services, moto: MotoProcess
+) -> None:
+    owner, _ = await make_account(db)
+    me = Caller(owner.id, owner.name, owner.role)
+    bucket = await services.storage.create_bucket(me, "imports", None)
+    await services.storage.store(bucket.region).put_bytes(bucket.name, "disk.raw", secrets.token_bytes(CHUNK_SIZE))
+    queued, image = await services.imports.import_image(me, ImportRequest(
+        bucket="imports", key="disk.raw", name="disk", min_disk_gb=1, kind=ImageKind.DATA_DISK,
+        disk_format=DiskFormat.RAW,
+    ))
+    moto.kill()
+    assert await Worker(services, "w").run_once()
+    job = await _job(db, owner.id, queued.id)
+    assert (job.status, job.error_code) == ("FAIL", "STORAGE_UNAVAILABLE")
+    assert job.error_message is not None and str(moto.port) not in job.error_message
+    async with db.uow(owner.id, write=False) as uow:
+        view = await uow.images.get_visible(image.id)
+    assert view is not None and view.image.status == "KILLED"
