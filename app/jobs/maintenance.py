@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from app.storage.base import StorageError
+
 if TYPE_CHECKING:
     from app.services.registry import Services
 
@@ -73,7 +75,11 @@ async def run_once(services: Services) -> MaintenanceReport | None:
             return None
         deleted = adopted = 0
         for region in services.settings.regions:
-            report = await services.chunks.collect(region)
+            try:
+                report = await services.chunks.collect(region)
+            except StorageError:  # one region's store down must not stop the others, nor purges
+                log.exception("maintenance: collecting region %s failed; the next round retries", region)
+                continue
             deleted += report.chunks_deleted
             adopted += report.orphans_adopted
         purged = await services.key_provider.purge_due()

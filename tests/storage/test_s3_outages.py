@@ -11,16 +11,18 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from app.bootstrap import build_services
 from app.config import Settings
-from app.datastore.chunks import CHUNK_SIZE
+from app.datastore.chunks import CHUNK_PREFIX, CHUNK_SIZE
 from app.db.tables import Job
 from app.db.uow import Database
 from app.domain.enums import DiskFormat, ImageKind, ImageVisibility
 from app.domain.images import Caller
+from app.jobs.maintenance import run_once
 from app.jobs.worker import Worker
 from app.services.imports import ImportRequest
 from app.services.registry import Services
@@ -141,3 +143,27 @@ async def test_an_import_from_a_dead_endpoint_fails_with_a_registered_code(
     async with db.uow(owner.id, write=False) as uow:
         view = await uow.images.get_visible(image.id)
     assert view is not None and view.image.status == "KILLED"
+
+
+async def test_a_dead_endpoint_in_one_region_leaves_the_other_regions_collected(
+    settings: Settings, db: Database, moto: MotoProcess
+) -> None:
+    two = replace(settings, regions=("region-1", "region-2"), region_endpoints={"region-1": moto.endpoint},
+                  s3_access_key="testing", s3_secret_key="testing", s3_secure=False)
+    services = build_services(two, db)
+    try:
+        for region, chunk_store in services.chunks.stores.items():
+            await chunk_store.create_bucket(service_bucket(region))
+        manifest = await services.chunks.write("region-2", _once(secrets.token_bytes(70_000)))
+        await services.chunks.release(manifest.id)
+        services.chunks.grace = timedelta(0)
+        moto.kill()
+        report = await run_once(services)
+        assert report is not None and report.chunks_deleted == 1
+        assert await services.chunks.stores["region-2"].list_objects(service_bucket("region-2"), prefix=CHUNK_PREFIX) == []
+    finally:
+        await services.close()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
