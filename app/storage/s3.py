@@ -44,7 +44,13 @@ __all__ = ["PART_BYTES", "S3ObjectStore"]
 PART_BYTES = 16 * 1024 * 1024
 #: S3's and MinIO's default region; assumed when none is given (see S3ObjectStore).
 DEFAULT_REGION = "us-east-1"
-_TIMEOUT_SECONDS = 300.0
+#: How long a connection may take, and a response may stay silent, before a call is tried
+#: again (at most RETRIES more times) and then fails StorageUnavailableError. minio's defaults
+#: (300 s each, 5 retries; urllib3 retries reads of GET/PUT/HEAD/DELETE too) held a call to a
+#: silent endpoint for half an hour, its job's lease renewed all along.
+CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 60.0
+RETRIES = 3
 
 
 class S3ObjectStore:
@@ -62,15 +68,19 @@ class S3ObjectStore:
         secret_key: str,
         secure: bool,
         region: str | None = None,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
+        retries: int = RETRIES,
     ) -> None:
-        # Our own pool (same settings as minio's default) so that close() can release it.
+        # Our own pool (minio's default settings, bounded timeouts) so that close() can release it.
         self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=_TIMEOUT_SECONDS, read=_TIMEOUT_SECONDS),
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             maxsize=10,
             cert_reqs="CERT_REQUIRED",
             ca_certs=certifi.where(),
             retries=urllib3.Retry(
-                total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
             ),
         )
         self._client = Minio(

@@ -167,3 +167,25 @@ async def test_a_dead_endpoint_in_one_region_leaves_the_other_regions_collected(
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_a_silent_endpoint_fails_after_the_timeouts_instead_of_holding_the_call() -> None:
+    """An endpoint that accepts connections and never answers: the call fails
+    StorageUnavailableError once the read timeout has passed on every try (here 0.2 s and one
+    retry; CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS and RETRIES bound it in service)."""
+    from app.storage.base import StorageUnavailableError
+    from app.storage.s3 import READ_TIMEOUT_SECONDS, RETRIES
+
+    assert READ_TIMEOUT_SECONDS * (RETRIES + 1) <= 300  # minio's own defaults held it 30 minutes
+    silent = _bound_socket()
+    silent.listen(8)
+    try:
+        store = S3ObjectStore(f"127.0.0.1:{silent.getsockname()[1]}", *S3_CREDENTIALS, secure=False,
+                              connect_timeout=0.2, read_timeout=0.2, retries=1)
+        try:
+            with pytest.raises(StorageUnavailableError):
+                await store.stat("bucket", "key")
+        finally:
+            await store.close()
+    finally:
+        silent.close()
