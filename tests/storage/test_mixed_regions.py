@@ -5,6 +5,7 @@ for the filesystem store's buckets, whichever region is the default."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import replace
 
 import httpx
@@ -57,12 +58,15 @@ async def test_an_s3_object_under_a_longer_key_segment_stays_listed_and_readable
     and a working download URL, and can be imported."""
     _, token = await make_account(db)
     me = gql.as_(token)
-    made = (await me.execute(CREATE, {"n": "s3-bucket", "r": "region-1"}))["createBucket"]
-    assert made == {"__typename": "CreateBucketSuccess", "bucket": {"name": "s3-bucket", "region": "region-1"}}
+    # A name of its own: the S3 server lives for the whole session, and a bucket left with
+    # objects by the other database backend's run is not adopted.
+    name = f"s3-bucket-{uuid.uuid4().hex[:12]}"
+    made = (await me.execute(CREATE, {"n": name, "r": "region-1"}))["createBucket"]
+    assert made == {"__typename": "CreateBucketSuccess", "bucket": {"name": name, "region": "region-1"}}
     key = "dir/" + "x" * 256
     body = b"\x03" * 1000
-    await live_server.app.state.runtime.stores["region-1"].put_bytes("s3-bucket", key, body)
-    refused = (await me.execute(UPLOAD, {"b": "s3-bucket", "k": key}))["createUploadUrl"]
+    await live_server.app.state.runtime.stores["region-1"].put_bytes(name, key, body)
+    refused = (await me.execute(UPLOAD, {"b": name, "k": key}))["createUploadUrl"]
     assert refused == {"__typename": "ValidationError", "code": "INVALID_OBJECT_KEY"}
     [listed] = (await me.execute(LIST))["buckets"]
     [obj] = [e["node"] for e in listed["objects"]["edges"]]
