@@ -67,14 +67,15 @@ class StorageService:
             raise Invalid("INVALID_BUCKET_NAME", field="input.name") from exc
         if name.startswith(RESERVED_BUCKET_PREFIX):
             raise Invalid("INVALID_BUCKET_NAME", "The `ims-` prefix is reserved.", field="input.name")
+        store = self.stores[region]
+        # A bucket the store holds without a row is adopted only while empty (what a crash
+        # below leaves): one with objects was made outside the service (an operator's, on a
+        # shared S3), and taking it over would hand its objects to the caller. Asked before
+        # the write transaction, which should not wait on the store more than it must.
+        if await store.bucket_exists(name) and await store.list_objects(name, limit=1):
+            raise Conflict("BUCKET_EXISTS")
         async with self.db.uow(caller.account_id) as uow:
             if await uow.storage.bucket(name) is not None:
-                raise Conflict("BUCKET_EXISTS")
-            store = self.stores[region]
-            # A bucket the store holds without a row is adopted only while empty (what a crash
-            # below leaves): one with objects was made outside the service (an operator's, on
-            # a shared S3), and taking it over would hand its objects to the caller.
-            if await store.bucket_exists(name) and await store.list_objects(name, limit=1):
                 raise Conflict("BUCKET_EXISTS")
             bucket = Bucket(name=name, account_id=caller.account_id, region=region, created_at=utcnow())
             await uow.storage.add_bucket(bucket)
