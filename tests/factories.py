@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.db.tables import Account, ApiToken, Image, ImageMember, ImageTag
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from app.services.accounts import hash_token, new_token
+
+if TYPE_CHECKING:
+    from app.services.registry import Services
 
 _seq = itertools.count(1)
 
@@ -141,3 +146,19 @@ async def make_image_with_data(
     )
     defaults.update(fields)
     return await make_image(db, owner, **defaults)
+
+
+@contextlib.asynccontextmanager
+async def built_services(settings: Any, db: Database) -> AsyncIterator[Services]:
+    """The service layer as the server builds it, each region's service bucket made; closed
+    on the way out."""
+    from app.bootstrap import build_services
+    from app.storage.factory import service_bucket
+
+    built = build_services(settings, db)
+    try:
+        for region, store in built.chunks.stores.items():
+            await store.create_bucket(service_bucket(region))
+        yield built
+    finally:
+        await built.close()

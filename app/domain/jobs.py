@@ -24,7 +24,7 @@ register_codes({
     "INTERNAL_ERROR": "The job failed unexpectedly; the error is logged with the job id.",
     "WORKER_LOST": "The worker running the job stopped answering too many times.",
     "INSUFFICIENT_STORAGE": "The service ran out of disk space; the job kept nothing and can be asked for again later.",
-    "STORAGE_UNAVAILABLE": "The object store could not be reached; the job kept nothing and can be asked for again later.",
+    "STORAGE_UNAVAILABLE": "The object store could not be reached or written; the job kept nothing and can be asked for again later.",
 })
 
 

@@ -5,7 +5,7 @@ A handler is `async def handler(ctx: JobContext) -> dict | None`: it does the wo
 wrote: `{"bucket", "key", "size", "checksum"}`). It fails an expected way by raising
 `JobFailed(code, message)`; a full disk (ENOSPC or EDQUOT anywhere in the error's chain,
 qemu-img's included) fails it INSUFFICIENT_STORAGE, an object store that does not answer (refused,
-timed out, broken off) STORAGE_UNAVAILABLE; anything else fails the job as
+timed out, broken off) or a read-only filesystem (EROFS) STORAGE_UNAVAILABLE; anything else fails the job as
 INTERNAL_ERROR with a masked message, the full error logged with the job id. Either way the
 failure hooks below reclaim what the job held.
 
@@ -80,31 +80,38 @@ class JobFailed(Exception):
 _NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def out_of_space(exc: BaseException) -> bool:
-    """Whether `exc`, or an error it was raised from or while handling, is a full disk."""
+def _in_chain(exc: BaseException, matches: Callable[[BaseException], bool]) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, `matches`."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
-            return True
-        if isinstance(current, QemuImgError) and current.out_of_space:
+        if matches(current):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _is_out_of_space(exc: BaseException) -> bool:
+    return ((isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS)
+            or (isinstance(exc, QemuImgError) and exc.out_of_space))
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    # A filesystem remounted read-only (ext4's errors=remount-ro after a disk error) cannot
+    # be written until an operator repairs it: the storage is unavailable, not the image bad.
+    return isinstance(exc, StorageUnavailableError) or (isinstance(exc, OSError) and exc.errno == errno.EROFS)
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, is a full disk."""
+    return _in_chain(exc, _is_out_of_space)
 
 
 def storage_unavailable(exc: BaseException) -> bool:
     """Whether `exc`, or an error it was raised from or while handling, is an object store
-    that did not answer."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, StorageUnavailableError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    that did not answer, or the service's storage mounted read-only."""
+    return _in_chain(exc, _is_unavailable)
 
 
 class LeaseLost(Exception):

@@ -205,9 +205,9 @@ class Worker:
                              "The service ran out of disk space; nothing was kept. Try again later.")
             return
         if storage_unavailable(exc):
-            log.error("job %s: the object store did not answer", ctx.job_id, exc_info=exc)
+            log.error("job %s: the object store did not answer or is read-only", ctx.job_id, exc_info=exc)
             await self._fail(ctx, run.registration, "STORAGE_UNAVAILABLE",
-                             "The object store could not be reached; nothing was kept. Try again later.")
+                             "The object store could not be reached or written; nothing was kept. Try again later.")
             return
         log.error("job %s: unexpected error", ctx.job_id, exc_info=exc)
         await self._fail(ctx, run.registration, "INTERNAL_ERROR", f"Internal error (job {ctx.job_id}).")

@@ -120,3 +120,27 @@ async def test_an_import_that_fills_the_object_store_kills_the_image_and_keeps_n
         assert [i["status"] for i in job["images"]] == ["KILLED"]
         # No half-written object; the chunks that fitted are unreferenced, for garbage collection.
         assert files_in(objects / ".tmp") == []
+
+
+async def test_an_export_on_a_filesystem_remounted_read_only_fails_storage_unavailable(
+    gql: GraphQLClient, db: Database, settings: Settings, full_dir: Path
+) -> None:
+    """`work/` remounted read-only, as ext4 does after a disk error (errors=remount-ro): the
+    service's storage cannot be written, which is not the image's fault nor a masked internal
+    error; the job keeps nothing and the image's data is released."""
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, DATA[: MiB])
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    done = subprocess.run(["mount", "-o", "remount,ro", str(full_dir)], check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"remounting read-only is not permitted here: {done.stderr.strip()}")
+    payload = await export(q, image.id, key="disk.qcow2", format="QCOW2")
+    async with running_worker(settings, db):
+        job = await wait_job(q, payload["job"]["id"])
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "STORAGE_UNAVAILABLE"), job["error"]
+    assert str(settings.data_dir) not in job["error"]["message"]
+    chunks, _ = data_plane(db, settings)
+    assert await chunks.stores["region-1"].stat("exports", "disk.qcow2") is None
+    found = await manifest(db, manifest_id(image))
+    assert found is not None and found.refcount == 1

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.bootstrap import build_services
 from app.compute.tables import Server, Volume
 from app.config import Settings
 from app.datastore.tables import Manifest
@@ -21,6 +20,7 @@ from app.jobs.worker import Worker
 from app.services.compute import DataDiskSpec, ServerSpec
 from app.services.registry import Services
 from app.storage.factory import service_bucket
+from tests.factories import built_services
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -28,11 +28,8 @@ GiB = 1024 * MiB
 
 @pytest.fixture
 async def services(settings: Settings, db: Database) -> AsyncIterator[Services]:
-    built = build_services(settings, db)
-    for region, store in built.chunks.stores.items():
-        await store.create_bucket(service_bucket(region))
-    yield built
-    await built.close()
+    async with built_services(settings, db) as built:
+        yield built
 
 
 def caller(account: Account) -> Caller:

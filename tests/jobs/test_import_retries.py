@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlmodel import col
 
-from app.bootstrap import build_services
 from app.config import Settings
 from app.datastore.chunks import CHUNK_SIZE
 from app.datastore.tables import Manifest
@@ -29,17 +28,13 @@ from app.jobs.registry import JobContext
 from app.jobs.worker import Worker
 from app.services.imports import ImportRequest
 from app.services.registry import Services
-from app.storage.factory import service_bucket
-from tests.factories import make_account
+from tests.factories import built_services, make_account
 
 
 @pytest.fixture
 async def services(settings: Settings, db: Database) -> AsyncIterator[Services]:
-    built = build_services(settings, db)
-    for region, store in built.chunks.stores.items():
-        await store.create_bucket(service_bucket(region))
-    yield built
-    await built.close()
+    async with built_services(settings, db) as built:
+        yield built
 
 
 async def test_an_import_attempt_overtaken_by_an_earlier_one_that_saved_the_image_succeeds(

@@ -29,7 +29,7 @@ from app.services.registry import Services
 from app.storage.base import READ_PIECE_BYTES, StorageError
 from app.storage.factory import service_bucket
 from app.storage.s3 import S3ObjectStore
-from tests.factories import make_account
+from tests.factories import built_services, make_account
 from tests.storage.conftest import S3_CREDENTIALS, _bound_socket, _wait_until_answering
 
 MiB = 1024 * 1024
@@ -95,11 +95,8 @@ def s3_settings(settings: Settings, moto: MotoProcess) -> Settings:
 
 @pytest.fixture
 async def services(s3_settings: Settings, db: Database) -> AsyncIterator[Services]:
-    built = build_services(s3_settings, db)
-    for region, chunk_store in built.chunks.stores.items():
-        await chunk_store.create_bucket(service_bucket(region))
-    yield built
-    await built.close()
+    async with built_services(s3_settings, db) as built:
+        yield built
 
 
 async def _job(db: Database, account_id: str, job_id: str) -> Job:
