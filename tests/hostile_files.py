@@ -58,6 +58,7 @@ HOSTILE_CASE_NAMES = (
     "vmdk_descriptor_overflow",
     "vmdk_bad_footer",
     "vmdk_bad_descriptor_offset",
+    "vmdk_footer_capacity",
     "archive_gzip",
     "archive_xz",
     "archive_bzip2",
@@ -142,6 +143,13 @@ def add_vmdk_footer(src: Path, dst: Path) -> Path:
     footer_marker = struct.pack("<QII", 1, 0, 3) + bytes(496)
     dst.write_bytes(bytes(data) + footer_marker + header + bytes(512))  # + end-of-stream
     return dst
+
+
+def set_vmdk_footer_capacity(path: Path, capacity: int) -> Path:
+    """Patch the capacity (bytes) in the footer's copy of the header of a file made by
+    `add_vmdk_footer`: qemu reads the footer's, oslo's virtual size is the first header's."""
+    footer_header = path.stat().st_size - 1024  # before the end-of-stream marker
+    return patch(path, footer_header + 12, struct.pack("<Q", capacity // 512))
 
 
 def vmdk_descriptor(path: Path, create_type: str, extent: str) -> Path:
@@ -247,6 +255,12 @@ def _vmdk_cases(d: Path, sparse: Path, stream: Path) -> dict[str, HostileCase]:
         "vmdk_bad_descriptor_offset": HostileCase(
             patch(copy(sparse, d / "badoffset.vmdk"), 28, struct.pack("<Q", 7)),
             "INVALID_IMAGE_FILE",
+            v,
+        ),
+        # The header says IMAGE_SIZE, the footer (which qemu reads) 4 TiB: past every limit.
+        "vmdk_footer_capacity": HostileCase(
+            set_vmdk_footer_capacity(add_vmdk_footer(stream, d / "bigfooter.vmdk"), 4 << 40),
+            unsafe,
             v,
         ),
     }

@@ -4,7 +4,8 @@ oslo decides *which* format a header is and runs its own safety checks; the rule
 cover what it leaves to the caller (compressed archives, formats we do not accept,
 telling a truncated header from plain raw data) and the gaps found while building this
 module (a VMDK parent named by ``parentFileNameHint``, a VMDK descriptor longer than the
-part oslo captured, an encrypted qcow2, none of which oslo 10.2 refuses).
+part oslo captured, a VMDK footer giving another capacity than its header, an encrypted
+qcow2, none of which oslo 10.2 refuses).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ UNSUPPORTED_HINTS: Final[dict[str, str]] = {
 
 _QCOW2_CRYPT_METHOD: Final = struct.Struct(">I")
 _QCOW2_CRYPT_OFFSET: Final = 32
+# A VMDK sparse header's capacity (sectors) follows its magic, version and flags. In oslo's
+# footer region the footer's copy of the header follows a 512-byte footer marker.
+_VMDK_CAPACITY: Final = struct.Struct("<Q")
+_VMDK_CAPACITY_OFFSET: Final = 12
+_VMDK_FOOTER_HEADER_OFFSET: Final = 512
 
 
 def archive_kind(lead: bytes) -> str | None:
@@ -95,4 +101,15 @@ def extra_unsafe_reasons(name: str, inspector: fi.FileInspector) -> list[str]:
         # qemu opens parentFileNameHint as a backing file; oslo accepts the line as an
         # ordinary header field.
         reasons.append("VMDK names a parent image (parentFileNameHint)")
+    if inspector.has_region("footer") and _vmdk_capacity(inspector, "footer") != _vmdk_capacity(inspector, "header"):
+        # qemu takes the whole header from the footer, capacity included, while oslo's
+        # virtual size is the first header's: every size limit would be checked against a
+        # disk other than the one qemu-img converts (a few KiB claiming 2 MiB, read as 100 TiB).
+        reasons.append("VMDK footer gives another capacity than its header")
     return reasons
+
+
+def _vmdk_capacity(inspector: fi.VMDKInspector, region: str) -> int:
+    offset = _VMDK_CAPACITY_OFFSET + (_VMDK_FOOTER_HEADER_OFFSET if region == "footer" else 0)
+    (sectors,) = _VMDK_CAPACITY.unpack_from(inspector.region(region).data, offset)
+    return int(sectors)

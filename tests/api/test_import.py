@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,13 @@ from app.db.uow import Database
 from app.services import ingest
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import data_plane, make_account, make_kms_key
-from tests.hostile_files import write_iso
+from tests.hostile_files import (
+    add_vmdk_footer,
+    qemu_img,
+    set_vmdk_footer_capacity,
+    write_iso,
+    write_raw,
+)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -146,6 +153,33 @@ async def test_system_disk_min_disk_covers_the_virtual_size(gql: GraphQLClient, 
     assert (done["status"], done["diskFormat"], done["virtualSizeBytes"], done["minDiskGb"]) == (
         "ACTIVE", "QCOW2", 2 * GiB, 2)
     assert [(d["role"], d["sizeGb"]) for d in done["disks"]] == [("SYSTEM", 2)]
+
+
+def qemu_virtual_size(path: Path, driver: str) -> int:
+    out = subprocess.run(["qemu-img", "info", "--output=json", "-f", driver, str(path)], check=True,
+                         capture_output=True, timeout=60).stdout
+    return int(json.loads(out)["virtual-size"])
+
+
+async def test_a_vmdk_whose_footer_claims_another_size_is_refused(gql: GraphQLClient, db: Database,
+                                                                 tmp_path: Path) -> None:
+    """qemu-img takes a streamOptimized VMDK's header from its footer: a file whose first
+    header says 2 MiB and whose footer says 4 TiB is a 4 TiB disk to every conversion. Taken
+    at the first header's word it would pass minDiskGb 1, then the export (< 1 TiB) and
+    replication (<= 128 GiB) limits, and make qemu-img write terabytes."""
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    raw = write_raw(tmp_path / "d.raw", 2 * MiB)
+    stream = tmp_path / "s.vmdk"
+    qemu_img("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", raw, stream)
+    hostile = set_vmdk_footer_capacity(add_vmdk_footer(stream, tmp_path / "f.vmdk"), 4 << 40)
+    assert qemu_virtual_size(hostile, "vmdk") == 4 << 40
+    await upload(me, "imports", "f.vmdk", hostile.read_bytes())
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "f.vmdk", diskFormat="VMDK")}))["importImage"]
+    job = await finished(me, got["job"]["id"])
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "UNSAFE_IMAGE_FILE"), job
+    assert "VMDK footer gives another capacity than its header" in job["error"]["message"]
+    assert [(i["status"], i["sizeBytes"]) for i in job["images"]] == [("KILLED", None)]
 
 
 async def test_iso_images_need_iso_files(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:

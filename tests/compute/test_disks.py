@@ -37,6 +37,7 @@ from tests.compute.conftest import (
     volumes,
 )
 from tests.factories import make_account, make_image_with_data, make_kms_key
+from tests.hostile_files import add_vmdk_footer, set_vmdk_footer_capacity
 
 
 @contextmanager
@@ -226,6 +227,31 @@ async def test_a_stored_qcow2_that_qemu_img_cannot_read_provisions_nothing(
     assert refused.value.message.startswith(f"Image {image.id}'s stored QCOW2 data could not be converted (")
     assert "unaligned" in refused.value.message
     assert str(settings.data_dir) not in refused.value.message
+    assert await manifest_count(db) == manifests
+    assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
+    work = settings.data_dir / "work"
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_a_stored_vmdk_whose_footer_claims_another_size_provisions_nothing(
+    db: Database, settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    """A VMDK whose first header says 2 MiB and whose footer (the header qemu-img reads) says
+    3 GiB, stored before imports refused it: the inspection before the conversion refuses it
+    too, instead of qemu-img writing a 3 GiB disk for the 1 GiB one asked for."""
+    owner, _ = await make_account(db)
+    (tmp_path / "disk.raw").write_bytes(secrets.token_bytes(2 * MiB))
+    _qemu("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", str(tmp_path / "disk.raw"),
+          str(tmp_path / "s.vmdk"))
+    hostile = set_vmdk_footer_capacity(add_vmdk_footer(tmp_path / "s.vmdk", tmp_path / "f.vmdk"), 3 << 30)
+    image = await make_image_with_data(db, settings, owner, hostile.read_bytes(), disk_format="VMDK",
+                                       quick_provisioning=False, virtual_size_bytes=2 * MiB, min_disk_gb=1)
+    manifests = await manifest_count(db)
+    with pytest.raises(Invalid) as refused:
+        await new_server(services, owner, image)
+    assert refused.value.code == "IMAGE_DATA_INVALID"
+    assert refused.value.message.startswith(f"Image {image.id}'s stored data is not a safe VMDK file (unsafe VMDK")
+    assert "VMDK footer gives another capacity than its header" in refused.value.message
     assert await manifest_count(db) == manifests
     assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
     work = settings.data_dir / "work"

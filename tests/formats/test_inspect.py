@@ -108,6 +108,7 @@ def test_archive_hint_names_the_compression(
         ("qcow2_unknown_incompatible_feature", "unknown_features: Unknown QCOW2 features found"),
         ("vmdk_parent_file", "VMDK names a parent image (parentFileNameHint)"),
         ("vmdk_descriptor_overflow", "VMDK descriptor runs past its declared size"),
+        ("vmdk_footer_capacity", "VMDK footer gives another capacity than its header"),
         (
             "vmdk_sparse_descriptor_relative_extent",
             "VMDK descriptor file: its extents are separate files",
