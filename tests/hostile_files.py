@@ -152,6 +152,39 @@ def set_vmdk_footer_capacity(path: Path, capacity: int) -> Path:
     return patch(path, footer_header + 12, struct.pack("<Q", capacity // 512))
 
 
+def _vhd_checksum(data: bytes | bytearray) -> int:
+    return ~sum(data) & 0xFFFFFFFF
+
+
+def write_vhd(
+    path: Path,
+    *,
+    original: int,
+    current: int,
+    geometry: tuple[int, int, int] = (65535, 16, 255),
+    creator: bytes = b"qem2",
+    block: int = 2 * MiB,
+) -> Path:
+    """An empty dynamic VHD with the footer fields given: oslo reads `original`, qemu the
+    current size or the geometry (cylinders, heads, sectors) depending on `creator`. Its block
+    table covers the larger of the two, as qemu requires; the file stays small (4 bytes of
+    table per `block`)."""
+    cylinders, heads, sectors = geometry
+    entries = -(-max(current, cylinders * heads * sectors * 512) // block)
+    footer = bytearray(512)
+    struct.pack_into(
+        ">8sIIQI4sIIQQHBBI", footer, 0, b"conectix", 2, 0x10000, 512, 0, creator, 0x50003,
+        0x5769326B, original, current, cylinders, heads, sectors, 3,
+    )  # fmt: skip
+    struct.pack_into(">I", footer, 64, _vhd_checksum(footer))
+    dynamic = bytearray(1024)
+    struct.pack_into(">8sQQIII", dynamic, 0, b"cxsparse", 2**64 - 1, 1536, 0x10000, entries, block)
+    struct.pack_into(">I", dynamic, 36, _vhd_checksum(dynamic))
+    table = b"\xff" * (-(-entries * 4 // 512) * 512)  # every block unallocated
+    path.write_bytes(bytes(footer) + bytes(dynamic) + table + bytes(footer))
+    return path
+
+
 def vmdk_descriptor(path: Path, create_type: str, extent: str) -> Path:
     path.write_text(
         "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"

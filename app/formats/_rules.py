@@ -5,7 +5,8 @@ cover what it leaves to the caller (compressed archives, formats we do not accep
 telling a truncated header from plain raw data) and the gaps found while building this
 module (a VMDK parent named by ``parentFileNameHint``, a VMDK descriptor longer than the
 part oslo captured, a VMDK footer giving another capacity than its header, an encrypted
-qcow2, none of which oslo 10.2 refuses).
+qcow2, none of which oslo 10.2 refuses), and the virtual size of a VHD, which oslo reads
+from a field qemu never uses.
 """
 
 from __future__ import annotations
@@ -55,6 +56,19 @@ _QCOW2_CRYPT_OFFSET: Final = 32
 _VMDK_CAPACITY: Final = struct.Struct("<Q")
 _VMDK_CAPACITY_OFFSET: Final = 12
 _VMDK_FOOTER_HEADER_OFFSET: Final = 512
+# A VHD footer's creator application, then its current size and its geometry (cylinders,
+# heads, sectors per track), big-endian. oslo reads the original size (offset 40), which
+# qemu ignores: it reads the current size or the geometry, depending on the creator.
+_VHD_CREATOR: Final = slice(28, 32)
+_VHD_SIZE_AND_GEOMETRY: Final = struct.Struct(">QHBB")
+_VHD_SIZE_OFFSET: Final = 48
+_VHD_SECTOR: Final = 512
+# The largest geometry: qemu then always reads the current size (qemu-img writes it so).
+_VHD_MAX_GEOMETRY: Final = 65535 * 16 * 255
+# Creators whose disks every qemu release sizes by geometry, and by current size. Releases
+# disagree about any other creator (older ones: geometry; newer ones: current size).
+_VHD_BY_GEOMETRY: Final = (b"vpc ", b"qemu")
+_VHD_BY_CURRENT_SIZE: Final = (b"win ", b"qem2", b"d2v ", b"CTXS", b"tap\x00")
 
 
 def archive_kind(lead: bytes) -> str | None:
@@ -107,6 +121,28 @@ def extra_unsafe_reasons(name: str, inspector: fi.FileInspector) -> list[str]:
         # disk other than the one qemu-img converts (a few KiB claiming 2 MiB, read as 100 TiB).
         reasons.append("VMDK footer gives another capacity than its header")
     return reasons
+
+
+def virtual_size(inspector: fi.FileInspector) -> int | None:
+    """The virtual size qemu-img reads, where oslo's differs (None: oslo's is qemu's).
+
+    Limits (minDiskGb, export, replication, the disk asked for) are checked against this
+    size before qemu-img converts the file: it must be the size of the disk it writes.
+    """
+    if not isinstance(inspector, fi.VHDInspector) or not inspector.complete:
+        return None
+    header = inspector.region("header").data
+    fields: tuple[int, int, int, int] = _VHD_SIZE_AND_GEOMETRY.unpack_from(header, _VHD_SIZE_OFFSET)
+    current, cylinders, heads, sectors = fields
+    current -= current % _VHD_SECTOR  # qemu counts whole sectors
+    geometry = cylinders * heads * sectors * _VHD_SECTOR
+    creator = bytes(header[_VHD_CREATOR])
+    if cylinders * heads * sectors == _VHD_MAX_GEOMETRY or creator in _VHD_BY_CURRENT_SIZE:
+        return current
+    if creator in _VHD_BY_GEOMETRY:
+        return geometry
+    # Whichever this qemu-img picks, the limits must hold for it.
+    return max(current, geometry)
 
 
 def _vmdk_capacity(inspector: fi.VMDKInspector, region: str) -> int:

@@ -346,6 +346,9 @@ class StreamInspector:
             return self._total_size
         if inspector is None:
             return 0
+        qemus = _rules.virtual_size(inspector)
+        if qemus is not None:
+            return qemus
         try:
             return int(inspector.virtual_size)
         except Exception:  # noqa: BLE001 - treated as "unknown", refused by the caller

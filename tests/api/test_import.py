@@ -25,6 +25,7 @@ from tests.hostile_files import (
     set_vmdk_footer_capacity,
     write_iso,
     write_raw,
+    write_vhd,
 )
 
 MiB = 1024 * 1024
@@ -180,6 +181,34 @@ async def test_a_vmdk_whose_footer_claims_another_size_is_refused(gql: GraphQLCl
     assert (job["status"], job["error"]["code"]) == ("FAIL", "UNSAFE_IMAGE_FILE"), job
     assert "VMDK footer gives another capacity than its header" in job["error"]["message"]
     assert [(i["status"], i["sizeBytes"]) for i in job["images"]] == [("KILLED", None)]
+
+
+async def test_a_vhd_is_sized_as_qemu_img_reads_it(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:
+    """A VHD footer holds an original size (which oslo reads), a current size and a geometry
+    (which qemu-img reads, by creator). A 3 MiB Hyper-V VHD ('win ') whose original size says
+    2 MiB and whose current size says 1.5 TiB is a 1.5 TiB disk: a SYSTEM_DISK with minDiskGb
+    1 is refused, a DATA_DISK is recorded at 1.5 TiB, and export (< 1 TiB) and replication
+    (<= 128 GiB) refuse it up front instead of converting 1.5 TiB."""
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    hostile = write_vhd(tmp_path / "h.vhd", original=2 * MiB, current=1536 * GiB, creator=b"win ")
+    assert qemu_virtual_size(hostile, "vpc") == 1536 * GiB
+    await upload(me, "imports", "h.vhd", hostile.read_bytes())
+    system = (await me.execute(IMPORT, {"input": system_input("imports", "h.vhd", diskFormat="VHD")}))["importImage"]
+    job = await finished(me, system["job"]["id"])
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "MIN_DISK_TOO_SMALL"), job
+    data = (await me.execute(IMPORT, {"input": system_input("imports", "h.vhd", kind="DATA_DISK", os=None)}))
+    job = await finished(me, data["importImage"]["job"]["id"])
+    [done] = job["images"]
+    assert (job["status"], done["diskFormat"], done["virtualSizeBytes"]) == ("SUCCESS", "VHD", 1536 * GiB), job
+    assert [(d["role"], d["sizeGb"]) for d in done["disks"]] == [("DATA", 1536)]
+    exported = await me.execute(
+        'mutation($i: ID!) { exportImage(input: {imageId: $i, bucket: "imports", key: "x.qcow2", format: QCOW2}) '
+        "{ __typename ... on UserError { code } } }", {"i": done["id"]})
+    assert exported["exportImage"] == {"__typename": "NotSupportedError", "code": "EXPORT_TOO_LARGE"}
+    copied = await me.execute('mutation($i: ID!) { replicateImage(input: {imageId: $i, name: "c"}) '
+                              "{ __typename ... on UserError { code } } }", {"i": done["id"]})
+    assert copied["replicateImage"] == {"__typename": "LimitExceededError", "code": "REPLICATE_TOO_LARGE"}
 
 
 async def test_iso_images_need_iso_files(gql: GraphQLClient, db: Database, tmp_path: Path) -> None:

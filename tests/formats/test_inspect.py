@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
+import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from tests.hostile_files import (
     ValidImage,
     qemu_img,
     vmdk_descriptor,
+    write_vhd,
 )
 
 MiB = 1024 * 1024
@@ -291,3 +294,41 @@ async def test_files_named_inside_an_image_are_never_opened(tmp_path: Path) -> N
 
         assert not opened, image.name
         assert caught.value.code == "UNSAFE_IMAGE_FILE", image.name
+
+
+def _qemu_virtual_size(path: Path, driver: str) -> int:
+    out = subprocess.run(["qemu-img", "info", "--output=json", "-f", driver, str(path)], check=True,
+                         capture_output=True, timeout=60).stdout
+    return int(json.loads(out)["virtual-size"])
+
+
+@pytest.mark.parametrize(
+    ("creator", "geometry"),
+    [
+        (b"win ", (60000, 16, 255)),  # Hyper-V: the current size
+        (b"qem2", (65535, 16, 255)),  # qemu-img with force_size: the current size
+        (b"d2v ", (1000, 16, 17)),  # Disk2vhd: the current size
+        (b"vpc ", (1000, 16, 17)),  # Virtual PC: the geometry
+        (b"qemu", (60000, 16, 255)),  # older qemu-img: the geometry
+        (b"vpc ", (65535, 16, 255)),  # the largest geometry: the current size, whoever made it
+    ],
+)
+def test_vhd_virtual_size_is_the_one_qemu_img_reads(tmp_path: Path, creator: bytes, geometry: tuple[int, int, int]) -> None:
+    """oslo reads a VHD's original size, a field qemu ignores: qemu reads the current size
+    or the geometry, by creator. The original size here is 2 MiB, the current size 3 GiB."""
+    path = write_vhd(tmp_path / "d.vhd", original=2 * MiB, current=3 << 30, geometry=geometry, creator=creator)
+
+    assert inspect_file(path, DiskFormat.VHD).virtual_size == _qemu_virtual_size(path, "vpc")
+
+
+@pytest.mark.parametrize("creator", [b"wa\x00\x00", b"zzzz"])
+def test_vhd_of_an_unknown_creator_is_the_larger_of_both_sizes(tmp_path: Path, creator: bytes) -> None:
+    """qemu releases size other creators' VHDs differently (older: geometry, newer: current
+    size): the limits must hold for either."""
+    small = write_vhd(tmp_path / "s.vhd", original=2 * MiB, current=3 << 30, geometry=(100, 16, 17), creator=creator)
+    large = write_vhd(tmp_path / "l.vhd", original=2 * MiB, current=3 << 30, geometry=(60000, 16, 255), creator=creator)
+
+    assert inspect_file(small, DiskFormat.VHD).virtual_size == 3 << 30
+    assert inspect_file(large, DiskFormat.VHD).virtual_size == 60000 * 16 * 255 * 512
+    for path in (small, large):
+        assert inspect_file(path).virtual_size >= _qemu_virtual_size(path, "vpc")
