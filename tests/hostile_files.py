@@ -164,11 +164,12 @@ def write_vhd(
     geometry: tuple[int, int, int] = (65535, 16, 255),
     creator: bytes = b"qem2",
     block: int = 2 * MiB,
+    first_block: bytes = b"",
 ) -> Path:
-    """An empty dynamic VHD with the footer fields given: oslo reads `original`, qemu the
-    current size or the geometry (cylinders, heads, sectors) depending on `creator`. Its block
-    table covers the larger of the two, as qemu requires; the file stays small (4 bytes of
-    table per `block`)."""
+    """A dynamic VHD with the footer fields given: oslo reads `original`, qemu the current
+    size or the geometry (cylinders, heads, sectors) depending on `creator`. Its block table
+    covers the larger of the two, as qemu requires; the file stays small (4 bytes of table per
+    `block`). Every block reads as zeros but the first, which holds `first_block` if given."""
     cylinders, heads, sectors = geometry
     entries = -(-max(current, cylinders * heads * sectors * 512) // block)
     footer = bytearray(512)
@@ -180,8 +181,13 @@ def write_vhd(
     dynamic = bytearray(1024)
     struct.pack_into(">8sQQIII", dynamic, 0, b"cxsparse", 2**64 - 1, 1536, 0x10000, entries, block)
     struct.pack_into(">I", dynamic, 36, _vhd_checksum(dynamic))
-    table = b"\xff" * (-(-entries * 4 // 512) * 512)  # every block unallocated
-    path.write_bytes(bytes(footer) + bytes(dynamic) + table + bytes(footer))
+    table = bytearray(b"\xff" * (-(-entries * 4 // 512) * 512))  # unallocated blocks
+    data = b""
+    if first_block:
+        bitmap = -(-block // 512 // 8 // 512) * 512  # one bit per sector, whole sectors
+        struct.pack_into(">I", table, 0, (1536 + len(table)) // 512)
+        data = b"\xff" * bitmap + first_block.ljust(block, b"\0")
+    path.write_bytes(bytes(footer) + bytes(dynamic) + bytes(table) + data + bytes(footer))
     return path
 
 

@@ -30,12 +30,21 @@ from app.domain.enums import DiskFormat, DiskRole, ImageStatus, ImageVisibility,
 from app.domain.images import Caller, is_licensed_platform
 from app.errors import Conflict, Invalid, NotFound, register_codes
 from app.formats import FormatError, inspect_file_async, qemu
+from app.formats.types import GiB
 from app.kms.port import KeyProvider
 from app.services.access import relation
 
 register_codes({
     "IMAGE_DATA_INVALID": "The image's stored data is not a safe file of its format, or qemu-img cannot read it; it cannot provision a disk.",
 })
+
+
+class LargerThanDisk(Exception):
+    """The stored file, inspected before its conversion, is a disk larger than the one asked for."""
+
+    def __init__(self, virtual_size: int) -> None:
+        super().__init__(f"the image's disk is {virtual_size} bytes")
+        self.virtual_size = virtual_size
 
 
 @dataclass
@@ -135,7 +144,10 @@ class Provisioner:
         if not disk.image.quick_provisioning:
             fmt = DiskFormat(disk.image.disk_format)
             try:
-                made = await self.convert_to_raw(source_id, fmt, plaintext, key)
+                made = await self.convert_to_raw(source_id, fmt, plaintext, key, max_virtual_size=disk.size_gb * GiB)
+            except LargerThanDisk as exc:
+                raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image's disk is {exc.virtual_size} bytes: "
+                              f"{disk.size_gb} GiB is too small.", field=disk.size_field) from exc
             except FormatError as exc:
                 raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored data is not a safe "
                               f"{fmt.value} file ({exc}); it cannot provision a disk.") from exc
@@ -155,13 +167,15 @@ class Provisioner:
         disk.kms_key_id = made.manifest.kms_key_id
 
     async def convert_to_raw(
-        self, manifest_id: str, fmt: DiskFormat, data_key: bytes | None, key: DataKey | None
+        self, manifest_id: str, fmt: DiskFormat, data_key: bytes | None, key: DataKey | None, *,
+        max_virtual_size: int | None = None,
     ) -> PendingManifest:
         """Stream the manifest into a private temporary file, `qemu-img convert` it to raw,
         and stream the result back into a new manifest sealed with `key`, returned unrecorded
         (`ChunkStore.add_pending`). The temporary files
         are removed whatever happens. The file is inspected again before qemu-img opens it
-        (FormatError when it is not a safe `fmt` file), as export and replication do."""
+        (FormatError when it is not a safe `fmt` file, LargerThanDisk when it is a disk larger
+        than `max_virtual_size`), as export and replication do."""
         region = (await self.chunks.head(manifest_id)).region
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
         async with qemu.temporary_workfile(self.work_dir, ".src") as src, \
@@ -172,6 +186,10 @@ class Provisioner:
                     await asyncio.to_thread(handle.write, piece)
             finally:
                 await asyncio.to_thread(handle.close)
-            await inspect_file_async(src, fmt)
+            inspected = await inspect_file_async(src, fmt)
+            # The image's recorded size may predate how inspection reads it now: qemu-img would
+            # write the whole disk before the size of the result is checked.
+            if max_virtual_size is not None and inspected.virtual_size > max_virtual_size:
+                raise LargerThanDisk(inspected.virtual_size)
             await qemu.convert(src, fmt, dst, DiskFormat.RAW)
             return await self.chunks.write_pending(region, _file_pieces(dst), key=key)

@@ -117,10 +117,11 @@ class DiskCopier:
 
     async def copy(
         self, manifest_id: str, *, region: str, kms_key_id: str | None, source_format: DiskFormat, quick: bool,
-        progress: DiskProgress,
+        progress: DiskProgress, max_virtual_size: int,
     ) -> NewManifest | None:
         """The copy's manifest for the disk `manifest_id`; None when the copy keeps the source's.
-        Raises KmsKeyProblem when a key cannot be used, CopyRefused when conversion fails."""
+        Raises KmsKeyProblem when a key cannot be used, CopyRefused when conversion fails or
+        the file to convert is a disk larger than `max_virtual_size` (the replication limit)."""
         source = await self.manifest(manifest_id)
         how = plan(source, region=region, kms_key_id=kms_key_id, quick=quick)
         if how is Plan.KEEP:
@@ -133,7 +134,8 @@ class DiskCopier:
         if how is Plan.RESEAL:
             result = await self._reseal(source, refs, opener, sealer, region, progress)
         else:
-            result = await self._convert(source, refs, opener, sealer, region, source_format, progress)
+            result = await self._convert(source, refs, opener, sealer, region, source_format, progress,
+                                         max_virtual_size)
         return self._manifest(result, region, key)
 
     async def manifest(self, manifest_id: str) -> Manifest:
@@ -179,7 +181,7 @@ class DiskCopier:
 
     async def _convert(
         self, source: Manifest, refs: list[ChunkRef], opener: Opener | None, sealer: Sealer | None, region: str,
-        source_format: DiskFormat, progress: DiskProgress,
+        source_format: DiskFormat, progress: DiskProgress, max_virtual_size: int,
     ) -> WriteResult:
         await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
         total = max(1, source.size)
@@ -202,8 +204,12 @@ class DiskCopier:
                 await asyncio.to_thread(fh.close)
             await progress(0.4, "converting to raw")
             try:
-                # Inspected at import already; checked again before qemu-img touches it.
-                await inspect_file_async(src, source_format)
+                # Inspected at import already; checked again before qemu-img touches it, and its
+                # size with it: the image's recorded size may predate how inspection reads it now.
+                inspected = await inspect_file_async(src, source_format)
+                if inspected.virtual_size > max_virtual_size:
+                    raise CopyRefused("REPLICATE_TOO_LARGE", f"The image's disk is {inspected.virtual_size} bytes: "
+                                      f"over {max_virtual_size} bytes, it cannot be replicated.")
                 await convert(src, source_format, dst, DiskFormat.RAW)
             except (FormatError, ConversionError) as exc:
                 if isinstance(exc, ConversionError) and exc.out_of_space:

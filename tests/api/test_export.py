@@ -40,6 +40,7 @@ from tests.factories import (
     make_kms_key,
     share,
 )
+from tests.hostile_files import write_vhd
 
 MiB = 1024 * 1024
 #: Sector-aligned, as disks are: a random chunk, a zero chunk, a random MiB.
@@ -287,6 +288,27 @@ async def test_a_qcow2_import_exports_as_stored_or_converted(gql: GraphQLClient,
     as_raw = await export_and_wait(q, settings, db, image.id, key="converted.raw", format="RAW")
     assert (as_raw["object"]["sizeBytes"], as_raw["object"]["checksum"]) == (len(DATA), CHECKSUM)
     assert await download(as_raw) == DATA
+
+
+async def test_a_stored_file_larger_than_its_recorded_size_is_not_exported(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """A VHD recorded at the 2 MiB of its original size (as imports recorded VHDs before they
+    read the size qemu-img reads) whose current size makes it a 1.5 TiB disk: the inspection
+    before the conversion finds the real size, and the job fails EXPORT_TOO_LARGE instead of
+    writing a 1.5 TiB disk into the bucket."""
+    vhd = write_vhd(tmp_path / "h.vhd", original=2 * MiB, current=1536 * 1024 * MiB, creator=b"win ")
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, vhd.read_bytes(), kind="DATA_DISK", disk_format="VHD",
+                                       quick_provisioning=False, virtual_size_bytes=2 * MiB)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    job = await export_and_wait(q, settings, db, image.id, key="big.qcow2", format="QCOW2")
+    assert (job["status"], job["error"]["code"], job["object"]) == ("FAIL", "EXPORT_TOO_LARGE", None), job
+    assert job["error"]["message"] == (f"The image's disk is {1536 * 1024 * MiB} bytes: images of {1024 * 1024 * MiB} "
+                                       "bytes or more cannot be exported.")
+    assert (await manifest(db, manifest_id(image))).refcount == 1  # type: ignore[union-attr]  # released
+    assert [p for p in (settings.data_dir / "work").rglob("*") if p.is_file() and p.name != ".lock"] == []
 
 
 async def test_deleting_the_image_during_the_export_keeps_its_data_until_the_end(

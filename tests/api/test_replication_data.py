@@ -45,6 +45,7 @@ from tests.factories import (
     share,
     unshare,
 )
+from tests.hostile_files import write_vhd
 
 CHECKSUM = "sha256:" + hashlib.sha256(DATA).hexdigest()
 
@@ -329,3 +330,24 @@ async def test_a_qcow2_import_yields_a_quick_raw_copy(
         assert manifest_id(stored) != manifest_id(source)
         assert await read_back(db, settings, alice, manifest_id(stored)) == raw
     assert (await manifest(db, manifest_id(source))).refcount == 1  # type: ignore[union-attr]
+
+
+async def test_a_stored_file_larger_than_its_recorded_size_is_not_replicated(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """A VHD recorded at the 2 MiB of its original size (as imports recorded VHDs before they
+    read the size qemu-img reads) whose current size makes it a 129 GiB disk: the inspection
+    before the conversion finds the real size, and the job fails REPLICATE_TOO_LARGE instead of
+    converting 129 GiB into a quick copy over the 128 GiB limit."""
+    size = 129 * 1024 * MiB
+    vhd = write_vhd(tmp_path / "h.vhd", original=2 * MiB, current=size, creator=b"win ")
+    alice, token = await make_account(db)
+    source = await make_image_with_data(db, settings, alice, vhd.read_bytes(), kind="DATA_DISK", disk_format="VHD",
+                                        quick_provisioning=False, virtual_size_bytes=2 * MiB)
+    job, copy = await replicate_and_wait(gql.as_(token), settings, db, source.id)
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "REPLICATE_TOO_LARGE"), job
+    assert job["error"]["message"] == (f"The image's disk is {size} bytes: over {128 * 1024 * MiB} bytes, "
+                                       "it cannot be replicated.")
+    assert copy["status"] == "KILLED"
+    assert (await manifest(db, manifest_id(source))).refcount == 1  # type: ignore[union-attr]
+    assert [p for p in (settings.data_dir / "work").rglob("*") if p.is_file() and p.name != ".lock"] == []

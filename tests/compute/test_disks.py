@@ -37,7 +37,7 @@ from tests.compute.conftest import (
     volumes,
 )
 from tests.factories import make_account, make_image_with_data, make_kms_key
-from tests.hostile_files import add_vmdk_footer, set_vmdk_footer_capacity
+from tests.hostile_files import add_vmdk_footer, set_vmdk_footer_capacity, write_vhd
 
 
 @contextmanager
@@ -254,6 +254,30 @@ async def test_a_stored_vmdk_whose_footer_claims_another_size_provisions_nothing
     assert "VMDK footer gives another capacity than its header" in refused.value.message
     assert await manifest_count(db) == manifests
     assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
+    work = settings.data_dir / "work"
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_a_stored_file_larger_than_its_recorded_size_is_refused_before_conversion(
+    db: Database, settings: Settings, services: Services, tmp_path: Path
+) -> None:
+    """A VHD recorded at the 2 MiB of its original size (as imports recorded VHDs before they
+    read the size qemu-img reads) whose current size makes it a 3 GiB disk: the inspection
+    before the conversion finds the real size and refuses the 1 GiB disk asked for, before
+    qemu-img converts it and its data is stored (the size check after the conversion comes
+    after the whole disk was written: 1.5 TiB of it for a 3 MiB file)."""
+    owner, _ = await make_account(db)
+    vhd = write_vhd(tmp_path / "h.vhd", original=2 * MiB, current=3 * 1024 * MiB, creator=b"win ",
+                    first_block=secrets.token_bytes(2 * MiB))
+    image = await make_image_with_data(db, settings, owner, vhd.read_bytes(), kind="DATA_DISK", disk_format="VHD",
+                                       quick_provisioning=False, virtual_size_bytes=2 * MiB, min_disk_gb=1)
+    manifests, objects = await manifest_count(db), await chunk_objects(services)
+    with pytest.raises(Invalid) as refused:
+        await services.compute.create_volume(caller(owner), VolumeSpec("v", 1, image_id=image.id))
+    assert (refused.value.code, refused.value.field) == ("DISK_SMALLER_THAN_IMAGE", "input.sizeGb")
+    assert refused.value.message == f"The image's disk is {3 * 1024 * MiB} bytes: 1 GiB is too small."
+    # Nothing converted: not a chunk of the disk's data was stored.
+    assert (await manifest_count(db), await chunk_objects(services)) == (manifests, objects)
     work = settings.data_dir / "work"
     assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
 

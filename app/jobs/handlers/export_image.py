@@ -45,6 +45,7 @@ from app.formats import (
     temporary_workfile,
 )
 from app.jobs.registry import JobContext, JobFailed, JobRegistry
+from app.services.exports import EXPORT_MAX_BYTES
 from app.services.replica_data import file_pieces, write_sparse_piece
 from app.storage.base import ObjectStore, StorageError
 
@@ -138,11 +139,15 @@ async def _convert(
             await asyncio.to_thread(fh.close)
         await ctx.progress(READ_SHARE, f"converting to {target.value}")
         try:
-            # Inspected at import already; checked again before qemu-img touches it. Not a raw
-            # disk: qemu-img reads it as raw (`-f raw`) whatever it holds, and a guest's disk may
-            # well hold an ISO 9660 filesystem or a qcow2 file, which the inspector would name.
+            # Inspected at import already; checked again before qemu-img touches it, and its size
+            # with it (the image's recorded size may predate how inspection reads it now). Not a
+            # raw disk: qemu-img reads it as raw (`-f raw`) whatever it holds, and a guest's disk
+            # may well hold an ISO 9660 filesystem or a qcow2 file, which the inspector would name.
             if source is not DiskFormat.RAW:
-                await inspect_file_async(src, source)
+                inspected = await inspect_file_async(src, source)
+                if inspected.virtual_size >= EXPORT_MAX_BYTES:
+                    raise JobFailed("EXPORT_TOO_LARGE", f"The image's disk is {inspected.virtual_size} bytes: "
+                                    f"images of {EXPORT_MAX_BYTES} bytes or more cannot be exported.")
             await convert(src, source, dst, target)
         except (FormatError, ConversionError) as exc:
             if isinstance(exc, ConversionError) and exc.out_of_space:

@@ -19,7 +19,7 @@ from app.domain.enums import DiskFormat, ImageStatus, JobType
 from app.errors import KmsKeyProblem
 from app.jobs.registry import JobContext, JobFailed, JobRegistry
 from app.services.replica_data import CopyRefused, DiskCopier, NewManifest
-from app.services.replication import ReplicationService
+from app.services.replication import REPLICATE_MAX_GIB, GiB, ReplicationService
 
 #: Temporary files of conversions, under the data directory.
 WORKDIR = "work"
@@ -58,7 +58,7 @@ async def replicate_image(ctx: JobContext) -> dict[str, Any]:
             new = await copier.copy(
                 old_id, region=copy.region, kms_key_id=ctx.params.get("kmsKeyId"),
                 source_format=DiskFormat(ctx.params["sourceDiskFormat"]), quick=bool(ctx.params["sourceQuick"]),
-                progress=report,
+                progress=report, max_virtual_size=REPLICATE_MAX_GIB * GiB,
             )
         except KmsKeyProblem as exc:
             raise JobFailed(exc.code, exc.message) from exc
