@@ -230,6 +230,11 @@ class ComputeService:
             manifest = await uow.chunks.manifest(source)
             if manifest is None or not await uow.chunks.retain(source):
                 raise NotFound("IMAGE_NOT_FOUND", resource_id=checked.image.id if checked.image else None)
+            if manifest.size > planned.size_gb * GiB:
+                # By reference as by conversion, a disk holds its image whole. A data disk image's
+                # minDiskGb does not bound its data (a raw import, a quick copy of a qcow2 one).
+                raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image's disk is {manifest.size} bytes: "
+                              f"{planned.size_gb} GiB is too small.", field=planned.size_field)
             return source, manifest.kms_key_id
         blank = blank_manifest(region, key)
         await uow.chunks.add_manifest(blank, [], {}, utcnow())
