@@ -77,10 +77,18 @@ def validate_description(text: str, field: str = "input.description") -> str:
     return text
 
 
-def validate_ram(min_ram_mb: int, max_ram_mb: int | None, field: str = "input.minRamMb") -> None:
-    upper = RAM_MAX_MB if max_ram_mb is None else max_ram_mb
-    if not (0 <= min_ram_mb <= upper <= RAM_MAX_MB):
-        raise Invalid("INVALID_RAM_RANGE", field=field)
+def validate_ram(min_ram_mb: int, max_ram_mb: int | None, *, min_given: bool = True) -> None:
+    """`0 <= min <= max <= RAM_MAX_MB` (no max: unrestricted). The error's `field` is the value
+    at fault: a bound out of range itself, else (min above max) the minimum, unless the request
+    gave only the maximum (`min_given=False`: an update that keeps the stored minimum)."""
+    if not 0 <= min_ram_mb <= RAM_MAX_MB:
+        raise Invalid("INVALID_RAM_RANGE", field="input.minRamMb")
+    if max_ram_mb is None:
+        return
+    if not 0 <= max_ram_mb <= RAM_MAX_MB:
+        raise Invalid("INVALID_RAM_RANGE", field="input.maxRamMb")
+    if min_ram_mb > max_ram_mb:
+        raise Invalid("INVALID_RAM_RANGE", field="input.minRamMb" if min_given else "input.maxRamMb")
 
 
 def validate_tag(key: str, value: str, index: int) -> None:

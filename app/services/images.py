@@ -142,7 +142,7 @@ class ImageService:
                 raise NotSupported("DATA_DISK_FIELDS")
             min_ram = image.min_ram_mb if changes.min_ram_mb is None else changes.min_ram_mb
             max_ram = image.max_ram_mb if changes.max_ram_mb is _UNSET else changes.max_ram_mb
-            validate_ram(min_ram, max_ram)
+            validate_ram(min_ram, max_ram, min_given=changes.min_ram_mb is not None)
             if changes.min_ram_mb is not None:
                 values["min_ram_mb"] = changes.min_ram_mb
             if changes.max_ram_mb is not _UNSET:

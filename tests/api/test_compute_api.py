@@ -404,6 +404,7 @@ async def test_image_from_server_refusals(gql: GraphQLClient, db: Database, sett
         ({"name": ""}, err("ValidationError", "INVALID_NAME", field="input.name")),
         ({"description": "<b>"}, err("ValidationError", "INVALID_DESCRIPTION", field="input.description")),
         ({"minRamMb": 2048, "maxRamMb": 1024}, err("ValidationError", "INVALID_RAM_RANGE", field="input.minRamMb")),
+        ({"maxRamMb": -1}, err("ValidationError", "INVALID_RAM_RANGE", field="input.maxRamMb")),
         ({"tags": [{"key": "a b", "value": "x"}]}, err("ValidationError", "INVALID_TAG_KEY", field="input.tags[0].key")),
         ({"tags": [{"key": "k", "value": "x"}, {"key": "k", "value": "y"}]},
          err("ValidationError", "DUPLICATE_TAG_KEY", field="input.tags[1].key")),

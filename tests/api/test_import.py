@@ -301,6 +301,7 @@ async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Datab
         ({"kind": "ISO", "diskFormat": "QCOW2"}, "ValidationError", "FORMAT_MISMATCH", "input.diskFormat"),
         ({"name": " lead"}, "ValidationError", "INVALID_NAME", "input.name"),
         ({"minRamMb": 10, "maxRamMb": 5}, "ValidationError", "INVALID_RAM_RANGE", "input.minRamMb"),
+        ({"maxRamMb": 1_048_577}, "ValidationError", "INVALID_RAM_RANGE", "input.maxRamMb"),
         ({"public": True}, "ForbiddenError", "ADMIN_REQUIRED", None),
         ({"key": "missing.raw"}, "NotFoundError", "OBJECT_NOT_FOUND", None),
         ({"key": "s" * 256}, "NotFoundError", "OBJECT_NOT_FOUND", None),  # no file has such a name

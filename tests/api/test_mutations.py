@@ -145,9 +145,11 @@ async def test_ram_name_and_description_rules(gql: GraphQLClient, db: Database) 
     before = state(await get_image(q, image.id))
     refused: list[tuple[dict[str, Any], str, str]] = [
         ({"minRamMb": 8192}, "INVALID_RAM_RANGE", "input.minRamMb"),  # above the stored max
-        ({"maxRamMb": 1024}, "INVALID_RAM_RANGE", "input.minRamMb"),  # below the stored min
+        ({"maxRamMb": 1024}, "INVALID_RAM_RANGE", "input.maxRamMb"),  # below the stored min
+        ({"maxRamMb": -1}, "INVALID_RAM_RANGE", "input.maxRamMb"),
+        ({"minRamMb": 1024, "maxRamMb": 512}, "INVALID_RAM_RANGE", "input.minRamMb"),
         ({"minRamMb": -1}, "INVALID_RAM_RANGE", "input.minRamMb"),
-        ({"minRamMb": 0, "maxRamMb": 1_048_577}, "INVALID_RAM_RANGE", "input.minRamMb"),
+        ({"minRamMb": 0, "maxRamMb": 1_048_577}, "INVALID_RAM_RANGE", "input.maxRamMb"),
         ({"minRamMb": 1_048_577, "maxRamMb": None}, "INVALID_RAM_RANGE", "input.minRamMb"),
         ({"name": " padded"}, "INVALID_NAME", "input.name"),
         ({"name": "x" * 129}, "INVALID_NAME", "input.name"),

@@ -123,18 +123,22 @@ def test_valid_ram_ranges(min_ram: int, max_ram: int | None) -> None:
     validate_ram(min_ram, max_ram)
 
 
-@pytest.mark.parametrize(("min_ram", "max_ram"), [
-    (-1, None),
-    (-1, 1024),
-    (2048, 1024),
-    (0, 1_048_577),
-    (1_048_577, None),
-    (0, -1),
+@pytest.mark.parametrize(("min_ram", "max_ram", "min_given", "field"), [
+    (-1, None, True, "input.minRamMb"),
+    (-1, 1024, True, "input.minRamMb"),
+    (2048, 1024, True, "input.minRamMb"),
+    (1_048_577, None, True, "input.minRamMb"),
+    # The field is the value at fault, not always the minimum.
+    (0, 1_048_577, True, "input.maxRamMb"),
+    (0, -1, True, "input.maxRamMb"),
+    (-1, -1, True, "input.minRamMb"),
+    # A maximum below the stored minimum, when the request changed the maximum alone.
+    (2048, 1024, False, "input.maxRamMb"),
 ])
-def test_invalid_ram_ranges(min_ram: int, max_ram: int | None) -> None:
+def test_invalid_ram_ranges(min_ram: int, max_ram: int | None, min_given: bool, field: str) -> None:
     with pytest.raises(Invalid) as info:
-        validate_ram(min_ram, max_ram)
-    assert (info.value.code, info.value.field) == ("INVALID_RAM_RANGE", "input.minRamMb")
+        validate_ram(min_ram, max_ram, min_given=min_given)
+    assert (info.value.code, info.value.field) == ("INVALID_RAM_RANGE", field)
 
 
 # ---------------------------------------------------------------- tags
