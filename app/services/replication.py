@@ -274,7 +274,8 @@ class ReplicationService:
         else:
             return None
         if key_id == source.kms_key_id:
-            raise Invalid("SAME_KEY", field="input.kmsKeyId")
+            raise Invalid("SAME_KEY", field="input.kmsKeyId" if request.kms_key_id is not None
+                          else "input.encryptWithDefaultKey")
         # The port has no dry run for data keys: one is made and dropped (nothing is stored).
         await self.kms.generate_data_key(caller.account_id, key_id)
         return key_id

@@ -190,7 +190,7 @@ async def test_the_copy_key_differs_from_the_source_key(gql: GraphQLClient, db: 
     default_key = first["images"][0]["kmsKeyId"]
     by_default = await make_image_with_data(db, settings, alice, DATA, kms_key_id=default_key)
     await refused(q, db, alice, by_default, by_default.id,
-                  error("ValidationError", "SAME_KEY", field="input.kmsKeyId"), encryptWithDefaultKey=True)
+                  error("ValidationError", "SAME_KEY", field="input.encryptWithDefaultKey"), encryptWithDefaultKey=True)
 
 
 async def test_the_copy_key_must_be_usable_by_the_caller(gql: GraphQLClient, db: Database, settings: Settings) -> None:
