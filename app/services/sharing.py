@@ -97,7 +97,7 @@ class SharingService:
         images = validate_batch(image_ids, "input.imageIds")
         accounts = validate_batch(account_ids, "input.accountIds")
         if caller.account_id in accounts:
-            raise Invalid("SHARE_WITH_SELF", field="input.accountIds")
+            raise Invalid("SHARE_WITH_SELF", field=f"input.accountIds[{account_ids.index(caller.account_id)}]")
         for attempt in range(DEADLOCK_ATTEMPTS):
             try:
                 return await self._share(caller, images, accounts)

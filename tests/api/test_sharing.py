@@ -198,7 +198,10 @@ async def test_accounts_must_exist_and_not_be_the_caller(gql: GraphQLClient, db:
     (alice, a), (bob, _) = await users(db, gql, 2)
     image = await make_image(db, alice)
     await refused_share(a, db, [image], [bob.id, alice.id], error(
-        "ValidationError", "SHARE_WITH_SELF", field="input.accountIds"))
+        "ValidationError", "SHARE_WITH_SELF", field="input.accountIds[1]"))
+    # The index is the item's in the request, duplicates included.
+    await refused_share(a, db, [image], [bob.id, bob.id, alice.id, alice.id], error(
+        "ValidationError", "SHARE_WITH_SELF", field="input.accountIds[2]"))
     await refused_share(a, db, [image], [bob.id, "acc-nosuchaccount"], error(
         "NotFoundError", "ACCOUNT_NOT_FOUND", resourceId="acc-nosuchaccount"))
     await refused_share(a, db, [image], [], error("ValidationError", "EMPTY_REQUEST", field="input.accountIds"))
