@@ -46,7 +46,6 @@ CODES: dict[str, str] = {
     "INVALID_ACCOUNT_NAME": "Account name: 3-64 characters of lowercase letters, digits, '-' or '_'.",
     "INVALID_QUOTA": "A quota limit is between 0 and 100000.",
     "INVALID_EXPIRY": "Token lifetime: 1 to 3650 days.",
-    "INVALID_ID": "An id in the request is malformed.",
     "OS_REQUIRED": "System disk and ISO images need an operating system (`os`).",
     "INVALID_OS": "Operating system: a platform of 1-64 and a version of 1-128 characters, 32 or 64 bits.",
     "EMPTY_REQUEST": "The request names nothing to act on.",

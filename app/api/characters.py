@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from graphql import GraphQLError, Lexer, Source, TokenKind
 
+from app.errors import register_codes
+
 #: The error's `extensions.code` (the answer over HTTP is 400).
 INVALID_CHARACTER = "INVALID_CHARACTER"
+register_codes({
+    INVALID_CHARACTER: "A string of the request holds a NUL character or an unpaired surrogate; the operation is "
+                       "refused before it runs (a top-level error, HTTP 400).",
+})
 NUL = "NUL characters are not accepted"
 SURROGATE = "unpaired surrogates are not accepted: text must be valid Unicode"
 
