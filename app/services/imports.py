@@ -145,6 +145,12 @@ class ImportService:
             raise NotFound("OBJECT_NOT_FOUND", resource_id=f"{req.bucket}:{req.key}")
         if info.size > MAX_IMPORT_BYTES:
             raise LimitExceeded("FILE_TOO_LARGE", limit=MAX_IMPORT_BYTES // 1024**3)
+        new_images = 0 if req.public else 1
+        if req.encrypt_with_default_key and not req.kms_key_id:
+            # ims/default is made on first use: a request the quotas refuse anyway must not
+            # leave it made (they are checked again, under the account lock, below).
+            async with self.db.uow(caller.account_id, write=False) as uow:
+                await check_creation_quotas(uow, caller.account_id, bucket.region, new_images, lock=False)
         key_id = await encryption_key(self.kms, caller, req.kms_key_id, req.encrypt_with_default_key)
         now = utcnow()
         image = Image(
@@ -160,7 +166,7 @@ class ImportService:
             disks=[], created_at=now, updated_at=now,
         )
         async with self.db.uow(caller.account_id) as uow:
-            await check_creation_quotas(uow, caller.account_id, bucket.region, 0 if req.public else 1)
+            await check_creation_quotas(uow, caller.account_id, bucket.region, new_images)
             await uow.images.add(image)
             for k, v in req.tags:
                 uow.session.add(ImageTag(image_id=image.id, key=k, value=v))

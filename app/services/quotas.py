@@ -13,13 +13,16 @@ async def quota_limit(uow: UnitOfWork, account_id: str, resource: QuotaResource)
     return overrides.get(resource.value, DEFAULT_QUOTAS[resource])
 
 
-async def check_creation_quotas(uow: UnitOfWork, account_id: str, region: str, new_images: int = 1) -> None:
+async def check_creation_quotas(uow: UnitOfWork, account_id: str, region: str, new_images: int = 1, *,
+                                lock: bool = True) -> None:
     """Refuse a creation that would exceed PRIVATE_IMAGES (in the region) or
     CONCURRENT_CREATIONS. Locks the account until the transaction ends, so two concurrent
     creations cannot both take the last place: call it in the transaction that adds the
-    images and the job. `new_images=0` (an administrator's public import, which makes no
-    private image of theirs) checks CONCURRENT_CREATIONS only."""
-    await uow.accounts.lock_account(account_id)
+    images and the job (`lock=False`: a check asked earlier, before a step that changes
+    something, which that transaction makes again). `new_images=0` (an administrator's public
+    import, which makes no private image of theirs) checks CONCURRENT_CREATIONS only."""
+    if lock:
+        await uow.accounts.lock_account(account_id)
     if new_images:
         limit = await quota_limit(uow, account_id, QuotaResource.PRIVATE_IMAGES)
         if await uow.accounts.count_private_images(account_id, region) + new_images > limit:

@@ -27,6 +27,10 @@ The rules, in the order they are checked (the first that fails answers):
     running replications ≥ quota       LimitExceededError QUOTA_CONCURRENT_REPLICATIONS
     private images in target ≥ quota   LimitExceededError QUOTA_PRIVATE_IMAGES
 
+With `encryptWithDefaultKey` (and no `kmsKeyId`) the source key and the quotas are asked
+before the copy key: the account's default key is made on first use, and a request refused
+anyway must not leave it made.
+
 The copy inherits kind, OS, minimum disk and RAM, boot mode, NIC/SR-IOV flags and the
 licensed-platform mark (the export rule follows the origin chain); it gets origin
 {IMAGE, source id}. Tags, memberships and protection are not copied.
@@ -139,9 +143,15 @@ class ReplicationService:
         target_region = request.region or source.region
         self._check_placement(source, request, target_region)
         # KMS calls open transactions of their own: they run before the enqueuing one.
+        if request.kms_key_id is None and request.encrypt_with_default_key:
+            # ims/default is made on first use: a request refused anyway must not leave it
+            # made. What could refuse it after the key is asked first (the quotas again under
+            # the account lock below).
+            await self._require_source_key(caller, source)
+            async with self.db.uow(caller.account_id, write=False) as uow:
+                await self._check_quotas(uow, caller.account_id, target_region)
         target_key = await self._target_key(caller, source, request)
-        if source.kms_key_id is not None:
-            await self.kms.require_decrypt(caller.account_id, source.kms_key_id)
+        await self._require_source_key(caller, source)
 
         async with self.db.uow(caller.account_id) as uow:
             await uow.accounts.lock_account(caller.account_id)
@@ -264,6 +274,11 @@ class ReplicationService:
             raise NotSupported("REPLICATE_ENCRYPTED_CROSS_REGION")
         if virtual_size(source) > REPLICATE_MAX_GIB * GiB:
             raise LimitExceeded("REPLICATE_TOO_LARGE", limit=REPLICATE_MAX_GIB)
+
+    async def _require_source_key(self, caller: Caller, source: Image) -> None:
+        """An encrypted source is read with its key: the caller must be able to decrypt with it."""
+        if source.kms_key_id is not None:
+            await self.kms.require_decrypt(caller.account_id, source.kms_key_id)
 
     async def _target_key(self, caller: Caller, source: Image, request: ReplicationRequest) -> str | None:
         """The copy's KMS key, checked usable: the caller must be able to make data keys with it."""

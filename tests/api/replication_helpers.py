@@ -21,7 +21,7 @@ from app.db.uow import Database
 from app.domain.images import Caller
 from app.domain.jobs import JobQuery
 from app.jobs.worker import Worker
-from app.kms.port import GrantOperation
+from app.kms.port import DEFAULT_KEY_ALIAS, GrantOperation
 from app.services.registry import Services
 from tests.conftest import GraphQLClient
 from tests.factories import data_plane
@@ -144,16 +144,18 @@ async def collect_garbage(db: Database, settings: Settings) -> int:
 
 async def footprint(db: Database, account: Account, source: Image | None = None) -> dict[str, Any]:
     """What a refused replication must leave as it was: the caller's jobs and private images
-    in every region, and the references to the source's data."""
+    in every region, the references to the source's data, and whether the caller has a
+    default KMS key (made on first use, and a refused request is none)."""
     async with db.uow(account.id, write=False) as uow:
         jobs = await uow.jobs.count(JobQuery())
+        default_key = await uow.kms.get_by_alias(account.id, DEFAULT_KEY_ALIAS) is not None
         images = {r: await uow.accounts.count_private_images(account.id, r) for r in REGIONS}
         refs = []
         for disk in source.disks if source else []:
             if disk.get("manifestId"):
                 found = await uow.chunks.manifest(disk["manifestId"])
                 refs.append(found.refcount if found else None)
-    return {"jobs": jobs, "images": images, "refs": refs}
+    return {"jobs": jobs, "images": images, "refs": refs, "default_key": default_key}
 
 
 # ---------------------------------------------------------------- keys

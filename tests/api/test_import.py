@@ -332,6 +332,10 @@ async def test_private_image_quota(gql: GraphQLClient, db: Database) -> None:
     assert first["__typename"] == "ImageJobSuccess"
     second = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw")}))["importImage"]
     assert second == {"__typename": "LimitExceededError", "code": "QUOTA_PRIVATE_IMAGES", "limit": 1}
+    # The account's default key is made on first use, and a refused import is none.
+    sealed = (await me.execute(IMPORT, {"input": system_input("imports", "d.raw", encryptWithDefaultKey=True)}))
+    assert sealed["importImage"] == {"__typename": "LimitExceededError", "code": "QUOTA_PRIVATE_IMAGES", "limit": 1}
+    assert (await me.execute("{ kmsKeys { totalCount } }"))["kmsKeys"]["totalCount"] == 0
 
 
 async def test_public_imports_by_an_administrator(gql: GraphQLClient, db: Database) -> None:

@@ -222,6 +222,9 @@ async def test_an_encrypted_source_needs_the_caller_to_decrypt_it(
     await refused(gql.as_(bob_t), db, bob, sealed, sealed.id, error("KmsKeyError", "KMS_ACCESS_DENIED", keyId=key))
     await disable_key(db, settings, alice, key)
     await refused(gql.as_(alice_t), db, alice, sealed, sealed.id, error("KmsKeyError", "KMS_KEY_DISABLED", keyId=key))
+    # A copy under the default key is refused as well, and the default key is not made for it.
+    await refused(gql.as_(alice_t), db, alice, sealed, sealed.id, error("KmsKeyError", "KMS_KEY_DISABLED", keyId=key),
+                  encryptWithDefaultKey=True)
 
 
 # ---------------------------------------------------------------- quotas
@@ -259,6 +262,9 @@ async def test_private_image_quota_counts_in_the_target_region(gql: GraphQLClien
     await gql.execute(set_quota, {"input": {"accountId": alice.id, "resource": "PRIVATE_IMAGES", "limit": 1}})
     q = gql.as_(token)
     await refused(q, db, alice, image, image.id, error("LimitExceededError", "QUOTA_PRIVATE_IMAGES", limit=1))
+    # Nor is the account's default key made for a copy refused anyway.
+    await refused(q, db, alice, image, image.id, error("LimitExceededError", "QUOTA_PRIVATE_IMAGES", limit=1),
+                  encryptWithDefaultKey=True)
     ok = await replicate(q, image.id, region="region-2")
     assert ok["__typename"] == "ImageJobSuccess"
     await refused(q, db, alice, image, image.id, error("LimitExceededError", "QUOTA_PRIVATE_IMAGES", limit=1),
