@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.datastore.chunks import CHUNK_SIZE
+from app.datastore.errors import DatastoreError
 from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.datastore.tables import Manifest
 from app.db.repositories.images import VisibleImageRow
@@ -35,7 +36,8 @@ from app.kms.port import KeyProvider
 from app.services.access import relation
 
 register_codes({
-    "IMAGE_DATA_INVALID": "The image's stored data is not a safe file of its format, or qemu-img cannot read it; it cannot provision a disk.",
+    "IMAGE_DATA_INVALID": "The image's stored data failed verification, is not a safe file of its format, or qemu-img "
+                          "cannot read it; it cannot provision a disk.",
 })
 
 
@@ -141,30 +143,42 @@ class Provisioner:
             assert manifest.kms_key_id is not None and manifest.wrapped_key is not None and plaintext is not None
             # The image's own key stays with its disks: same data key, new nonces.
             key = DataKey(manifest.kms_key_id, manifest.data_key_id, plaintext, manifest.wrapped_key)
-        if not disk.image.quick_provisioning:
-            fmt = DiskFormat(disk.image.disk_format)
+        try:
+            made = await self._own_copy(disk, disk.image, source_id, manifest, plaintext, key)
+        except DatastoreError as exc:
+            # A chunk missing or failing its digest or tag, or the data key failing to unwrap:
+            # the image's stored data is damaged, which no retry mends.
+            raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored data failed verification ({exc}); "
+                          "it cannot provision a disk.") from exc
+        if made is None:
+            return
+        disk.manifest_id, disk.pending = made.manifest.id, made
+        disk.kms_key_id = made.manifest.kms_key_id
+
+    async def _own_copy(self, disk: PlannedDisk, image: Image, source_id: str, manifest: Manifest,
+                        plaintext: bytes | None, key: DataKey | None) -> PendingManifest | None:
+        """The disk's own manifest made from the image's (see `fill`); None: it shares the image's."""
+        if not image.quick_provisioning:
+            fmt = DiskFormat(image.disk_format)
             try:
-                made = await self.convert_to_raw(source_id, fmt, plaintext, key, max_virtual_size=disk.size_gb * GiB)
+                return await self.convert_to_raw(source_id, fmt, plaintext, key, max_virtual_size=disk.size_gb * GiB)
             except LargerThanDisk as exc:
                 raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image's disk is {exc.virtual_size} bytes: "
                               f"{disk.size_gb} GiB is too small.", field=disk.size_field) from exc
             except FormatError as exc:
-                raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored data is not a safe "
+                raise Invalid("IMAGE_DATA_INVALID", f"Image {image.id}'s stored data is not a safe "
                               f"{fmt.value} file ({exc}); it cannot provision a disk.") from exc
             except qemu.ConversionError as exc:
                 if exc.out_of_space:
                     raise  # the service's disk, not the image: an internal error, logged
                 # A file whose header passed inspection but whose body qemu-img cannot read
                 # (a corrupt cluster table, say): the image's data, not the service, is at fault.
-                raise Invalid("IMAGE_DATA_INVALID", f"Image {disk.image.id}'s stored {fmt.value} data could not "
+                raise Invalid("IMAGE_DATA_INVALID", f"Image {image.id}'s stored {fmt.value} data could not "
                               f"be converted ({exc.stderr_tail.strip()[-300:]}); it cannot provision "
                               "a disk.") from exc
-        elif key is not None and manifest.data_key_id is None:
-            made = await self.chunks.copy_pending(source_id, key=key)
-        else:
-            return
-        disk.manifest_id, disk.pending = made.manifest.id, made
-        disk.kms_key_id = made.manifest.kms_key_id
+        if key is not None and manifest.data_key_id is None:
+            return await self.chunks.copy_pending(source_id, key=key)
+        return None
 
     async def convert_to_raw(
         self, manifest_id: str, fmt: DiskFormat, data_key: bytes | None, key: DataKey | None, *,

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
+from app.compute.tables import Volume
 from app.config import Settings
 from app.db.tables import Account
 from app.db.uow import Database
+from app.storage.factory import service_bucket
 from tests.compute.conftest import MiB, manifest_count
 from tests.conftest import GraphQLClient
 from tests.factories import (
+    data_plane,
     make_account,
     make_image,
     make_image_with_data,
@@ -328,6 +334,40 @@ async def test_create_volume_rules(gql: GraphQLClient, db: Database, settings: S
         "ValidationError", "INVALID_VOLUME_IMAGE", field="input.imageId")
     assert await create_volume(q, sizeGb=5, imageId=stranger.id) == err("NotFoundError", "IMAGE_NOT_FOUND")
     assert await manifest_count(db) == manifests
+
+
+async def test_an_image_whose_stored_data_fails_verification_provisions_nothing(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """A chunk of the image gone from the store: the disks that must read it (converted from
+    a qcow2 image, or a plain quick image copied under a new key) are refused with the
+    image's IMAGE_DATA_INVALID, not a masked internal error, and nothing is made."""
+    alice, alice_t = await make_account(db)
+    q = gql.as_(alice_t)
+    key = await make_kms_key(db, settings, alice)
+    (tmp_path / "disk.raw").write_bytes(secrets.token_bytes(MiB))
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"),
+                    str(tmp_path / "disk.qcow2")], check=True, capture_output=True)
+    qcow2 = await make_image_with_data(db, settings, alice, (tmp_path / "disk.qcow2").read_bytes(),
+                                       disk_format="QCOW2", quick_provisioning=False, virtual_size_bytes=MiB,
+                                       min_disk_gb=1)
+    plain = await quick_image(db, settings, alice, min_disk_gb=1)
+    chunks, _ = data_plane(db, settings)
+    for image in (qcow2, plain):
+        _, refs = await chunks.load(image.disks[0]["manifestId"])
+        await chunks.stores["region-1"].delete(service_bucket("region-1"), f"chunks/{refs[0].digest}")
+    manifests = await manifest_count(db)
+    refused = err("ValidationError", "IMAGE_DATA_INVALID", field=None)
+    assert await create_server(q, imageId=qcow2.id) == refused
+    assert await create_volume(q, sizeGb=1, imageId=qcow2.id) == refused
+    assert await create_server(q, imageId=plain.id, kmsKeyId=key) == refused
+    assert await create_volume(q, sizeGb=1, imageId=plain.id, kmsKeyId=key) == refused
+    assert await servers(q) == []
+    async with db.uow(write=False) as uow:
+        assert (await uow.session.execute(select(func.count()).select_from(Volume))).scalar_one() == 0
+    assert await manifest_count(db) == manifests
+    work = settings.data_dir / "work"
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
 
 
 # ---------------------------------------------------------------- createImageFromServer / FromVolume
