@@ -80,6 +80,8 @@ register_codes({
     "SAME_REGION": "A cross-region replication names a region other than the image's own.",
     "SAME_KEY": "The copy's KMS key must differ from the source image's.",
     "REPLICATE_CONVERSION_FAILED": "The image could not be converted to a raw (quick) copy.",
+    "REPLICATE_SOURCE_INVALID": "The source image's stored data failed verification while it was copied; no copy "
+                                "was made.",
 })
 
 GiB = 1024**3

@@ -215,6 +215,29 @@ async def test_a_key_disabled_before_the_job_runs_fails_it_and_kills_the_copy(
     assert await read_back(db, settings, alice, manifest_id(source)) == DATA
 
 
+@pytest.mark.parametrize("copy", ["re-encrypted", "cross-region"])
+async def test_a_source_whose_stored_data_fails_verification_fails_the_job_and_kills_the_copy(
+    gql: GraphQLClient, db: Database, settings: Settings, copy: str
+) -> None:
+    """A chunk of the source gone from the store while its data is copied: the job fails
+    with REPLICATE_SOURCE_INVALID (the data is damaged: a retry cannot help), not a masked
+    INTERNAL_ERROR, and the copy is KILLED, holding nothing."""
+    alice, token = await make_account(db)
+    key = await make_kms_key(db, settings, alice)
+    source = await make_image_with_data(db, settings, alice, DATA)
+    chunks, _ = data_plane(db, settings)
+    _, refs = await chunks.load(manifest_id(source))
+    await chunks.stores["region-1"].delete(service_bucket("region-1"), f"chunks/{refs[-1].digest}")
+    q = gql.as_(token)
+    asked = {"kmsKeyId": key} if copy == "re-encrypted" else {"region": "region-2"}
+    job, killed = await replicate_and_wait(q, settings, db, source.id, **asked)
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "REPLICATE_SOURCE_INVALID")
+    assert job["error"]["message"].startswith("The source image's stored data failed verification (chunk ")
+    assert killed["status"] == "KILLED"
+    assert "manifestId" not in (await row(db, alice, killed["id"])).disks[0]
+    assert (await manifest(db, manifest_id(source))).refcount == 1  # type: ignore[union-attr]
+
+
 # ---------------------------------------------------------------- shared sources
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.datastore.errors import DatastoreError
 from app.datastore.store import ChunkStore
 from app.db.uow import UnitOfWork
 from app.domain.enums import DiskFormat, ImageStatus, JobType
@@ -64,6 +65,11 @@ async def replicate_image(ctx: JobContext) -> dict[str, Any]:
             raise JobFailed(exc.code, exc.message) from exc
         except CopyRefused as exc:
             raise JobFailed(exc.code, exc.message) from exc
+        except DatastoreError as exc:
+            # A chunk of the source missing or failing its digest or tag: its data is damaged,
+            # which no retry mends (the export says EXPORT_SOURCE_GONE).
+            raise JobFailed("REPLICATE_SOURCE_INVALID",
+                            f"The source image's stored data failed verification ({exc}).") from exc
         if new is not None:
             replaced.append((old_id, new))
             written[index] = new
