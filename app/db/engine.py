@@ -9,6 +9,8 @@ import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.db import folding
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_ms: int = 30000) -> None:
     cursor = dbapi_connection.cursor()
@@ -19,6 +21,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, busy_timeout_ms: int = 
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.close()
+    # The catalog's case folding, as PostgreSQL's lower() does it (app.db.folding).
+    folding.register(dbapi_connection)
 
 
 def _take_over_transactions(dbapi_connection: Any, _record: Any) -> None:

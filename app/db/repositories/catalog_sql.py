@@ -33,6 +33,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import col
 
+from app.db.folding import CaseFolded, fold_case
 from app.db.tables import Account, Image, ImageCount, ImageMember, ImageTag
 from app.domain.enums import ImageOrderField, ImageVisibility, OrderDirection
 from app.domain.images import ImageOrder, ImageQuery
@@ -189,7 +190,7 @@ def shape_and_params(query: ImageQuery, order: ImageOrder, caller_id: str, first
     if q.os_types is not None:
         params["os_types"] = sorted(t.value for t in q.os_types)
     if q.platforms is not None:
-        params["platforms"] = sorted(p.lower() for p in q.platforms)
+        params["platforms"] = sorted({fold_case(p) for p in q.platforms})
     if q.disk_formats is not None:
         params["formats"] = sorted(f.value for f in q.disk_formats)
     if q.kms_key_id is not None:
@@ -231,13 +232,13 @@ def _filters(s: Shape) -> list[ColumnElement[bool]]:
     if s.statuses:
         conds.append(col(Image.status).in_(_in("statuses")))
     if s.name:
-        # Both sides folded by the database's lower(): Python's folds differently (İ, Σ), and
-        # SQLite's folds ASCII only, so a name was not found by itself ("Ärger", "İzmir").
-        conds.append(func.lower(col(Image.name)).like(func.lower(bindparam("name")), escape="\\"))
+        # Both sides folded in the database, alike on both backends (app.db.folding): SQLite's
+        # lower() folds ASCII only, so there "ärger" did not find "Ärger".
+        conds.append(CaseFolded(col(Image.name)).like(CaseFolded(bindparam("name")), escape="\\"))
     if s.os_types:
         conds.append(col(Image.os_type).in_(_in("os_types")))
     if s.platforms:
-        conds.append(func.lower(col(Image.os_platform)).in_(_in("platforms")))
+        conds.append(CaseFolded(col(Image.os_platform)).in_(_in("platforms")))
     if s.formats:
         conds.append(col(Image.disk_format).in_(_in("formats")))
     if s.encrypted is not None:
