@@ -11,8 +11,12 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 from app.db.types import UTCDateTime
+
+#: An image name's column type (see `Image.name`).
+NAME_TYPE = AutoString(128).with_variant(AutoString(128, collation="C"), "postgresql")
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -57,7 +61,9 @@ class Image(SQLModel, table=True):
     #: PUBLIC or PRIVATE; SHARED is a relation of a caller to a PRIVATE image.
     visibility: str = Field(max_length=8)
     region: str = Field(max_length=64)
-    name: str = Field(max_length=128)
+    #: Sorted and compared in code point order on both backends (README "Catalog order"):
+    #: "C" on PostgreSQL, whatever the database's collation (migration 0005); SQLite's is binary.
+    name: str = Field(sa_column=Column(NAME_TYPE, nullable=False))
     description: str = Field(default="", max_length=1024)
     kind: str = Field(max_length=16)
     status: str = Field(max_length=8)

@@ -7,23 +7,30 @@ a random page size at a time, on both, and each walk is compared with the other 
 reference computed here from the documented ordering (README "Catalog order"): the sort key
 in code point order, ties broken by the id, NULL sizes as -1; `nameContains` a substring of
 the name, both folded by Unicode's simple lowercase mapping (ς as σ).
+
+PostgreSQL runs twice: on the configured database, and on one of an ICU locale (en-US) beside
+it, whose collation sorts names linguistically and whose lower() takes full case mappings.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
 
 from app.api.images import ImageFilter, TagFilter, to_query
 from app.bootstrap import build_database
 from app.config import Settings
+from app.db.engine import sync_url
+from app.db.migrate import upgrade
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.db.uow import Database
 from app.domain import enums as d
@@ -212,12 +219,37 @@ async def walk(db: Database, caller: Caller, f: ImageFilter, order: ImageOrder, 
     return rows, total
 
 
-@pytest.fixture
-async def backends(tmp_path: Path, sqlite_template: Path, pg_migrated: str) -> AsyncIterator[tuple[Database, Database]]:
-    """A fresh SQLite database and the truncated PostgreSQL one."""
+@pytest.fixture(scope="session")
+def pg_icu_migrated(pg_migrated: str) -> Iterator[str]:
+    """A migrated database of an ICU locale (en-US) beside the configured one: its default
+    collation sorts "alpha" < "Alpha" < "b" < "B"; its lower() maps İ to "i̇"."""
+    url = make_url(sync_url(pg_migrated))
+    icu = url.set(database=f"{url.database}_icu")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{icu.database}"'))
+            conn.execute(text(f'CREATE DATABASE "{icu.database}" LOCALE_PROVIDER icu ICU_LOCALE \'en-US\' '
+                              "TEMPLATE template0"))
+    except DBAPIError as exc:  # PostgreSQL < 15, or built without ICU
+        admin.dispose()
+        pytest.skip(f"no ICU database: {exc.orig}")
+    async_url = icu.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    upgrade(async_url)
+    yield async_url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{icu.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["configured", "icu"])
+async def backends(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
+                   pg_migrated: str) -> AsyncIterator[tuple[Database, Database]]:
+    """A fresh SQLite database and a truncated PostgreSQL one: the configured database, or
+    one of an ICU locale."""
     (tmp_path / "lite").mkdir()
     shutil.copy(sqlite_template, tmp_path / "lite" / "ims.db")
-    pg_url = pg_migrated
+    pg_url = pg_migrated if request.param == "configured" else request.getfixturevalue("pg_icu_migrated")
     _truncate_pg(pg_url)
     base = Settings(data_dir=tmp_path / "lite", auto_migrate=False, workers=0, regions=REGIONS)
     lite = build_database(base)
@@ -250,6 +282,23 @@ async def test_random_walks_agree_with_each_other_and_the_documented_order(
         assert [r[0] for r in pg_rows] == expected, ("postgresql", context)
         assert lite_rows == pg_rows, context
         assert lite_total == pg_total == len(expected), context
+
+
+async def test_names_sort_in_code_point_order_whatever_the_collation(backends: tuple[Database, Database]) -> None:
+    catalog = make_catalog(random.Random(7), 0)
+    names = ["b", "B", "alpha", "Alpha", "ALPHA", "Äpfel", "apfel", "_x", "10", "9", "a b", "ab", "𐐨", "日本"]
+    for n, name in enumerate(names):
+        catalog.images.append({**make_catalog(random.Random(n), 1).images[0], "owner_id": catalog.me,
+                               "visibility": "PRIVATE", "region": REGIONS[0], "name": name})
+    for db in backends:
+        await write_catalog(db, catalog)
+    by_name = sorted(catalog.images, key=lambda i: (i["name"], i["id"]))
+    for direction in d.OrderDirection:
+        order = ImageOrder(d.ImageOrderField.NAME, direction)
+        wanted = [i["id"] for i in (by_name if direction is d.OrderDirection.ASC else by_name[::-1])]
+        for db in backends:
+            rows, total = await walk(db, Caller(catalog.me, "user-1", "USER"), ImageFilter(), order, 4)
+            assert ([r[0] for r in rows], total) == (wanted, len(names)), (db.dialect, direction)
 
 
 @pytest.mark.parametrize("visibility", [d.ImageVisibility.PRIVATE, d.ImageVisibility.PUBLIC])
