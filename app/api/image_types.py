@@ -29,7 +29,7 @@ from app.db.tables import Account as AccountRow
 from app.db.tables import Image as ImageRow
 from app.domain import enums as d
 from app.domain.images import Caller
-from app.domain.pagination import decode_cursor, encode_cursor
+from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
 from app.domain.rules import validate_page_size
 from app.services.access import relation
 
@@ -154,14 +154,19 @@ class PrivateImage(ImageBase):
             size = validate_page_size(first)
             start = 0
             if after:
-                _, account_id = decode_cursor(after, "members")
-                start = next((i + 1 for i, r in enumerate(rows) if r.member.account_id == account_id), len(rows))
+                # The cursor is a place in the members' order, (shared at, account id): the
+                # member it names may be gone (unshared) or filtered out since (it answered),
+                # and the page goes on after that place instead of ending.
+                value, account_id = decode_cursor(after, "members")
+                place = (decode_datetime(value), account_id)
+                start = next((i for i, r in enumerate(rows) if (r.member.created_at, r.member.account_id) > place),
+                             len(rows))
         window = rows[start : start + size]
-        edges = [ImageMemberEdge(cursor=encode_cursor("members", 0, r.member.account_id), node=ImageMember.of(r))
-                 for r in window]
+        edges = [ImageMemberEdge(cursor=encode_cursor("members", r.member.created_at, r.member.account_id),
+                                 node=ImageMember.of(r)) for r in window]
         return ImageMemberConnection(
             edges=edges,
-            page_info=PageInfo.of([e.cursor for e in edges], start + size < len(rows), start > 0),
+            page_info=PageInfo.of([e.cursor for e in edges], start + size < len(rows), bool(after)),
             total_count=len(rows),
         )
 

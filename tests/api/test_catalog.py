@@ -7,13 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from app.config import Settings
-from app.db.tables import Image
+from app.db.tables import Image, ImageMember
 from app.db.uow import Database
 from tests.api.ops import GET_IMAGE, GET_NODE, LIST_IMAGES, get_image, list_ids, list_images
 from tests.conftest import GraphQLClient
-from tests.factories import admin_account, make_account, make_image, share
+from tests.factories import admin_account, make_account, make_image, share, unshare
 
 ADMIN = "ims_test-admin-token"
 
@@ -525,3 +527,35 @@ async def test_members_connection_pages_filters_and_rejects_bad_arguments(gql: G
         [err] = body["errors"]
         assert (err["path"], err["extensions"]["code"]) == (["image", "members"], code)
         assert err["message"] != "Internal server error"
+
+
+async def test_members_pages_resume_after_the_cursor_when_its_member_is_gone(gql: GraphQLClient, db: Database) -> None:
+    """The cursor is the member's place in the order (shared at, account id), not a row to find
+    again: unsharing the account it names, or a filter it no longer matches, skips no one."""
+    alice, alice_t = await make_account(db)
+    image = await make_image(db, alice)
+    accounts = [(await make_account(db, name))[0] for name in ("m-1", "m-2", "m-3")]
+    for account in accounts:
+        await share(db, image, account, "PENDING")
+    q = gql.as_(alice_t)
+
+    async def members(**variables: Any) -> dict[str, Any]:
+        return (await q.execute(MEMBERS, {"id": image.id, **variables}))["image"]["members"]  # type: ignore[no-any-return]
+
+    def names(page: dict[str, Any]) -> list[str]:
+        return [e["node"]["account"]["name"] for e in page["edges"]]
+
+    first = await members(first=1)
+    assert names(first) == ["m-1"]
+    await unshare(db, image, accounts[0])
+    rest = await members(first=1, after=first["pageInfo"]["endCursor"])
+    assert (names(rest), rest["totalCount"], rest["pageInfo"]["hasNextPage"], rest["pageInfo"]["hasPreviousPage"]) \
+        == (["m-2"], 2, True, True)
+    # m-2 answers: no longer PENDING, yet the PENDING list goes on after it.
+    async with db.uow() as uow:
+        await uow.session.execute(update(ImageMember).where(col(ImageMember.account_id) == accounts[1].id)
+                                  .values(status="ACCEPTED"))
+        await uow.commit()
+    tail = await members(status=["PENDING"], first=1, after=rest["pageInfo"]["endCursor"])
+    assert (names(tail), tail["pageInfo"]["hasNextPage"]) == (["m-3"], False)
+
