@@ -36,7 +36,7 @@ from app.api.image_types import Image, image_of
 from app.domain import enums as d
 from app.domain.images import ImageOrder as DomainOrder
 from app.domain.images import ImageQuery, TagMatch
-from app.domain.rules import NAME_MAX, TAGS_PER_IMAGE
+from app.domain.rules import NAME_MAX, TAGS_PER_IMAGE, tag_text
 from app.errors import Invalid, NotFound
 from app.services.images import UNSET, ImageChanges
 
@@ -123,8 +123,8 @@ def _tag_matches(tags: list[TagFilter]) -> tuple[tuple[TagMatch, ...], bool]:
     one more condition in every arm of the page statement (a thousand outgrew SQLite's
     expression depth): refused."""
     values: dict[str, set[str | None]] = {}
-    for t in tags:
-        values.setdefault(t.key, set()).add(t.value)
+    for t in tags:  # composed as stored (see `tag_text`)
+        values.setdefault(tag_text(t.key), set()).add(None if t.value is None else tag_text(t.value))
     if len(values) > TAGS_PER_IMAGE:
         raise Invalid("TOO_MANY_ITEMS", f"A filter names at most {TAGS_PER_IMAGE} tag keys.", field="filter.tags")
     matches, possible = [], True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 from app.domain.enums import QuotaResource
 from app.errors import Invalid
@@ -38,8 +39,7 @@ DEFAULT_QUOTAS: dict[QuotaResource, int] = {
 
 # \w in Python's re is Unicode-aware: letters of every script, digits and '_'. Every pattern
 # here is applied with `fullmatch`: `$` with `match` would also accept a trailing newline.
-_TAG_KEY_RE = re.compile(r"[\w-]+")
-_TAG_VALUE_RE = re.compile(r"[\w.-]*")
+_TAG_CHAR_RE = re.compile(r"\w")
 _FORBIDDEN_DESCRIPTION = frozenset("<>\r\n")
 
 
@@ -91,13 +91,49 @@ def validate_ram(min_ram_mb: int, max_ram_mb: int | None, *, min_given: bool = T
         raise Invalid("INVALID_RAM_RANGE", field="input.minRamMb" if min_given else "input.maxRamMb")
 
 
-def validate_tag(key: str, value: str, index: int) -> None:
-    if not 1 <= len(key) <= TAG_KEY_MAX or not _TAG_KEY_RE.fullmatch(key):
+def _tag_text_ok(text: str, punctuation: str) -> bool:
+    """Letters and digits of any script, '_' and `punctuation`; a combining mark may follow a
+    letter or another mark (as in names)."""
+    in_letter = False
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category.startswith("M"):
+            if not in_letter:
+                return False
+            continue
+        if not (ch in punctuation or _TAG_CHAR_RE.fullmatch(ch)):
+            return False
+        in_letter = category.startswith("L")
+    return True
+
+
+def tag_text(text: str) -> str:
+    """A tag key or value as stored and compared: in Unicode's composed form (NFC)."""
+    return unicodedata.normalize("NFC", text)
+
+
+def validate_tag(key: str, value: str, index: int) -> tuple[str, str]:
+    """The tag as stored (`tag_text`), or INVALID_TAG_KEY / INVALID_TAG_VALUE naming the item."""
+    key, value = tag_text(key), tag_text(value)
+    if not 1 <= len(key) <= TAG_KEY_MAX or not _tag_text_ok(key, "-"):
         raise Invalid("INVALID_TAG_KEY", f"Tag key {key!r} is not 1-36 of letters, digits, '_', '-'.",
                       field=f"input.tags[{index}].key")
-    if len(value) > TAG_VALUE_MAX or not _TAG_VALUE_RE.fullmatch(value):
+    if len(value) > TAG_VALUE_MAX or not _tag_text_ok(value, ".-"):
         raise Invalid("INVALID_TAG_VALUE", f"Tag value {value!r} is not 0-43 of letters, digits, '_', '.', '-'.",
                       field=f"input.tags[{index}].value")
+    return key, value
+
+
+def validate_tags(tags: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Tags given in one request, as stored, by key; a key given twice (also once composed and
+    once with a combining mark) is DUPLICATE_TAG_KEY naming its second place."""
+    seen: dict[str, str] = {}
+    for index, (given_key, given_value) in enumerate(tags):
+        key, value = validate_tag(given_key, given_value, index)
+        if key in seen:
+            raise Invalid("DUPLICATE_TAG_KEY", f"Tag key {key!r} appears twice.", field=f"input.tags[{index}].key")
+        seen[key] = value
+    return seen
 
 
 def validate_page_size(first: int | None) -> int:

@@ -25,7 +25,7 @@ from app.domain.rules import (
     validate_description,
     validate_name,
     validate_ram,
-    validate_tag,
+    validate_tags,
 )
 from app.errors import (
     Forbidden,
@@ -97,12 +97,7 @@ def _validate(caller: Caller, req: ImportRequest) -> ImportRequest:
         raise Invalid("FORMAT_MISMATCH", "ISO images are imported from ISO files.", field="input.diskFormat")
     if len(req.tags) > TAGS_PER_IMAGE:
         raise LimitExceeded("TOO_MANY_TAGS", limit=TAGS_PER_IMAGE)
-    seen: set[str] = set()
-    for i, (k, v) in enumerate(req.tags):
-        validate_tag(k, v, i)
-        if k in seen:
-            raise Invalid("DUPLICATE_TAG_KEY", field=f"input.tags[{i}].key")
-        seen.add(k)
+    req = replace(req, tags=list(validate_tags(req.tags).items()))
     if req.public:
         if not caller.is_admin:
             raise Forbidden("ADMIN_REQUIRED")

@@ -40,7 +40,7 @@ from app.domain.rules import (
     validate_description,
     validate_name,
     validate_ram,
-    validate_tag,
+    validate_tags,
 )
 from app.errors import Conflict, Invalid, LimitExceeded, NotFound, NotSupported, register_codes
 from app.jobs.registry import JobFailed
@@ -83,12 +83,7 @@ class ImageJob:
 
 def validate_new_tags(tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
     """Tags given at creation follow the addImageTags rules."""
-    seen: dict[str, str] = {}
-    for index, (key, value) in enumerate(tags):
-        validate_tag(key, value, index)
-        if key in seen:
-            raise Invalid("DUPLICATE_TAG_KEY", f"Tag key {key!r} appears twice.", field=f"input.tags[{index}].key")
-        seen[key] = value
+    seen = validate_tags(tags)
     if len(seen) > TAGS_PER_IMAGE:
         raise LimitExceeded("TOO_MANY_TAGS", limit=TAGS_PER_IMAGE)
     return seen

@@ -6,7 +6,7 @@ from app.db.repositories.images import VisibleImage
 from app.db.types import utcnow
 from app.db.uow import Database
 from app.domain.images import Caller
-from app.domain.rules import TAGS_PER_IMAGE, validate_tag
+from app.domain.rules import TAGS_PER_IMAGE, tag_text, validate_tags
 from app.errors import Invalid, LimitExceeded, NotFound
 from app.services.access import require_manager
 
@@ -24,12 +24,7 @@ class TagService:
 
     async def add(self, caller: Caller, image_id: str, tags: list[tuple[str, str]]) -> None:
         """Add tags; an existing key gets the new value. Nothing changes on any error."""
-        seen: dict[str, str] = {}
-        for index, (key, value) in enumerate(tags):
-            validate_tag(key, value, index)
-            if key in seen:
-                raise Invalid("DUPLICATE_TAG_KEY", f"Tag key {key!r} appears twice.", field=f"input.tags[{index}].key")
-            seen[key] = value
+        seen = validate_tags(tags)
         if not seen:
             raise Invalid("EMPTY_REQUEST", field="input.tags")
         async with self.db.uow(caller.account_id) as uow:
@@ -45,6 +40,7 @@ class TagService:
         """Remove tags by key; a key the image lacks is TAG_NOT_FOUND and nothing changes."""
         if not keys:
             raise Invalid("EMPTY_REQUEST", field="input.keys")
+        keys = [tag_text(key) for key in keys]
         async with self.db.uow(caller.account_id) as uow:
             await self._managed(uow, caller, image_id)
             existing = {t.key for t in (await uow.images.tags_of([image_id]))[image_id]}

@@ -300,6 +300,28 @@ async def test_tag_input_is_validated_before_anything_is_written(gql: GraphQLCli
     assert await tag_rows(db, image.id) == {"env": "prod", "k" * 36: "v.1-2_" + "x" * 37, "环境": "生产"}
 
 
+async def test_tags_typed_with_combining_marks_are_one_tag_whichever_form_is_sent(
+    gql: GraphQLClient, db: Database
+) -> None:
+    """Some keyboards send "é" as "e" and a combining accent; Devanagari's vowel signs are marks
+    that never compose. Both are accepted, stored composed, and found, filtered on and removed
+    whichever form a request uses."""
+    alice, alice_t = await make_account(db)
+    image = await make_image(db, alice)
+    q = gql.as_(alice_t)
+    ok = await add_tags(q, image.id, {"Cafe\u0301": "cre\u0300me", "हिंदी": "मान"})
+    assert ok["__typename"] == "UpdateImageSuccess", ok
+    assert await tag_rows(db, image.id) == {"Café": "crème", "हिंदी": "मान"}
+    again = await add_tags(q, image.id, {"Café": "brûlée"})  # the same key, composed: a new value
+    assert again["__typename"] == "UpdateImageSuccess", again
+    assert await tag_rows(db, image.id) == {"Café": "brûlée", "हिंदी": "मान"}
+    for key, value in (("Cafe\u0301", "bru\u0302le\u0301e"), ("Café", "brûlée")):
+        assert await list_ids(q, filter={"tags": [{"key": key, "value": value}]}) == [image.id]
+    done = await remove_tags(q, image.id, ["Cafe\u0301"])
+    assert done["__typename"] == "UpdateImageSuccess", done
+    assert await tag_rows(db, image.id) == {"हिंदी": "मान"}
+
+
 async def test_removing_tags_is_all_or_nothing(gql: GraphQLClient, db: Database) -> None:
     alice, alice_t = await make_account(db)
     image = await make_image(db, alice, tags={"a": "1", "b": "2", "c": "3"})

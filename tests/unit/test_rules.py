@@ -24,6 +24,7 @@ from app.domain.rules import (
     validate_page_size,
     validate_ram,
     validate_tag,
+    validate_tags,
 )
 from app.errors import Invalid
 
@@ -152,10 +153,26 @@ def test_invalid_ram_ranges(min_ram: int, max_ram: int | None, min_given: bool, 
     ("a", "1.0.0"),
 ])
 def test_valid_tags(key: str, value: str) -> None:
-    validate_tag(key, value, 0)
+    assert validate_tag(key, value, 0) == (key, value)
 
 
-@pytest.mark.parametrize("key", ["", "k" * 37, "a.b", "a b", "a:b", "a/b", "rocket🚀", "env\n", "\n"])
+@pytest.mark.parametrize(("key", "value", "stored"), [
+    ("Cafe\u0301", "cre\u0300me", ("Café", "crème")),  # combining accents, as some keyboards send them
+    ("हिंदी", "मान", ("हिंदी", "मान")),  # Devanagari: vowel signs are marks that never compose
+    ("ไทย", "ค่า", ("ไทย", "ค่า")),  # Thai tone marks
+])
+def test_tags_with_combining_marks_are_stored_composed(key: str, value: str, stored: tuple[str, str]) -> None:
+    assert validate_tag(key, value, 0) == stored
+
+
+def test_a_key_given_composed_and_decomposed_is_a_duplicate() -> None:
+    with pytest.raises(Invalid) as info:
+        validate_tags([("Café", "1"), ("Cafe\u0301", "2")])
+    assert (info.value.code, info.value.field) == ("DUPLICATE_TAG_KEY", "input.tags[1].key")
+
+
+@pytest.mark.parametrize("key", ["", "k" * 37, "a.b", "a b", "a:b", "a/b", "rocket🚀", "env\n", "\n", "\u0301a", "-\u0301",
+                                 "e" + "\u0301" * 37])
 def test_invalid_tag_keys(key: str) -> None:
     with pytest.raises(Invalid) as info:
         validate_tag(key, "v", 3)
