@@ -13,7 +13,7 @@ from app.db.engine import (
     make_sync_read_engine,
     make_sync_write_engine,
 )
-from app.db.migrate import upgrade
+from app.db.migrate import prepare
 from app.db.uow import Database, GenericPlanReads, SyncReads, SyncWrites
 from app.jobs.events import InProcessEventBus, event_bus_for
 from app.jobs.maintenance import run_forever
@@ -95,8 +95,7 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        if s.migrates_at_start:
-            await asyncio.to_thread(upgrade, s.effective_database_url)
+        await asyncio.to_thread(prepare, s.effective_database_url, migrate=s.migrates_at_start)
         db = build_database(s)
         self.signer = UrlSigner(url_secret(s), s.public_url)
         self.stores = build_stores(s, self.signer)

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from app.cli_client import jobs_cli, upload
 from app.config import Settings, SettingsError
+from app.db import DatabaseNotReadyError
 from app.domain.enums import AccountRole
 
 cli = typer.Typer(help="Image Management Service", no_args_is_help=True, add_completion=False)
@@ -42,12 +43,16 @@ def serve(
     """Run the API server (and, with IMS_WORKERS > 0, job workers)."""
     import uvicorn
 
+    from app.db.migrate import prepare
     from app.http import MAX_BODY_BYTES
     from app.main import create_app
     from app.runtime import tune_allocator
 
     settings = Settings.from_env()
     _logging(settings)
+    # Here, not only in the app's start: uvicorn would report a database that is down or
+    # behind as a traceback of its lifespan.
+    prepare(settings.effective_database_url, migrate=settings.migrates_at_start)
     tune_allocator()
     app = create_app(settings)
     app.state.freeze_after_start = True  # this process is the server's own: see freeze_startup_objects
@@ -152,12 +157,12 @@ def maintenance() -> None:
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    from app.db.migrate import upgrade
+    from app.db.migrate import prepare
 
     settings = Settings.from_env()
     _logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.effective_database_url)
+    prepare(settings.effective_database_url, migrate=True)
     console.print("database is up to date")
 
 
@@ -233,6 +238,10 @@ def main() -> None:
         # exit status for bad usage.
         print(f"ims: {exc}", file=sys.stderr)
         sys.exit(2)
+    except DatabaseNotReadyError as exc:
+        # Down, unreachable or behind: one line saying which and what to do, not a traceback.
+        print(f"ims: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ that the later ones find the schema current instead of creating its tables again
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,14 +16,30 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine, inspect, pool, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
+from app.db import DatabaseNotReadyError
 from app.db.engine import sync_url
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: The PostgreSQL advisory lock key of migration runs (any constant shared by all processes;
 #: app.jobs.maintenance holds another).
 MIGRATION_LOCK_KEY = 0x1A5_0001
+#: Seconds a start waits for PostgreSQL to accept its first connection (a host that drops
+#: packets would hold it for minutes of TCP retries).
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _where(database_url: str) -> str:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"the SQLite database {url.database}"
+    return f"the database {url.database or ''} at {url.host or 'localhost'}:{url.port or 5432}"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -39,6 +56,53 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         path = database_url.split("///", 1)[1]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), revision)
+
+
+def prepare(database_url: str, *, migrate: bool) -> None:
+    """Make sure the database serves this version before a process starts (blocking): migrate
+    it (`migrate`), or check that its schema is this version's head, or newer (processes of the
+    previous version go on running after `ims migrate` brought a new one). DatabaseNotReadyError
+    when it cannot be reached, or when its schema is behind and this process does not migrate
+    (on PostgreSQL, where `ims migrate` runs once before the processes start)."""
+    where = _where(database_url)
+    try:
+        current = _current_revision(database_url)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise DatabaseNotReadyError(f"cannot connect to {where}: {reason}") from None
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    head = script.get_current_head()
+    if current == head:
+        return
+    if current is not None and current not in {revision.revision for revision in script.walk_revisions()}:
+        log.warning("%s is at schema revision %s, newer than this version's %s", where, current, head)
+        return
+    if migrate:
+        upgrade(database_url)
+        return
+    if current is None:
+        raise DatabaseNotReadyError(f"{where} has no schema yet: run `ims migrate` first")
+    raise DatabaseNotReadyError(f"{where} is at schema revision {current}, this version needs {head}: "
+                                "run `ims migrate` first")
+
+
+def _current_revision(database_url: str) -> str | None:
+    """The database's Alembic revision (None before the first migration)."""
+    url = sync_url(database_url)
+    if url.startswith("sqlite"):
+        Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        connect_args: dict[str, object] = {}
+    else:
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return None if revision is None else str(revision)
+    finally:
+        engine.dispose()
 
 
 @contextmanager
