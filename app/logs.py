@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from app.http import request_id_var
 
@@ -23,6 +24,35 @@ def quiet_parameter_loggers() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: Loggers whose records carry a request's path with its query string (uvicorn's access log,
+#: at INFO): a signed `/objects/…?expires=…&sig=…` URL there is a credential for the object
+#: until it expires, up to 7 days (app.storage.signing).
+URL_LOGGERS = ("uvicorn.access",)
+_SIGNATURE_RE = re.compile(r"(?<=[?&])sig=[^&\s\"]*")
+
+
+def redact_signature(text: str) -> str:
+    """`text` with the value of every `sig=` query parameter of a URL in it replaced."""
+    return _SIGNATURE_RE.sub("sig=REDACTED", text)
+
+
+class _SignatureFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_signature(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_signature(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_url_signatures() -> None:
+    """Keep URL signatures out of the loggers of URL_LOGGERS (once per logger)."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _SignatureFilter) for f in logger.filters):
+            logger.addFilter(_SignatureFilter())
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_ContextFilter())
@@ -33,3 +63,4 @@ def configure(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet_parameter_loggers()
+    redact_url_signatures()

@@ -26,7 +26,7 @@ from app.api.schema import build_schema
 from app.bootstrap import Runtime
 from app.config import Settings
 from app.http import EdgeMiddleware
-from app.logs import quiet_parameter_loggers
+from app.logs import quiet_parameter_loggers, redact_url_signatures
 from app.metrics import CONTENT_TYPE, Metrics, operation_names
 from app.runtime import freeze_startup_objects
 from app.storage.filesystem import FilesystemObjectStore
@@ -120,6 +120,7 @@ class LazyObjectRoutes:
 
 def create_app(settings: Settings) -> Starlette:
     quiet_parameter_loggers()
+    redact_url_signatures()
     runtime = Runtime(settings)
 
     @contextlib.asynccontextmanager

@@ -1,5 +1,6 @@
-"""Secrets (API tokens, the root key, KMS key material, data keys) never appear in responses
-or logs: a whole flow runs with every log record captured, then both are searched."""
+"""Secrets (API tokens, the root key, KMS key material, data keys, URL signatures) never appear
+in responses or logs: a whole flow runs with every log record captured, then both are
+searched."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import hashlib
 import logging
 from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -78,12 +80,18 @@ async def test_no_secret_in_responses_or_logs(gql: GraphQLClient, db: Database, 
     account_id = made["createAccount"]["account"]["id"]  # type: ignore[index]
     data_key = await kms.decrypt_data_key(account_id, key_id, manifest.wrapped_key)
     root_key = load_root_key(live_server.settings.effective_kms_root_key_file)
+    [signature] = parse_qs(urlsplit(url).query)["sig"]
     secrets = [token, second, gql.token or "", *spellings(data_key), *spellings(root_key),
                *spellings(manifest.wrapped_key or b""), hashlib.sha256(token.encode()).hexdigest()]
-    logs = "\n".join(r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in caplog.records)
-    assert len(caplog.records) > 10
-    for secret in secrets:
+    # httpx and httpcore log the test's own requests, as a client: the server's records are searched.
+    records = [r for r in caplog.records if r.name.split(".")[0] not in ("httpx", "httpcore")]
+    logs = "\n".join(r.getMessage() + (str(r.exc_info) if r.exc_info else "") for r in records)
+    assert len(records) > 10
+    for secret in [*secrets, signature]:
         assert secret and secret not in logs
+    # The upload's request line is logged, its signature replaced.
+    [upload] = [r.getMessage() for r in records if r.name == "uvicorn.access" and "PUT /objects/" in r.getMessage()]
+    assert f"PUT {urlsplit(url).path}?expires={parse_qs(urlsplit(url).query)['expires'][0]}&sig=REDACTED " in upload
     # Responses show a token exactly once: in the payload that creates it.
     for secret in secrets[3:]:
         assert not any(secret in body for body in bodies)
