@@ -45,6 +45,9 @@ STOP_GRACE_SECONDS = 10.0
 #: Pauses before recording a job's end again when its transaction failed (a deadlock, a lost
 #: connection): its hooks reclaim what the job held, and are only dropped after the last try.
 END_RETRY_DELAYS = (0.2, 1.0)
+#: While claiming keeps failing (the database is down), the pause before the next try doubles
+#: from the poll interval up to this.
+CLAIM_BACKOFF_MAX_SECONDS = 5.0
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -78,18 +81,39 @@ class Worker:
     async def run(self) -> None:
         """Claim and run jobs until `stop()`."""
         log.info("worker %s started", self.worker_id)
+        failures = 0
         while not self._stopping.is_set():
             try:
                 ran = await self.run_once()
-            except Exception:  # a database outage must not kill the worker
-                log.exception("worker %s: claiming failed", self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - logged by _claim_failed; an outage must not kill the worker
+                failures += 1
+                self._claim_failed(failures, exc)
                 ran = False
+            else:
+                if failures:
+                    log.info("worker %s: claiming works again after %d failed tries", self.worker_id, failures)
+                failures = 0
             if not ran:
-                # Jitter keeps many idle workers from polling in lockstep.
-                timeout = self.poll_interval * random.uniform(0.5, 1.5)
+                # Jitter keeps many idle workers from polling in lockstep; an outage is tried
+                # less and less often, up to CLAIM_BACKOFF_MAX_SECONDS.
+                pause = self.poll_interval
+                if failures:
+                    backoff = min(self.poll_interval * 2 ** min(failures, 32), CLAIM_BACKOFF_MAX_SECONDS)
+                    pause = max(pause, backoff)
+                timeout = pause * random.uniform(0.5, 1.5)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout)
         log.info("worker %s stopped", self.worker_id)
+
+    def _claim_failed(self, failures: int, exc: Exception) -> None:
+        """The first failure of a run of them is logged with its traceback; the next ones (an
+        outage lasting minutes) in one line each."""
+        if failures == 1:
+            log.error("worker %s: claiming failed", self.worker_id, exc_info=exc)
+        else:
+            reason = (str(exc).strip().splitlines() or [""])[0][:300]
+            log.warning("worker %s: claiming failed again (%d tries): %s: %s", self.worker_id, failures,
+                        type(exc).__name__, reason)
 
     async def run_once(self) -> bool:
         """Claim one job and run it to its end (or, when a stop came during the claim, release

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
+from app.bootstrap import build_database, build_services
+from app.config import Settings
 from app.db.repositories.jobs import Claim
 from app.db.tables import Job
 from app.db.types import utcnow
@@ -256,3 +260,42 @@ async def test_an_end_whose_transaction_fails_once_is_recorded_with_its_hooks(
     expected = ("SUCCESS", None, {"ok": True}) if outcome == "SUCCESS" else ("FAIL", "IMAGE_NOT_FOUND", None)
     assert (done.status, done.error_code, done.result) == expected
     assert calls == [job.id, job.id]  # the hook ran again, and its second run was committed
+
+
+def unreachable_url(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'no-such-directory' / 'ims.db'}"
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://ims:pw@127.0.0.1:{port}/ims"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_database_outage_is_logged_with_one_traceback_then_one_line_per_try(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, every poll (twice a second per worker) logged a traceback of ~120 lines: a
+    # 10-minute outage wrote hundreds of thousands of lines per worker process.
+    settings = Settings(data_dir=tmp_path / "data", database_url=unreachable_url(kind, tmp_path), workers=0)
+    down = build_services(settings, build_database(settings))
+    caplog.set_level(logging.INFO, logger="app.jobs.worker")
+    failing = Worker(down, "w-down", lease_seconds=5, poll_interval=0.001)
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "claiming failed" in r.getMessage()]
+
+    try:
+        async with running(failing):
+            while len(failures()) < 6:
+                await asyncio.sleep(0.01)
+    finally:
+        await down.close()
+        await down.db.dispose()
+    first, *later = failures()
+    assert (first.levelno, first.getMessage(), first.exc_info is not None) == (
+        logging.ERROR, "worker w-down: claiming failed", True)
+    assert [(r.levelno, r.exc_info) for r in later] == [(logging.WARNING, None)] * len(later)
+    assert [r.getMessage().split(":")[1] for r in later[:4]] == [
+        f" claiming failed again ({n} tries)" for n in range(2, 6)]
+    assert all("\n" not in r.getMessage() and "pw@" not in r.getMessage() for r in later)
