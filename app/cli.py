@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import sys
 from dataclasses import replace
@@ -61,8 +62,10 @@ def serve(
     console.print(f"GraphiQL: [bold]http://{host}:{port}/graphql[/bold]")
     # A websocket message is held to the request-body limit: the edge's limit reads HTTP
     # bodies only, and a subscribe message carries a document and variables just as they do.
+    # A stop waits for requests in flight at most IMS_HTTP_STOP_GRACE: without a bound, one
+    # slow download held the process (and its job workers) until the client went away.
     uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False, limit_concurrency=1000,
-                ws_max_size=MAX_BODY_BYTES)
+                ws_max_size=MAX_BODY_BYTES, timeout_graceful_shutdown=math.ceil(settings.http_stop_grace))
 
 
 @cli.command()

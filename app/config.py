@@ -291,6 +291,9 @@ class Settings:
     job_lease_seconds: float = 30.0
     job_poll_interval: float = 0.5
     worker_stop_grace: float = 10.0
+    #: Seconds a stopping `ims serve` lets requests in flight finish (a long download, a
+    #: stalled upload) before it cancels them and stops its workers.
+    http_stop_grace: float = 15.0
     maintenance_interval: float = 300.0
     test_job_handlers: tuple[str, ...] = ()
     #: Run migrations at start; None: only on SQLite (`migrates_at_start`). On PostgreSQL the
@@ -353,6 +356,7 @@ class Settings:
             job_lease_seconds=e.seconds("IMS_JOB_LEASE_SECONDS", d.job_lease_seconds, minimum=MIN_JOB_LEASE_SECONDS),
             job_poll_interval=e.seconds("IMS_JOB_POLL_INTERVAL", d.job_poll_interval, minimum=0, inclusive=False),
             worker_stop_grace=e.seconds("IMS_WORKER_STOP_GRACE", d.worker_stop_grace, minimum=0),
+            http_stop_grace=e.seconds("IMS_HTTP_STOP_GRACE", d.http_stop_grace, minimum=0),
             maintenance_interval=e.seconds("IMS_MAINTENANCE_INTERVAL", d.maintenance_interval, minimum=0),
             test_job_handlers=_test_job_handlers(e),
             auto_migrate=e.optional_boolean("IMS_AUTO_MIGRATE"),
@@ -384,6 +388,7 @@ class Settings:
             "IMS_JOB_LEASE_SECONDS": repr(self.job_lease_seconds),
             "IMS_JOB_POLL_INTERVAL": repr(self.job_poll_interval),
             "IMS_WORKER_STOP_GRACE": repr(self.worker_stop_grace),
+            "IMS_HTTP_STOP_GRACE": repr(self.http_stop_grace),
             "IMS_MAINTENANCE_INTERVAL": repr(self.maintenance_interval),
             "IMS_TEST_JOB_HANDLERS": ",".join(self.test_job_handlers),
             "IMS_AUTO_MIGRATE": "" if self.auto_migrate is None else "1" if self.auto_migrate else "0",
@@ -418,6 +423,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job, at least 1 second; a job whose worker misses it is taken over. Default 30.",
     "IMS_JOB_POLL_INTERVAL": "Seconds (more than 0) an idle worker waits before looking for jobs again. Default 0.5.",
     "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it (a job it was still claiming when the stop came is released unstarted). Default 10.",
+    "IMS_HTTP_STOP_GRACE": "Seconds a stopping `ims serve` lets requests in flight (a long download, a stalled upload) finish before it cancels them; its own workers then get IMS_WORKER_STOP_GRACE. Default 15.",
     "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
     "IMS_AUTO_MIGRATE": "Run migrations when a command that opens the database starts (`ims serve`, `ims worker`, `ims demo`, `ims admin create-account`, `ims admin maintenance`). Default: true on SQLite, false on PostgreSQL, where `ims migrate` runs once before the processes start (docker-compose's `init`). Concurrent migrations of one database wait for each other.",
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",

@@ -153,6 +153,21 @@ def test_workers_are_given_time_to_release_their_jobs() -> None:
         assert duration_seconds(str(svc[name].get("stop_grace_period", "10s"))) > grace + RELEASE_MARGIN
 
 
+def test_api_replicas_are_given_time_to_finish_their_requests() -> None:
+    # `ims serve` lets requests in flight finish for IMS_HTTP_STOP_GRACE, then stops its own
+    # workers (if any) with their grace: Docker must not SIGKILL it before.
+    svc = services()
+    serving = [name for name in APP_SERVICES
+               if any(words[:2] == ["ims", "serve"] for words in service_ims_invocations(svc[name]))]
+    assert serving == ["api"]
+    for name in serving:
+        env = environment(svc[name])
+        grace = float(env.get("IMS_HTTP_STOP_GRACE", Settings().http_stop_grace))
+        if runs_job_workers(svc[name]):
+            grace += float(env.get("IMS_WORKER_STOP_GRACE", Settings().worker_stop_grace))
+        assert duration_seconds(str(svc[name].get("stop_grace_period", "10s"))) > grace + RELEASE_MARGIN
+
+
 def test_migrations_run_once_before_the_api_and_workers() -> None:
     svc = services()
     migrating = [name for name, service in svc.items()
