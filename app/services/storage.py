@@ -75,10 +75,9 @@ class StorageService:
         if await store.bucket_exists(name) and await store.list_objects(name, limit=1):
             raise Conflict("BUCKET_EXISTS")
         async with self.db.uow(caller.account_id) as uow:
-            if await uow.storage.bucket(name) is not None:
-                raise Conflict("BUCKET_EXISTS")
             bucket = Bucket(name=name, account_id=caller.account_id, region=region, created_at=utcnow())
-            await uow.storage.add_bucket(bucket)
+            if not await uow.storage.add_bucket(bucket):
+                raise Conflict("BUCKET_EXISTS")
             # The bucket exists in storage before the row commits: a crash between the two
             # leaves an empty bucket that a retry adopts, never a row without a bucket.
             await store.create_bucket(name)

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.datastore.tables import Chunk, Manifest, ManifestChunk
+from app.db.types import insert_for
 
 _BATCH = 500
 
@@ -35,15 +35,10 @@ def claim_chunks(connection: Connection, region: str, digests: list[str], now: d
     return found
 
 
-def _insert_for(dialect: str) -> Any:
-    """The dialect's INSERT with ON CONFLICT."""
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 def _claim_statements(dialect: str, region: str, digests: list[str], now: datetime) -> Iterable[Any]:
     # One upsert per batch that returns each row's count: a claim sits on the write path
     # of every new plain chunk. Sorted, so that concurrent claims lock rows in one order.
-    insert = _insert_for(dialect)
+    insert = insert_for(dialect)
     for batch in _batches(sorted(set(digests))):
         stmt = insert(Chunk).values(
             [{"region": region, "digest": d, "size": 0, "refcount": 0, "touched_at": now} for d in batch]
@@ -65,7 +60,7 @@ _RELEASE_CHUNK = (
 def _reference_statement(dialect: str) -> Any:
     """One reference more on a chunk, creating its row if no claim did (executemany); the claim
     made the row with size 0 before the upload, and the size is known now."""
-    insert = _insert_for(dialect)
+    insert = insert_for(dialect)
     stmt = insert(Chunk.__table__).values(  # type: ignore[attr-defined]
         region=bindparam("region"), digest=bindparam("digest"), size=bindparam("size"), refcount=1,
         touched_at=bindparam("touched_at"),
@@ -81,7 +76,7 @@ class ChunkRepository:
         self.session = session
 
     def _insert(self) -> Any:
-        return _insert_for(self.session.bind.dialect.name)  # type: ignore[union-attr]
+        return insert_for(self.session.bind.dialect.name)  # type: ignore[union-attr]
 
     async def add_manifest(self, manifest: Manifest, refs: list[tuple[int, str | None, int]],
                            sizes: dict[str, int], now: datetime) -> None:

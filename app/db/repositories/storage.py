@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.tables import Bucket, ObjectChecksum
+from app.db.types import insert_for
 
 
 class StorageRepository:
@@ -20,9 +21,14 @@ class StorageRepository:
         stmt = select(Bucket).where(col(Bucket.account_id) == account_id).order_by(col(Bucket.name))
         return list((await self.session.execute(stmt)).scalars())
 
-    async def add_bucket(self, bucket: Bucket) -> None:
-        self.session.add(bucket)
-        await self.session.flush()
+    async def add_bucket(self, bucket: Bucket) -> bool:
+        """Insert the bucket's row; False, and nothing inserted, when the name is taken, also
+        by a request whose transaction commits while this one runs (on PostgreSQL the insert
+        waits for it, then does nothing: a plain INSERT raised a unique violation there)."""
+        stmt = insert_for(self.session.bind.dialect.name)(Bucket).values(  # type: ignore[union-attr]
+            name=bucket.name, account_id=bucket.account_id, region=bucket.region, created_at=bucket.created_at,
+        ).on_conflict_do_nothing(index_elements=["name"])
+        return bool((await self.session.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
 
     async def checksum(self, bucket: str, key: str) -> ObjectChecksum | None:
         return await self.session.get(ObjectChecksum, (bucket, key))

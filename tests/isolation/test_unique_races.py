@@ -1,0 +1,85 @@
+"""Names that must be unique, raced over real HTTP: the request that loses gets the typed
+error a lone request gets, never a masked internal error.
+
+On PostgreSQL (READ COMMITTED) a request checks that a name is free, inserts its row and
+waits on the unique index for a concurrent winner's transaction; SQLite's BEGIN IMMEDIATE
+serializes the two whole. The deterministic tests hold the winner's row uncommitted in a
+transaction of the test until the request waits on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.config import Settings
+from app.db.types import utcnow
+from app.db.uow import Database
+from tests.conftest import GraphQLClient
+from tests.factories import make_account
+
+CREATE_BUCKET = """mutation($n: String!) { createBucket(input: {name: $n}) {
+  __typename ... on UserError { code } } }"""
+LOCK_WAITERS = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+
+
+def outcome(body: dict[str, Any]) -> tuple[str, str | None]:
+    assert "errors" not in body, body["errors"]
+    [payload] = body["data"].values()
+    return payload["__typename"], payload.get("code")
+
+
+@pytest.fixture
+async def winner(db: Database, settings: Settings) -> AsyncIterator[AsyncConnection]:
+    """A PostgreSQL transaction of the test's own, to hold a row uncommitted."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL (SQLite serializes writers)")
+    async with db.engine.connect() as conn:
+        await conn.begin()
+        yield conn
+
+
+async def behind(db: Database, winner: AsyncConnection, request: Any) -> dict[str, Any]:
+    """Send `request`, wait until it waits for the winner's uncommitted row, commit the
+    winner; the request's answer."""
+    sent = asyncio.ensure_future(request)
+    for _ in range(2000):  # a bound, not a timing
+        async with db.engine.connect() as conn:
+            if (await conn.execute(text(LOCK_WAITERS))).scalar_one() == 1:
+                break
+        assert not sent.done(), sent.result().text
+        await asyncio.sleep(0.005)
+    else:
+        raise AssertionError("the request never waited for the winner's row")
+    await winner.commit()
+    response = await sent
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_concurrent_buckets_of_one_name_one_winner(gql: GraphQLClient, db: Database) -> None:
+    tokens = [(await make_account(db))[1] for _ in range(6)]
+    for round_ in range(3):
+        name = f"raced-{round_}"
+        responses = await asyncio.gather(*(gql.as_(t).raw(CREATE_BUCKET, {"n": name}) for t in tokens))
+        outcomes = sorted(outcome(r.json()) for r in responses)
+        assert outcomes == [("ConflictError", "BUCKET_EXISTS")] * 5 + [("CreateBucketSuccess", None)]
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM buckets WHERE name = :n"), {"n": name})).scalar_one() == 1
+
+
+async def test_a_bucket_request_losing_the_race_is_bucket_exists(gql: GraphQLClient, db: Database,
+                                                                 winner: AsyncConnection) -> None:
+    other, _ = await make_account(db)
+    _, token = await make_account(db)
+    await winner.execute(text("INSERT INTO buckets (name, account_id, region, created_at) VALUES (:n, :a, :r, :t)"),
+                         {"n": "contested", "a": other.id, "r": "region-1", "t": utcnow()})
+    got = await behind(db, winner, gql.as_(token).raw(CREATE_BUCKET, {"n": "contested"}))
+    assert outcome(got) == ("ConflictError", "BUCKET_EXISTS")
+    async with db.engine.connect() as conn:
+        owners = (await conn.execute(text("SELECT account_id FROM buckets WHERE name = 'contested'"))).scalars().all()
+    assert owners == [other.id]
