@@ -90,10 +90,9 @@ class AccountService:
             raise Invalid("INVALID_ACCOUNT_NAME", field="input.name")
         token = new_token()
         async with self.db.uow() as uow:
-            if await uow.accounts.get_by_name(name) is not None:
-                raise Conflict("ACCOUNT_EXISTS")
             account = Account(id=new_id("acc"), name=name, role=role.value, created_at=utcnow())
-            await uow.accounts.add(account)
+            if not await uow.accounts.add_if_name_free(account):
+                raise Conflict("ACCOUNT_EXISTS")
             await uow.accounts.add_token(self._token_row(account.id, "default", token, None))
             await uow.commit()
         return account, token

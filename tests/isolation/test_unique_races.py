@@ -17,12 +17,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
-from app.db.types import utcnow
+from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from tests.conftest import GraphQLClient
 from tests.factories import make_account
 
 CREATE_BUCKET = """mutation($n: String!) { createBucket(input: {name: $n}) {
+  __typename ... on UserError { code } } }"""
+CREATE_ACCOUNT = """mutation($n: String!) { createAccount(input: {name: $n}) {
   __typename ... on UserError { code } } }"""
 LOCK_WAITERS = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
 
@@ -31,6 +33,12 @@ def outcome(body: dict[str, Any]) -> tuple[str, str | None]:
     assert "errors" not in body, body["errors"]
     [payload] = body["data"].values()
     return payload["__typename"], payload.get("code")
+
+
+async def race(me: GraphQLClient, query: str, variables: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    responses = await asyncio.gather(*(me.raw(query, v) for v in variables))
+    assert all(r.status_code == 200 for r in responses)
+    return sorted(outcome(r.json()) for r in responses)
 
 
 @pytest.fixture
@@ -83,3 +91,19 @@ async def test_a_bucket_request_losing_the_race_is_bucket_exists(gql: GraphQLCli
     async with db.engine.connect() as conn:
         owners = (await conn.execute(text("SELECT account_id FROM buckets WHERE name = 'contested'"))).scalars().all()
     assert owners == [other.id]
+
+
+async def test_concurrent_accounts_of_one_name_one_winner(gql: GraphQLClient, db: Database) -> None:
+    for round_ in range(3):
+        outcomes = await race(gql, CREATE_ACCOUNT, [{"n": f"racer-{round_}"}] * 6)
+        assert outcomes == [("ConflictError", "ACCOUNT_EXISTS")] * 5 + [("CreateAccountSuccess", None)]
+
+
+async def test_an_account_request_losing_the_race_is_account_exists(gql: GraphQLClient, db: Database,
+                                                                   winner: AsyncConnection) -> None:
+    await winner.execute(text("INSERT INTO accounts (id, name, role, created_at) VALUES (:i, :n, 'USER', :t)"),
+                         {"i": new_id("acc"), "n": "contested", "t": utcnow()})
+    got = await behind(db, winner, gql.raw(CREATE_ACCOUNT, {"n": "contested"}))
+    assert outcome(got) == ("ConflictError", "ACCOUNT_EXISTS")
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM accounts WHERE name = 'contested'"))).scalar_one() == 1

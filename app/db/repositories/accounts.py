@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken, Image, Job, Quota
+from app.db.types import insert_for
 
 if TYPE_CHECKING:
     from app.db.uow import Reads
@@ -36,6 +37,15 @@ class AccountRepository:
     async def add(self, account: Account) -> None:
         self.session.add(account)
         await self.session.flush()
+
+    async def add_if_name_free(self, account: Account) -> bool:
+        """Insert the account; False, and nothing inserted, when its name is taken, also by a
+        request whose transaction commits while this one runs (on PostgreSQL the insert waits
+        for it, then does nothing, where a plain INSERT raised a unique violation)."""
+        stmt = insert_for(self.session.bind.dialect.name)(Account).values(  # type: ignore[union-attr]
+            id=account.id, name=account.name, role=account.role, created_at=account.created_at,
+        ).on_conflict_do_nothing(index_elements=["name"])
+        return bool((await self.session.execute(stmt)).rowcount == 1)  # type: ignore[attr-defined]
 
     async def page(self, first: int, after: str | None) -> tuple[list[Account], bool, int]:
         stmt = select(Account).order_by(Account.id).limit(first + 1)
