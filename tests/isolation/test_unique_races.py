@@ -26,6 +26,8 @@ CREATE_BUCKET = """mutation($n: String!) { createBucket(input: {name: $n}) {
   __typename ... on UserError { code } } }"""
 CREATE_ACCOUNT = """mutation($n: String!) { createAccount(input: {name: $n}) {
   __typename ... on UserError { code } } }"""
+SET_QUOTA = """mutation($a: ID!, $l: Int!) { setQuota(input: {accountId: $a, resource: PRIVATE_IMAGES, limit: $l}) {
+  __typename ... on UserError { code } ... on SetQuotaSuccess { quota { limit } } } }"""
 LOCK_WAITERS = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
 
 
@@ -107,3 +109,28 @@ async def test_an_account_request_losing_the_race_is_account_exists(gql: GraphQL
     assert outcome(got) == ("ConflictError", "ACCOUNT_EXISTS")
     async with db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM accounts WHERE name = 'contested'"))).scalar_one() == 1
+
+
+async def test_concurrent_first_quotas_of_an_account_all_apply(gql: GraphQLClient, db: Database) -> None:
+    """The first override of a resource, set by several administrators at once: each
+    request succeeds, and one of their limits is the one kept."""
+    for _ in range(3):
+        account, _ = await make_account(db)
+        outcomes = await race(gql, SET_QUOTA, [{"a": account.id, "l": limit} for limit in range(1, 7)])
+        assert outcomes == [("SetQuotaSuccess", None)] * 6
+        async with db.engine.connect() as conn:
+            kept = (await conn.execute(text("SELECT \"limit\" FROM quotas WHERE account_id = :a"),
+                                       {"a": account.id})).scalars().all()
+        assert len(kept) == 1 and kept[0] in range(1, 7)
+
+
+async def test_a_quota_request_losing_the_race_still_sets_its_limit(gql: GraphQLClient, db: Database,
+                                                                   winner: AsyncConnection) -> None:
+    account, _ = await make_account(db)
+    await winner.execute(text("INSERT INTO quotas (account_id, resource, \"limit\") VALUES (:a, 'PRIVATE_IMAGES', 3)"),
+                         {"a": account.id})
+    got = await behind(db, winner, gql.raw(SET_QUOTA, {"a": account.id, "l": 7}))
+    assert got["data"]["setQuota"] == {"__typename": "SetQuotaSuccess", "quota": {"limit": 7}}
+    async with db.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT \"limit\" FROM quotas WHERE account_id = :a"),
+                                   {"a": account.id})).scalar_one() == 7

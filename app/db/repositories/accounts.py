@@ -110,12 +110,14 @@ class AccountRepository:
         return {q.resource: q.limit for q in (await self.session.execute(stmt)).scalars()}
 
     async def set_quota(self, account_id: str, resource: str, limit: int) -> None:
-        existing = await self.session.get(Quota, (account_id, resource))
-        if existing is None:
-            self.session.add(Quota(account_id=account_id, resource=resource, limit=limit))
-        else:
-            existing.limit = limit
-        await self.session.flush()
+        """Insert or replace the override in one statement: two administrators setting an
+        account's first override of a resource at once both found no row, and on PostgreSQL
+        the second INSERT raised a unique violation; now it waits and replaces the first."""
+        insert = insert_for(self.session.bind.dialect.name)(Quota)  # type: ignore[union-attr]
+        stmt = insert.values(account_id=account_id, resource=resource, limit=limit)
+        await self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["account_id", "resource"], set_={"limit": stmt.excluded.limit},
+        ))
 
     async def lock_account(self, account_id: str) -> None:
         """Serialize quota checks of one account until the transaction ends (PostgreSQL
