@@ -46,7 +46,7 @@ from app.errors import Conflict, Invalid, LimitExceeded, NotFound, NotSupported,
 from app.jobs.registry import JobFailed
 from app.jobs.service import JobService
 from app.kms.port import KeyProvider
-from app.services.quotas import check_creation_quotas
+from app.services.quotas import check_creation_quotas, lock_quotas_first
 
 register_codes({
     "INVALID_IMAGE_KIND": "This kind of image cannot be made from this source.",
@@ -168,6 +168,7 @@ class ServerImageService:
         name, description, tags = self._check(spec, SERVER_IMAGE_KINDS)
         await self._require_keys(caller, server_id, None, system_only=spec.kind is not ImageKind.FULL_ECS)
         async with self.db.uow(caller.account_id) as uow:
+            await lock_quotas_first(uow, caller.account_id)
             server = await uow.compute.get_server(server_id, for_update=True)
             if server is None:
                 raise NotFound("SERVER_NOT_FOUND", resource_id=server_id)
@@ -217,6 +218,7 @@ class ServerImageService:
             os = validate_os(spec.os)
         await self._require_keys(caller, None, volume_id)
         async with self.db.uow(caller.account_id) as uow:
+            await lock_quotas_first(uow, caller.account_id)
             volume = await uow.compute.get_volume(volume_id)
             if volume is None:
                 raise NotFound("VOLUME_NOT_FOUND", resource_id=volume_id)
