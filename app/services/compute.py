@@ -151,6 +151,12 @@ class ComputeService:
 
     async def _plan_server(self, uow: UnitOfWork, caller: Caller, spec: ServerSpec, *,
                            lock: bool = False) -> tuple[Image, list[PlannedDisk]]:
+        if lock:
+            # Every image the server is made from, locked at once in id order: locked one by
+            # one in request order, two servers naming the same data disk images in opposite
+            # orders each held one and waited for the other (a deadlock on PostgreSQL).
+            await uow.images.get_many_visible(
+                [spec.image_id, *(d.image_id for d in spec.data_disks if d.image_id is not None)], for_update=True)
         image = usable_image(await uow.images.get_visible(spec.image_id, for_update=lock), caller, spec.image_id)
         if image.kind not in (ImageKind.SYSTEM_DISK.value, ImageKind.FULL_ECS.value):
             raise NotSupported("IMAGE_KIND_NOT_SUPPORTED", f"A {image.kind} image cannot boot a server.")
