@@ -222,6 +222,7 @@ class ImageService:
                     raise Forbidden("IMAGE_PROTECTED", f"Image {image_id} is protected.")
                 if view.image.status in (ImageStatus.QUEUED.value, ImageStatus.SAVING.value):
                     raise Conflict("IMAGE_BUSY", f"A job is writing image {image_id}.")
+            await uow.images.lock_for_delete(ids)
             await uow.images.delete_members(ids)
             await uow.images.delete(ids)
             # The data goes back to the chunk store in the same transaction: a manifest

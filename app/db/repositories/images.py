@@ -12,11 +12,13 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Select,
+    TextClause,
     and_,
     bindparam,
     delete,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -163,6 +165,31 @@ def _display_statements() -> tuple[Select[Any], Select[Any]]:
 
 
 _TAG_FIELDS, _MEMBER_FIELDS = _display_statements()
+
+
+def _delete_locks() -> tuple[TextClause, TextClause]:
+    """`ImageRepository.lock_for_delete`'s statements (PostgreSQL): the images' memberships,
+    then the `image_counts` rows their deletion changes: the members' SHARED counts first,
+    as the triggers reach them (memberships go before their images), then the owners' or
+    the public counts; each in key order."""
+    ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
+    members = text(
+        "SELECT 1 FROM image_members WHERE image_id IN :ids ORDER BY image_id, account_id FOR UPDATE"
+    ).bindparams(ids)
+    counts = text(
+        "SELECT 1 FROM image_counts c JOIN ("
+        " SELECT i.region, 'SHARED' AS scope, m.account_id, m.status AS member_status, i.kind"
+        " FROM image_members m JOIN images i ON i.id = m.image_id"
+        " WHERE i.id IN :ids AND i.visibility <> 'PUBLIC' AND m.account_id <> i.owner_id"
+        " UNION SELECT region, CASE WHEN visibility = 'PUBLIC' THEN 'PUBLIC' ELSE 'OWNED' END,"
+        " CASE WHEN visibility = 'PUBLIC' THEN '' ELSE owner_id END, '', kind FROM images WHERE id IN :ids"
+        ") k USING (region, scope, account_id, member_status, kind)"
+        " ORDER BY c.scope <> 'SHARED', c.region, c.scope, c.account_id, c.member_status, c.kind FOR UPDATE OF c"
+    ).bindparams(ids)
+    return members, counts
+
+
+_LOCK_MEMBERS, _LOCK_COUNTS = _delete_locks()
 MEMBER = aliased(ImageMember, name="my_membership")
 OWNER = aliased(Account, name="owner")
 
@@ -348,6 +375,19 @@ class ImageRepository:
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def lock_for_delete(self, image_ids: list[str]) -> None:
+        """Before deleting these (locked) images and their memberships, lock what the
+        deletion's triggers change, in one order (PostgreSQL; SQLite serializes writers).
+        The triggers update the `image_counts` rows one by one in the order the rows go:
+        two batches whose images differ in kind, or whose members are the same accounts,
+        took the same counters in opposite orders (a batch of a system and a data disk image
+        beside one of a data and a system disk image) and PostgreSQL aborted one as a
+        deadlock."""
+        if self.session.bind is None or self.session.bind.dialect.name != "postgresql":
+            return
+        await self.session.execute(_LOCK_MEMBERS, {"ids": image_ids})
+        await self.session.execute(_LOCK_COUNTS, {"ids": image_ids})
 
     async def delete(self, image_ids: list[str]) -> None:
         await self.session.execute(delete(Image).where(col(Image.id).in_(image_ids)))
