@@ -300,8 +300,7 @@ class ComputeService:
             now = utcnow()
             await uow.compute.detach([v.id for v in volumes if v not in drop], now)
             await uow.compute.delete_volumes([v.id for v in drop])
-            for volume in drop:
-                await uow.chunks.release(volume.manifest_id, now)
+            await uow.chunks.release_all([v.manifest_id for v in drop], now)
             await uow.compute.delete_server(server.id)
             await uow.commit()
         return server_id

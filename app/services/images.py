@@ -227,11 +227,8 @@ class ImageService:
             await uow.images.delete(ids)
             # The data goes back to the chunk store in the same transaction: a manifest
             # shared with a server, volume or copy keeps living through their references.
-            now = utcnow()
-            for image_id in ids:
-                for disk in views[image_id].image.disks:
-                    if disk.get("manifestId"):
-                        await uow.chunks.release(disk["manifestId"], now)
+            await uow.chunks.release_all([disk["manifestId"] for image_id in ids
+                                          for disk in views[image_id].image.disks if disk.get("manifestId")], utcnow())
             if delete_backups:
                 await _delete_backups(uow, [views[i].image for i in ids])
             await uow.commit()

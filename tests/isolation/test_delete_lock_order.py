@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import text
 
 from app.config import Settings
+from app.db.tables import Account, Image
 from app.db.uow import Database
 from tests.conftest import GraphQLClient
-from tests.factories import make_account, make_image, share
+from tests.factories import make_account, make_image, make_image_with_data, share
 
 DELETE = """mutation($ids: [ID!]!) { deleteImages(input: {ids: $ids}) { __typename ... on UserError { code } } }"""
 #: A transaction waiting for a row waits for its holder's transaction id, or, queued behind
@@ -92,3 +93,40 @@ async def test_batches_of_owners_sharing_members_both_delete(gql: GraphQLClient,
         counts = (await conn.execute(text("SELECT kind, n FROM image_counts WHERE account_id = :a ORDER BY kind"),
                                      {"a": member.id})).all()
     assert [tuple(r) for r in counts] == [("DATA_DISK", 0), ("SYSTEM_DISK", 0)]
+
+
+async def _holding(db: Database, owner: Account, image: Image) -> Image:
+    """An image of `owner` holding `image`'s manifest, as a copy of it does."""
+    copy = await make_image(db, owner, disks=[dict(d) for d in image.disks])
+    async with db.uow() as uow:
+        assert await uow.chunks.retain(image.disks[0]["manifestId"])
+        await uow.commit()
+    return copy
+
+
+async def test_an_owner_and_a_member_deleting_images_sharing_data_both_delete(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
+    """The data went back image by image in request order: an owner deleting two images
+    while a member deleted its copies of them in the other order each held one manifest and
+    waited for the other. The test holds a chunk that only a third image of the owner's
+    batch lets go of, between the two manifests."""
+    owner, token = await make_account(db)
+    member, member_token = await make_account(db)
+    first, second = [await make_image_with_data(db, settings, owner, bytes([n]) * 40_000) for n in (1, 2)]
+    first_copy, second_copy = [await _holding(db, member, image) for image in (first, second)]
+    alone = await make_image_with_data(db, settings, owner, b"\x03" * 40_000)
+    async with db.uow(write=False) as uow:
+        [(_, digest, _)] = await uow.chunks.chunk_list(alone.disks[0]["manifestId"])
+    results = await _queued(
+        db, "SELECT digest FROM chunks WHERE digest = :d FOR UPDATE", {"d": digest},
+        gql.as_(token).execute(DELETE, {"ids": [first.id, alone.id, second.id]}),
+        gql.as_(member_token).execute(DELETE, {"ids": [second_copy.id, first_copy.id]}),
+    )
+    assert [r["deleteImages"]["__typename"] for r in results] == ["DeleteImagesSuccess"] * 2
+    async with db.uow(write=False) as uow:
+        for image in (first, second, alone):
+            assert await uow.chunks.manifest(image.disks[0]["manifestId"]) is None
+        refcount = (await uow.session.execute(text("SELECT refcount FROM chunks WHERE digest = :d"),
+                                              {"d": digest})).scalar_one()
+    assert refcount == 0
