@@ -215,7 +215,10 @@ class SharingService:
     async def _set_statuses(self, uow: UnitOfWork, caller: Caller, images: list[str],
                             views: Mapping[str, VisibleImage], status: MemberStatus) -> None:
         now = utcnow()
-        for image_id in images:
+        # In id order: each update locks the membership row and then, by trigger, the
+        # member's counters; two batches of one member naming the same images in opposite
+        # orders each held a membership and waited for the other (a deadlock on PostgreSQL).
+        for image_id in sorted(images):
             membership = views[image_id].membership
             assert membership is not None
             if membership.status == status.value:
