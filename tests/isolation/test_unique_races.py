@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.config import Settings
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
+from app.services.storage import StorageService
+from app.storage.base import ObjectInfo
 from tests.conftest import GraphQLClient
 from tests.factories import make_account
 
@@ -56,19 +58,25 @@ async def winner(db: Database, settings: Settings) -> AsyncIterator[AsyncConnect
 async def behind(db: Database, winner: AsyncConnection, request: Any) -> dict[str, Any]:
     """Send `request`, wait until it waits for the winner's uncommitted row, commit the
     winner; the request's answer."""
-    sent = asyncio.ensure_future(request)
+    response = await _after_winner(db, winner, request)
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def _after_winner(db: Database, winner: AsyncConnection, call: Any) -> Any:
+    """Start `call`, wait until it waits for the winner's uncommitted row, commit the
+    winner; what the call returns."""
+    sent = asyncio.ensure_future(call)
     for _ in range(2000):  # a bound, not a timing
         async with db.engine.connect() as conn:
             if (await conn.execute(text(LOCK_WAITERS))).scalar_one() == 1:
                 break
-        assert not sent.done(), sent.result().text
+        assert not sent.done(), sent.result()
         await asyncio.sleep(0.005)
     else:
         raise AssertionError("the request never waited for the winner's row")
     await winner.commit()
-    response = await sent
-    assert response.status_code == 200
-    return response.json()  # type: ignore[no-any-return]
+    return await sent
 
 
 async def test_concurrent_buckets_of_one_name_one_winner(gql: GraphQLClient, db: Database) -> None:
@@ -134,3 +142,20 @@ async def test_a_quota_request_losing_the_race_still_sets_its_limit(gql: GraphQL
     async with db.engine.connect() as conn:
         assert (await conn.execute(text("SELECT \"limit\" FROM quotas WHERE account_id = :a"),
                                    {"a": account.id})).scalar_one() == 7
+
+
+async def test_a_checksum_recorded_while_another_process_records_it_is_kept(db: Database,
+                                                                          winner: AsyncConnection) -> None:
+    """Two processes record an object's checksum at once (an upload through a signed URL
+    beside a listing that hashed it, or two uploads of one key): the later one waits and
+    replaces the row instead of failing the upload or the listing."""
+    then = utcnow()
+    await winner.execute(text("INSERT INTO object_checksums (bucket, key, size, modified_at, checksum, etag) "
+                              "VALUES ('b1', 'k', 1, :t, 'sha256:old', 'e1')"), {"t": then})
+    service = StorageService(db, {}, "region-1")
+    info = ObjectInfo("b1", "k", 2, then, "sha256:" + "a" * 64, "e2")
+    await _after_winner(db, winner, service.record_checksum("b1", "k", info))
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(text("SELECT size, checksum, etag FROM object_checksums "
+                                       "WHERE bucket = 'b1' AND key = 'k'"))).one()
+    assert tuple(row) == (2, "sha256:" + "a" * 64, "e2")

@@ -34,5 +34,14 @@ class StorageRepository:
         return await self.session.get(ObjectChecksum, (bucket, key))
 
     async def record_checksum(self, row: ObjectChecksum) -> None:
-        await self.session.merge(row)
-        await self.session.flush()
+        """Insert or replace the object's row in one statement: a merge read it and then
+        inserted it, and when two processes recorded one object at once (an upload through a
+        signed URL beside a listing that hashed it) the later INSERT raised a unique
+        violation on PostgreSQL; now it waits and replaces the row."""
+        values = {"bucket": row.bucket, "key": row.key, "size": row.size, "modified_at": row.modified_at,
+                  "checksum": row.checksum, "etag": row.etag}
+        stmt = insert_for(self.session.bind.dialect.name)(ObjectChecksum).values(**values)  # type: ignore[union-attr]
+        await self.session.execute(stmt.on_conflict_do_update(
+            index_elements=["bucket", "key"],
+            set_={name: stmt.excluded[name] for name in ("size", "modified_at", "checksum", "etag")},
+        ))
