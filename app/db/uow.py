@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
@@ -304,6 +304,26 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
+
+
+#: PostgreSQL's SQLSTATE of a transaction aborted to break a deadlock; how often one runs.
+DEADLOCK_DETECTED = "40P01"
+DEADLOCK_ATTEMPTS = 3
+
+
+async def retrying_deadlocks(transaction: Callable[[], Awaitable[T]]) -> T:
+    """`transaction()` (one unit of work), run again when PostgreSQL aborted it to break a
+    deadlock: the abort changed nothing. Membership rows keep per-account counters
+    (image_counts, by trigger) whose rows each insert, delete or status change locks; two
+    batches touching the same accounts' counters in different orders can deadlock, and the
+    loser would otherwise reach its caller as an internal error."""
+    for attempt in range(DEADLOCK_ATTEMPTS):
+        try:
+            return await transaction()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class UnitOfWork:

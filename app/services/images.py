@@ -9,7 +9,7 @@ from typing import Any
 from app.db.repositories.images import VisibleImage, read_page, sort_value
 from app.db.tables import Image
 from app.db.types import utcnow
-from app.db.uow import Database, SharedReader, reading
+from app.db.uow import Database, SharedReader, reading, retrying_deadlocks
 from app.domain.enums import BootMode, ImageKind, ImageOrderField, ImageStatus, ImageVisibility
 from app.domain.images import Caller, ImageOrder, ImageQuery
 from app.domain.pagination import decode_cursor, decode_datetime, decode_size, encode_cursor
@@ -175,6 +175,10 @@ class ImageService:
 
     async def publish(self, caller: Caller, image_id: str) -> VisibleImage:
         """An administrator makes one of its own private images public."""
+        await retrying_deadlocks(lambda: self._publish(caller, image_id))
+        return await self.get(caller, image_id)
+
+    async def _publish(self, caller: Caller, image_id: str) -> None:
         async with self.db.uow(caller.account_id) as uow:
             view = await uow.images.get_visible(image_id, for_update=True)
             if view is None:
@@ -203,7 +207,6 @@ class ImageService:
             if not ok:
                 raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
             await uow.commit()
-        return await self.get(caller, image_id)
 
     # builtins.list: in this class, `list` names the method above.
     async def delete(
@@ -211,6 +214,10 @@ class ImageService:
     ) -> builtins.list[str]:
         """Delete a batch atomically: every image passes every check, or nothing is deleted."""
         ids = validate_batch(image_ids, "input.ids")
+        # The memberships go with the images, each locking its account's counter.
+        return await retrying_deadlocks(lambda: self._delete(caller, ids, delete_backups))
+
+    async def _delete(self, caller: Caller, ids: builtins.list[str], delete_backups: bool) -> builtins.list[str]:
         async with self.db.uow(caller.account_id) as uow:
             views = await uow.images.get_many_visible(ids, for_update=True)
             for image_id in ids:

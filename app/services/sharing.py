@@ -22,11 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy.exc import DBAPIError
-
 from app.db.repositories.images import MemberRow, VisibleImage
 from app.db.types import utcnow
-from app.db.uow import Database, UnitOfWork
+from app.db.uow import Database, UnitOfWork, retrying_deadlocks
 from app.domain.enums import ImageKind, ImageStatus, ImageVisibility, MemberStatus
 from app.domain.images import Caller
 from app.domain.rules import MEMBERS_PER_FULL_ECS_IMAGE, MEMBERS_PER_IMAGE, validate_batch
@@ -42,10 +40,6 @@ from app.errors import (
 )
 from app.kms.port import GrantOperation, KeyInfo, KeyProvider
 from app.services.access import relation, require_manager
-
-#: PostgreSQL's SQLSTATE of a transaction aborted to break a deadlock; how often a share runs.
-DEADLOCK_DETECTED = "40P01"
-DEADLOCK_ATTEMPTS = 3
 
 SHARING_CODES: dict[str, str] = {
     # ValidationError
@@ -98,17 +92,9 @@ class SharingService:
         accounts = validate_batch(account_ids, "input.accountIds")
         if caller.account_id in accounts:
             raise Invalid("SHARE_WITH_SELF", field=f"input.accountIds[{account_ids.index(caller.account_id)}]")
-        for attempt in range(DEADLOCK_ATTEMPTS):
-            try:
-                return await self._share(caller, images, accounts)
-            except DBAPIError as exc:
-                # On PostgreSQL the new memberships' counter rows (image_counts, updated by
-                # triggers) are locked as they are inserted: two shares with the same
-                # accounts can deadlock, and PostgreSQL aborts one of them, which changed
-                # nothing. It runs again (the pairs go in account order, which makes it rare).
-                if getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        # The new memberships' counters are locked as they are inserted (the pairs go in
+        # account order, which makes a deadlock rare, not impossible).
+        return await retrying_deadlocks(lambda: self._share(caller, images, accounts))
 
     async def _share(self, caller: Caller, images: list[str], accounts: list[str]) -> list[MemberRow]:
         async with self.db.uow(caller.account_id) as uow:
@@ -173,6 +159,9 @@ class SharingService:
         holds its own references to the data and is not touched."""
         images = validate_batch(image_ids, "input.imageIds")
         accounts = validate_batch(account_ids, "input.accountIds")
+        return await retrying_deadlocks(lambda: self._unshare(caller, images, accounts))
+
+    async def _unshare(self, caller: Caller, images: list[str], accounts: list[str]) -> int:
         async with self.db.uow(caller.account_id) as uow:
             views = await uow.images.get_many_visible(images, for_update=True)
             for image_id in images:
@@ -199,6 +188,9 @@ class SharingService:
         images = validate_batch(image_ids, "input.imageIds")
         if status is MemberStatus.PENDING:
             raise Invalid("INVALID_MEMBER_STATUS", field="input.status")
+        return await retrying_deadlocks(lambda: self._update_membership(caller, images, status))
+
+    async def _update_membership(self, caller: Caller, images: list[str], status: MemberStatus) -> list[MemberRow]:
         async with self.db.uow(caller.account_id) as uow:
             views = await uow.images.get_many_visible(images)
             for image_id in images:

@@ -12,7 +12,15 @@ from app.db.tables import Account, Image
 from app.db.uow import Database
 from app.domain.images import Caller
 from app.kms.port import GrantOperation
-from tests.api.ops import GET_IMAGE, GET_NODE, error, get_image, list_ids, without_message
+from tests.api.ops import (
+    GET_IMAGE,
+    GET_NODE,
+    delete_images,
+    error,
+    get_image,
+    list_ids,
+    without_message,
+)
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import (
     admin_account,
@@ -402,3 +410,41 @@ async def test_concurrent_shares_with_the_same_accounts_do_not_deadlock(gql: Gra
                 "SELECT member_status, sum(n) FROM image_counts WHERE account_id = :a AND scope = 'SHARED' "
                 "GROUP BY member_status"), {"a": account.id})
             assert dict(counts.all()) == {"PENDING": 2}
+
+
+async def test_concurrent_deletes_of_shared_images_do_not_deadlock(gql: GraphQLClient, db: Database) -> None:
+    """Each membership an image's deletion removes updates its account's SHARED counter,
+    locking it: Alice's images shared with y then x, Bob's with x then y (in id and storage
+    order), deleted at once, locked the counters in opposite orders and PostgreSQL aborted
+    one delete (an internal error). A pause after each member delete makes the two overlap
+    every time; the loser now runs again."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's row locks (SQLite runs one write transaction at a time)")
+    from sqlalchemy import text
+
+    (alice, a), (bob, b), (x, xc), (y, yc) = await users(db, gql, 4)
+    mine = [await make_image(db, alice, id=f"img-deadlock-a{i}") for i in (1, 2)]
+    his = [await make_image(db, bob, id=f"img-deadlock-b{i}") for i in (1, 2)]
+    for image, member in ((mine[0], y), (mine[1], x), (his[0], x), (his[1], y)):
+        await share(db, image, member, "PENDING")
+    pause = [
+        ("CREATE FUNCTION test_pause_member() RETURNS trigger LANGUAGE plpgsql AS "
+         "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$"),
+        "CREATE TRIGGER zz_test_pause AFTER DELETE ON image_members FOR EACH ROW EXECUTE FUNCTION test_pause_member()",
+    ]
+    async with db.engine.begin() as conn:
+        for statement in pause:
+            await conn.execute(text(statement))
+    try:
+        first, second = await asyncio.gather(delete_images(a, [i.id for i in mine]),
+                                             delete_images(b, [i.id for i in his]))
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER zz_test_pause ON image_members"))
+            await conn.execute(text("DROP FUNCTION test_pause_member()"))
+    assert first == {"__typename": "DeleteImagesSuccess", "deletedIds": [i.id for i in mine]}
+    assert second == {"__typename": "DeleteImagesSuccess", "deletedIds": [i.id for i in his]}
+    for client in (xc, yc):
+        assert await list_ids(client, filter=ALL_STATUSES) == []
+        assert (await client.execute("{ images(filter: {visibility: [SHARED], memberStatus: [PENDING]}) "
+                                     "{ totalCount } }"))["images"]["totalCount"] == 0
