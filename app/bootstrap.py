@@ -25,7 +25,7 @@ from app.kms.port import KeyProvider, KmsSealError
 from app.metrics import Metrics, attach
 from app.services.registry import Services
 from app.storage.base import ObjectStore
-from app.storage.factory import build_stores, service_bucket, url_secret
+from app.storage.factory import build_stores, close_stores, create_service_buckets, url_secret
 from app.storage.signing import UrlSigner
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,22 @@ async def build_key_provider(settings: Settings, db: Database) -> KeyProvider:
         raise KmsSealError(f"the KMS root key file {path} is not the one the stored keys are sealed under "
                            f"({exc})") from None
     return provider
+
+
+async def preflight(settings: Settings) -> None:
+    """What `Runtime.start` needs of the world besides the database (`prepare`): every region's
+    store answers and holds its service bucket, and the KMS root key file opens the stored
+    keys. `ims serve` runs it before uvicorn, which reports a start that fails as the traceback
+    of its lifespan: a StorageError naming the region's store, or a KmsSealError naming the
+    file, becomes one line instead (`app.cli.main`). Keeps nothing open."""
+    db = build_database(settings)
+    stores = build_stores(settings, UrlSigner(url_secret(settings), settings.public_url))
+    try:
+        await create_service_buckets(stores, settings)
+        await build_key_provider(settings, db)
+    finally:
+        await close_stores(stores)
+        await db.dispose()
 
 
 def build_services(settings: Settings, db: Database, stores: dict[str, ObjectStore] | None = None,
@@ -99,8 +115,7 @@ class Runtime:
         db = build_database(s)
         self.signer = UrlSigner(url_secret(s), s.public_url)
         self.stores = build_stores(s, self.signer)
-        for region, store in self.stores.items():
-            await store.create_bucket(service_bucket(region))
+        await create_service_buckets(self.stores, s)
         self._services = build_services(s, db, self.stores, await build_key_provider(s, db))
         if self.metrics is not None:
             attach(self._services, self.metrics)

@@ -17,6 +17,8 @@ from app.cli_client import jobs_cli, upload
 from app.config import Settings, SettingsError
 from app.db import DatabaseNotReadyError
 from app.domain.enums import AccountRole
+from app.kms.port import KmsSealError
+from app.storage.base import StorageError
 
 cli = typer.Typer(help="Image Management Service", no_args_is_help=True, add_completion=False)
 admin_cli = typer.Typer(help="Administration: accounts, storage.", no_args_is_help=True)
@@ -44,6 +46,7 @@ def serve(
     """Run the API server (and, with IMS_WORKERS > 0, job workers)."""
     import uvicorn
 
+    from app.bootstrap import preflight
     from app.db.migrate import prepare
     from app.http import MAX_BODY_BYTES
     from app.main import create_app
@@ -54,6 +57,7 @@ def serve(
     # Here, not only in the app's start: uvicorn would report a database that is down or
     # behind as a traceback of its lifespan.
     prepare(settings.effective_database_url, migrate=settings.migrates_at_start)
+    asyncio.run(preflight(settings))
     tune_allocator()
     app = create_app(settings)
     app.state.freeze_after_start = True  # this process is the server's own: see freeze_startup_objects
@@ -212,7 +216,7 @@ def init_storage() -> None:
     async def run() -> list[str]:
         stores = build_stores(settings, UrlSigner(url_secret(settings), settings.public_url))
         try:
-            return await create_service_buckets(stores)
+            return await create_service_buckets(stores, settings)
         finally:
             await close_stores(stores)
 
@@ -241,8 +245,10 @@ def main() -> None:
         # exit status for bad usage.
         print(f"ims: {exc}", file=sys.stderr)
         sys.exit(2)
-    except DatabaseNotReadyError as exc:
-        # Down, unreachable or behind: one line saying which and what to do, not a traceback.
+    except (DatabaseNotReadyError, KmsSealError, StorageError) as exc:
+        # What the process depends on is down, unreachable, behind or not the one the data
+        # was made with: one line saying which (the database, a region's object store, the
+        # KMS root key file) and what to do, not a traceback.
         print(f"ims: {exc}", file=sys.stderr)
         sys.exit(1)
 

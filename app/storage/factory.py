@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.config import MIN_URL_SECRET_BYTES, Settings
-from app.storage.base import ObjectStore
+from app.storage.base import ObjectStore, StorageError
 from app.storage.filesystem import FilesystemObjectStore
 from app.storage.names import service_bucket
 from app.storage.s3 import S3ObjectStore
@@ -72,10 +72,24 @@ def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore
     return stores
 
 
-async def create_service_buckets(stores: Mapping[str, ObjectStore]) -> list[str]:
-    """Create each region's service bucket where it is missing; return their names."""
+def store_location(settings: Settings, region: str) -> str:
+    """Where a region's objects live, as an operator configured it (for messages at start)."""
+    endpoint = settings.region_endpoints.get(region) or settings.s3_endpoint
+    return f"the S3 endpoint {endpoint}" if endpoint else f"{Path(settings.data_dir) / 'objects'}"
+
+
+async def create_service_buckets(stores: Mapping[str, ObjectStore], settings: Settings | None = None) -> list[str]:
+    """Create each region's service bucket where it is missing; return their names. With
+    `settings`, a store that fails is named (region and location) in the error, of the same
+    type: the process is starting and an operator reads it."""
     for region, store in stores.items():
-        await store.create_bucket(service_bucket(region))
+        try:
+            await store.create_bucket(service_bucket(region))
+        except StorageError as exc:
+            if settings is None:
+                raise
+            raise type(exc)(f"the object store of region {region} ({store_location(settings, region)}) "
+                            f"cannot be used: {exc}") from exc
     return [service_bucket(region) for region in stores]
 
 
