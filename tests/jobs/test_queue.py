@@ -123,7 +123,7 @@ async def test_release_returns_the_job_without_counting_the_attempt(services: Se
     stored = await load(db, job.id)
     assert (stored.status, stored.attempts, stored.lease_owner) == ("RUNNING", 0, None)
     got = await claim(db, "w2", t0)  # at once, no lease to wait for
-    assert got is not None and got.attempt == 1
+    assert got is not None and (got.attempt, got.took_over, got.exhausted) == (1, False, False)
     outcomes = [(a.worker_id, a.outcome) for a in await attempts(db, [job.id])]
     assert outcomes == [("w1", "RELEASED"), ("w2", None)]
 

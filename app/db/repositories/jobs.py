@@ -31,7 +31,8 @@ class Claim:
     """A job a worker now holds the lease of.
 
     `exhausted`: the job's lease expired after its last allowed attempt; the worker must not
-    run it again but finish it as FAIL WORKER_LOST. `took_over`: an earlier worker held it.
+    run it again but finish it as FAIL WORKER_LOST. `took_over`: an earlier worker's lease on
+    it expired (not: it was released by a worker that stopped).
     """
 
     job: Job
@@ -130,8 +131,9 @@ class JobRepository:
         if row is None:
             return None
         job_id, status, attempts, owner = row
-        took_over = status == _RUNNING
-        exhausted = took_over and attempts >= max_attempts
+        started = status == _RUNNING  # by a worker whose lease expired, or that released it
+        took_over = started and owner is not None
+        exhausted = started and attempts >= max_attempts
         attempt = attempts if exhausted else attempts + 1
         stmt = (
             update(Job)
