@@ -15,7 +15,9 @@ def tables() -> dict[str, str]:
     return {
         "settings": "| variable | meaning |\n|---|---|\n"
         + "\n".join(f"| `{k}` | {v} |" for k, v in ENVIRONMENT.items()),
-        "codes": "| code | meaning |\n|---|---|\n" + "\n".join(f"| `{k}` | {v} |" for k, v in CODES.items()),
+        # Alphabetical: the order codes register in depends on which modules a process
+        # imported first.
+        "codes": "| code | meaning |\n|---|---|\n" + "\n".join(f"| `{k}` | {v} |" for k, v in sorted(CODES.items())),
     }
 
 
