@@ -46,6 +46,7 @@ from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
 from app.db.uow import SharedReader
 from app.errors import ImsError, NotFound
+from app.jobs.registry import storage_unavailable
 
 log = logging.getLogger("app.api")
 
@@ -144,13 +145,27 @@ class SharedReads(SchemaExtension):
             await reader.close()
 
 
+#: What a client is told when an object store did not answer (or the data directory is
+#: read-only) under a field: asking again later may work.
+UNAVAILABLE_MESSAGE = "The object store could not be reached or written. Try again later."
+
+
 class ClientErrors(MaskErrors):
     """An expected failure (the service's error tree) raised by any query field reaches the
-    client as a `QueryError`, with its code; every other exception is masked."""
+    client as a `QueryError`, with its code; an object store that did not answer is shown as
+    STORAGE_UNAVAILABLE (still logged with its traceback: an operator must look); every other
+    exception is masked."""
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._shown(err) if isinstance(err.original_error, ImsError) else
-                self.anonymise_error(err) if self.should_mask_error(err) else err for err in errors]
+                self._unavailable(err) if err.original_error is not None and storage_unavailable(err.original_error)
+                else self.anonymise_error(err) if self.should_mask_error(err) else err for err in errors]
+
+    @staticmethod
+    def _unavailable(err: GraphQLError) -> GraphQLError:
+        return GraphQLError(UNAVAILABLE_MESSAGE, nodes=err.nodes, source=err.source, positions=err.positions,
+                            path=err.path, extensions={"code": "STORAGE_UNAVAILABLE",
+                                                       "classification": "UnavailableError"})
 
     @staticmethod
     def _shown(err: GraphQLError) -> GraphQLError:
