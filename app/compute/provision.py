@@ -205,5 +205,6 @@ class Provisioner:
             # write the whole disk before the size of the result is checked.
             if max_virtual_size is not None and inspected.virtual_size > max_virtual_size:
                 raise LargerThanDisk(inspected.virtual_size)
+            await qemu.confirm(src, fmt, inspected.virtual_size)
             await qemu.convert(src, fmt, dst, DiskFormat.RAW)
             return await self.chunks.write_pending(region, _file_pieces(dst), key=key)

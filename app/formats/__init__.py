@@ -17,6 +17,7 @@ from app.formats.inspect import (
 from app.formats.qemu import (
     ConversionError,
     QemuImgError,
+    confirm,
     convert,
     create,
     info,
@@ -32,6 +33,7 @@ __all__ = [
     "Inspection",
     "QemuImgError",
     "StreamInspector",
+    "confirm",
     "convert",
     "create",
     "info",

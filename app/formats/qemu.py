@@ -27,12 +27,13 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from app.formats.types import DiskFormat, GiB
+from app.formats.types import DiskFormat, FormatError, GiB
 from app.scratch import private_dir
 
 __all__ = [
     "ConversionError",
     "QemuImgError",
+    "confirm",
     "convert",
     "create",
     "info",
@@ -221,6 +222,46 @@ async def info(
     if not isinstance(parsed, dict):
         raise QemuImgError("qemu-img info returned no object", returncode=0, stderr_tail="")
     return parsed
+
+
+async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> None:
+    """qemu-img's own reading of a file inspection accepted, right before it converts it: it
+    must name no backing file, no external data file and no extent in another file, and read
+    a virtual size no larger than `virtual_size` (inspection's, which the limits were checked
+    against). A second line of defence behind inspection, as OpenStack added after
+    OSSA-2024-001: where the two disagree (a VMDK's footer and a VHD's sizes once did),
+    FormatError UNSAFE_IMAGE_FILE before qemu-img writes anything; ConversionError when
+    qemu-img cannot read it at all. Raw files (and ISOs, read as raw) name nothing and are as
+    large as they are: nothing to ask."""
+    if qemu_format(fmt) == "raw":
+        return
+    try:
+        described = await info(path, fmt)
+    except QemuImgError as exc:
+        # A file qemu-img cannot read: what its conversion would have failed with.
+        tail = exc.stderr_tail
+        for named in (_source(path), str(path.resolve()), str(path)):
+            tail = tail.replace(named, "source")
+        raise ConversionError("qemu-img info failed", returncode=exc.returncode, stderr_tail=tail,
+                              out_of_space=exc.out_of_space) from exc
+    reasons: list[str] = []
+    if described.get("backing-filename") or described.get("full-backing-filename"):
+        reasons.append("a backing file")
+    specific = described.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    data = data if isinstance(data, dict) else {}
+    if data.get("data-file"):
+        reasons.append("an external data file")
+    own = str(path.resolve())
+    extents = data.get("extents") or []
+    if not isinstance(extents, list) or any(not isinstance(e, dict) or e.get("filename") != own for e in extents):
+        reasons.append("an extent in another file")
+    size = described.get("virtual-size")
+    if not isinstance(size, int) or size > virtual_size:
+        reasons.append(f"a virtual size of {size} bytes where inspection read {virtual_size}")
+    if reasons:
+        raise FormatError("UNSAFE_IMAGE_FILE", "qemu-img reads the file otherwise than inspection did: it finds "
+                          + ", ".join(reasons) + ".", reasons=tuple(reasons))
 
 
 async def create(path: Path, fmt: DiskFormat, size: int) -> None:

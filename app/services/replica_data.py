@@ -39,6 +39,7 @@ from app.domain.enums import DiskFormat
 from app.formats import (
     ConversionError,
     FormatError,
+    confirm,
     convert,
     inspect_file_async,
     temporary_workfile,
@@ -210,6 +211,7 @@ class DiskCopier:
                 if inspected.virtual_size > max_virtual_size:
                     raise CopyRefused("REPLICATE_TOO_LARGE", f"The image's disk is {inspected.virtual_size} bytes: "
                                       f"over {max_virtual_size} bytes, it cannot be replicated.")
+                await confirm(src, source_format, inspected.virtual_size)
                 await convert(src, source_format, dst, DiskFormat.RAW)
             except (FormatError, ConversionError) as exc:
                 if isinstance(exc, ConversionError) and exc.out_of_space:

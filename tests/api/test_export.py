@@ -4,6 +4,7 @@ to the image's bytes, with a checksum and a download URL that work."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -18,7 +19,8 @@ from app.config import Settings
 from app.db.tables import Account, Image
 from app.db.uow import Database
 from app.domain.enums import DiskFormat
-from app.formats import convert
+from app.formats import Inspection, convert, create, inspect_file_async
+from app.jobs.handlers import export_image
 from app.storage.factory import service_bucket
 from tests.api.ops import delete_images, error, without_message
 from tests.api.replication_helpers import (
@@ -308,6 +310,37 @@ async def test_a_stored_file_larger_than_its_recorded_size_is_not_exported(
     assert job["error"]["message"] == (f"The image's disk is {1536 * 1024 * MiB} bytes: images of {1024 * 1024 * MiB} "
                                        "bytes or more cannot be exported.")
     assert (await manifest(db, manifest_id(image))).refcount == 1  # type: ignore[union-attr]  # released
+    assert [p for p in (settings.data_dir / "work").rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_a_file_qemu_img_reads_larger_than_inspection_did_is_not_converted(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """qemu-img is asked how it reads the file before it converts it (`qemu.confirm`): an
+    inspection that read the disk smaller than qemu-img does (as one of a VMDK's footer and
+    one of a VHD's sizes once did) is simulated by halving the size inspection reports; the
+    job fails and writes nothing."""
+    source = tmp_path / "disk.qcow2"
+    await create(source, DiskFormat.QCOW2, 8 * MiB)
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, source.read_bytes(), kind="DATA_DISK",
+                                       disk_format="QCOW2", quick_provisioning=False, virtual_size_bytes=8 * MiB)
+    real = inspect_file_async
+
+    async def misread(*args: Any, **kwargs: Any) -> Inspection:
+        found = await real(*args, **kwargs)
+        return dataclasses.replace(found, virtual_size=found.virtual_size // 2)
+
+    monkeypatch.setattr(export_image, "inspect_file_async", misread)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    job = await export_and_wait(q, settings, db, image.id, key="disk.vmdk", format="VMDK")
+    assert (job["status"], job["error"]["code"], job["object"]) == ("FAIL", "EXPORT_CONVERSION_FAILED", None), job
+    assert job["error"]["message"] == (
+        "Converting the image to VMDK failed: qemu-img reads the file otherwise than inspection did: it finds a "
+        f"virtual size of {8 * MiB} bytes where inspection read {4 * MiB}.")
+    chunks, _ = data_plane(db, settings)
+    assert await chunks.stores["region-1"].stat("exports", "disk.vmdk") is None
     assert [p for p in (settings.data_dir / "work").rglob("*") if p.is_file() and p.name != ".lock"] == []
 
 

@@ -13,7 +13,9 @@ import pytest
 from app.formats import (
     ConversionError,
     DiskFormat,
+    FormatError,
     QemuImgError,
+    confirm,
     convert,
     create,
     info,
@@ -171,6 +173,49 @@ async def test_convert_never_opens_a_backing_file(tmp_path: Path) -> None:
     await convert(image, DiskFormat.QCOW2, tmp_path / "out.raw", DiskFormat.RAW)
 
     assert (tmp_path / "out.raw").read_bytes() == bytes(MiB)
+
+
+@pytest.mark.parametrize("fmt", [f for f in EXPORT_FORMATS if f is not DiskFormat.RAW], ids=lambda f: f.value)
+async def test_confirm_accepts_what_qemu_img_reads_as_inspection_did(tmp_path: Path, fmt: DiskFormat) -> None:
+    path = tmp_path / f"x.{fmt.value.lower()}"
+    await create(path, fmt, 5 * MiB + 512)
+    await confirm(path, fmt, inspect_file(path, fmt).virtual_size)
+
+
+async def test_confirm_refuses_a_disk_qemu_img_reads_larger_than_inspection_did(tmp_path: Path) -> None:
+    # What an inspection that misread a header (or an image recorded before a fix of it)
+    # would let through: qemu-img would write the larger disk.
+    await create(tmp_path / "x.qcow2", DiskFormat.QCOW2, 8 * MiB)
+
+    with pytest.raises(FormatError) as caught:
+        await confirm(tmp_path / "x.qcow2", DiskFormat.QCOW2, 4 * MiB)
+
+    assert caught.value.code == "UNSAFE_IMAGE_FILE"
+    assert caught.value.reasons == (f"a virtual size of {8 * MiB} bytes where inspection read {4 * MiB}",)
+
+
+async def test_confirm_refuses_what_names_another_file(tmp_path: Path) -> None:
+    backing = tmp_path / "backing.raw"
+    backing.write_bytes(bytes(MiB))
+    child = tmp_path / "child.qcow2"
+    await asyncio.to_thread(qemu_img, "create", "-f", "qcow2", "-b", backing, "-F", "raw", child)
+    flat = tmp_path / "flat.vmdk"  # a descriptor whose extent is another file
+    await asyncio.to_thread(qemu_img, "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", flat, "1M")
+
+    for path, fmt, reason in ((child, DiskFormat.QCOW2, "a backing file"),
+                              (flat, DiskFormat.VMDK, "an extent in another file")):
+        with pytest.raises(FormatError) as caught:
+            await confirm(path, fmt, MiB)
+        assert (caught.value.code, caught.value.reasons) == ("UNSAFE_IMAGE_FILE", (reason,)), path
+
+
+async def test_confirm_of_a_file_qemu_img_cannot_read_is_a_conversion_error(tmp_path: Path) -> None:
+    (tmp_path / "x.vhdx").write_bytes(bytes(4096))
+
+    with pytest.raises(ConversionError) as caught:
+        await confirm(tmp_path / "x.vhdx", DiskFormat.VHDX, MiB)
+
+    assert caught.value.stderr_tail and str(tmp_path) not in caught.value.stderr_tail
 
 
 async def test_info_reports_the_given_format(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from app.domain.enums import DiskFormat, JobType
 from app.formats import (
     ConversionError,
     FormatError,
+    confirm,
     convert,
     inspect_file_async,
     temporary_workfile,
@@ -148,6 +149,7 @@ async def _convert(
                 if inspected.virtual_size >= EXPORT_MAX_BYTES:
                     raise JobFailed("EXPORT_TOO_LARGE", f"The image's disk is {inspected.virtual_size} bytes: "
                                     f"images of {EXPORT_MAX_BYTES} bytes or more cannot be exported.")
+                await confirm(src, source, inspected.virtual_size)
             await convert(src, source, dst, target)
         except (FormatError, ConversionError) as exc:
             if isinstance(exc, ConversionError) and exc.out_of_space:
