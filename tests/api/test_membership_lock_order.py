@@ -14,22 +14,10 @@ from app.config import Settings
 from app.db.uow import Database
 from tests.conftest import GraphQLClient
 from tests.factories import make_account, make_image, member_rows, share
+from tests.pg_locks import lock_waiters
 
 ANSWER = """mutation($ids: [ID!]!) { updateImageMembership(input: {imageIds: $ids, status: ACCEPTED}) {
   __typename ... on UserError { code } } }"""
-#: A transaction waiting for a row waits for its holder's transaction id, or, queued behind
-#: another waiter, for the row's tuple lock.
-ROW_LOCK_WAITERS = "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype IN ('transactionid', 'tuple') AND NOT granted"
-
-
-async def _row_lock_waiters(db: Database, count: int) -> None:
-    """Until `count` transactions wait for a row lock (a bound, not a timing)."""
-    for _ in range(2000):
-        async with db.engine.connect() as conn:
-            if (await conn.execute(text(ROW_LOCK_WAITERS))).scalar_one() == count:
-                return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never {count} waiters on a row lock")
 
 
 async def test_a_members_batches_in_opposite_orders_both_answer(
@@ -51,9 +39,9 @@ async def test_a_members_batches_in_opposite_orders_both_answer(
         await holder.execute(text("SELECT n FROM image_counts WHERE account_id = :a AND member_status = 'PENDING' "
                                   "FOR UPDATE"), {"a": member.id})
         one = asyncio.ensure_future(me.execute(ANSWER, {"ids": ids}))
-        await _row_lock_waiters(db, 1)
+        await lock_waiters(db, 1)
         two = asyncio.ensure_future(me.execute(ANSWER, {"ids": ids[::-1]}))
-        await _row_lock_waiters(db, 2)
+        await lock_waiters(db, 2)
         await holder.rollback()
     results = await asyncio.gather(one, two)
     assert [r["updateImageMembership"]["__typename"] for r in results] == ["UpdateImageMembershipSuccess"] * 2

@@ -23,18 +23,7 @@ from app.services.replication import ReplicationRequest
 from app.services.server_images import NewImage
 from tests.compute.conftest import caller, new_server, volumes
 from tests.factories import make_account, make_image_with_data
-
-ADVISORY_WAITERS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-
-
-async def _advisory_waiters(db: Database, count: int) -> None:
-    """Until `count` transactions wait for an advisory lock (a bound, not a timing)."""
-    for _ in range(2000):
-        async with db.engine.connect() as conn:
-            if (await conn.execute(text(ADVISORY_WAITERS))).scalar_one() == count:
-                return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never {count} waiters on the advisory lock")
+from tests.pg_locks import ADVISORY_WAITERS, lock_waiters
 
 
 async def _queued_behind_the_account_lock(db: Database, account_id: str, first: Awaitable[Any],
@@ -45,9 +34,9 @@ async def _queued_behind_the_account_lock(db: Database, account_id: str, first: 
         await holder.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": account_id})
         try:
             one = asyncio.ensure_future(first)
-            await _advisory_waiters(db, 1)
+            await lock_waiters(db, 1, ADVISORY_WAITERS, "the advisory lock")
             two = asyncio.ensure_future(second)
-            await _advisory_waiters(db, 2)
+            await lock_waiters(db, 2, ADVISORY_WAITERS, "the advisory lock")
         finally:
             await holder.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": account_id})
             await holder.commit()

@@ -15,20 +15,7 @@ from app.services.compute import DataDiskSpec, ServerSpec
 from app.services.registry import Services
 from tests.compute.conftest import caller
 from tests.factories import make_account, make_image_with_data
-
-#: A transaction waiting for a row waits for its holder's transaction id, or, queued behind
-#: another waiter, for the row's tuple lock.
-ROW_LOCK_WAITERS = "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype IN ('transactionid', 'tuple') AND NOT granted"
-
-
-async def _row_lock_waiters(db: Database, count: int) -> None:
-    """Until `count` transactions wait for a row lock (a bound, not a timing)."""
-    for _ in range(2000):
-        async with db.engine.connect() as conn:
-            if (await conn.execute(text(ROW_LOCK_WAITERS))).scalar_one() == count:
-                return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never {count} waiters on a row lock")
+from tests.pg_locks import lock_waiters
 
 
 async def test_servers_naming_data_images_in_opposite_orders_both_start(
@@ -50,9 +37,9 @@ async def test_servers_naming_data_images_in_opposite_orders_both_start(
         await holder.begin()
         await holder.execute(text("SELECT id FROM images WHERE id = :i FOR UPDATE"), {"i": one.id})
         first = asyncio.ensure_future(services.compute.create_server(caller(owner), server(0, [one.id, two.id])))
-        await _row_lock_waiters(db, 1)
+        await lock_waiters(db, 1)
         second = asyncio.ensure_future(services.compute.create_server(caller(owner), server(1, [two.id, one.id])))
-        await _row_lock_waiters(db, 2)
+        await lock_waiters(db, 2)
         await holder.rollback()
     made = await asyncio.gather(first, second, return_exceptions=True)
     assert not any(isinstance(m, BaseException) for m in made), made

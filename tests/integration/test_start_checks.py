@@ -6,11 +6,7 @@ the file, and exit status 1. Before, `ims serve` printed uvicorn's traceback of 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,21 +16,7 @@ from app.config import Settings
 from app.db.migrate import upgrade
 from app.domain.images import Caller
 from tests.factories import make_account
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ims(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMS_")}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=180, check=False)
-
+from tests.integration.test_database_readiness import free_port, ims
 
 COMMANDS = pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]], ids=["serve", "worker"])
 

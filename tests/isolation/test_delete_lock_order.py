@@ -16,27 +16,15 @@ from app.db.tables import Account, Image
 from app.db.uow import Database
 from tests.conftest import GraphQLClient
 from tests.factories import make_account, make_image, make_image_with_data, share
+from tests.pg_locks import lock_waiters
 
 DELETE = """mutation($ids: [ID!]!) { deleteImages(input: {ids: $ids}) { __typename ... on UserError { code } } }"""
-#: A transaction waiting for a row waits for its holder's transaction id, or, queued behind
-#: another waiter, for the row's tuple lock.
-ROW_LOCK_WAITERS = "SELECT count(DISTINCT pid) FROM pg_locks WHERE locktype IN ('transactionid', 'tuple') AND NOT granted"
 
 
 @pytest.fixture(autouse=True)
 def postgres_only(settings: Settings) -> None:
     if not settings.database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's row locks (SQLite serializes writers)")
-
-
-async def _row_lock_waiters(db: Database, count: int) -> None:
-    """Until `count` transactions wait for a row lock (a bound, not a timing)."""
-    for _ in range(2000):
-        async with db.engine.connect() as conn:
-            if (await conn.execute(text(ROW_LOCK_WAITERS))).scalar_one() == count:
-                return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never {count} waiters on a row lock")
 
 
 async def _queued(db: Database, hold: str, params: dict[str, Any], first: Any, second: Any) -> list[Any]:
@@ -46,9 +34,9 @@ async def _queued(db: Database, hold: str, params: dict[str, Any], first: Any, s
         await holder.begin()
         assert (await holder.execute(text(hold), params)).all()
         one = asyncio.ensure_future(first)
-        await _row_lock_waiters(db, 1)
+        await lock_waiters(db, 1)
         two = asyncio.ensure_future(second)
-        await _row_lock_waiters(db, 2)
+        await lock_waiters(db, 2)
         await holder.rollback()
     return list(await asyncio.gather(one, two))
 
