@@ -108,7 +108,9 @@ def live_server() -> Iterator[LiveServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(make_app(recorder), log_level="warning", lifespan="off")
+    # log_config=None and no log_level: uvicorn would otherwise configure the process's
+    # logging (its loggers' levels and handlers) for every test that runs after this one.
+    config = uvicorn.Config(make_app(recorder), log_config=None, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -31,8 +31,14 @@ def spellings(secret: bytes) -> list[str]:
 
 
 async def test_no_secret_in_responses_or_logs(gql: GraphQLClient, db: Database, live_server: LiveServer,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+                                              caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG)
+    # The access log must reach the capture whatever configured logging before this test.
+    access = logging.getLogger("uvicorn.access")
+    monkeypatch.setattr(access, "propagate", True)
+    monkeypatch.setattr(access, "disabled", False)
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
     bodies: list[str] = []
 
     async def call(token: str, query: str, variables: dict[str, object] | None = None) -> dict[str, object]:

@@ -94,8 +94,10 @@ def fs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilesystemSe
             FilesystemObjectStore(root, signer), signer, max_upload_bytes=SERVER_MAX_UPLOAD_BYTES
         )
     )
+    # log_config=None and no log_level: uvicorn would otherwise configure the process's
+    # logging (its loggers' levels and handlers) for every test that runs after this one.
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", ws="none", http="h11", loop="asyncio"
+        app, log_config=None, lifespan="off", ws="none", http="h11", loop="asyncio"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
