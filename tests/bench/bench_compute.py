@@ -70,9 +70,9 @@ async def big_sparse_image(services: Services, owner: Any, size: int, data_chunk
         await uow.chunks.add_manifest(manifest, chunk_list, {}, utcnow())
         await uow.commit()
     await services.chunks.release(head.id)
-    return await make_image(services.db, owner, min_disk_gb=size // GiB, size_bytes=head.stored_bytes,
+    return await make_image(services.db, owner, min_disk_gb=max(1, -(-size // GiB)), size_bytes=head.stored_bytes,
                             virtual_size_bytes=size, checksum=checksum,
-                            disks=[{"role": "SYSTEM", "sizeGb": size // GiB, "storedBytes": head.stored_bytes,
+                            disks=[{"role": "SYSTEM", "sizeGb": max(1, -(-size // GiB)), "storedBytes": head.stored_bytes,
                                     "manifestId": manifest.id}])
 
 
