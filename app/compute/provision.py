@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from app.formats import FormatError, inspect_file_async, qemu
 from app.formats.types import GiB
 from app.kms.port import KeyProvider
 from app.services.access import relation
+from app.services.replica_data import write_sparse_piece
 
 register_codes({
     "IMAGE_DATA_INVALID": "The image's stored data failed verification, is not a safe file of its format, or qemu-img "
@@ -98,15 +99,6 @@ def licensed_origin(image: Image) -> str | None:
     if image.visibility == ImageVisibility.PUBLIC.value and is_licensed_platform(image.os_platform):
         return image.os_platform
     return None
-
-
-async def _file_pieces(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(path.open, "rb")
-    try:
-        while piece := await asyncio.to_thread(handle.read, CHUNK_SIZE):
-            yield piece
-    finally:
-        await asyncio.to_thread(handle.close)
 
 
 class Provisioner:
@@ -184,20 +176,21 @@ class Provisioner:
         self, manifest_id: str, fmt: DiskFormat, data_key: bytes | None, key: DataKey | None, *,
         max_virtual_size: int | None = None,
     ) -> PendingManifest:
-        """Stream the manifest into a private temporary file, `qemu-img convert` it to raw,
-        and stream the result back into a new manifest sealed with `key`, returned unrecorded
-        (`ChunkStore.add_pending`). The temporary files
-        are removed whatever happens. The file is inspected again before qemu-img opens it
-        (FormatError when it is not a safe `fmt` file, LargerThanDisk when it is a disk larger
-        than `max_virtual_size`), as export and replication do."""
+        """Stream the manifest into a private temporary file, have qemu-img convert it to raw
+        (`qemu.raw_pieces`: a window at a time, so the scratch space taken is the stored file's
+        and two windows', whatever the raw disk's size), and stream the raw disk into a new
+        manifest sealed with `key`, returned unrecorded (`ChunkStore.add_pending`). The
+        temporary files are removed whatever happens. The file is inspected again before
+        qemu-img opens it (FormatError when it is not a safe `fmt` file, LargerThanDisk when it
+        is a disk larger than `max_virtual_size`), as export and replication do."""
         region = (await self.chunks.head(manifest_id)).region
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
-        async with qemu.temporary_workfile(self.work_dir, ".src") as src, \
-                qemu.temporary_workfile(self.work_dir, ".raw") as dst:
-            handle = await asyncio.to_thread(src.open, "wb")
+        async with qemu.temporary_workfile(self.work_dir, ".src") as src:
+            handle = await asyncio.to_thread(src.open, "r+b")
             try:
                 async for piece in self.chunks.read(manifest_id, data_key=data_key):
-                    await asyncio.to_thread(handle.write, piece)
+                    await asyncio.to_thread(write_sparse_piece, handle, piece)
+                await asyncio.to_thread(handle.truncate)
             finally:
                 await asyncio.to_thread(handle.close)
             inspected = await inspect_file_async(src, fmt)
@@ -205,6 +198,7 @@ class Provisioner:
             # write the whole disk before the size of the result is checked.
             if max_virtual_size is not None and inspected.virtual_size > max_virtual_size:
                 raise LargerThanDisk(inspected.virtual_size)
-            await qemu.confirm(src, fmt, inspected.virtual_size)
-            await qemu.convert(src, fmt, dst, DiskFormat.RAW)
-            return await self.chunks.write_pending(region, _file_pieces(dst), key=key)
+            size = await qemu.confirm(src, fmt, inspected.virtual_size)
+            pieces = qemu.raw_pieces(src, fmt, size, self.work_dir, piece_size=CHUNK_SIZE)
+            async with aclosing(pieces):
+                return await self.chunks.write_pending(region, pieces, key=key)

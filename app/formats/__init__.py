@@ -21,6 +21,7 @@ from app.formats.qemu import (
     convert,
     create,
     info,
+    raw_pieces,
     temporary_workfile,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "info",
     "inspect_file",
     "inspect_file_async",
+    "raw_pieces",
     "temporary_workfile",
 ]

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ __all__ = [
     "create",
     "info",
     "qemu_format",
+    "raw_pieces",
     "temporary_workfile",
 ]
 
@@ -67,6 +69,9 @@ _NO_SPACE: Final = ("No space left on device", "Disk quota exceeded")
 # an assertion).
 _FULL_BELOW: Final = 1024 * 1024
 _INFO_CPU_SECONDS: Final = 30
+#: Bytes of raw disk `raw_pieces` has qemu-img convert at a time: a conversion to raw takes
+#: two of these of scratch space, whatever the disk's size.
+RAW_WINDOW: Final = 256 * 1024 * 1024
 
 # Applies the limits, then becomes qemu-img. An exec'd interpreter rather than a
 # preexec_fn, which is not safe in a process that runs threads (asyncio.to_thread does).
@@ -169,15 +174,24 @@ async def convert(
     """
     if dst_format is DiskFormat.ISO:
         raise ValueError("cannot convert to ISO")
+    # writeback: flushed once at the end, and works on tmpfs (O_DIRECT, `none`, not).
+    await _convert(src, _source(src), qemu_format(src_format), dst, dst_format, target_cache="writeback",
+                   cpu_seconds=cpu_seconds, memory_bytes=memory_bytes)
+
+
+async def _convert(
+    src: Path, spec: str, driver: str, dst: Path, dst_format: DiskFormat, *, target_cache: str,
+    cpu_seconds: int = 3600, memory_bytes: int = 1 * GiB,
+) -> None:
+    """`qemu-img convert` of the source `spec` (a json: filename of `src`, read by `driver`)."""
     args = [
         "convert",
-        "-f", qemu_format(src_format),
+        "-f", driver,
         "-O", qemu_format(dst_format),
         *_CREATE_OPTIONS.get(dst_format, ()),
-        # writeback: flushed once at the end, and works on tmpfs (O_DIRECT, `none`, not).
-        "-t", "writeback",
+        "-t", target_cache,
         "-T", "writeback",
-        _source(src),
+        spec,
         _target(dst),
     ]  # fmt: skip
     try:
@@ -194,6 +208,107 @@ async def convert(
     except BaseException:
         await asyncio.shield(_unlink(dst))
         raise
+
+
+def _window(path: Path, fmt: DiskFormat, offset: int, size: int) -> str:
+    """The json: filename of the raw bytes `[offset, offset + size)` of the disk `path` holds
+    in `fmt` (qemu's raw driver over the format's, backing files disabled as `_source` does)."""
+    spec = {
+        "driver": "raw", "offset": offset, "size": size,
+        "file": {"driver": qemu_format(fmt), "backing": None,
+                 "file": {"driver": "file", "filename": str(path.resolve())}},
+    }  # fmt: skip
+    return "json:" + json.dumps(spec)
+
+
+async def raw_pieces(
+    src: Path, src_format: DiskFormat, virtual_size: int, work_dir: Path, *, piece_size: int,
+    window: int | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The raw disk of `src`, a `src_format` file inspected and confirmed (`confirm`, whose
+    answer `virtual_size` is), in `piece_size` pieces, the last one shorter.
+
+    qemu-img converts the disk one window of `window` bytes (`RAW_WINDOW`) at a time into a
+    private work file under `work_dir`, the next window while this one's pieces are consumed:
+    the scratch space a conversion takes is two windows, whatever the disk's size and however
+    densely its data expands (a compressed cluster of a few bytes, clusters sharing one
+    offset), where converting the whole disk first would take the whole raw disk. Ranges the
+    work file holds as holes are not read (`SEEK_DATA`): they come as zeros.
+
+    Raises ConversionError as `convert` does (the work files are removed, also when the
+    consumer stops early or is cancelled: qemu-img is killed)."""
+    window = window or RAW_WINDOW
+    if piece_size <= 0 or piece_size % 512 or window % piece_size:
+        raise ValueError("pieces must be whole sectors and windows whole pieces")
+    if virtual_size % 512:
+        raise ValueError(f"a disk of {virtual_size} bytes is not whole sectors")
+    zero = bytes(piece_size)
+    async with temporary_workfile(work_dir, ".raw") as first, temporary_workfile(work_dir, ".raw") as second:
+        files = (first, second)
+
+        def start(number: int) -> asyncio.Task[None] | None:
+            offset = number * window
+            if offset >= virtual_size:
+                return None
+            size = min(window, virtual_size - offset)
+            return asyncio.ensure_future(_convert(
+                src, _window(src, src_format, offset, size), "raw", files[number % 2], DiskFormat.RAW,
+                target_cache="unsafe"))  # read at once and removed: nothing to flush
+
+        ahead = start(0)
+        number = 0
+        try:
+            while ahead is not None:
+                await ahead
+                size = min(window, virtual_size - number * window)
+                path = files[number % 2]
+                number += 1
+                ahead = start(number)  # the next window converts while this one is read
+                async for piece in _window_pieces(path, size, piece_size, zero):
+                    yield piece
+                await asyncio.to_thread(os.truncate, path, 0)  # its space back before the next
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.wait([ahead])  # qemu-img killed and its output removed
+                if not ahead.cancelled():
+                    ahead.exception()
+
+
+async def _window_pieces(path: Path, size: int, piece_size: int, zero: bytes) -> AsyncGenerator[bytes, None]:
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        written = (await asyncio.to_thread(os.fstat, fd)).st_size
+        if written != size:
+            raise ConversionError("qemu-img convert wrote another size", returncode=0,
+                                  stderr_tail=f"{written} bytes for a window of {size}")
+        for offset in range(0, size, piece_size):
+            length = min(piece_size, size - offset)
+            piece = await asyncio.to_thread(_read_piece, fd, offset, length)
+            yield (zero if length == piece_size else zero[:length]) if piece is None else piece
+    finally:
+        await asyncio.to_thread(os.close, fd)
+
+
+def _read_piece(fd: int, offset: int, length: int) -> bytes | None:
+    """The `length` bytes at `offset`, None when they all lie in a hole."""
+    try:
+        data = os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: no data from `offset` to the end
+            raise
+        return None
+    if data >= offset + length:
+        return None
+    parts: list[bytes] = []
+    while length:
+        part = os.pread(fd, length, offset)
+        if not part:
+            raise ConversionError("qemu-img convert wrote a short file", returncode=0, stderr_tail="")
+        parts.append(part)
+        offset += len(part)
+        length -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _nearly_full(directory: Path) -> bool:
@@ -224,7 +339,7 @@ async def info(
     return parsed
 
 
-async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> None:
+async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> int:
     """qemu-img's own reading of a file inspection accepted, right before it converts it: it
     must name no backing file, no external data file and no extent in another file, and read
     a virtual size no larger than `virtual_size` (inspection's, which the limits were checked
@@ -232,9 +347,10 @@ async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> None:
     OSSA-2024-001: where the two disagree (a VMDK's footer and a VHD's sizes once did),
     FormatError UNSAFE_IMAGE_FILE before qemu-img writes anything; ConversionError when
     qemu-img cannot read it at all. Raw files (and ISOs, read as raw) name nothing and are as
-    large as they are: nothing to ask."""
+    large as they are: nothing to ask. Returns the virtual size qemu-img reads (the size of
+    the raw disk its conversion writes)."""
     if qemu_format(fmt) == "raw":
-        return
+        return virtual_size
     try:
         described = await info(path, fmt)
     except QemuImgError as exc:
@@ -262,6 +378,8 @@ async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> None:
     if reasons:
         raise FormatError("UNSAFE_IMAGE_FILE", "qemu-img reads the file otherwise than inspection did: it finds "
                           + ", ".join(reasons) + ".", reasons=tuple(reasons))
+    assert isinstance(size, int)
+    return size
 
 
 async def create(path: Path, fmt: DiskFormat, size: int) -> None:

@@ -10,7 +10,9 @@ Three ways, chosen per disk (`plan`):
              region's store (plain chunks the target already holds are not uploaded).
     CONVERT  the source keeps a non-raw import as it was uploaded (quickProvisioning
              false): the stream goes to a temporary file, is inspected again, converted to
-             raw by qemu-img, and the raw stream is stored (sealed when the copy is).
+             raw by qemu-img a window at a time (`raw_pieces`: scratch space for two windows,
+             whatever the raw disk's size), and the raw stream is stored (sealed when the copy
+             is).
 
 A new manifest is returned uncommitted (`NewManifest`): the job inserts it in the same
 transaction that activates the copy and drops the source reference, so an attempt that dies
@@ -20,7 +22,7 @@ half way leaves only unreferenced chunks, which garbage collection reclaims.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from enum import Enum
@@ -40,8 +42,8 @@ from app.formats import (
     ConversionError,
     FormatError,
     confirm,
-    convert,
     inspect_file_async,
+    raw_pieces,
     temporary_workfile,
 )
 from app.kms.port import KeyProvider
@@ -105,6 +107,18 @@ async def file_pieces(path: Path, progress: Callable[[int], Awaitable[None]]) ->
             yield piece
     finally:
         await asyncio.to_thread(fh.close)
+
+
+async def counted(
+    source: AsyncGenerator[bytes, None], progress: Callable[[int], Awaitable[None]]
+) -> AsyncGenerator[bytes, None]:
+    """`source`'s pieces, reporting the bytes passed on so far; closing it closes `source`."""
+    async with aclosing(source) as pieces:
+        done = 0
+        async for piece in pieces:
+            done += len(piece)
+            await progress(done)
+            yield piece
 
 
 class DiskCopier:
@@ -186,7 +200,7 @@ class DiskCopier:
     ) -> WriteResult:
         await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
         total = max(1, source.size)
-        async with temporary_workfile(self.workdir, ".src") as src, temporary_workfile(self.workdir, ".raw") as dst:
+        async with temporary_workfile(self.workdir, ".src") as src:
             await progress(0.0, "reading the image")
             plaintext = read_stream(
                 refs, store=self.chunks.stores[source.region], bucket=service_bucket(source.region), opener=opener,
@@ -211,21 +225,22 @@ class DiskCopier:
                 if inspected.virtual_size > max_virtual_size:
                     raise CopyRefused("REPLICATE_TOO_LARGE", f"The image's disk is {inspected.virtual_size} bytes: "
                                       f"over {max_virtual_size} bytes, it cannot be replicated.")
-                await confirm(src, source_format, inspected.virtual_size)
-                await convert(src, source_format, dst, DiskFormat.RAW)
+                raw_size = await confirm(src, source_format, inspected.virtual_size)
+
+                async def report(done: int) -> None:
+                    await progress(0.4 + 0.6 * done / max(1, raw_size), "converting to raw and storing it")
+
+                # A window at a time (`raw_pieces`): scratch space for two, whatever the disk's size.
+                pieces = counted(raw_pieces(src, source_format, raw_size, self.workdir, piece_size=CHUNK_SIZE), report)
+                async with aclosing(pieces):
+                    return await ChunkWriter().write_stream(
+                        pieces, store=self.chunks.stores[region], bucket=service_bucket(region),
+                        seal=sealer, exists=self.chunks.claimer(region),
+                    )
             except (FormatError, ConversionError) as exc:
                 if isinstance(exc, ConversionError) and exc.out_of_space:
                     raise  # the disk is full, not the image at fault (the job says so)
                 raise CopyRefused("REPLICATE_CONVERSION_FAILED", f"Converting the image to raw failed: {exc}") from exc
-            raw_size = (await asyncio.to_thread(dst.stat)).st_size
-
-            async def report(done: int) -> None:
-                await progress(0.5 + 0.5 * done / max(1, raw_size), "storing the raw copy")
-
-            return await ChunkWriter().write_stream(
-                file_pieces(dst, report), store=self.chunks.stores[region], bucket=service_bucket(region),
-                seal=sealer, exists=self.chunks.claimer(region),
-            )
 
     @staticmethod
     def _manifest(result: WriteResult, region: str, key: DataKey | None) -> NewManifest:
@@ -240,4 +255,4 @@ class DiskCopier:
         return NewManifest(manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes)
 
 
-__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "file_pieces", "plan", "write_sparse_piece"]
+__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "counted", "file_pieces", "plan", "write_sparse_piece"]

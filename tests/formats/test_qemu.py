@@ -20,6 +20,7 @@ from app.formats import (
     create,
     info,
     inspect_file,
+    raw_pieces,
     temporary_workfile,
 )
 from app.formats.qemu import qemu_format
@@ -282,3 +283,122 @@ async def test_workfile_is_removed_on_cancellation(tmp_path: Path) -> None:
         await task
 
     assert _files(tmp_path) == []
+
+
+# ---------------------------------------------------------------- raw_pieces: a window at a time
+
+NON_RAW = [f for f in EXPORT_FORMATS if f is not DiskFormat.RAW]
+
+
+def _pattern(size: int, seed: int) -> bytes:
+    return (seed.to_bytes(1, "big") + bytes(range(255))) * (size // 256)
+
+
+async def _disk(tmp_path: Path, fmt: DiskFormat, size: int) -> tuple[Path, bytes]:
+    """A `fmt` file of `size` bytes of virtual disk with data across window boundaries, and the
+    raw disk qemu-img makes of it in one conversion."""
+    raw = bytearray(size)
+    for offset, length, seed in ((0, 4096, 1), (3 * MiB - 64 * 1024, 2 * MiB, 2), (8 * MiB - 512, 1024, 3),
+                                 (size - 3 * 512, 3 * 512, 4)):
+        raw[offset : offset + length] = _pattern(length + 256, seed)[:length]
+    (tmp_path / "disk.raw").write_bytes(raw)
+    path = tmp_path / f"disk.{fmt.value.lower()}"
+    await asyncio.to_thread(qemu_img, "convert", "-f", "raw", "-O", qemu_format(fmt),
+                            *(["-o", "subformat=streamOptimized"] if fmt is DiskFormat.VMDK else []),
+                            tmp_path / "disk.raw", path)
+    await convert(path, fmt, tmp_path / "whole.raw", DiskFormat.RAW)
+    return path, (tmp_path / "whole.raw").read_bytes()
+
+
+def _scratch_bytes(work: Path) -> int:
+    """Disk space the files under `work` take (allocated blocks: holes cost nothing)."""
+    return sum(p.stat().st_blocks * 512 for p in work.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("fmt", NON_RAW, ids=lambda f: f.value)
+async def test_raw_pieces_are_the_raw_disk_a_whole_conversion_makes(tmp_path: Path, fmt: DiskFormat) -> None:
+    size = 10 * MiB + 3 * 512  # windows of 4 MiB: two whole ones and a short last one
+    path, whole = await _disk(tmp_path, fmt, size)
+    work = tmp_path / "work"
+    virtual = await confirm(path, fmt, inspect_file(path, fmt).virtual_size)
+    assert virtual == len(whole)
+
+    pieces = [p async for p in raw_pieces(path, fmt, virtual, work, piece_size=MiB, window=4 * MiB)]
+
+    assert b"".join(pieces) == whole
+    # A VHD made without force_size holds the disk rounded up to a CHS geometry.
+    assert [len(p) for p in pieces] == [MiB] * (virtual // MiB) + [virtual % MiB]
+    assert virtual % MiB
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_raw_pieces_of_a_disk_that_expands_take_two_windows_of_scratch(tmp_path: Path) -> None:
+    """A compressed qcow2 of a few KiB whose disk is 24 MiB of data: converted whole, it would
+    take the 24 MiB; a window at a time, at most two windows at any moment."""
+    raw = b"".join(_pattern(MiB, n) for n in range(24))
+    (tmp_path / "dense.raw").write_bytes(raw)
+    path = tmp_path / "dense.qcow2"
+    await asyncio.to_thread(qemu_img, "convert", "-c", "-f", "raw", "-O", "qcow2", tmp_path / "dense.raw", path)
+    assert path.stat().st_size < MiB
+    work = tmp_path / "work"
+    most = 0
+    joined = bytearray()
+    async for piece in raw_pieces(path, DiskFormat.QCOW2, len(raw), work, piece_size=MiB, window=2 * MiB):
+        most = max(most, _scratch_bytes(work))
+        joined += piece
+    assert joined == raw
+    assert 0 < most <= 2 * 2 * MiB
+
+
+async def test_raw_pieces_leave_holes_unread_and_yield_zeros(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sparse.qcow2"
+    await create(path, DiskFormat.QCOW2, 64 * MiB)
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, length: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    pieces = [p async for p in raw_pieces(path, DiskFormat.QCOW2, 64 * MiB, tmp_path / "work",
+                                          piece_size=4 * MiB, window=16 * MiB)]
+    monkeypatch.undo()
+
+    # qemu-img allocates the first block of a raw file it creates (to probe its alignment):
+    # of each window's four pieces, only the first one is read.
+    assert reads == [0, 0, 0, 0]
+    assert [len(p) for p in pieces] == [4 * MiB] * 16 and not any(any(p) for p in pieces)
+
+
+async def test_raw_pieces_closed_early_kill_qemu_img_and_leave_no_file(tmp_path: Path) -> None:
+    path, _ = await _disk(tmp_path, DiskFormat.QCOW2, 12 * MiB)
+    work = tmp_path / "work"
+    pieces = raw_pieces(path, DiskFormat.QCOW2, 12 * MiB, work, piece_size=MiB, window=4 * MiB)
+    first = await anext(pieces)  # the second window is converting meanwhile
+    await pieces.aclose()
+    assert len(first) == MiB
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_raw_pieces_of_an_unreadable_body_raise_a_conversion_error_and_leave_no_file(tmp_path: Path) -> None:
+    path, _ = await _disk(tmp_path, DiskFormat.QCOW2, 12 * MiB)
+    data = bytearray(path.read_bytes())
+    l1 = int.from_bytes(data[40:48], "big")  # the L1 table: an unaligned L2 table offset
+    data[l1 : l1 + 8] = ((1 << 63) | 0x10200).to_bytes(8, "big")
+    path.write_bytes(data)
+    work = tmp_path / "work"
+
+    with pytest.raises(ConversionError) as caught:
+        async for _ in raw_pieces(path, DiskFormat.QCOW2, 12 * MiB, work, piece_size=MiB, window=4 * MiB):
+            pass
+
+    assert "unaligned" in caught.value.stderr_tail and str(tmp_path) not in caught.value.stderr_tail
+    assert [p for p in work.rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_raw_pieces_refuse_windows_that_are_not_whole_pieces(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        await anext(raw_pieces(tmp_path / "x", DiskFormat.QCOW2, MiB, tmp_path, piece_size=MiB, window=MiB + 512))
+    with pytest.raises(ValueError):
+        await anext(raw_pieces(tmp_path / "x", DiskFormat.QCOW2, MiB + 1, tmp_path, piece_size=MiB))

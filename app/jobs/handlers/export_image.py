@@ -43,11 +43,12 @@ from app.formats import (
     confirm,
     convert,
     inspect_file_async,
+    raw_pieces,
     temporary_workfile,
 )
 from app.jobs.registry import JobContext, JobFailed, JobRegistry
 from app.services.exports import EXPORT_MAX_BYTES
-from app.services.replica_data import file_pieces, write_sparse_piece
+from app.services.replica_data import counted, file_pieces, write_sparse_piece
 from app.storage.base import ObjectStore, StorageError
 
 #: Temporary files of conversions, under the data directory.
@@ -149,6 +150,9 @@ async def _convert(
                 if inspected.virtual_size >= EXPORT_MAX_BYTES:
                     raise JobFailed("EXPORT_TOO_LARGE", f"The image's disk is {inspected.virtual_size} bytes: "
                                     f"images of {EXPORT_MAX_BYTES} bytes or more cannot be exported.")
+                if target is DiskFormat.RAW:
+                    raw_size = await confirm(src, source, inspected.virtual_size)
+                    return await _upload_raw(ctx, src, source, raw_size, workdir, store, bucket, key)
                 await confirm(src, source, inspected.virtual_size)
             await convert(src, source, dst, target)
         except (FormatError, ConversionError) as exc:
@@ -164,6 +168,24 @@ async def _convert(
 
         await ctx.progress(base, step)
         return await store.put_stream(bucket, key, file_pieces(dst, report))
+
+
+async def _upload_raw(
+    ctx: JobContext, src: Path, source: DiskFormat, raw_size: int, workdir: Path, store: ObjectStore, bucket: str,
+    key: str,
+) -> Any:
+    """A non-raw image exported as RAW: converted a window at a time (`raw_pieces`) straight
+    into the object store, so the scratch space taken is two windows', not the raw disk's."""
+    base = READ_SHARE
+    step = "converting to RAW and uploading it"
+
+    async def report(done: int) -> None:
+        await ctx.progress(base + (1 - base) * done / max(1, raw_size), step)
+
+    await ctx.progress(base, step)
+    pieces = counted(raw_pieces(src, source, raw_size, workdir, piece_size=CHUNK_SIZE), report)
+    async with aclosing(pieces):
+        return await store.put_stream(bucket, key, pieces)
 
 
 async def release_source(ctx: JobContext, uow: UnitOfWork) -> None:

@@ -1,0 +1,92 @@
+"""A disk whose data expands far past its stored file (a compressed qcow2 of a few KiB holding
+40 MiB of data, as a compression bomb would, or a large legitimate image) is converted to raw
+a window at a time: provisioning, replication and a RAW export each succeed with `work/` on a
+real 12 MiB filesystem, where converting the whole disk first needed its 40 MiB. The windows
+are 4 MiB here (`RAW_WINDOW`, 256 MiB in production).
+
+Mounting needs root (CI runs these tests as root); elsewhere they are skipped."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.db.tables import Account, Image
+from app.db.uow import Database
+from app.formats import qemu
+from tests.api.replication_helpers import manifest_id, read_back, replicate_and_wait, row
+from tests.api.test_compute_api import create_server
+from tests.api.test_disk_full import files_in, small_filesystem
+from tests.api.test_export import bucket, download, export_and_wait
+from tests.conftest import GraphQLClient
+from tests.factories import make_account, make_image_with_data
+
+MiB = 1024 * 1024
+#: 40 distinct MiB, none of them zero, that compress to almost nothing.
+RAW = b"".join((n.to_bytes(1, "big") + bytes(range(1, 256))) * 4096 for n in range(1, 41))
+
+
+@pytest.fixture
+def work(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setattr(qemu, "RAW_WINDOW", 4 * MiB)
+    with small_filesystem(settings.data_dir / "work", 12) as path:
+        yield path
+
+
+async def _bomb(db: Database, settings: Settings, tmp_path: Path) -> tuple[Account, str, Image]:
+    (tmp_path / "dense.raw").write_bytes(RAW)
+    qcow2 = tmp_path / "dense.qcow2"
+    subprocess.run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(tmp_path / "dense.raw"), str(qcow2)],
+                   check=True, capture_output=True)
+    assert qcow2.stat().st_size < MiB
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, qcow2.read_bytes(), disk_format="QCOW2",
+                                       quick_provisioning=False, virtual_size_bytes=len(RAW), min_disk_gb=1)
+    return alice, token, image
+
+
+async def test_a_server_from_an_image_expanding_past_the_scratch_space(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path, work: Path
+) -> None:
+    alice, token, image = await _bomb(db, settings, tmp_path)
+    made = await create_server(gql.as_(token), imageId=image.id)
+    assert made["__typename"] == "CreateServerSuccess", made
+    [volume] = made["server"]["volumes"]
+    async with db.uow(write=False) as uow:
+        from app.compute.tables import Volume
+
+        stored = await uow.session.get(Volume, volume["id"])
+    assert stored is not None and stored.manifest_id != manifest_id(image)
+    assert await read_back(db, settings, alice, stored.manifest_id) == RAW
+    assert files_in(work) == []
+
+
+async def test_a_replica_of_an_image_expanding_past_the_scratch_space(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path, work: Path
+) -> None:
+    alice, token, image = await _bomb(db, settings, tmp_path)
+    job, copy = await replicate_and_wait(gql.as_(token), settings, db, image.id)
+    assert (job["status"], copy["status"]) == ("SUCCESS", "ACTIVE"), job
+    assert (copy["diskFormat"], copy["sizeBytes"], copy["checksum"]) == (
+        "RAW", len(RAW), "sha256:" + hashlib.sha256(RAW).hexdigest())
+    assert await read_back(db, settings, alice, manifest_id(await row(db, alice, copy["id"]))) == RAW
+    assert files_in(work) == []
+
+
+async def test_a_raw_export_of_an_image_expanding_past_the_scratch_space(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path, work: Path
+) -> None:
+    _, token, image = await _bomb(db, settings, tmp_path)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    job = await export_and_wait(q, settings, db, image.id, key="disk.raw", format="RAW")
+    assert job["status"] == "SUCCESS", job
+    assert (job["object"]["sizeBytes"], job["object"]["checksum"]) == (
+        len(RAW), "sha256:" + hashlib.sha256(RAW).hexdigest())
+    assert await download(job) == RAW
+    assert files_in(work) == []
