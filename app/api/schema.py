@@ -46,7 +46,7 @@ from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
 from app.db.uow import SharedReader
 from app.errors import ImsError, NotFound
-from app.jobs.registry import storage_unavailable
+from app.jobs.registry import out_of_space, storage_unavailable
 
 log = logging.getLogger("app.api")
 
@@ -148,24 +148,29 @@ class SharedReads(SchemaExtension):
 #: What a client is told when an object store did not answer (or the data directory is
 #: read-only) under a field: asking again later may work.
 UNAVAILABLE_MESSAGE = "The object store could not be reached or written. Try again later."
+#: What a client is told when the service's storage was full under a field (a conversion, a
+#: copy of a disk): nothing was made, and asking again later may work.
+FULL_MESSAGE = "The service's storage is full; nothing was made. Try again later."
 
 
 class ClientErrors(MaskErrors):
     """An expected failure (the service's error tree) raised by any query field reaches the
     client as a `QueryError`, with its code; an object store that did not answer is shown as
-    STORAGE_UNAVAILABLE (still logged with its traceback: an operator must look); every other
-    exception is masked."""
+    STORAGE_UNAVAILABLE, a full disk as INSUFFICIENT_STORAGE (both still logged with their
+    traceback: an operator must look); every other exception is masked."""
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._shown(err) if isinstance(err.original_error, ImsError) else
-                self._unavailable(err) if err.original_error is not None and storage_unavailable(err.original_error)
+                self._unavailable(err, UNAVAILABLE_MESSAGE, "STORAGE_UNAVAILABLE")
+                if err.original_error is not None and storage_unavailable(err.original_error) else
+                self._unavailable(err, FULL_MESSAGE, "INSUFFICIENT_STORAGE")
+                if err.original_error is not None and out_of_space(err.original_error)
                 else self.anonymise_error(err) if self.should_mask_error(err) else err for err in errors]
 
     @staticmethod
-    def _unavailable(err: GraphQLError) -> GraphQLError:
-        return GraphQLError(UNAVAILABLE_MESSAGE, nodes=err.nodes, source=err.source, positions=err.positions,
-                            path=err.path, extensions={"code": "STORAGE_UNAVAILABLE",
-                                                       "classification": "UnavailableError"})
+    def _unavailable(err: GraphQLError, message: str, code: str) -> GraphQLError:
+        return GraphQLError(message, nodes=err.nodes, source=err.source, positions=err.positions,
+                            path=err.path, extensions={"code": code, "classification": "UnavailableError"})
 
     @staticmethod
     def _shown(err: GraphQLError) -> GraphQLError:

@@ -6,6 +6,8 @@ exists), then the signature (403), and only then whether the object exists (404)
 
 from __future__ import annotations
 
+import errno
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import format_datetime
@@ -26,6 +28,8 @@ from app.storage.names import validate_bucket_name, validate_key
 from app.storage.signing import SignatureError, UrlSigner
 
 __all__ = ["OnPut", "object_routes"]
+
+log = logging.getLogger(__name__)
 
 #: Called after a successful signed upload, e.g. to record it in the database.
 OnPut = Callable[[str, str, ObjectInfo], Awaitable[None]]
@@ -188,6 +192,16 @@ async def _put(
         return PlainTextResponse(str(exc), status_code=400)
     except ClientDisconnect:
         return PlainTextResponse("upload interrupted", status_code=400)
+    except OSError as exc:
+        # The service's disk, not the upload: the client may try again later (nothing was kept).
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("upload to %s/%s: the object store's filesystem is full (%s)", bucket, key, exc.strerror)
+            return PlainTextResponse("insufficient storage: the object was not stored", status_code=507)
+        if exc.errno == errno.EROFS:
+            log.error("upload to %s/%s: the object store's filesystem is read-only", bucket, key)
+            return PlainTextResponse("storage unavailable: the object was not stored, try again later",
+                                     status_code=503, headers={"Retry-After": "60"})
+        raise
     if on_put is not None:
         await on_put(bucket, key, info)
     digest = (info.checksum or "").removeprefix("sha256:")

@@ -8,12 +8,14 @@ Mounting needs root (CI runs these tests as root); elsewhere they are skipped.""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.config import Settings
@@ -144,3 +146,54 @@ async def test_an_export_on_a_filesystem_remounted_read_only_fails_storage_unava
     assert await chunks.stores["region-1"].stat("exports", "disk.qcow2") is None
     found = await manifest(db, manifest_id(image))
     assert found is not None and found.refcount == 1
+
+
+async def test_a_server_whose_conversion_fills_the_disk_is_insufficient_storage(
+    gql: GraphQLClient, db: Database, settings: Settings, full_dir: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """createServer converts a non-raw image in the request: its 6 MiB qcow2 does not fit on
+    the 4 MiB `work/`. The client is told so by a top-level error it can act on (asking again
+    later), not a masked internal error; it is logged for an operator, and nothing is made."""
+    (tmp_path / "disk.raw").write_bytes(DATA)
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"),
+                    str(tmp_path / "disk.qcow2")], check=True, capture_output=True)
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, (tmp_path / "disk.qcow2").read_bytes(),
+                                       disk_format="QCOW2", quick_provisioning=False, virtual_size_bytes=len(DATA),
+                                       min_disk_gb=1)
+    q = gql.as_(token)
+    with caplog.at_level(logging.ERROR, logger="app"):
+        response = await q.raw('mutation($i: ID!) { createServer(input: {name: "web", imageId: $i}) { __typename } }',
+                               {"i": image.id})
+    body = response.json()
+    assert body["data"] is None, body
+    assert [(e["message"], e["extensions"], e["path"]) for e in body["errors"]] == [(
+        "The service's storage is full; nothing was made. Try again later.",
+        {"code": "INSUFFICIENT_STORAGE", "classification": "UnavailableError"}, ["createServer"])]
+    assert str(settings.data_dir) not in response.text
+    assert any("unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
+    listed = await q.execute("{ servers(first: 10) { totalCount } }")
+    assert listed["servers"]["totalCount"] == 0
+    assert files_in(full_dir) == []
+
+
+async def test_an_upload_to_a_full_object_store_is_507_and_keeps_nothing(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
+    """The filesystem object store on 4 MiB: a 6 MiB upload through its signed URL answers 507
+    Insufficient Storage (the service's disk, not the request; a client may try again later),
+    and no partial object is left."""
+    with small_filesystem(settings.data_dir / "objects", 4) as objects:
+        _, token = await make_account(db)
+        q = gql.as_(token)
+        made = await q.execute('mutation { createBucket(input: {name: "uploads"}) { __typename } }')
+        assert made["createBucket"]["__typename"] == "CreateBucketSuccess"
+        url = (await q.execute('mutation { createUploadUrl(input: {bucket: "uploads", key: "disk.raw"}) '
+                               '{ ... on CreateUploadUrlSuccess { url } } }'))["createUploadUrl"]["url"]
+        async with httpx.AsyncClient() as plain:
+            response = await plain.put(url, content=DATA)
+        assert (response.status_code, response.text) == (507, "insufficient storage: the object was not stored")
+        chunks, _ = data_plane(db, settings)
+        assert await chunks.stores["region-1"].stat("uploads", "disk.raw") is None
+        assert files_in(objects / ".tmp") == []
