@@ -20,7 +20,9 @@ from app.formats.qemu import (
     confirm,
     convert,
     create,
+    free_bytes,
     info,
+    measure,
     raw_pieces,
     temporary_workfile,
 )
@@ -37,9 +39,11 @@ __all__ = [
     "confirm",
     "convert",
     "create",
+    "free_bytes",
     "info",
     "inspect_file",
     "inspect_file_async",
+    "measure",
     "raw_pieces",
     "temporary_workfile",
 ]

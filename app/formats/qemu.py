@@ -37,7 +37,9 @@ __all__ = [
     "confirm",
     "convert",
     "create",
+    "free_bytes",
     "info",
+    "measure",
     "qemu_format",
     "raw_pieces",
     "temporary_workfile",
@@ -380,6 +382,32 @@ async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> int:
                           + ", ".join(reasons) + ".", reasons=tuple(reasons))
     assert isinstance(size, int)
     return size
+
+
+async def measure(path: Path, fmt: DiskFormat) -> int:
+    """Bytes a conversion of the inspected `path` takes on disk, as `qemu-img measure` reckons
+    a qcow2 of it (its data, expanded, and metadata: about what a VHD, VHDX or VMDK of it takes
+    too, a compressed VMDK less), without writing anything. ConversionError when qemu-img
+    cannot read the file, as its conversion would fail."""
+    try:
+        out = await _run(["measure", "--output=json", "-f", qemu_format(fmt), "-O", "qcow2", _source(path)],
+                         cpu_seconds=_INFO_CPU_SECONDS, memory_bytes=1 * GiB, what="measure")
+    except QemuImgError as exc:
+        tail = exc.stderr_tail
+        for named in (_source(path), str(path.resolve()), str(path)):
+            tail = tail.replace(named, "source")
+        raise ConversionError("qemu-img measure failed", returncode=exc.returncode, stderr_tail=tail,
+                              out_of_space=exc.out_of_space) from exc
+    required = json.loads(out).get("required") if out.strip().startswith(b"{") else None
+    if not isinstance(required, int):
+        raise ConversionError("qemu-img measure gave no size", returncode=0, stderr_tail="")
+    return required
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged process may still write on `directory`'s filesystem."""
+    found = os.statvfs(directory)
+    return found.f_bavail * found.f_frsize
 
 
 async def create(path: Path, fmt: DiskFormat, size: int) -> None:

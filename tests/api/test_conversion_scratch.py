@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db.tables import Account, Image
 from app.db.uow import Database
 from app.formats import qemu
-from tests.api.replication_helpers import manifest_id, read_back, replicate_and_wait, row
+from tests.api.replication_helpers import manifest, manifest_id, read_back, replicate_and_wait, row
 from tests.api.test_compute_api import create_server
 from tests.api.test_disk_full import files_in, small_filesystem
 from tests.api.test_export import bucket, download, export_and_wait
@@ -90,3 +90,23 @@ async def test_a_raw_export_of_an_image_expanding_past_the_scratch_space(
         len(RAW), "sha256:" + hashlib.sha256(RAW).hexdigest())
     assert await download(job) == RAW
     assert files_in(work) == []
+
+
+@pytest.mark.parametrize("fmt", ["VHD", "VMDK"])
+async def test_an_export_whose_conversion_cannot_fit_is_refused_before_qemu_img_writes(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path, work: Path, fmt: str
+) -> None:
+    """A converted file (not RAW) is written whole before its upload: `qemu-img measure` reckons
+    its 40 MiB first, and the job ends INSUFFICIENT_STORAGE without writing it on the 12 MiB
+    `work/` (which qemu-img filled before), keeping nothing and letting go of the image's data."""
+    _, token, image = await _bomb(db, settings, tmp_path)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    job = await export_and_wait(q, settings, db, image.id, key="disk.out", format=fmt)
+    assert (job["status"], job["error"]["code"], job["object"]) == ("FAIL", "INSUFFICIENT_STORAGE", None), job
+    assert job["error"]["message"].startswith(f"Converting the image to {fmt} takes about 4")
+    assert job["error"]["message"].endswith(" bytes of scratch space, more than the service has free now; "
+                                            "nothing was kept. Try again later.")
+    assert files_in(work) == []
+    found = await manifest(db, manifest_id(image))
+    assert found is not None and found.refcount == 1

@@ -20,6 +20,7 @@ from app.formats import (
     create,
     info,
     inspect_file,
+    measure,
     raw_pieces,
     temporary_workfile,
 )
@@ -402,3 +403,26 @@ async def test_raw_pieces_refuse_windows_that_are_not_whole_pieces(tmp_path: Pat
         await anext(raw_pieces(tmp_path / "x", DiskFormat.QCOW2, MiB, tmp_path, piece_size=MiB, window=MiB + 512))
     with pytest.raises(ValueError):
         await anext(raw_pieces(tmp_path / "x", DiskFormat.QCOW2, MiB + 1, tmp_path, piece_size=MiB))
+
+
+async def test_measure_reckons_the_expanded_data_without_writing(tmp_path: Path) -> None:
+    raw = b"".join(_pattern(MiB, n) for n in range(1, 17))
+    (tmp_path / "dense.raw").write_bytes(raw)
+    dense = tmp_path / "dense.qcow2"
+    await asyncio.to_thread(qemu_img, "convert", "-c", "-f", "raw", "-O", "qcow2", tmp_path / "dense.raw", dense)
+    empty = tmp_path / "empty.qcow2"
+    await create(empty, DiskFormat.QCOW2, 100 * 1024 * MiB)
+
+    assert 16 * MiB <= await measure(dense, DiskFormat.QCOW2) < 17 * MiB  # the data and a little metadata
+    assert await measure(empty, DiskFormat.QCOW2) < 32 * MiB  # metadata only, for 100 GiB of disk
+    assert 16 * MiB <= await measure(tmp_path / "dense.raw", DiskFormat.RAW) < 17 * MiB
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dense.qcow2", "dense.raw", "empty.qcow2"]
+
+
+async def test_measure_of_a_file_qemu_img_cannot_read_is_a_conversion_error(tmp_path: Path) -> None:
+    (tmp_path / "x.vhdx").write_bytes(bytes(4096))
+
+    with pytest.raises(ConversionError) as caught:
+        await measure(tmp_path / "x.vhdx", DiskFormat.VHDX)
+
+    assert caught.value.stderr_tail and str(tmp_path) not in caught.value.stderr_tail

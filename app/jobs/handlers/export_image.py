@@ -42,7 +42,9 @@ from app.formats import (
     FormatError,
     confirm,
     convert,
+    free_bytes,
     inspect_file_async,
+    measure,
     raw_pieces,
     temporary_workfile,
 )
@@ -154,6 +156,14 @@ async def _convert(
                     raw_size = await confirm(src, source, inspected.virtual_size)
                     return await _upload_raw(ctx, src, source, raw_size, workdir, store, bucket, key)
                 await confirm(src, source, inspected.virtual_size)
+            # The converted file is written whole before its upload: a disk whose data expands
+            # past the scratch space left (a compressed qcow2 of a few KiB can hold gigabytes)
+            # is refused before qemu-img fills the service's disk with it.
+            required = await measure(src, source)
+            if required > await asyncio.to_thread(free_bytes, workdir):
+                raise JobFailed("INSUFFICIENT_STORAGE", f"Converting the image to {target.value} takes about "
+                                f"{required} bytes of scratch space, more than the service has free now; "
+                                "nothing was kept. Try again later.")
             await convert(src, source, dst, target)
         except (FormatError, ConversionError) as exc:
             if isinstance(exc, ConversionError) and exc.out_of_space:
