@@ -110,3 +110,27 @@ async def test_an_export_whose_conversion_cannot_fit_is_refused_before_qemu_img_
     assert files_in(work) == []
     found = await manifest(db, manifest_id(image))
     assert found is not None and found.refcount == 1
+
+
+async def test_a_raw_export_whose_chunks_are_mostly_zeros_fits_as_qcow2(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path, work: Path
+) -> None:
+    """A raw disk of 8 MiB whose two 4 MiB chunks each hold a few bytes among zeros (a
+    server's disk: a little written in each chunk): its temporary copy keeps the zeros as holes
+    finer than a chunk, so `qemu-img measure` (which counts what the file holds allocated as
+    data) reckons the few KiB qemu-img writes, not 8 MiB that the 12 MiB `work/` no longer has
+    after the copy. Refused INSUFFICIENT_STORAGE before."""
+    raw = bytearray(8 * MiB)
+    for offset in (0, 3 * MiB + 5, 4 * MiB + 4096, 8 * MiB - 1):
+        raw[offset] = 0x5A
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, bytes(raw))
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    job = await export_and_wait(q, settings, db, image.id, key="disk.qcow2", format="QCOW2")
+    assert job["status"] == "SUCCESS", job["error"]
+    (tmp_path / "out.qcow2").write_bytes(await download(job))
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(tmp_path / "out.qcow2"),
+                    str(tmp_path / "back.raw")], check=True, capture_output=True)
+    assert (tmp_path / "back.raw").read_bytes() == raw
+    assert files_in(work) == []
