@@ -134,3 +134,32 @@ async def test_a_raw_export_whose_chunks_are_mostly_zeros_fits_as_qcow2(
                     str(tmp_path / "back.raw")], check=True, capture_output=True)
     assert (tmp_path / "back.raw").read_bytes() == raw
     assert files_in(work) == []
+
+
+async def test_a_sparse_vhdx_exports_where_its_virtual_size_would_not_fit(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """qemu's VHDX driver reports no holes: `qemu-img measure` reckons a 1 GiB VHDX holding 1 MiB
+    (a 16 MiB file) at 1 GiB. Its export is not refused for that on a 40 MiB `work/`: the
+    converted file takes what its data does."""
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as f:
+        f.truncate(1024 * MiB)
+        f.seek(512 * MiB)
+        f.write(RAW[:MiB])
+    vhdx = tmp_path / "disk.vhdx"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", str(raw), str(vhdx)], check=True,
+                   capture_output=True)
+    assert vhdx.stat().st_size <= 16 * MiB
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, vhdx.read_bytes(), disk_format="VHDX",
+                                       quick_provisioning=False, virtual_size_bytes=1024 * MiB, min_disk_gb=1)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    with small_filesystem(settings.data_dir / "work", 40) as work:
+        job = await export_and_wait(q, settings, db, image.id, key="disk.qcow2", format="QCOW2")
+        assert job["status"] == "SUCCESS", job
+        assert files_in(work) == []
+    (tmp_path / "out.qcow2").write_bytes(await download(job))
+    subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(tmp_path / "out.qcow2")],
+                   check=True, capture_output=True)
