@@ -77,6 +77,13 @@ class LocalKeyProvider:
 
     # ---------------------------------------------------------------- management
 
+    def _destroyed(self, key: KmsKey) -> bool:
+        """Past its deletion date: destroyed, though `purge_due` may not have deleted its row
+        yet (it runs every IMS_MAINTENANCE_INTERVAL, or never). Such a key is gone for every
+        call: cancelling its deletion must not bring it back after the waiting period."""
+        return (key.state == KeyState.PENDING_DELETION.value and key.deletion_date is not None
+                and key.deletion_date <= self._now())
+
     def _new_key(self, account_id: str, alias: str, description: str, *, is_default: bool) -> KmsKey:
         key_id = new_id("key")
         now = self._now()
@@ -92,8 +99,11 @@ class LocalKeyProvider:
         key = self._new_key(caller.account_id, alias, description, is_default=False)
         try:
             async with self.db.uow(caller.account_id) as uow:
-                if await uow.kms.get_by_alias(caller.account_id, alias) is not None:
+                taken = await uow.kms.get_by_alias(caller.account_id, alias)
+                if taken is not None and not self._destroyed(taken):
                     raise Conflict("KMS_ALIAS_EXISTS")
+                if taken is not None:  # a destroyed key not purged yet: purge it now
+                    await uow.kms.delete_keys([taken.id])
                 await uow.kms.add_key(key)
                 await uow.commit()
         except IntegrityError:  # a concurrent create of the same alias won
@@ -104,7 +114,7 @@ class LocalKeyProvider:
     async def get_key(self, caller: Caller, key_id: str) -> KeyInfo:
         async with self.db.uow(caller.account_id, write=False) as uow:
             key = await uow.kms.get_key(key_id)
-            if key is None:
+            if key is None or self._destroyed(key):
                 raise NotFound("KMS_KEY_NOT_FOUND", resource_id=key_id)
             if key.account_id == caller.account_id:
                 return _key_info(key, (await uow.kms.grants_of([key_id]))[key_id])
@@ -120,7 +130,7 @@ class LocalKeyProvider:
             cursor = (decode_datetime(value), last_id)
         me = caller.account_id
         async with self.db.uow(me, write=False) as uow:
-            keys, has_next, total = await uow.kms.page_visible(me, first, cursor)
+            keys, has_next, total = await uow.kms.page_visible(me, first, cursor, self._now())
             grants = await uow.kms.grants_of([k.id for k in keys])
         items = [
             # A grantee sees its own grants on another account's key, never the others'.
@@ -132,7 +142,7 @@ class LocalKeyProvider:
 
     async def _owned(self, uow: UnitOfWork, caller: Caller, key_id: str) -> KmsKey:
         key = await uow.kms.get_key(key_id, for_update=True)
-        if key is None or key.account_id != caller.account_id:
+        if key is None or key.account_id != caller.account_id or self._destroyed(key):
             raise NotFound("KMS_KEY_NOT_FOUND", resource_id=key_id)
         return key
 
@@ -256,7 +266,7 @@ class LocalKeyProvider:
             key = await uow.kms.get_key(key_id)
             grants = [] if key is None or key.account_id == account_id else \
                 await uow.kms.grants_to(key_id, account_id)
-        if key is None or (key.account_id != account_id and not grants):
+        if key is None or self._destroyed(key) or (key.account_id != account_id and not grants):
             raise KmsKeyProblem("KMS_KEY_NOT_FOUND", key_id=key_id)
         if key.account_id != account_id and (
             operation is None or not any(operation.value in g.operations for g in grants)

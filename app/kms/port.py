@@ -136,7 +136,8 @@ class KeyProvider(Protocol):
         ...
 
     async def schedule_deletion(self, caller: Caller, key_id: str, pending_days: int) -> KeyInfo:
-        """→ PENDING_DELETION, destroyed `pending_days` (7..1096) from now by `purge_due`."""
+        """→ PENDING_DELETION, destroyed `pending_days` (7..1096) from now: from then on the key
+        is gone for every call (KMS_KEY_NOT_FOUND), though `purge_due` deletes its row later."""
         ...
 
     async def cancel_deletion(self, caller: Caller, key_id: str) -> KeyInfo:

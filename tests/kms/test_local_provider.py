@@ -302,3 +302,39 @@ async def test_purge_destroys_keys_only_after_the_date(provider: KeyProvider, db
     assert await provider.has_grant(doomed.id, bob.account_id, DECRYPT) is False
     assert [k.id for k in (await provider.list_keys(alice, 10, None)).items] == [saved.id]
     assert (await provider.list_keys(bob, 10, None)).total == 0
+
+
+async def test_a_key_past_its_deletion_date_is_gone_before_the_purge(
+    provider: KeyProvider, db: Database, clock: Clock
+) -> None:
+    """The deletion date is when the key is destroyed; the purge only reclaims its row, and may
+    run late (IMS_MAINTENANCE_INTERVAL) or never (0). Until then the key must not come back:
+    cancelling its deletion (which turned it DISABLED, then enabling it made it usable again)
+    would stretch the waiting period past the 7-1096 days it was scheduled for."""
+    alice, bob = await caller(db), await caller(db)
+    doomed = await provider.create_key(alice, "doomed")
+    _, wrapped = await provider.generate_data_key(alice.account_id, doomed.id)
+    await provider.create_grant(alice, doomed.id, bob.account_id, [DECRYPT, DESCRIBE])
+    await provider.schedule_deletion(alice, doomed.id, 7)
+    clock.advance(timedelta(days=7))
+    # No purge ran: the row is still there.
+    for change in (provider.cancel_deletion, provider.enable_key, provider.disable_key):
+        with pytest.raises(NotFound) as info:
+            await change(alice, doomed.id)
+        assert code_of(info) == "KMS_KEY_NOT_FOUND"
+    with pytest.raises(NotFound):
+        await provider.create_grant(alice, doomed.id, bob.account_id, [DESCRIBE])
+    for who in (alice, bob):
+        with pytest.raises(NotFound):
+            await provider.get_key(who, doomed.id)
+        page = await provider.list_keys(who, 10, None)
+        assert (page.items, page.total) == ([], 0)
+    await _expect_kms(provider, alice.account_id, doomed.id, wrapped, "KMS_KEY_NOT_FOUND")
+    await _expect_kms(provider, bob.account_id, doomed.id, wrapped, "KMS_KEY_NOT_FOUND")
+    # Its alias is free again, as after the purge (which reusing it did).
+    again = await provider.create_key(alice, "doomed")
+    assert again.id != doomed.id
+    assert await provider.purge_due() == 0
+    async with db.uow(write=False) as uow:
+        assert await uow.kms.get_key(doomed.id) is None
+    assert (await provider.get_key(alice, again.id)).state is KeyState.ENABLED

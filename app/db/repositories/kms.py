@@ -51,19 +51,25 @@ class KmsRepository:
         stmt = select(KmsKey).where(col(KmsKey.account_id) == account_id, col(KmsKey.alias) == alias)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    def _visible_to(self, account_id: str) -> ColumnElement[bool]:
+    @staticmethod
+    def _live(now: datetime) -> ColumnElement[bool]:
+        """Not past its deletion date: such a key is destroyed, whether or not purged yet."""
+        return or_(col(KmsKey.state) != KeyState.PENDING_DELETION.value, col(KmsKey.deletion_date) > now)
+
+    def _visible_to(self, account_id: str, now: datetime) -> ColumnElement[bool]:
         described = exists().where(
             col(KmsGrant.key_id) == col(KmsKey.id),
             col(KmsGrant.grantee_account_id) == account_id,
             _grants_operation(GrantOperation.DESCRIBE_KEY),
         )
-        return or_(col(KmsKey.account_id) == account_id, described)
+        return and_(or_(col(KmsKey.account_id) == account_id, described), self._live(now))
 
     async def page_visible(
-        self, account_id: str, first: int, after: tuple[datetime, str] | None
+        self, account_id: str, first: int, after: tuple[datetime, str] | None, now: datetime
     ) -> tuple[list[KmsKey], bool, int]:
-        """Keys the account owns or may describe, oldest first, keyset-paged on (created_at, id)."""
-        visible = self._visible_to(account_id)
+        """Keys the account owns or may describe, oldest first, keyset-paged on (created_at, id);
+        not those past their deletion date (`now`)."""
+        visible = self._visible_to(account_id, now)
         stmt = select(KmsKey).where(visible)
         if after is not None:
             created, last_id = after
@@ -85,10 +91,14 @@ class KmsRepository:
             col(KmsKey.state) == KeyState.PENDING_DELETION.value, col(KmsKey.deletion_date) <= now
         )
         ids = list((await self.session.execute(due.with_for_update())).scalars())
+        await self.delete_keys(ids)
+        return ids
+
+    async def delete_keys(self, ids: list[str]) -> None:
+        """Delete these keys (material included) and their grants."""
         if ids:
             await self.session.execute(delete(KmsGrant).where(col(KmsGrant.key_id).in_(ids)))
             await self.session.execute(delete(KmsKey).where(col(KmsKey.id).in_(ids)))
-        return ids
 
     # ---------------------------------------------------------------- grants
 
