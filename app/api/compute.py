@@ -173,7 +173,7 @@ class ComputeMutations:
             name=input.name, image_id=str(input.image_id), region=input.region, system_disk_gb=input.system_disk_gb,
             data_disks=tuple(DataDiskSpec(x.size_gb, str(x.image_id) if x.image_id else None)
                              for x in input.data_disks or []),
-            kms_key_id=str(input.kms_key_id) if input.kms_key_id else None,
+            kms_key_id=str(input.kms_key_id) if input.kms_key_id is not None else None,
         )
 
         async def run() -> CreateServerSuccess:
@@ -196,7 +196,7 @@ class ComputeMutations:
     async def create_volume(self, info: Info, input: CreateVolumeInput) -> CreateVolumePayload:
         spec = VolumeSpec(name=input.name, size_gb=input.size_gb,
                           image_id=str(input.image_id) if input.image_id else None,
-                          kms_key_id=str(input.kms_key_id) if input.kms_key_id else None, region=input.region)
+                          kms_key_id=str(input.kms_key_id) if input.kms_key_id is not None else None, region=input.region)
 
         async def run() -> CreateVolumeSuccess:
             return CreateVolumeSuccess(volume=Volume.of(await info.context.services.compute.create_volume(

@@ -51,7 +51,7 @@ class ImportImageInput:
             disk_format=d.DiskFormat(self.disk_format) if self.disk_format else None, os=os,
             min_ram_mb=self.min_ram_mb or 0, max_ram_mb=self.max_ram_mb,
             boot_mode=d.BootMode(self.boot_mode or d.BootMode.BIOS).value,
-            kms_key_id=str(self.kms_key_id) if self.kms_key_id else None,
+            kms_key_id=str(self.kms_key_id) if self.kms_key_id is not None else None,
             encrypt_with_default_key=bool(self.encrypt_with_default_key),
             tags=[(t.key, t.value) for t in self.tags or []], public=bool(self.public),
         )

@@ -214,7 +214,8 @@ class ComputeService:
             await self.kms.require_decrypt(caller.account_id, key_id)
         keys: list[DataKey | None] = []
         for _ in disks:
-            keys.append(await self.provisioner.new_data_key(caller.account_id, kms_key_id) if kms_key_id else None)
+            keys.append(await self.provisioner.new_data_key(caller.account_id, kms_key_id)
+                        if kms_key_id is not None else None)
         # What fill makes stays unrecorded until the transaction that makes the disks
         # (`_take`): a refusal, failure or crash before it records nothing.
         for disk, key in zip(disks, keys, strict=True):

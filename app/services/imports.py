@@ -101,7 +101,7 @@ def _validate(caller: Caller, req: ImportRequest) -> ImportRequest:
     if req.public:
         if not caller.is_admin:
             raise Forbidden("ADMIN_REQUIRED")
-        if req.kms_key_id or req.encrypt_with_default_key:
+        if req.kms_key_id is not None or req.encrypt_with_default_key:
             raise NotSupported("PUBLIC_NOT_ENCRYPTED")
     return req
 
@@ -110,7 +110,7 @@ async def encryption_key(kms: KeyProvider, caller: Caller, kms_key_id: str | Non
     """The key new data of the caller is sealed with: `kms_key_id` (the caller's own, usable
     key), else the account's default key when asked for, else None (plain). A key the caller
     cannot see is a KmsKeyError, as for every use of a key for data (`app.kms.port`)."""
-    if kms_key_id:
+    if kms_key_id is not None:  # an empty id too: no key, never a silently plain image
         try:
             info = await kms.get_key(caller, kms_key_id)
         except NotFound as exc:
@@ -141,7 +141,7 @@ class ImportService:
         if info.size > MAX_IMPORT_BYTES:
             raise LimitExceeded("FILE_TOO_LARGE", limit=MAX_IMPORT_BYTES // 1024**3)
         new_images = 0 if req.public else 1
-        if req.encrypt_with_default_key and not req.kms_key_id:
+        if req.encrypt_with_default_key and req.kms_key_id is None:
             # ims/default is made on first use: a request the quotas refuse anyway must not
             # leave it made (they are checked again, under the account lock, below).
             async with self.db.uow(caller.account_id, write=False) as uow:

@@ -204,9 +204,11 @@ async def test_kms_keys_of_new_disks(gql: GraphQLClient, db: Database, settings:
     assert [v["encrypted"] for v in server["volumes"]] == [False, False]
 
     manifests = await manifest_count(db)
-    for key_id in (bobs_key, "key-missing"):
+    # An empty id is no key either: never a silently unencrypted disk.
+    for key_id in (bobs_key, "key-missing", ""):
         refused = await create_server(q, imageId=plain.id, dataDisks=[{"sizeGb": 2}], kmsKeyId=key_id)
         assert refused == err("KmsKeyError", "KMS_KEY_NOT_FOUND")
+        assert await create_volume(q, sizeGb=1, kmsKeyId=key_id) == err("KmsKeyError", "KMS_KEY_NOT_FOUND")
     await gql.as_(alice_t).execute("mutation($k: ID!) { disableKmsKey(input: {keyId: $k}) { __typename } }",
                                    {"k": image_key})
     assert await create_server(q, imageId=sealed.id) == err("KmsKeyError", "KMS_KEY_DISABLED")

@@ -307,6 +307,9 @@ async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Datab
         ({"key": "s" * 256}, "NotFoundError", "OBJECT_NOT_FOUND", None),  # no file has such a name
         ({"bucket": "nobody-has-it"}, "NotFoundError", "BUCKET_NOT_FOUND", None),
         ({"kmsKeyId": "key-doesnotexist"}, "KmsKeyError", "KMS_KEY_NOT_FOUND", None),
+        # An empty id is no key either: never a silently unencrypted (or default-key) image.
+        ({"kmsKeyId": ""}, "KmsKeyError", "KMS_KEY_NOT_FOUND", None),
+        ({"kmsKeyId": "", "encryptWithDefaultKey": True}, "KmsKeyError", "KMS_KEY_NOT_FOUND", None),
     ],
 )
 async def test_refusals_create_nothing(gql: GraphQLClient, db: Database, over: dict[str, Any], typename: str,
