@@ -171,7 +171,7 @@ class ComputeMutations:
     async def create_server(self, info: Info, input: CreateServerInput) -> CreateServerPayload:
         spec = ServerSpec(
             name=input.name, image_id=str(input.image_id), region=input.region, system_disk_gb=input.system_disk_gb,
-            data_disks=tuple(DataDiskSpec(x.size_gb, str(x.image_id) if x.image_id else None)
+            data_disks=tuple(DataDiskSpec(x.size_gb, str(x.image_id) if x.image_id is not None else None)
                              for x in input.data_disks or []),
             kms_key_id=str(input.kms_key_id) if input.kms_key_id is not None else None,
         )
@@ -195,7 +195,7 @@ class ComputeMutations:
     @strawberry.mutation
     async def create_volume(self, info: Info, input: CreateVolumeInput) -> CreateVolumePayload:
         spec = VolumeSpec(name=input.name, size_gb=input.size_gb,
-                          image_id=str(input.image_id) if input.image_id else None,
+                          image_id=str(input.image_id) if input.image_id is not None else None,
                           kms_key_id=str(input.kms_key_id) if input.kms_key_id is not None else None, region=input.region)
 
         async def run() -> CreateVolumeSuccess:

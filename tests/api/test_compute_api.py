@@ -323,6 +323,7 @@ async def test_create_volume_rules(gql: GraphQLClient, db: Database, settings: S
     data_image = await quick_image(db, settings, alice, kind="DATA_DISK", os_type=None, min_disk_gb=3)
     stranger = await quick_image(db, settings, bob, kind="DATA_DISK", os_type=None)
     iso = await make_image(db, alice, kind="ISO", disk_format="ISO")
+    system = await quick_image(db, settings, alice, min_disk_gb=1)
     blank = (await create_volume(q, sizeGb=100))["volume"]
     assert {k: blank[k] for k in ("role", "sizeGb", "serverId", "encrypted", "sourceImageId")} == {
         "role": "DATA", "sizeGb": 100, "serverId": None, "encrypted": False, "sourceImageId": None}
@@ -335,7 +336,14 @@ async def test_create_volume_rules(gql: GraphQLClient, db: Database, settings: S
     assert await create_volume(q, sizeGb=5, imageId=iso.id) == err(
         "ValidationError", "INVALID_VOLUME_IMAGE", field="input.imageId")
     assert await create_volume(q, sizeGb=5, imageId=stranger.id) == err("NotFoundError", "IMAGE_NOT_FOUND")
+    # An empty id names no image: not a blank disk.
+    assert await create_volume(q, sizeGb=5, imageId="") == err("NotFoundError", "IMAGE_NOT_FOUND")
+    assert await create_server(q, imageId=system.id, dataDisks=[{"sizeGb": 5, "imageId": ""}]) == err(
+        "NotFoundError", "IMAGE_NOT_FOUND")
     assert await manifest_count(db) == manifests
+    assert await servers(q) == []
+    async with db.uow(write=False) as uow:  # the two made above, no blank one
+        assert (await uow.session.execute(select(func.count()).select_from(Volume))).scalar_one() == 2
 
 
 async def test_an_image_whose_stored_data_fails_verification_provisions_nothing(
