@@ -1,9 +1,11 @@
 """Case folding that SQLite and PostgreSQL share: Unicode's simple lowercase mapping, one code
 point for one (`nameContains` and `platform` match case-insensitively through it).
 
-PostgreSQL's `lower()` in a UTF-8 database with a UTF-8 locale maps each character by that
-table (an ICU database's differs for two characters, mapped beforehand: see `_PREMAPPED`;
-a plain `C` locale folds ASCII only); SQLite's folds ASCII only (`lower('Ärger')` is
+PostgreSQL's `lower()` maps each character by that table under a collation of a UTF-8 locale,
+ICU's or libc's (an ICU one differs for two characters, mapped beforehand: see `_PREMAPPED`),
+but folds ASCII only under a plain `C` locale and maps "I" to "ı" under a Turkish one: it runs
+under `ims_fold`, a collation migration 0006 makes from ICU's root locale (or libc's C.UTF-8),
+whatever the database's own locale. SQLite's `lower()` folds ASCII only (`lower('Ärger')` is
 `Ärger`), so there "ärger" did not find "Ärger" while PostgreSQL found it. SQLite gets the
 same mapping as a function of ours (`ims_fold`), registered on every connection
 (`app.db.engine`).
@@ -21,6 +23,8 @@ from sqlalchemy.sql.functions import FunctionElement
 
 #: The name of `fold_case` in SQLite connections.
 SQLITE_FUNCTION = "ims_fold"
+#: The collation PostgreSQL folds under (made by migration 0006).
+COLLATION = "ims_fold"
 
 #: Mapped before lowering, on both backends: İ and Σ to their simple lowercase mappings (an
 #: ICU database's `lower()`, like `str.lower`, takes their full, context-dependent ones: "i̇",
@@ -48,8 +52,8 @@ def register(dbapi_connection: Any) -> None:
 
 class CaseFolded(FunctionElement[str]):
     """`fold_case` of a text expression in SQL: SQLite's `ims_fold()`; PostgreSQL's `lower()`
-    under the database's own character classification (COLLATE "default": under a column's
-    "C" it folds ASCII only), after `_PREMAPPED`'s characters are mapped (`translate`)."""
+    under the `ims_fold` collation (migration 0006; under a column's "C" or the database's
+    own, it could fold ASCII only), after `_PREMAPPED`'s characters are mapped (`translate`)."""
 
     name = "case_folded"
     type = String()
@@ -60,7 +64,7 @@ class CaseFolded(FunctionElement[str]):
 def _lower(element: CaseFolded, compiler: SQLCompiler, **kw: Any) -> str:
     text = compiler.process(element.clauses, **kw)
     source, target = "".join(_PREMAPPED), "".join(_PREMAPPED.values())
-    return f"lower(translate(({text}) COLLATE \"default\", '{source}', '{target}'))"
+    return f"lower(translate(({text}) COLLATE {COLLATION}, '{source}', '{target}'))"
 
 
 @compiles(CaseFolded, "sqlite")

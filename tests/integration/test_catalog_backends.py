@@ -8,8 +8,10 @@ reference computed here from the documented ordering (README "Catalog order"): t
 in code point order, ties broken by the id, NULL sizes as -1; `nameContains` a substring of
 the name, both folded by Unicode's simple lowercase mapping (ς as σ).
 
-PostgreSQL runs twice: on the configured database, and on one of an ICU locale (en-US) beside
-it, whose collation sorts names linguistically and whose lower() takes full case mappings.
+PostgreSQL runs four times: on the configured database, and on databases beside it of an ICU
+locale (en-US: its collation sorts names linguistically, its lower() takes full case mappings),
+of the plain C locale (its lower() folds ASCII only) and of a Turkish ICU locale (its lower()
+maps "I" to "ı").
 """
 
 from __future__ import annotations
@@ -219,37 +221,57 @@ async def walk(db: Database, caller: Caller, f: ImageFilter, order: ImageOrder, 
     return rows, total
 
 
-@pytest.fixture(scope="session")
-def pg_icu_migrated(pg_migrated: str) -> Iterator[str]:
-    """A migrated database of an ICU locale (en-US) beside the configured one: its default
-    collation sorts "alpha" < "Alpha" < "b" < "B"; its lower() maps İ to "i̇"."""
+def _database_beside(pg_migrated: str, suffix: str, options: str) -> Iterator[str]:
+    """A migrated database created with `options` beside the configured one (skipped where the
+    server cannot make it)."""
     url = make_url(sync_url(pg_migrated))
-    icu = url.set(database=f"{url.database}_icu")
+    other = url.set(database=f"{url.database}_{suffix}")
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{icu.database}"'))
-            conn.execute(text(f'CREATE DATABASE "{icu.database}" LOCALE_PROVIDER icu ICU_LOCALE \'en-US\' '
-                              "TEMPLATE template0"))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{other.database}"'))
+            conn.execute(text(f'CREATE DATABASE "{other.database}" {options} TEMPLATE template0'))
     except DBAPIError as exc:  # PostgreSQL < 15, or built without ICU
         admin.dispose()
-        pytest.skip(f"no ICU database: {exc.orig}")
-    async_url = icu.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        pytest.skip(f"no {suffix} database: {exc.orig}")
+    async_url = other.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     upgrade(async_url)
     yield async_url
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{icu.database}" WITH (FORCE)'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{other.database}" WITH (FORCE)'))
     admin.dispose()
 
 
-@pytest.fixture(params=["configured", "icu"])
+@pytest.fixture(scope="session")
+def pg_icu_migrated(pg_migrated: str) -> Iterator[str]:
+    """A database of an ICU locale (en-US): its default collation sorts "alpha" < "Alpha" < "b"
+    < "B"; its lower() maps İ to "i̇"."""
+    yield from _database_beside(pg_migrated, "icu", "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+
+
+@pytest.fixture(scope="session")
+def pg_c_migrated(pg_migrated: str) -> Iterator[str]:
+    """A UTF-8 database of the plain C locale: its own lower() folds ASCII only."""
+    yield from _database_beside(pg_migrated, "c", "ENCODING 'UTF8' LOCALE 'C'")
+
+
+@pytest.fixture(scope="session")
+def pg_turkish_migrated(pg_migrated: str) -> Iterator[str]:
+    """A database of a Turkish ICU locale: its own lower() maps "I" to "ı"."""
+    yield from _database_beside(pg_migrated, "tr", "LOCALE_PROVIDER icu ICU_LOCALE 'tr-TR'")
+
+
+BESIDE = {"icu": "pg_icu_migrated", "c": "pg_c_migrated", "turkish": "pg_turkish_migrated"}
+
+
+@pytest.fixture(params=["configured", *BESIDE])
 async def backends(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
                    pg_migrated: str) -> AsyncIterator[tuple[Database, Database]]:
     """A fresh SQLite database and a truncated PostgreSQL one: the configured database, or
-    one of an ICU locale."""
+    one of an ICU, a plain C or a Turkish locale."""
     (tmp_path / "lite").mkdir()
     shutil.copy(sqlite_template, tmp_path / "lite" / "ims.db")
-    pg_url = pg_migrated if request.param == "configured" else request.getfixturevalue("pg_icu_migrated")
+    pg_url = pg_migrated if request.param == "configured" else request.getfixturevalue(BESIDE[request.param])
     _truncate_pg(pg_url)
     base = Settings(data_dir=tmp_path / "lite", auto_migrate=False, workers=0, regions=REGIONS)
     lite = build_database(base)
@@ -257,6 +279,27 @@ async def backends(request: pytest.FixtureRequest, tmp_path: Path, sqlite_templa
     yield lite, pg
     await lite.dispose()
     await pg.dispose()
+
+
+async def test_name_and_platform_filters_fold_case_whatever_the_locale(backends: tuple[Database, Database]) -> None:
+    catalog = make_catalog(random.Random(3), 0)
+    for n, name in enumerate(NAMES):
+        catalog.images.append({**make_catalog(random.Random(n), 1).images[0], "owner_id": catalog.me,
+                               "visibility": "PRIVATE", "region": REGIONS[0], "name": name,
+                               "os_platform": PLATFORMS[n % len(PLATFORMS)]})
+    for db in backends:
+        await write_catalog(db, catalog)
+    caller = Caller(catalog.me, "user-1", "USER")
+    order = ImageOrder(d.ImageOrderField.NAME, d.OrderDirection.ASC)
+    filters = [ImageFilter(name_contains=needle) for needle in
+               ("äpfel", "ÄPFEL", "izmir", "IZMIR", "ızmır", "οδος", "ΟΔΟΣ", "école", "ǆemal", "ǅEMAL", "сервер",
+                "𐐨", "ωMEGA", "straße")]
+    filters += [ImageFilter(platform=[p]) for p in ("überos", "İNUX", "inux", "σύστημα", "UBUNTU")]
+    for f in filters:
+        expected = expected_ids(catalog, f, order)
+        for db in backends:
+            rows, total = await walk(db, caller, f, order, 50)
+            assert ([r[0] for r in rows], total) == (expected, len(expected)), (db.dialect, f)
 
 
 @pytest.mark.parametrize("seed", range(4))
