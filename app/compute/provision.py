@@ -27,7 +27,14 @@ from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.datastore.tables import Manifest
 from app.db.repositories.images import VisibleImageRow
 from app.db.tables import Image
-from app.domain.enums import DiskFormat, DiskRole, ImageStatus, ImageVisibility, MemberStatus
+from app.domain.enums import (
+    DiskFormat,
+    DiskRole,
+    ImageKind,
+    ImageStatus,
+    ImageVisibility,
+    MemberStatus,
+)
 from app.domain.images import Caller, is_licensed_platform
 from app.errors import Conflict, Invalid, NotFound, register_codes
 from app.formats import FormatError, inspect_file_async, qemu
@@ -99,6 +106,18 @@ def licensed_origin(image: Image) -> str | None:
     if image.visibility == ImageVisibility.PUBLIC.value and is_licensed_platform(image.os_platform):
         return image.os_platform
     return None
+
+
+def disk_licence(disk: PlannedDisk) -> str | None:
+    """The licensed public platform in the origin chain of a disk filled from `disk.image`. A
+    full-ECS image's disk entries say it disk by disk (`licensedPlatform`): its data disks
+    have origins of their own, which the image's system disk does not share."""
+    if disk.image is None:
+        return None
+    if disk.image.kind == ImageKind.FULL_ECS.value and disk.source is not None and "licensedPlatform" in disk.source:
+        platform = disk.source["licensedPlatform"]
+        return str(platform) if platform else None
+    return licensed_origin(disk.image)
 
 
 class Provisioner:

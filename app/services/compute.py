@@ -17,7 +17,7 @@ from typing import Any
 from app.compute.provision import (
     PlannedDisk,
     Provisioner,
-    licensed_origin,
+    disk_licence,
     require_active,
     usable_image,
 )
@@ -267,7 +267,8 @@ class ComputeService:
                 id=new_id("srv"), account_id=caller.account_id, name=name, status=ServerStatus.RUNNING.value,
                 region=image.region, source_image_id=image.id, os_type=image.os_type,
                 os_platform=image.os_platform, os_version=image.os_version, os_bits=image.os_bits,
-                boot_mode=image.boot_mode, licensed_platform=licensed_origin(image), created_at=now,
+                # The system disk's origin (a full-ECS image's data disks may have others).
+                boot_mode=image.boot_mode, licensed_platform=disk_licence(checked[0]), created_at=now,
                 updated_at=now,
             )
             await uow.compute.add(server)
@@ -286,7 +287,7 @@ class ComputeService:
             id=new_id("vol"), account_id=caller.account_id, name=name, region=region, role=disk.role.value,
             size_gb=disk.size_gb, server_id=server_id, position=position, manifest_id=manifest_id,
             kms_key_id=kms_key_id, source_image_id=disk.image.id if disk.image else None,
-            licensed_platform=licensed_origin(disk.image) if disk.image else None, created_at=now, updated_at=now,
+            licensed_platform=disk_licence(disk), created_at=now, updated_at=now,
         )
 
     async def delete_server(self, caller: Caller, server_id: str, delete_volumes: bool = True) -> str:

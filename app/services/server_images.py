@@ -91,7 +91,7 @@ def validate_new_tags(tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
 
 def _disk_entry(volume: Volume, manifest: Manifest) -> dict[str, Any]:
     return {"role": volume.role, "sizeGb": volume.size_gb, "storedBytes": manifest.stored_bytes,
-            "manifestId": manifest.id}
+            "manifestId": manifest.id, "licensedPlatform": volume.licensed_platform}
 
 
 class ServerImageService:
@@ -196,10 +196,13 @@ class ServerImageService:
                     created_at=utcnow(),
                 )
                 await uow.compute.add(backup)
+            # A full-ECS image's origin chain runs through every disk: a data disk filled from
+            # a licensed image's disk makes the image licensed too (each disk entry says its own).
+            licensed = next((p for p in [server.licensed_platform, *(v.licensed_platform for v in volumes)] if p), None)
             image = self._image(
                 caller, spec, name, description, server.region, disks, [v.kms_key_id for v in volumes],
                 os_type=server.os_type, os_platform=server.os_platform, os_version=server.os_version,
-                os_bits=server.os_bits, boot_mode=server.boot_mode, licensed_platform=server.licensed_platform,
+                os_bits=server.os_bits, boot_mode=server.boot_mode, licensed_platform=licensed,
                 origin_type=OriginType.SERVER.value, origin_ref=server.id,
                 backup_id=backup.id if backup else None,
             )

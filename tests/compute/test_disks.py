@@ -18,9 +18,10 @@ from app.compute.tables import Server
 from app.config import Settings
 from app.datastore.chunks import CHUNK_SIZE
 from app.db.uow import Database
-from app.domain.enums import ImageKind
-from app.errors import Conflict, Invalid, KmsKeyProblem
+from app.domain.enums import ExportFormat, ImageKind
+from app.errors import Conflict, Invalid, KmsKeyProblem, NotSupported
 from app.services.compute import VolumeSpec
+from app.services.exports import ExportRequest
 from app.services.registry import Services
 from app.services.server_images import NewImage
 from tests.compute.conftest import (
@@ -415,6 +416,48 @@ async def test_images_inherit_the_licensed_origin(db: Database, settings: Settin
     # A server made from the private copy is still of licensed origin.
     assert images[0] is not None
     assert (await new_server(services, owner, images[0])).licensed_platform == "Windows"
+
+
+async def test_a_full_ecs_image_keeps_the_licensed_origin_of_each_disk(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    admin, _ = await make_account(db, role="ADMIN")
+    owner, _ = await make_account(db)
+    me = caller(owner)
+    windows = await make_image_with_data(db, settings, admin, b"w" * 1000, visibility="PUBLIC",
+                                         os_type="WINDOWS", os_platform="Windows", os_version="Windows Server 2022")
+    linux = await make_image_with_data(db, settings, owner, b"l" * 1000, os_platform="Debian")
+    # A data disk image of a Windows system disk, on the data disk of a Linux server.
+    licensed = await new_server(services, owner, windows)
+    data_image = await services.server_images.from_volume(
+        me, (await volumes(services, owner, licensed))[0].id, NewImage("win-data", ImageKind.DATA_DISK))
+    await run_jobs(services)
+    server = await new_server(services, owner, linux, data_disks=[(1, data_image.image_ids[0])])
+    assert [v.licensed_platform for v in await volumes(services, owner, server)] == [None, "Windows"]
+    made = await services.server_images.from_server(me, server.id, NewImage("full", ImageKind.FULL_ECS))
+    await run_jobs(services)
+    full = await load_image(db, made.image_ids[0])
+    assert full is not None and full.status == "ACTIVE"
+    # Its origin chain holds the Windows image (through the data disk).
+    assert full.licensed_platform == "Windows"
+    # A server made from it: the data disk is still of Windows origin, the system disk is not.
+    again = await new_server(services, owner, full)
+    system, data = await volumes(services, owner, again)
+    assert (again.licensed_platform, system.licensed_platform, data.licensed_platform) == (None, None, "Windows")
+    # So an image of that data disk cannot be exported, as the one it came from cannot.
+    copy = await services.server_images.from_volume(me, data.id, NewImage("copy", ImageKind.DATA_DISK))
+    await run_jobs(services)
+    image = await load_image(db, copy.image_ids[0])
+    assert image is not None and (image.status, image.licensed_platform) == ("ACTIVE", "Windows")
+    await services.storage.create_bucket(me, "exports", None)
+    with pytest.raises(NotSupported) as refused:
+        await services.exports.export(me, ExportRequest(image.id, "exports", "d.qcow2", ExportFormat.QCOW2))
+    assert refused.value.code == "EXPORT_NOT_SUPPORTED"
+    # The system disk alone stays exportable: its chain holds no licensed image.
+    system_image = await services.server_images.from_volume(me, system.id, NewImage("sys", ImageKind.DATA_DISK))
+    await run_jobs(services)
+    plain = await load_image(db, system_image.image_ids[0])
+    assert plain is not None and plain.licensed_platform is None
 
 
 async def test_only_running_or_stopped_servers_are_imaged(
