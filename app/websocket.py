@@ -46,6 +46,11 @@ class AuthenticatedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.handle_invalid_message("Failed to parse message")
             return
+        # An operation's id is a string: one of another JSON type ([] or {}: unhashable) made
+        # the base class raise TypeError, an internal error and an abrupt close.
+        if message["type"] in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+            await self.handle_invalid_message("Invalid message id")
+            return
         if message["type"] == "subscribe":
             payload = message.get("payload")
             if (not isinstance(payload, dict) or not isinstance(payload.get("query"), str)

@@ -204,12 +204,17 @@ async def test_a_document_that_does_not_parse_closes_the_socket_as_the_protocol_
     "null",
     '{"id": "1", "type": "subscribe", "payload": {"query": 5}}',
     '{"id": "1", "type": "subscribe", "payload": {"query": "subscription { health }", "variables": "x"}}',
+    '{"id": [], "type": "subscribe", "payload": {"query": "subscription { health }"}}',
+    '{"id": {}, "type": "complete"}',
+    '{"id": null, "type": "subscribe", "payload": {"query": "subscription { health }"}}',
+    '{"type": "subscribe", "payload": {"query": "subscription { health }"}}',
 ])
 async def test_a_malformed_message_closes_the_socket_as_the_protocol_says(
     live_server: LiveServer, gql: GraphQLClient, db: Database, caplog: pytest.LogCaptureFixture, message: str
 ) -> None:
-    """A message that is not an object, or a subscribe payload without a document string, is
-    graphql-transport-ws's invalid message (4400), not a traceback and an abrupt close."""
+    """A message that is not an object, an operation id that is not a string, or a subscribe
+    payload without a document string, is graphql-transport-ws's invalid message (4400), not a
+    traceback and an abrupt close."""
     _, token = await make_account(db)
     with caplog.at_level(logging.ERROR):
         async with socket(live_server.url, token) as ws:
