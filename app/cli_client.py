@@ -157,7 +157,16 @@ def _watch(url: str, token: str, job_id: str) -> dict[str, Any]:
                         raise ApiError(message["payload"]["errors"][0].get("message", "error"))
                     last = message["payload"]["data"]["jobUpdated"]
                     progress.update(task, completed=last["progress"], description=f"{last['status']} {last['step'] or ''}")
-                elif message.get("type") in ("complete", "error"):
+                elif message.get("type") == "error":
+                    # The operation was refused before it ran (e.g. INVALID_CHARACTER): no job
+                    # state came, and this is no success.
+                    payload = message.get("payload")
+                    errors_ = payload if isinstance(payload, list) else []
+                    raise ApiError("; ".join(str(e.get("message", "?")) if isinstance(e, dict) else str(e)
+                                             for e in errors_) or "the server refused the subscription")
+                elif message.get("type") == "complete":
+                    if last.get("status") not in ("SUCCESS", "FAIL"):
+                        raise ApiError(f"the server ended the subscription before job {job_id} ended")
                     break
     finally:
         ws.close()

@@ -84,3 +84,16 @@ async def test_bad_token_is_one_line(live_server: LiveServer, tmp_path: Path) ->
         uploaded,
         'HTTP 401: {"errors": [{"message": "authentication required: Authorization: Bearer <token>"}]}',
     )
+
+
+async def test_watch_of_a_refused_subscription_fails(live_server: LiveServer, db: Database) -> None:
+    """A subscription the server refuses before it runs (an `error` message, no job state) is a
+    failure: it printed "job None None" and exited 0. An id that is not valid UTF-8 (an
+    unpaired surrogate once decoded) is refused INVALID_CHARACTER."""
+    _, token = await make_account(db)
+    env = {**os.environ, "IMS_URL": live_server.url, "IMS_TOKEN": token, "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "watch", b"job-\xff"], env=env,
+                            capture_output=True, timeout=120, check=False)
+    assert b"Traceback" not in result.stdout + result.stderr, result.stderr
+    assert (result.returncode, result.stderr) == (
+        1, b"unpaired surrogates are not accepted: text must be valid Unicode\n"), result.stdout
