@@ -61,8 +61,22 @@ def _reaching(url: str) -> Iterator[None]:
         raise ApiError(f"cannot reach {parts.scheme}://{parts.netloc}: {detail}") from exc
 
 
+def _usable_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number from 0 to 65535 raises ValueError
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _target(url: str | None, token: str | None) -> tuple[str, str]:
     url = (url or os.environ.get("IMS_URL") or "http://127.0.0.1:8000").rstrip("/")
+    # Checked here: a URL without a scheme, of another scheme or with a bad port or host made
+    # httpx and websocket-client raise ValueError, a traceback instead of a usage error.
+    if not _usable_url(url):
+        raise typer.BadParameter(f"the server URL must be http://HOST[:PORT] or https://HOST[:PORT], not {url!r}",
+                                 param_hint="--url / IMS_URL")
     token = token or os.environ.get("IMS_TOKEN")
     if not token:
         raise typer.BadParameter("an API token is needed: --token or IMS_TOKEN")

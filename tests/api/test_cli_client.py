@@ -97,3 +97,16 @@ async def test_watch_of_a_refused_subscription_fails(live_server: LiveServer, db
     assert b"Traceback" not in result.stdout + result.stderr, result.stderr
     assert (result.returncode, result.stderr) == (
         1, b"unpaired surrogates are not accepted: text must be valid Unicode\n"), result.stdout
+
+
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://127.0.0.1", "http://[::1", "http://127.0.0.1:port", "http://"])
+def test_a_malformed_server_url_is_a_usage_error(url: str, tmp_path: Path) -> None:
+    """A server URL that is not http(s)://HOST[:PORT] is bad usage (status 2, no traceback):
+    httpx and websocket-client raised ValueError on it."""
+    disk = tmp_path / "d"
+    disk.write_bytes(b"x")
+    for args in (("jobs", "watch", "job-x"), ("upload", str(disk), "--bucket", "b")):
+        result = ims(*args, url=url, token="ims_any")
+        assert "Traceback" not in result.stdout + result.stderr, result.stderr
+        assert result.returncode == 2, result.stderr
+        assert "the server URL must be http://HOST[:PORT]" in result.stderr
