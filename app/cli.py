@@ -41,7 +41,9 @@ def _logging(settings: Settings) -> None:
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-    port: int = typer.Option(8000, help="TCP port."),
+    # Bounded here: a port over 65535 was found out by bind() only after the migrations and
+    # the start of the service, as an OverflowError's traceback.
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free one)."),
 ) -> None:
     """Run the API server (and, with IMS_WORKERS > 0, job workers)."""
     import uvicorn

@@ -59,3 +59,14 @@ def test_a_root_key_file_that_does_not_open_the_stored_keys_is_one_line_naming_i
     assert last.startswith(f"ims: the KMS root key file {root} is not the one the stored keys are sealed under"), \
         result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("port", ["65536", "-1"])
+def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(tmp_path: Path, port: str) -> None:
+    """`ims serve --port 70000` ran the migrations and started the service before bind()
+    refused the port with an OverflowError's traceback."""
+    data = tmp_path / "data"
+    result = ims(["serve", "--port", port], {"IMS_DATA_DIR": str(data), "IMS_WORKERS": "0"})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Invalid value for '--port'" in result.stderr and "Traceback" not in result.stderr
+    assert not data.exists()  # nothing was migrated or started
