@@ -233,8 +233,13 @@ def schema_export(
     """Write the served schema as sorted SDL."""
     from app.api.schema import export_sdl
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(export_sdl())
+    sdl = export_sdl()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(sdl)
+    except OSError as exc:  # a path that cannot be written: one line, not a traceback
+        print(f"ims: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        raise typer.Exit(1) from exc
     console.print(f"wrote {output}")
 
 

@@ -50,3 +50,13 @@ def test_graphql_folder_holds_no_python_package() -> None:
     # A package named `graphql` would shadow graphql-core.
     assert not (ROOT / "graphql" / "__init__.py").exists()
     assert not list((ROOT / "app").rglob("graphql/__init__.py"))
+
+
+def test_export_to_a_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """`ims schema export -o` into a directory that cannot be made printed an OSError's traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = blocker / "schema.graphql"  # its parent is a file
+    result = subprocess.run([sys.executable, "-m", "app.cli", "schema", "export", "-o", str(target)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stderr) == (1, f"ims: cannot write {target}: File exists\n"), result.stderr
