@@ -341,6 +341,16 @@ async def info(
     return parsed
 
 
+def _unreadable(what: str, path: Path, exc: QemuImgError) -> ConversionError:
+    """A file qemu-img cannot read, asked about before converting it: what its conversion would
+    have failed with, the file named "source"."""
+    tail = exc.stderr_tail
+    for named in (_source(path), str(path.resolve()), str(path)):
+        tail = tail.replace(named, "source")
+    return ConversionError(f"qemu-img {what} failed", returncode=exc.returncode, stderr_tail=tail,
+                           out_of_space=exc.out_of_space)
+
+
 async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> int:
     """qemu-img's own reading of a file inspection accepted, right before it converts it: it
     must name no backing file, no external data file and no extent in another file, and read
@@ -356,12 +366,7 @@ async def confirm(path: Path, fmt: DiskFormat, virtual_size: int) -> int:
     try:
         described = await info(path, fmt)
     except QemuImgError as exc:
-        # A file qemu-img cannot read: what its conversion would have failed with.
-        tail = exc.stderr_tail
-        for named in (_source(path), str(path.resolve()), str(path)):
-            tail = tail.replace(named, "source")
-        raise ConversionError("qemu-img info failed", returncode=exc.returncode, stderr_tail=tail,
-                              out_of_space=exc.out_of_space) from exc
+        raise _unreadable("info", path, exc) from exc
     reasons: list[str] = []
     if described.get("backing-filename") or described.get("full-backing-filename"):
         reasons.append("a backing file")
@@ -393,11 +398,7 @@ async def measure(path: Path, fmt: DiskFormat) -> int:
         out = await _run(["measure", "--output=json", "-f", qemu_format(fmt), "-O", "qcow2", _source(path)],
                          cpu_seconds=_INFO_CPU_SECONDS, memory_bytes=1 * GiB, what="measure")
     except QemuImgError as exc:
-        tail = exc.stderr_tail
-        for named in (_source(path), str(path.resolve()), str(path)):
-            tail = tail.replace(named, "source")
-        raise ConversionError("qemu-img measure failed", returncode=exc.returncode, stderr_tail=tail,
-                              out_of_space=exc.out_of_space) from exc
+        raise _unreadable("measure", path, exc) from exc
     required = json.loads(out).get("required") if out.strip().startswith(b"{") else None
     if not isinstance(required, int):
         raise ConversionError("qemu-img measure gave no size", returncode=0, stderr_tail="")
