@@ -183,7 +183,9 @@ class ImageListService:
         """Check the request and enqueue EXPORT_IMAGE_LIST."""
         if visibility not in (ImageVisibility.PUBLIC, ImageVisibility.PRIVATE):
             raise Invalid("INVALID_VISIBILITY", field="input.visibility")
-        region = region or self.default_region
+        # Only null means the default region: "" is no region (as in images(filter:)); taken
+        # for the default it wrote the default region's list for a request that named none.
+        region = self.default_region if region is None else region
         if region not in self.regions:
             raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="input.region")
         if bucket_name is not None:

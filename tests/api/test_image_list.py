@@ -178,6 +178,8 @@ async def test_bad_requests_change_nothing(gql: GraphQLClient, db: Database) -> 
         ({"visibility": "SHARED"}, error("ValidationError", "INVALID_VISIBILITY", field="input.visibility")),
         ({"visibility": "PRIVATE", "region": "mars-1"}, error("ValidationError", "INVALID_REGION",
                                                               field="input.region")),
+        # Empty is no region either (only null means the default), as in images(filter:).
+        ({"visibility": "PUBLIC", "region": ""}, error("ValidationError", "INVALID_REGION", field="input.region")),
         ({"visibility": "PRIVATE", "bucket": "bobs"}, error("NotFoundError", "BUCKET_NOT_FOUND", resourceId="bobs")),
         ({"visibility": "PRIVATE", "bucket": "missing"}, error("NotFoundError", "BUCKET_NOT_FOUND",
                                                                resourceId="missing")),
