@@ -58,7 +58,7 @@ class StorageService:
         return self.stores[region]
 
     async def create_bucket(self, caller: Caller, name: str, region: str | None) -> Bucket:
-        region = region or self.default_region
+        region = self.default_region if region is None else region  # "" names no region
         if region not in self.stores:
             raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="input.region")
         try:

@@ -52,6 +52,14 @@ async def test_bucket_rules_and_isolation(gql: GraphQLClient, db: Database) -> N
     for bad in ("ab", "UPPER", "ims-mine", "a..b", "x" * 64):
         assert (await gql.as_(bob).execute(CREATE, {"name": bad}))["createBucket"] == {
             "__typename": "ValidationError", "code": "INVALID_BUCKET_NAME"}, bad
+    # An empty region names none (not the default one), as an unknown one.
+    for region in ("", "mars-1"):
+        made = await gql.as_(bob).execute(
+            'mutation($r: String) { createBucket(input: {name: "bobs", region: $r}) { __typename '
+            '... on UserError { code } ... on ValidationError { field } } }', {"r": region})
+        assert made["createBucket"] == {"__typename": "ValidationError", "code": "INVALID_REGION",
+                                        "field": "input.region"}, region
+    assert (await gql.as_(bob).execute("{ buckets { name } }"))["buckets"] == []
     # Bob cannot get an upload URL for Alice's bucket: it does not exist for him.
     assert (await gql.as_(bob).execute(UPLOAD, {"b": "shared-name", "k": "f"}))["createUploadUrl"] == {
         "__typename": "NotFoundError", "code": "BUCKET_NOT_FOUND"}
