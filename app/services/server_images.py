@@ -314,9 +314,13 @@ class ServerImageService:
     async def discard_backup(self, uow: UnitOfWork, image_id: str, backup_id: str) -> None:
         """A failed FULL_ECS job's backup goes, with its references (in the job's FAIL
         transaction), unless an attempt saved the image before the job failed (e.g. its worker
-        died between the two): an ACTIVE image keeps its backup."""
+        died between the two): an ACTIVE image keeps its backup. So does one that is gone: an
+        image is not deleted while QUEUED or SAVING, and becomes KILLED only in this FAIL
+        transaction, so a missing image was saved and then deleted by its owner, whose
+        `deleteBackups` decided the backup's fate (false: it stays, and vouches for the
+        server's later backups)."""
         image = await uow.compute.image_any(image_id)
-        if image is not None and image.status == ImageStatus.ACTIVE.value:
+        if image is None or image.status == ImageStatus.ACTIVE.value:
             return
         backup = await uow.compute.backup_any(backup_id)
         if backup is not None:

@@ -13,7 +13,7 @@ import pytest
 from app.compute.tables import Backup
 from app.config import Settings
 from app.datastore.chunks import CHUNK_SIZE, chunk_key
-from app.db.tables import Image, Job
+from app.db.tables import Account, Image, Job
 from app.db.uow import Database
 from app.domain.enums import ImageKind
 from app.domain.jobs import MAX_ATTEMPTS
@@ -143,3 +143,48 @@ async def test_a_backup_still_being_saved_does_not_vouch_for_a_later_ones_chunks
     assert (jobs[first.image_ids[0]].status, jobs[first.image_ids[0]].error_code) == ("FAIL", "BACKUP_DATA_INVALID")
     # The rotten chunk was verified by no backup: the second image must not be saved with it.
     assert outcome == "BACKUP_DATA_INVALID"
+
+
+async def test_a_job_run_again_after_its_image_was_saved_and_deleted_leaves_the_kept_backup(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    full = await _full_ecs_job(services, db, settings)
+    backup = await _backup(db, full.backup_id)
+    assert backup is not None
+    manifests = [d["manifestId"] for d in backup.disks]
+    refs = await _manifest_refs(db, manifests)
+    # Attempt 1 saves the image and its worker dies before recording SUCCESS.
+    types = frozenset({"CREATE_FULL_ECS_IMAGE"})
+    assert await services.jobs.queue.claim("dead", 0.05, types) is not None
+
+    async def progress(fraction: float, step: str) -> None:
+        pass
+
+    saved = await services.server_images.finish(full.id, full.backup_id, progress)
+    await asyncio.sleep(0.1)  # the lease lapses
+    # Its owner deletes the ACTIVE image and keeps its backup (deleteBackups: false).
+    owner = caller(await _owner(db, full))
+    assert await services.images.delete(owner, [full.id], delete_backups=False) == [full.id]
+    kept = await _backup(db, full.backup_id)
+    assert kept is not None and kept.new_bytes == saved["newBytes"] > 0
+    # The image's own references went with it; the backup's remain.
+    assert await _manifest_refs(db, manifests) == [n - 1 for n in refs]
+    # The attempt that takes the job over finds no image: whatever it records, the backup the
+    # owner kept stays, with its references.
+    [job] = await run_jobs(services)
+    assert job.attempts == 2
+    assert await _backup(db, full.backup_id) is not None
+    assert await _manifest_refs(db, manifests) == [n - 1 for n in refs]
+    # It still vouches for the server's unchanged chunks: the next full-ECS image stores nothing new.
+    assert full.origin_ref is not None
+    made = await services.server_images.from_server(owner, full.origin_ref, NewImage("again", ImageKind.FULL_ECS))
+    [again] = await run_jobs(services)
+    assert again.status == "SUCCESS"
+    assert again.result == {"imageId": made.image_ids[0], "backupId": again.params["backupId"], "newBytes": 0}
+
+
+async def _owner(db: Database, image: Image) -> Account:
+    async with db.uow(write=False) as uow:
+        account = await uow.session.get(Account, image.owner_id)
+    assert account is not None
+    return account
