@@ -94,6 +94,12 @@ def _disk_entry(volume: Volume, manifest: Manifest) -> dict[str, Any]:
             "manifestId": manifest.id, "licensedPlatform": volume.licensed_platform}
 
 
+#: A job that finds its image gone: an image is not deleted while QUEUED or SAVING, so one that
+#: is missing was saved (by an earlier attempt whose worker died before recording it) and then
+#: deleted by its owner; a KILLED one was ended by an earlier attempt's failure.
+_GONE = "The image is no longer being saved: it was deleted after an earlier attempt saved it, or that attempt failed."
+
+
 class ServerImageService:
     def __init__(self, db: Database, chunks: ChunkStore, jobs: JobService, kms: KeyProvider) -> None:
         self.db = db
@@ -254,7 +260,7 @@ class ServerImageService:
                     return {"imageId": image_id}
                 return {"imageId": image_id, "backupId": backup.id, "newBytes": backup.new_bytes}
             if image is None or image.status not in (ImageStatus.QUEUED.value, ImageStatus.SAVING.value):
-                raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
+                raise JobFailed("IMAGE_NOT_FOUND", _GONE)
             await uow.compute.advance_image(image_id, (ImageStatus.QUEUED.value,),
                                             {"status": ImageStatus.SAVING.value, "updated_at": utcnow()})
             await uow.commit()
@@ -273,7 +279,7 @@ class ServerImageService:
                 # An earlier attempt whose lease lapsed while it still ran may have saved it.
                 current = await uow.compute.image_any(image_id)
                 if current is None or current.status != ImageStatus.ACTIVE.value:
-                    raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was saved.")
+                    raise JobFailed("IMAGE_NOT_FOUND", _GONE)
             await uow.commit()
         await progress(1.0, "done")
         return result
