@@ -174,8 +174,8 @@ async def test_a_job_run_again_after_its_image_was_saved_and_deleted_leaves_the_
     [job] = await run_jobs(services)
     assert job.attempts == 2
     assert (job.status, job.error_code, job.error_message) == (
-        "FAIL", "IMAGE_NOT_FOUND", "The image is no longer being saved: it was deleted after an earlier attempt "
-        "saved it, or that attempt failed.")
+        "FAIL", "IMAGE_NOT_FOUND", ("The image is no longer being saved: it was deleted after an earlier attempt "
+                                    "saved it, or that attempt failed."))
     assert await _backup(db, full.backup_id) is not None
     assert await _manifest_refs(db, manifests) == [n - 1 for n in refs]
     # It still vouches for the server's unchanged chunks: the next full-ECS image stores nothing new.
