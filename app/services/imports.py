@@ -93,8 +93,10 @@ def _validate(caller: Caller, req: ImportRequest) -> ImportRequest:
     upper = DATA_MIN_DISK_MAX if req.kind is ImageKind.DATA_DISK else SYSTEM_MIN_DISK_MAX
     if not 1 <= req.min_disk_gb <= upper:
         raise Invalid("INVALID_MIN_DISK", field="input.minDiskGb")
-    if req.kind is ImageKind.ISO and req.disk_format not in (None, DiskFormat.ISO):
-        raise Invalid("FORMAT_MISMATCH", "ISO images are imported from ISO files.", field="input.diskFormat")
+    if req.disk_format is not None and (req.kind is ImageKind.ISO) != (req.disk_format is DiskFormat.ISO):
+        # Known from the request alone, as the job would find it: no image, no job.
+        raise Invalid("FORMAT_MISMATCH", "ISO images are imported from ISO files, and ISO files make ISO images.",
+                      field="input.diskFormat")
     if len(req.tags) > TAGS_PER_IMAGE:
         raise LimitExceeded("TOO_MANY_TAGS", limit=TAGS_PER_IMAGE)
     req = replace(req, tags=list(validate_tags(req.tags).items()))

@@ -299,6 +299,10 @@ async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Datab
         ({"kind": "DATA_DISK", "os": None, "minDiskGb": 2049}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
         ({"kind": "FULL_ECS"}, "NotSupportedError", "IMPORT_KIND_NOT_SUPPORTED", None),
         ({"kind": "ISO", "diskFormat": "QCOW2"}, "ValidationError", "FORMAT_MISMATCH", "input.diskFormat"),
+        # A declared ISO file makes ISO images only: known before any job reads the file.
+        ({"diskFormat": "ISO"}, "ValidationError", "FORMAT_MISMATCH", "input.diskFormat"),
+        ({"kind": "DATA_DISK", "os": None, "diskFormat": "ISO"}, "ValidationError", "FORMAT_MISMATCH",
+         "input.diskFormat"),
         ({"name": " lead"}, "ValidationError", "INVALID_NAME", "input.name"),
         ({"minRamMb": 10, "maxRamMb": 5}, "ValidationError", "INVALID_RAM_RANGE", "input.minRamMb"),
         ({"maxRamMb": 1_048_577}, "ValidationError", "INVALID_RAM_RANGE", "input.maxRamMb"),
