@@ -23,7 +23,7 @@ from app.datastore.store import ChunkStore, DataKey, PendingManifest
 from app.datastore.tables import Manifest
 from app.formats import DiskFormat, FormatError, Inspection, StreamInspector
 from app.formats.inspect import DEFAULT_HEAD_LIMIT
-from app.storage.base import ObjectStore
+from app.storage.base import NoSuchBucketError, NoSuchObjectError, ObjectStore
 
 GiB = 1024**3
 #: Largest importable file (DESIGN §1: file ≤ 128 GiB).
@@ -63,6 +63,11 @@ def _changed() -> IngestError:
     return IngestError("INVALID_IMAGE_FILE", "The file changed while it was being imported.")
 
 
+def _gone(bucket: str, key: str) -> IngestError:
+    return IngestError("OBJECT_NOT_FOUND",
+                       f"Object {key!r} of bucket {bucket!r} was deleted while it was being imported.")
+
+
 async def _inspect_head(source: ObjectStore, bucket: str, key: str, size: int,
                         declared: DiskFormat | None) -> tuple[StreamInspector, Inspection | None, int, bytes]:
     """The inspector after the file's head, its verdict (None: it needs the rest of the
@@ -71,13 +76,16 @@ async def _inspect_head(source: ObjectStore, bucket: str, key: str, size: int,
     digest = hashlib.sha256()
     read = 0
     # Closed here, also when the inspector has enough before the end: its file goes at once.
-    async with aclosing(source.open_stream(bucket, key, length=min(size, DEFAULT_HEAD_LIMIT))) as head:
-        async for piece in head:
-            inspector.feed(piece)
-            digest.update(piece)
-            read += len(piece)
-            if not inspector.needs_more:
-                break
+    try:
+        async with aclosing(source.open_stream(bucket, key, length=min(size, DEFAULT_HEAD_LIMIT))) as head:
+            async for piece in head:
+                inspector.feed(piece)
+                digest.update(piece)
+                read += len(piece)
+                if not inspector.needs_more:
+                    break
+    except (NoSuchObjectError, NoSuchBucketError) as exc:  # gone since its stat
+        raise _gone(bucket, key) from exc
     if inspector.needs_more and read >= size:
         inspector.finish(size)
     try:
@@ -109,19 +117,22 @@ async def ingest(
         done = 0
         reported = 0.0
         head = hashlib.sha256()
-        async with aclosing(source.open_stream(bucket, key)) as stream:
-            async for piece in stream:
-                if done < inspected:
-                    head.update(piece[: inspected - done])
-                    if done + len(piece) >= inspected and head.digest() != head_digest:
-                        raise _changed()  # not the bytes the inspector saw: store none of them
-                if verdict is None and done + len(piece) > inspected:
-                    inspector.feed(piece[max(0, inspected - done):])
-                done += len(piece)
-                if done / size - reported >= 0.01:
-                    reported = done / size
-                    await progress(0.05 + 0.9 * reported, "storing the image data")
-                yield piece
+        try:
+            async with aclosing(source.open_stream(bucket, key)) as stream:
+                async for piece in stream:
+                    if done < inspected:
+                        head.update(piece[: inspected - done])
+                        if done + len(piece) >= inspected and head.digest() != head_digest:
+                            raise _changed()  # not the bytes the inspector saw: store none of them
+                    if verdict is None and done + len(piece) > inspected:
+                        inspector.feed(piece[max(0, inspected - done):])
+                    done += len(piece)
+                    if done / size - reported >= 0.01:
+                        reported = done / size
+                        await progress(0.05 + 0.9 * reported, "storing the image data")
+                    yield piece
+        except (NoSuchObjectError, NoSuchBucketError) as exc:  # gone since its head was read
+            raise _gone(bucket, key) from exc
 
     await progress(0.05, "storing the image data")
     # Closed whatever happens to the write: the object's file or connection goes at once.

@@ -140,6 +140,30 @@ async def test_a_file_replaced_after_its_inspection_is_refused(tmp_path: Path, d
     assert direct.value.code == "UNSAFE_IMAGE_FILE"
 
 
+@pytest.mark.parametrize("step", ["inspecting the file", "storing the image data"])
+async def test_a_file_deleted_during_its_import_is_not_found(tmp_path: Path, db: Database, step: str) -> None:
+    """The object goes after the job's stat, before its head is read or before the stored
+    read opens it: the job ends OBJECT_NOT_FOUND, as for an object gone before it began (an
+    internal error before), and nothing is kept."""
+    store, chunks = await _setup(tmp_path, db)
+    await store.put_bytes("uploads", "disk.raw", b"\x01" * MiB)
+    deleted: list[str] = []
+
+    async def delete_at_step(_fraction: float, at: str) -> None:
+        if at == step and not deleted:
+            deleted.append(at)
+            await store.delete("uploads", "disk.raw")
+
+    with pytest.raises(IngestError) as info:
+        await ingest(store, "uploads", "disk.raw", declared=None, chunks=chunks, region=REGION,
+                     data_key=None, progress=delete_at_step)
+    assert (info.value.code, str(info.value)) == (
+        "OBJECT_NOT_FOUND", "Object 'disk.raw' of bucket 'uploads' was deleted while it was being imported.")
+    assert deleted == [step]
+    assert await _manifest_count(db) == 0
+    assert await store.list_objects(service_bucket(REGION), prefix=CHUNK_PREFIX) == []
+
+
 async def test_conversion_for_a_disk_inspects_the_stored_file_again(tmp_path: Path, db: Database) -> None:
     """A qcow2 whose stored bytes name a host file (stored before imports checked what they
     store) is refused before qemu-img opens it: no disk is made, none holds the host's bytes."""
