@@ -59,9 +59,10 @@ def validate_disk_size(size_gb: int, maximum: int, field: str) -> int:
 
 def validate_os(spec: OsSpec, field: str = "input.os") -> OsSpec:
     platform, version = spec.platform.strip(), spec.version.strip()
-    if not 1 <= len(platform) <= OS_PLATFORM_MAX or not 1 <= len(version) <= OS_VERSION_MAX:
-        raise Invalid("INVALID_OS", f"OS platform: 1-{OS_PLATFORM_MAX} characters, version: 1-{OS_VERSION_MAX}.",
-                      field=field)
+    if not 1 <= len(platform) <= OS_PLATFORM_MAX:
+        raise Invalid("INVALID_OS", f"OS platform: 1-{OS_PLATFORM_MAX} characters.", field=f"{field}.platform")
+    if not 1 <= len(version) <= OS_VERSION_MAX:
+        raise Invalid("INVALID_OS", f"OS version: 1-{OS_VERSION_MAX} characters.", field=f"{field}.version")
     if spec.bits not in OS_BITS:
         raise Invalid("INVALID_OS", "OS bits: 32 or 64.", field=f"{field}.bits")
     return OsSpec(spec.type, platform, version, spec.bits)

@@ -294,6 +294,13 @@ async def test_default_key_is_created_on_first_use(gql: GraphQLClient, db: Datab
     ("over", "typename", "code", "field"),
     [
         ({"os": None}, "ValidationError", "OS_REQUIRED", "input.os"),
+        # The field names the value at fault, as for bits.
+        ({"os": {"type": "LINUX", "platform": " ", "version": "12"}}, "ValidationError", "INVALID_OS",
+         "input.os.platform"),
+        ({"os": {"type": "LINUX", "platform": "Debian", "version": "v" * 129}}, "ValidationError", "INVALID_OS",
+         "input.os.version"),
+        ({"os": {"type": "LINUX", "platform": "Debian", "version": "12", "bits": 16}}, "ValidationError",
+         "INVALID_OS", "input.os.bits"),
         ({"minDiskGb": 0}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
         ({"minDiskGb": 1025}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
         ({"kind": "DATA_DISK", "os": None, "minDiskGb": 2049}, "ValidationError", "INVALID_MIN_DISK", "input.minDiskGb"),
