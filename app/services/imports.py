@@ -142,6 +142,8 @@ class ImportService:
             raise NotFound("OBJECT_NOT_FOUND", resource_id=f"{req.bucket}:{req.key}")
         if info.size > MAX_IMPORT_BYTES:
             raise LimitExceeded("FILE_TOO_LARGE", limit=MAX_IMPORT_BYTES // 1024**3)
+        if info.size == 0:  # no disk at all, as the job would find: no image, no job
+            raise Invalid("INVALID_IMAGE_FILE", "The file is empty.", field="input.key")
         new_images = 0 if req.public else 1
         if req.encrypt_with_default_key and req.kms_key_id is None:
             # ims/default is made on first use: a request the quotas refuse anyway must not

@@ -234,7 +234,7 @@ async def test_iso_images_need_iso_files(gql: GraphQLClient, db: Database, tmp_p
     assert done["sizeBytes"] == done["virtualSizeBytes"] == iso.stat().st_size == 64 * 1024
 
 
-async def test_file_too_large_creates_nothing(gql: GraphQLClient, db: Database,
+async def test_file_too_large_or_empty_creates_nothing(gql: GraphQLClient, db: Database,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of at most MAX_IMPORT_BYTES (128 GiB) are imported; a larger one is refused up
     front and nothing is created. The limit is lowered to 1 MiB where it is read: by the
@@ -248,6 +248,12 @@ async def test_file_too_large_creates_nothing(gql: GraphQLClient, db: Database,
     got = (await me.execute(IMPORT, {"input": system_input("imports", "over.raw")}))["importImage"]
     # `limit` is in whole GiB, as the 128 GiB limit is reported: 1 MiB rounds down to 0.
     assert got == {"__typename": "LimitExceededError", "code": "FILE_TOO_LARGE", "limit": 0}
+    assert (await me.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } jobs { totalCount } }")) == {
+        "images": {"totalCount": 0}, "jobs": {"totalCount": 0}}
+    # An empty file holds no disk: refused as well, nothing created.
+    await upload(me, "imports", "empty.raw", b"")
+    got = (await me.execute(IMPORT, {"input": system_input("imports", "empty.raw")}))["importImage"]
+    assert got == {"__typename": "ValidationError", "code": "INVALID_IMAGE_FILE", "field": "input.key"}
     assert (await me.execute("{ images(filter: {visibility: [PRIVATE]}) { totalCount } jobs { totalCount } }")) == {
         "images": {"totalCount": 0}, "jobs": {"totalCount": 0}}
     # Exactly at the limit is allowed, by the service and by the job.
