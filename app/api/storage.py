@@ -7,7 +7,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.api.common import PageInfo
+from app.api.common import PageInfo, selects
 from app.api.context import Info
 from app.api.errors import ConflictError, NotFoundError, ValidationError, payload
 from app.api.scalars import BigInt
@@ -71,12 +71,16 @@ class Bucket:
     async def objects(
         self, info: Info, prefix: str | None = None, first: int | None = None, after: str | None = None
     ) -> StoredObjectConnection:
-        views, has_next = await info.context.services.storage.list_objects(self.row, prefix, first, after)
+        storage = info.context.services.storage
+        views, has_next = await storage.list_objects(self.row, prefix, first, after)
         edges = [StoredObjectEdge(cursor=v.key, node=StoredObject.of(self.region, v)) for v in views]
+        # Every object under the prefix, as paging reaches them (not this page's): counted
+        # only when asked for, the store keeping no count.
+        total = await storage.count_objects(self.row, prefix) if selects(info, "totalCount") else 0
         return StoredObjectConnection(
             edges=edges,
             page_info=PageInfo.of([e.cursor for e in edges], has_next, after is not None),
-            total_count=len(edges),
+            total_count=total,
         )
 
     @classmethod

@@ -43,6 +43,8 @@ class StoredObjectView:
 #: Objects a process hashes at once for their checksums (objects put straight into S3 have
 #: none recorded): a listing of 100 large objects must not read them all at once.
 CHECKSUM_CONCURRENCY = 2
+#: Keys listed a call when counting a bucket's objects (S3 answers at most 1,000 a request).
+COUNT_PAGE = 1000
 
 
 class StorageService:
@@ -104,6 +106,17 @@ class StorageService:
             bucket.name, prefix=prefix or "", start_after=after or "", limit=size + 1
         )
         return [self._view(i) for i in infos[:size]], len(infos) > size
+
+    async def count_objects(self, bucket: Bucket, prefix: str | None) -> int:
+        """How many objects `list_objects` reaches under `prefix`, page after page: an object
+        store keeps no count, so the listing is walked (in pages of COUNT_PAGE keys)."""
+        store, total, after = self.stores[bucket.region], 0, ""
+        while True:
+            infos = await store.list_objects(bucket.name, prefix=prefix or "", start_after=after, limit=COUNT_PAGE)
+            total += len(infos)
+            if len(infos) < COUNT_PAGE:
+                return total
+            after = infos[-1].key
 
     @staticmethod
     def _view(info: ObjectInfo) -> StoredObjectView:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 
 import httpx
+import pytest
 
 from app.db.uow import Database
+from app.services import storage as storage_service
 from tests.conftest import GraphQLClient
 from tests.factories import make_account
 
@@ -89,3 +91,34 @@ async def test_upload_urls_only_for_keys_every_store_can_hold(gql: GraphQLClient
     listed = (await me.execute("{ buckets { objects { edges { node { key sizeBytes } } } } }"))["buckets"]
     assert [e["node"] for e in listed[0]["objects"]["edges"]] == [
         {"key": "dir/" + "é" * 127 + "s", "sizeBytes": 4}, {"key": "s" * 255, "sizeBytes": 4}]
+
+
+OBJECTS = """query($first: Int, $after: String, $prefix: String) { buckets { objects(first: $first, after: $after,
+  prefix: $prefix) { totalCount pageInfo { hasNextPage endCursor } edges { node { key } } } } }"""
+
+
+async def test_objects_total_counts_every_object_paging_reaches(gql: GraphQLClient, db: Database,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """totalCount is the number of objects under the prefix, as in every connection, not the
+    length of the page asked for (it was: 1 on each page of `first: 1`)."""
+    monkeypatch.setattr(storage_service, "COUNT_PAGE", 2, raising=False)  # the count walks the listing in pages
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await me.execute(CREATE, {"name": "my-bucket"})
+    keys = ["a/1", "a/2", "a/3", "b", "c", "d"]
+    async with httpx.AsyncClient() as plain:
+        for key in keys:
+            url = (await me.execute(UPLOAD, {"b": "my-bucket", "k": key}))["createUploadUrl"]["url"]
+            assert (await plain.put(url, content=b"x")).status_code == 200
+    for prefix, expected in ((None, keys), ("a/", keys[:3]), ("z", [])):
+        seen: list[str] = []
+        after = None
+        while True:
+            [bucket] = (await me.execute(OBJECTS, {"first": 1, "after": after, "prefix": prefix}))["buckets"]
+            page = bucket["objects"]
+            assert page["totalCount"] == len(expected), prefix
+            seen += [e["node"]["key"] for e in page["edges"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert seen == expected
