@@ -163,11 +163,11 @@ class AccountQueries:
     @strawberry.field(description="Administrators only.")  # type: ignore[untyped-decorator]
     async def accounts(self, info: Info, first: int | None = None, after: str | None = None) -> AccountConnection:
         with query_errors():
-            rows, has_next, total = await info.context.services.accounts.list_accounts(info.context.me, first, after)
-        edges = [AccountEdge(cursor=r.id, node=Account.of(r)) for r in rows]
+            page = await info.context.services.accounts.list_accounts(info.context.me, first, after)
+        edges = [AccountEdge(cursor=c, node=Account.of(r)) for r, c in zip(page.items, page.cursors, strict=True)]
         return AccountConnection(
-            edges=edges, page_info=PageInfo.of([e.cursor for e in edges], has_next, after is not None),
-            total_count=total,
+            edges=edges, page_info=PageInfo.of(page.cursors, page.has_next, page.has_previous),
+            total_count=page.total,
         )
 
 

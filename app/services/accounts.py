@@ -19,6 +19,7 @@ from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from app.domain.enums import CREATION_JOB_TYPES, AccountRole, JobType, QuotaResource
 from app.domain.images import Caller
+from app.domain.pagination import decode_cursor, encode_cursor
 from app.domain.rules import (
     ACCOUNT_NAME_RE,
     DEFAULT_QUOTAS,
@@ -31,6 +32,19 @@ from app.domain.rules import (
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 
 log = logging.getLogger(__name__)
+
+#: The accounts list's order (its cursors name it).
+_ACCOUNTS_ORDERING = "accounts:id:ASC"
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    items: list[Account]
+    has_next: bool
+    has_previous: bool
+    total: int
+    cursors: list[str]
+
 
 #: last_used_at is refreshed at most this often, so authentication stays one read.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
@@ -131,11 +145,20 @@ class AccountService:
             await uow.commit()
         return token_id
 
-    async def list_accounts(self, caller: Caller, first: int | None, after: str | None) -> tuple[list[Account], bool, int]:
+    async def list_accounts(self, caller: Caller, first: int | None, after: str | None) -> AccountPage:
+        """Every account by id. The cursor is opaque like every connection's: one that is not
+        this list's is INVALID_CURSOR, not a place among the ids."""
         require_admin(caller)
         size = validate_page_size(first)
+        last_id: str | None = None
+        if after:
+            value, last_id = decode_cursor(after, _ACCOUNTS_ORDERING)
+            if value != last_id:
+                raise Invalid("INVALID_CURSOR", field="after")
         async with self.db.uow(write=False) as uow:
-            return await uow.accounts.page(size, after)
+            rows, has_next, total = await uow.accounts.page(size, last_id)
+        cursors = [encode_cursor(_ACCOUNTS_ORDERING, r.id, r.id) for r in rows]
+        return AccountPage(rows, has_next, last_id is not None, total, cursors)
 
     async def quotas(self, account_id: str, region: str | None = None) -> list[QuotaUsage]:
         region = region or self.default_region

@@ -578,6 +578,26 @@ async def test_accounts_query_pages_for_admins(gql: GraphQLClient, db: Database)
     assert len(seen) == 5
 
 
+async def test_accounts_cursor_is_this_lists_own(gql: GraphQLClient, db: Database) -> None:
+    """The accounts list's cursor is opaque and refused when it is not its own, as every
+    connection's: an account id taken for a place among the ids, text that was no cursor gave
+    an empty last page and another list's cursor the list from its start again, both with
+    hasPreviousPage, instead of INVALID_CURSOR."""
+    from app.domain.pagination import encode_cursor
+
+    alice, _ = await make_account(db, "alice")
+    server_cursor = encode_cursor("servers:created_at:DESC", "2020-01-01T00:00:00+00:00", "srv-1")
+    for after in ("garbage!!", alice.id, server_cursor, encode_cursor("accounts:id:ASC", "acc-a", "acc-b")):
+        body = (await gql.raw(ACCOUNTS, {"first": 2, "after": after})).json()
+        assert body["data"] is None, after
+        [err] = body["errors"]
+        assert (err["path"], err["extensions"]) == (["accounts"], {
+            "code": "INVALID_CURSOR", "classification": "ValidationError", "field": "after"}), after
+    # An empty cursor is none, as on the other lists: the first page.
+    page = (await gql.execute(ACCOUNTS, {"first": 5, "after": ""}))["accounts"]
+    assert (len(page["edges"]), page["pageInfo"]["hasPreviousPage"]) == (2, False)
+
+
 async def test_accounts_query_refuses_users_with_a_clear_error(gql: GraphQLClient, db: Database,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     _, alice_t = await make_account(db)
