@@ -73,13 +73,14 @@ class Bucket:
     ) -> StoredObjectConnection:
         storage = info.context.services.storage
         views, has_next = await storage.list_objects(self.row, prefix, first, after)
-        edges = [StoredObjectEdge(cursor=v.key, node=StoredObject.of(self.region, v)) for v in views]
+        edges = [StoredObjectEdge(cursor=storage.object_cursor(v.key), node=StoredObject.of(self.region, v))
+                 for v in views]
         # Every object under the prefix, as paging reaches them (not this page's): counted
         # only when asked for, the store keeping no count.
         total = await storage.count_objects(self.row, prefix) if selects(info, "totalCount") else 0
         return StoredObjectConnection(
             edges=edges,
-            page_info=PageInfo.of([e.cursor for e in edges], has_next, after is not None),
+            page_info=PageInfo.of([e.cursor for e in edges], has_next, bool(after)),
             total_count=total,
         )
 

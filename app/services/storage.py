@@ -13,6 +13,7 @@ from app.db.tables import Bucket, ObjectChecksum
 from app.db.types import utcnow
 from app.db.uow import Database
 from app.domain.images import Caller
+from app.domain.pagination import decode_cursor, encode_cursor
 from app.domain.rules import validate_page_size
 from app.errors import Conflict, Invalid, NotFound, register_codes
 from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore
@@ -43,6 +44,8 @@ class StoredObjectView:
 #: Objects a process hashes at once for their checksums (objects put straight into S3 have
 #: none recorded): a listing of 100 large objects must not read them all at once.
 CHECKSUM_CONCURRENCY = 2
+#: The object listing's order (its cursors name it).
+OBJECTS_ORDERING = "objects:key:ASC"
 #: Keys listed a call when counting a bucket's objects (S3 answers at most 1,000 a request).
 COUNT_PAGE = 1000
 
@@ -103,9 +106,25 @@ class StorageService:
     ) -> tuple[list[StoredObjectView], bool]:
         size = validate_page_size(first)
         infos = await self.stores[bucket.region].list_objects(
-            bucket.name, prefix=prefix or "", start_after=after or "", limit=size + 1
+            bucket.name, prefix=prefix or "", start_after=self.after_key(after), limit=size + 1
         )
         return [self._view(i) for i in infos[:size]], len(infos) > size
+
+    @staticmethod
+    def object_cursor(key: str) -> str:
+        """An object listing's cursor: opaque like every connection's (`after_key` reads it)."""
+        return encode_cursor(OBJECTS_ORDERING, key, key)
+
+    @staticmethod
+    def after_key(after: str | None) -> str:
+        """The key an `object_cursor` names ("" for none); one that is not such a cursor is
+        INVALID_CURSOR, not a place among the keys."""
+        if not after:
+            return ""
+        value, key = decode_cursor(after, OBJECTS_ORDERING)
+        if value != key:
+            raise Invalid("INVALID_CURSOR", field="after")
+        return key
 
     async def count_objects(self, bucket: Bucket, prefix: str | None) -> int:
         """How many objects `list_objects` reaches under `prefix`, page after page: an object

@@ -122,3 +122,29 @@ async def test_objects_total_counts_every_object_paging_reaches(gql: GraphQLClie
                 break
             after = page["pageInfo"]["endCursor"]
         assert seen == expected
+
+
+async def test_objects_cursor_is_the_listings_own(gql: GraphQLClient, db: Database) -> None:
+    """An object listing's cursor is opaque and refused when it is not its own, as every
+    connection's: it was the bare key, so any text (another list's cursor, a typo) was taken
+    for a place among the keys and the listing went on from there, with hasPreviousPage."""
+    from app.domain.pagination import encode_cursor
+
+    _, token = await make_account(db)
+    me = gql.as_(token)
+    await me.execute(CREATE, {"name": "my-bucket"})
+    async with httpx.AsyncClient() as plain:
+        for key in ("k0", "k1"):
+            url = (await me.execute(UPLOAD, {"b": "my-bucket", "k": key}))["createUploadUrl"]["url"]
+            assert (await plain.put(url, content=b"x")).status_code == 200
+    images_cursor = encode_cursor("CREATED_AT:DESC", "2020-01-01T00:00:00+00:00", "img-1")
+    for after in ("garbage!!", "k0", images_cursor, encode_cursor("objects:key:ASC", "k0", "k1")):
+        body = (await me.raw(OBJECTS, {"first": 1, "after": after})).json()
+        assert body["data"] is None, after
+        [err] = body["errors"]
+        assert (err["path"], err["extensions"]) == (["buckets", 0, "objects"], {
+            "code": "INVALID_CURSOR", "classification": "ValidationError", "field": "after"}), after
+    first = (await me.execute(OBJECTS, {"first": 1, "after": ""}))["buckets"][0]["objects"]
+    assert [e["node"]["key"] for e in first["edges"]] == ["k0"]
+    rest = (await me.execute(OBJECTS, {"first": 1, "after": first["pageInfo"]["endCursor"]}))["buckets"][0]["objects"]
+    assert ([e["node"]["key"] for e in rest["edges"]], rest["pageInfo"]["hasNextPage"]) == (["k1"], False)
