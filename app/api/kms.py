@@ -82,7 +82,7 @@ class KmsQueries:
         page = await info.context.services.kms.list_keys(info.context.me, first, after)
         edges = [KmsKeyEdge(cursor=c, node=KmsKey.of(k)) for k, c in zip(page.items, page.cursors, strict=True)]
         return KmsKeyConnection(
-            edges=edges, page_info=PageInfo.of(page.cursors, page.has_next, after is not None),
+            edges=edges, page_info=PageInfo.of(page.cursors, page.has_next, bool(after)),
             total_count=page.total,
         )
 

@@ -220,6 +220,9 @@ async def test_kms_keys_pages(gql: GraphQLClient, db: Database) -> None:
         seen += [e["node"]["alias"] for e in page["edges"]]
         after = page["pageInfo"]["endCursor"]
     assert seen == aliases
+    # An empty cursor is none, as on every other list: the first page, nothing before it.
+    page = (await alice.execute(LIST_KEYS, {"first": 2, "after": ""}))["kmsKeys"]
+    assert ([e["node"]["alias"] for e in page["edges"]], page["pageInfo"]["hasPreviousPage"]) == (aliases[:2], False)
 
 
 def test_server_start_creates_the_root_key_file(live_server: LiveServer) -> None:
