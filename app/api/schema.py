@@ -92,6 +92,11 @@ class CoreQueries:
                 from app.api.accounts import Account
 
                 return Account.of(await info.context.services.accounts.get(str(id)))
+            if prefix == "tok":  # the caller's own tokens only, as viewer.apiTokens lists them
+                from app.api.accounts import ApiToken
+
+                token = next((t for t in await info.context.services.accounts.tokens(me) if t.id == str(id)), None)
+                return ApiToken.of(token) if token is not None else None
             if prefix == "key":
                 return KmsKey.of(await info.context.services.kms.get_key(me, str(id)))
             if prefix == "srv":

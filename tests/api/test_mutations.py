@@ -461,6 +461,24 @@ TOKEN_SUCCESS = "... on CreateApiTokenSuccess { token apiToken { id name expires
 REVOKE_SUCCESS = "... on RevokeApiTokenSuccess { revokedId }"
 
 
+async def test_node_finds_the_callers_own_api_tokens(gql: GraphQLClient, db: Database) -> None:
+    """ApiToken implements Node: node(id:) refetches the caller's own token, as viewer.apiTokens
+    lists it (it answered null for every token id), and no other account's, administrators'
+    included; a revoked token is gone."""
+    _, alice_t = await make_account(db)
+    q = gql.as_(alice_t)
+    created = await mutate(q, "createApiToken", {"name": "ci"}, TOKEN_SUCCESS)
+    token_id = created["apiToken"]["id"]
+    node = "query($id: ID!) { node(id: $id) { __typename id ... on ApiToken { name } } }"
+    assert (await q.execute(node, {"id": token_id}))["node"] == {"__typename": "ApiToken", "id": token_id, "name": "ci"}
+    _, bob_t = await make_account(db)
+    for other in (gql.as_(bob_t), gql):  # another user, an administrator
+        assert (await other.execute(node, {"id": token_id}))["node"] is None
+    await mutate(q, "revokeApiToken", {"id": token_id}, REVOKE_SUCCESS)
+    assert (await q.execute(node, {"id": token_id}))["node"] is None
+    assert (await q.execute(node, {"id": "tok-unknown"}))["node"] is None
+
+
 async def test_api_tokens_are_created_listed_and_revoked(gql: GraphQLClient, db: Database,
                                                          http: httpx.AsyncClient) -> None:
     alice, alice_t = await make_account(db)
