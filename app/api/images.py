@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -36,7 +37,7 @@ from app.api.image_types import Image, image_of
 from app.domain import enums as d
 from app.domain.images import ImageOrder as DomainOrder
 from app.domain.images import ImageQuery, TagMatch
-from app.domain.rules import NAME_MAX, TAGS_PER_IMAGE, tag_text
+from app.domain.rules import FILTER_VALUES_MAX, NAME_MAX, TAGS_PER_IMAGE, tag_text
 from app.errors import Invalid, NotFound
 from app.services.images import UNSET, ImageChanges
 
@@ -135,10 +136,22 @@ def _tag_matches(tags: list[TagFilter]) -> tuple[tuple[TagMatch, ...], bool]:
     return tuple(matches), possible
 
 
+def _values(values: Sequence[str] | None, field: str) -> frozenset[str] | None:
+    """A list filter's distinct values; more than FILTER_VALUES_MAX are refused."""
+    if values is None:
+        return None
+    distinct = frozenset(str(v) for v in values)
+    if len(distinct) > FILTER_VALUES_MAX:
+        raise Invalid("TOO_MANY_ITEMS", f"A filter names at most {FILTER_VALUES_MAX} values in {field}.", field=field)
+    return distinct
+
+
 def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
     if f is None:
         return ImageQuery(region=region)
     tags, possible = _tag_matches(f.tags or [])
+    ids = _values(f.ids, "filter.ids")
+    platforms = _values(f.platform, "filter.platform")
     # Composed as stored names are (validate_name): "Cafe\u0301" finds "Café".
     name_contains = unicodedata.normalize("NFC", f.name_contains) if f.name_contains else None
     possible = possible and len(name_contains or "") <= NAME_MAX  # (a longer pattern: SQLite's LIKE refused it)
@@ -150,7 +163,7 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
         statuses=_set(f.status, d.ImageStatus),  # type: ignore[arg-type]
         name_contains=name_contains if possible else None,  # no ids: nothing to match
         os_types=_set(f.os_type, d.OsType),  # type: ignore[arg-type]
-        platforms=frozenset(f.platform) if f.platform is not None else None,
+        platforms=platforms,
         disk_formats=_set(f.disk_format, d.DiskFormat),  # type: ignore[arg-type]
         encrypted=f.encrypted,
         kms_key_id=str(f.kms_key_id) if f.kms_key_id is not None else None,
@@ -161,7 +174,7 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
         created_after=_aware(f.created_after, "filter.createdAfter"),
         created_before=_aware(f.created_before, "filter.createdBefore"),
         # Tag conditions no image can meet, or a name longer than any name: no ids.
-        ids=frozenset() if not possible else frozenset(str(i) for i in f.ids) if f.ids is not None else None,
+        ids=frozenset() if not possible else ids,
     )
 
 

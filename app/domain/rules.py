@@ -23,6 +23,10 @@ MEMBERS_PER_FULL_ECS_IMAGE = 10
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 1000
 BATCH_MAX = 100
+#: Distinct values a list filter of the catalog names (`ids`, `platform`): each is a bound
+#: parameter in every arm of the page statement and of its count, and past what SQLite or
+#: asyncpg bind in one statement the page failed as an internal error.
+FILTER_VALUES_MAX = 1000
 ACCOUNT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{2,63}")
 TOKEN_NAME_MAX = 64
 #: The name of the admin token that IMS_ADMIN_TOKEN put there, which marks it for revocation
