@@ -68,8 +68,13 @@ class Viewer:
         return Account.of(await info.context.services.accounts.get(info.context.me.account_id))
 
     @strawberry.field
-    async def quotas(self, info: Info) -> list[Quota]:
-        return [Quota.of(q) for q in await info.context.services.accounts.quotas(info.context.me.account_id)]
+    async def quotas(
+        self, info: Info,
+        region: Annotated[str | None, strawberry.argument(
+            description="The region PRIVATE_IMAGES (a limit per region) is counted in; the default region when null.",
+        )] = None,
+    ) -> list[Quota]:
+        return [Quota.of(q) for q in await info.context.services.accounts.quotas(info.context.me.account_id, region)]
 
     @strawberry.field
     async def api_tokens(self, info: Info) -> list[ApiToken]:

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,9 +73,10 @@ def require_admin(caller: Caller) -> None:
 
 
 class AccountService:
-    def __init__(self, db: Database, default_region: str) -> None:
+    def __init__(self, db: Database, default_region: str, regions: Sequence[str] = ()) -> None:
         self.db = db
         self.default_region = default_region
+        self.regions = tuple(regions) or (default_region,)
 
     async def authenticate(self, token: str) -> Caller | None:
         if not token or len(token) > 256:
@@ -161,7 +163,12 @@ class AccountService:
         return AccountPage(rows, has_next, last_id is not None, total, cursors)
 
     async def quotas(self, account_id: str, region: str | None = None) -> list[QuotaUsage]:
-        region = region or self.default_region
+        """The account's quotas and what it uses of them, PRIVATE_IMAGES counted in `region`
+        (the default region when None; INVALID_REGION for one the service does not have)."""
+        if region is None:
+            region = self.default_region
+        elif region not in self.regions:
+            raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="region")
         async with self.db.uow(write=False) as uow:
             overrides = await uow.accounts.quota_overrides(account_id)
             used = {

@@ -75,7 +75,7 @@ class Services:
         return cls(
             settings=settings,
             db=db,
-            accounts=AccountService(db, settings.default_region),
+            accounts=AccountService(db, settings.default_region, settings.regions),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
             storage=storage,

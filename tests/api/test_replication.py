@@ -242,6 +242,23 @@ async def test_a_sixth_concurrent_replication_is_refused(gql: GraphQLClient, db:
     assert {"resource": "CONCURRENT_REPLICATIONS", "used": 5, "limit": 5} in quotas
 
 
+async def test_private_image_usage_is_shown_per_region(gql: GraphQLClient, db: Database) -> None:
+    """PRIVATE_IMAGES is a limit per region: `viewer.quotas(region:)` shows a region's usage (the
+    default region's without one); a region the service does not have is INVALID_REGION."""
+    alice, token = await make_account(db)
+    for region in ("region-1", "region-2", "region-2"):
+        await make_image(db, alice, region=region)
+    q = gql.as_(token)
+    query = "query($r: String) { viewer { quotas(region: $r) { resource used limit } } }"
+    for region, used in ((None, 1), ("region-1", 1), ("region-2", 2)):
+        quotas = (await q.execute(query, {"r": region}))["viewer"]["quotas"]
+        assert quotas[0] == {"resource": "PRIVATE_IMAGES", "used": used, "limit": 50}, region
+    for region in ("", "mars-1"):
+        body = (await q.raw(query, {"r": region})).json()
+        assert [(e["extensions"]["code"], e["extensions"].get("field")) for e in body["errors"]] == [
+            ("INVALID_REGION", "region")], region
+
+
 async def test_concurrent_requests_cannot_overrun_the_quota(gql: GraphQLClient, db: Database) -> None:
     alice, token = await make_account(db)
     image = await make_image(db, alice)
