@@ -374,3 +374,22 @@ async def test_a_stored_file_larger_than_its_recorded_size_is_not_replicated(
     assert copy["status"] == "KILLED"
     assert (await manifest(db, manifest_id(source))).refcount == 1  # type: ignore[union-attr]
     assert [p for p in (settings.data_dir / "work").rglob("*") if p.is_file() and p.name != ".lock"] == []
+
+
+async def test_a_copy_converted_to_a_larger_disk_than_recorded_records_that_disk(
+    gql: GraphQLClient, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    """A system disk VHD recorded at the 2 MiB of its original size (as imports recorded VHDs
+    before they read the size qemu-img reads) whose current size makes it a 3 GiB disk: its
+    quick copy is that 3 GiB raw disk, and records it as the import rules do — its disk of
+    3 GiB and minDiskGb at least that — not the 1 GiB of the stale record, from which no server
+    could be made with the copy's own minDiskGb."""
+    size = 3 * 1024 * MiB
+    vhd = write_vhd(tmp_path / "h.vhd", original=2 * MiB, current=size, creator=b"win ")
+    alice, token = await make_account(db)
+    source = await make_image_with_data(db, settings, alice, vhd.read_bytes(), disk_format="VHD",
+                                        quick_provisioning=False, virtual_size_bytes=2 * MiB, min_disk_gb=1)
+    job, copy = await replicate_and_wait(gql.as_(token), settings, db, source.id)
+    succeeded(job, copy)
+    assert (copy["virtualSizeBytes"], copy["sizeBytes"]) == (size, size)
+    assert (copy["minDiskGb"], [d["sizeGb"] for d in copy["disks"]]) == (3, [3])

@@ -10,13 +10,15 @@ When the job fails, the copy becomes KILLED and lets go of what it held (`abort`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from app.datastore.errors import DatastoreError
 from app.datastore.store import ChunkStore
+from app.db.tables import Image
 from app.db.uow import UnitOfWork
-from app.domain.enums import DiskFormat, ImageStatus, JobType
+from app.domain.enums import DiskFormat, ImageKind, ImageStatus, JobType
 from app.errors import KmsKeyProblem
 from app.jobs.registry import JobContext, JobFailed, JobRegistry
 from app.services.replica_data import CopyRefused, DiskCopier, NewManifest
@@ -74,19 +76,29 @@ async def replicate_image(ctx: JobContext) -> dict[str, Any]:
             replaced.append((old_id, new))
             written[index] = new
             disks[index].update(manifestId=new.manifest.id, storedBytes=new.manifest.stored_bytes)
+            if not ctx.params.get("sourceQuick"):
+                # The conversion read the disk's real size, which the source's record may
+                # understate (recorded before inspection read its format as qemu-img does).
+                disks[index]["sizeGb"] = max(int(disks[index].get("sizeGb", 0)), _gib(new.manifest.size))
         done += size
 
     await ctx.progress(1.0, "activating the copy")
-    if not await service.complete(ctx.account_id, image_id, disks, replaced, _final_values(ctx, sizes, written)):
+    if not await service.complete(ctx.account_id, image_id, disks, replaced, _final_values(ctx, copy, sizes, written)):
         copy = await service.start(ctx.account_id, image_id)
         if copy is None or copy.status != ImageStatus.ACTIVE.value:
             raise JobFailed("IMAGE_NOT_FOUND", "The copy no longer exists.")
     return _result(image_id)
 
 
-def _final_values(ctx: JobContext, sizes: dict[int, int], written: dict[int, NewManifest]) -> dict[str, Any]:
-    """Size and checksum of the copy: a converted disk has new ones; otherwise the plaintext
-    is the source's, byte for byte."""
+def _gib(size: int) -> int:
+    return math.ceil(size / GiB)
+
+
+def _final_values(ctx: JobContext, copy: Image, sizes: dict[int, int], written: dict[int, NewManifest]
+                  ) -> dict[str, Any]:
+    """Size and checksum of the copy: a converted disk has new ones, and its virtual size is
+    the raw disk's (a system disk's minDiskGb at least that, as an import requires); otherwise
+    the plaintext is the source's, byte for byte."""
     values: dict[str, Any] = {"size_bytes": ctx.params.get("sourceSizeBytes"),
                               "checksum": ctx.params.get("sourceChecksum")}
     if len(sizes) == 1:
@@ -96,6 +108,8 @@ def _final_values(ctx: JobContext, sizes: dict[int, int], written: dict[int, New
             values.update(size_bytes=manifest.size, checksum=manifest.checksum)
             if not ctx.params.get("sourceQuick"):
                 values["virtual_size_bytes"] = manifest.size
+                if copy.kind == ImageKind.SYSTEM_DISK.value:
+                    values["min_disk_gb"] = max(copy.min_disk_gb, _gib(manifest.size))
     return values
 
 
