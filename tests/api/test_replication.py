@@ -250,9 +250,9 @@ async def test_private_image_usage_is_shown_per_region(gql: GraphQLClient, db: D
         await make_image(db, alice, region=region)
     q = gql.as_(token)
     query = "query($r: String) { viewer { quotas(region: $r) { resource used limit } } }"
-    for region, used in ((None, 1), ("region-1", 1), ("region-2", 2)):
-        quotas = (await q.execute(query, {"r": region}))["viewer"]["quotas"]
-        assert quotas[0] == {"resource": "PRIVATE_IMAGES", "used": used, "limit": 50}, region
+    for asked, used in ((None, 1), ("region-1", 1), ("region-2", 2)):
+        quotas = (await q.execute(query, {"r": asked}))["viewer"]["quotas"]
+        assert quotas[0] == {"resource": "PRIVATE_IMAGES", "used": used, "limit": 50}, asked
     for region in ("", "mars-1"):
         body = (await q.raw(query, {"r": region})).json()
         assert [(e["extensions"]["code"], e["extensions"].get("field")) for e in body["errors"]] == [
