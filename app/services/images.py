@@ -154,10 +154,15 @@ class ImageService:
                 values["boot_mode"] = changes.boot_mode.value
             if expected_version is not None and expected_version != image.version:
                 raise Conflict("VERSION_CONFLICT", f"The image is at version {image.version}.")
-            values["updated_at"] = utcnow()
-            if not await uow.images.compare_and_set(image.id, image.version, values):
-                raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
-            await uow.commit()
+            # Only what differs is a change: a request naming no field, or the values the image
+            # has (a form sent back whole), changes nothing, not its version nor updatedAt (as
+            # setImageProtection and a member's same answer do).
+            values = {k: v for k, v in values.items() if getattr(image, k) != v}
+            if values:
+                values["updated_at"] = utcnow()
+                if not await uow.images.compare_and_set(image.id, image.version, values):
+                    raise Conflict("VERSION_CONFLICT", "The image changed concurrently.")
+                await uow.commit()
         return await self.get(caller, image_id)
 
     async def set_protection(self, caller: Caller, image_id: str, protected: bool) -> VisibleImage:

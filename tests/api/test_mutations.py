@@ -78,6 +78,28 @@ async def test_stale_expected_version_conflicts_and_changes_nothing(gql: GraphQL
     assert (await get_image(q, image.id) or {})["name"] == "renamed"
 
 
+async def test_an_update_that_changes_nothing_keeps_the_version(gql: GraphQLClient, db: Database) -> None:
+    """`version` is incremented on every change: a request naming no field, or only the values
+    the image has (a form sent back whole), is no change and leaves version and updatedAt."""
+    alice, alice_t = await make_account(db)
+    image = await make_image(db, alice, name="same", description="d", min_ram_mb=512, max_ram_mb=None)
+    q = gql.as_(alice_t)
+    before = state(await get_image(q, image.id))
+    empty = await update_image(q, id=image.id)
+    assert empty["__typename"] == "UpdateImageSuccess"
+    assert state(empty["image"]) == before
+    same = await update_image(q, id=image.id, expectedVersion=before["version"], name="same", description="d",
+                              minRamMb=512, maxRamMb=None, bootMode="BIOS", nicMultiQueue=False,
+                              sriovDriver=False)
+    assert state(same["image"]) == before
+    assert state(await get_image(q, image.id)) == before
+    stale = await update_image(q, id=image.id, expectedVersion=before["version"] + 1)
+    assert without_message(stale) == error("ConflictError", "VERSION_CONFLICT")
+    changed = (await update_image(q, id=image.id, name="same", description="new"))["image"]
+    assert (changed["description"], changed["version"]) == ("new", before["version"] + 1)
+    assert changed["updatedAt"] != before["updatedAt"]
+
+
 async def test_only_the_owner_updates_and_refusals_change_nothing(gql: GraphQLClient, db: Database) -> None:
     alice, alice_t = await make_account(db)
     bob, bob_t = await make_account(db)
