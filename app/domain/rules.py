@@ -76,6 +76,10 @@ def validate_name(name: str, field: str = "input.name") -> str:
 
 
 def validate_description(text: str, field: str = "input.description") -> str:
+    """At most 1024 characters, none of `<`, `>`, CR, LF. Returns the text as stored: composed
+    (NFC), as names are, so a description typed with combining accents counts its characters
+    as it shows them ("é" is one, whichever form the keyboard sent)."""
+    text = unicodedata.normalize("NFC", text)
     if len(text) > DESCRIPTION_MAX or any(ch in _FORBIDDEN_DESCRIPTION for ch in text):
         raise Invalid("INVALID_DESCRIPTION", field=field)
     return text

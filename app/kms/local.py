@@ -95,7 +95,7 @@ class LocalKeyProvider:
 
     async def create_key(self, caller: Caller, alias: str, description: str = "") -> KeyInfo:
         validate_alias(alias)
-        validate_description(description)
+        description = validate_description(description)
         key = self._new_key(caller.account_id, alias, description, is_default=False)
         try:
             async with self.db.uow(caller.account_id) as uow:

@@ -80,9 +80,9 @@ class ImportRequest:
 
 
 def _validate(caller: Caller, req: ImportRequest) -> ImportRequest:
-    """The request with its name as stored (`validate_name`); raises on a broken rule."""
-    req = replace(req, name=validate_name(req.name))
-    validate_description(req.description)
+    """The request with its name and description as stored (`validate_name`, `validate_description`);
+    raises on a broken rule."""
+    req = replace(req, name=validate_name(req.name), description=validate_description(req.description))
     validate_ram(req.min_ram_mb, req.max_ram_mb)
     if req.kind not in (ImageKind.SYSTEM_DISK, ImageKind.DATA_DISK, ImageKind.ISO):
         raise NotSupported("IMPORT_KIND_NOT_SUPPORTED")

@@ -193,6 +193,23 @@ async def test_ram_name_and_description_rules(gql: GraphQLClient, db: Database) 
     assert (equal["minRamMb"], equal["maxRamMb"]) == (0, 0)
 
 
+async def test_a_description_typed_with_combining_accents_counts_its_characters_as_shown(
+    gql: GraphQLClient, db: Database
+) -> None:
+    """1,000 "é" sent decomposed (e + U+0301, as some keyboards send it: 2,000 code points) are
+    1,000 characters, within the 1,024 a description holds; it is stored composed, as names are."""
+    alice, alice_t = await make_account(db)
+    image = await make_image(db, alice)
+    q = gql.as_(alice_t)
+    done = await update_image(q, id=image.id, description="e\u0301" * 1000, name="Cafe\u0301")
+    assert done["__typename"] == "UpdateImageSuccess", done
+    assert (done["image"]["description"], done["image"]["name"]) == ("\u00e9" * 1000, "Caf\u00e9")
+    assert (await get_image(q, image.id) or {})["description"] == "\u00e9" * 1000
+    too_long = await update_image(q, id=image.id, description="e\u0301" * 1025)
+    assert without_message(too_long) == error("ValidationError", "INVALID_DESCRIPTION", field="input.description")
+    assert (await get_image(q, image.id) or {})["description"] == "\u00e9" * 1000
+
+
 # ---------------------------------------------------------------- setImageProtection
 
 
