@@ -146,9 +146,14 @@ class Provisioner:
         source_id = disk.source_manifest
         if disk.image is None or source_id is None:
             return
-        if disk.image.quick_provisioning and (key is None or disk.image.kms_key_id is not None):
-            return  # by reference: the manifest and its key are shared as they are
+        if disk.image.quick_provisioning and key is None:
+            return  # by reference: the manifest (and its key, if any) shared as it is
         manifest = await self.chunks.head(source_id)
+        if disk.image.quick_provisioning and manifest.data_key_id is not None:
+            # By reference too: the disk keeps its sealed manifest's key. The disk's own
+            # manifest decides, not the image's key: a full-ECS image under a key may hold a
+            # plain data disk (a blank one of the server it was made from), which `key` seals.
+            return
         plaintext = await self.open_key(account_id, manifest)
         if manifest.data_key_id is not None:
             assert manifest.kms_key_id is not None and manifest.wrapped_key is not None and plaintext is not None

@@ -334,6 +334,32 @@ async def test_kms_key_encrypts_new_blank_disks_and_copies_of_plain_images(
     assert refused.value.code == "KMS_KEY_DISABLED"
 
 
+async def test_kms_key_seals_a_plain_disk_of_a_full_ecs_image_under_another_key(
+    db: Database, settings: Settings, services: Services
+) -> None:
+    """A full-ECS image under a key may hold a plain disk (the blank data disk of a server made
+    from an encrypted image). A server made from it with kmsKeyId seals that disk under the
+    key, as any plain disk: never a silently unencrypted disk when a key was asked for."""
+    owner, _ = await make_account(db)
+    image_key, key = await make_kms_key(db, settings, owner), await make_kms_key(db, settings, owner)
+    sealed = await make_image_with_data(db, settings, owner, secrets.token_bytes(MiB), kms_key_id=image_key)
+    source = await new_server(services, owner, sealed, data_disks=[2])
+    await services.compute.write_volume((await volumes(services, owner, source))[1].id, MiB, b"data" * 1000)
+    made = await services.server_images.from_server(caller(owner), source.id, NewImage("full", ImageKind.FULL_ECS))
+    await run_jobs(services)
+    full = await load_image(db, made.image_ids[0])
+    assert full is not None and (full.status, full.kms_key_id) == ("ACTIVE", image_key)
+    plain_disk = full.disks[1]["manifestId"]
+    assert (await services.chunks.head(plain_disk)).kms_key_id is None
+
+    server = await new_server(services, owner, full, kms_key_id=key)
+    system, data = await volumes(services, owner, server)
+    assert (system.kms_key_id, system.manifest_id) == (image_key, full.disks[0]["manifestId"])
+    assert data.kms_key_id == key and data.manifest_id != plain_disk
+    assert (await services.chunks.head(data.manifest_id)).kms_key_id == key
+    assert (await manifest_bytes(services, data.manifest_id, owner.id))[MiB : MiB + 4000] == b"data" * 1000
+
+
 async def test_writes_are_copy_on_write(db: Database, settings: Settings, services: Services) -> None:
     owner, _ = await make_account(db)
     data = secrets.token_bytes(2 * CHUNK_SIZE + 123)
