@@ -22,6 +22,8 @@ The rules, in the order they are checked (the first that fails answers):
     virtual size ≥ 1 TiB                NotSupportedError EXPORT_TOO_LARGE
     bucket not the caller's             NotFoundError BUCKET_NOT_FOUND
     bucket in another region            ValidationError BUCKET_REGION_MISMATCH
+    key under an object of the bucket,  ValidationError OBJECT_KEY_COLLISION (no store
+      or objects under it                 of files holds both `a` and `a/b`)
     an export of the image running      ConflictError EXPORT_IN_PROGRESS
 """
 
@@ -86,6 +88,7 @@ class ExportService:
         if bucket.region != image.region:
             raise Invalid("BUCKET_REGION_MISMATCH", f"The image is in {image.region}, the bucket in {bucket.region}.",
                           field="input.bucket")
+        await self.storage.check_key_free(bucket, request.key)
 
         async with self.db.uow(caller.account_id) as uow:
             # Again, holding the image row: it may have changed meanwhile, and a concurrent

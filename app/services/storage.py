@@ -25,6 +25,8 @@ register_codes({
                           "no empty, '.' or '..' segments, no leading '/', backslash or control characters.",
     "BUCKET_EXISTS": "A bucket with this name exists.",
     "INVALID_URL_EXPIRY": "Signed URLs live 1 second to 7 days.",
+    "OBJECT_KEY_COLLISION": "An object's key may not name another object's prefix (`a` beside `a/b`) nor lie under "
+                            "another object (`a/b` beside `a`): neither a filesystem nor MinIO holds both.",
 })
 
 RESERVED_BUCKET_PREFIX = "ims-"
@@ -150,6 +152,21 @@ class StorageService:
             return validate_new_key(key) if new else validate_key(key)
         except InvalidNameError as exc:
             raise Invalid("INVALID_OBJECT_KEY", field=field) from exc
+
+    async def check_key_free(self, bucket: Bucket, key: str, field: str = "input.key") -> None:
+        """A new object can stand at `key`: no object of the bucket is one of its prefixes
+        (`a` for `a/b`) and none lies under it (`a/b` for `a`). A store on a filesystem (and
+        MinIO, which keeps objects as files) refuses such a write, so a job writing there
+        would do all its work and then fail; asked first, the request is refused instead."""
+        store, segments = self.stores[bucket.region], key.split("/")
+        for depth in range(1, len(segments)):
+            parent = "/".join(segments[:depth])
+            if await store.stat(bucket.name, parent) is not None:
+                raise Invalid("OBJECT_KEY_COLLISION", f"The object {parent!r} stands where {key!r} needs a prefix.",
+                              field=field)
+        if await store.list_objects(bucket.name, prefix=key + "/", limit=1):
+            raise Invalid("OBJECT_KEY_COLLISION", f"Objects lie under {key + '/'!r}: {key!r} cannot be an object.",
+                          field=field)
 
     @staticmethod
     def check_expiry(seconds: int, field: str) -> int:

@@ -205,6 +205,27 @@ async def test_bucket_region_and_key_are_checked(gql: GraphQLClient, db: Databas
                       error("ValidationError", "INVALID_OBJECT_KEY", field="input.key"), key=key)
 
 
+async def test_a_key_colliding_with_objects_of_the_bucket_is_refused(gql: GraphQLClient, db: Database,
+                                                                      settings: Settings) -> None:
+    """No store of files (the filesystem store, MinIO) holds both `a` and `a/b`: an export
+    there would convert the whole disk and then fail to write it. The request is refused."""
+    alice, token = await make_account(db)
+    image = await make_image_with_data(db, settings, alice, DATA)
+    q = gql.as_(token)
+    await bucket(q, "exports")
+    store = data_plane(db, settings)[0].stores["region-1"]
+    await store.put_bytes("exports", "disks/web.raw", b"x")
+    await store.put_bytes("exports", "old.raw", b"x")
+    for key in ("disks", "old.raw/new.raw", "disks/web.raw/new.raw"):
+        await refused(q, db, alice, image, image.id,
+                      error("ValidationError", "OBJECT_KEY_COLLISION", field="input.key"), key=key, format="RAW")
+    # An existing object is replaced; a sibling key, or one whose prefix is only a prefix, is free.
+    for key in ("old.raw", "disks/other.raw", "disks-2"):
+        job = await export_and_wait(q, settings, db, image.id, key=key, format="RAW")
+        assert (job["status"], job["object"]["key"]) == ("SUCCESS", key), job
+    assert await store.get_bytes("exports", "old.raw") == DATA
+
+
 async def test_one_export_per_image_at_a_time(gql: GraphQLClient, db: Database, settings: Settings) -> None:
     alice, token = await make_account(db)
     image = await make_image_with_data(db, settings, alice, DATA)
