@@ -30,6 +30,8 @@ register_codes({
 })
 
 RESERVED_BUCKET_PREFIX = "ims-"
+#: Parents of an export's key looked up for an object standing there (`check_key_free`).
+KEY_PARENTS_CHECKED = 16
 URL_EXPIRY_MAX = 7 * 24 * 3600
 
 
@@ -159,7 +161,9 @@ class StorageService:
         MinIO, which keeps objects as files) refuses such a write, so a job writing there
         would do all its work and then fail; asked first, the request is refused instead."""
         store, segments = self.stores[bucket.region], key.split("/")
-        for depth in range(1, len(segments)):
+        # A store call per parent (a HEAD on S3): a key of hundreds of segments would make a
+        # request of hundreds; past the first ones, the job's own failure stays the answer.
+        for depth in range(1, min(len(segments), KEY_PARENTS_CHECKED + 1)):
             parent = "/".join(segments[:depth])
             if await store.stat(bucket.name, parent) is not None:
                 raise Invalid("OBJECT_KEY_COLLISION", f"The object {parent!r} stands where {key!r} needs a prefix.",

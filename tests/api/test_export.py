@@ -224,6 +224,14 @@ async def test_a_key_colliding_with_objects_of_the_bucket_is_refused(gql: GraphQ
         job = await export_and_wait(q, settings, db, image.id, key=key, format="RAW")
         assert (job["status"], job["object"]["key"]) == ("SUCCESS", key), job
     assert await store.get_bytes("exports", "old.raw") == DATA
+    # The first 16 parents of a key are looked up (a store call each): one past them is left to
+    # the job, which fails writing there, keeping nothing.
+    deep = "/".join(f"d{n}" for n in range(20))
+    await store.put_bytes("exports", deep, b"x")
+    await refused(q, db, alice, image, image.id, error("ValidationError", "OBJECT_KEY_COLLISION", field="input.key"),
+                  key="old.raw/" + "/".join(f"e{n}" for n in range(30)), format="RAW")
+    job = await export_and_wait(q, settings, db, image.id, key=deep + "/x.raw", format="RAW")
+    assert (job["status"], job["error"]["code"]) == ("FAIL", "EXPORT_WRITE_FAILED"), job
 
 
 async def test_one_export_per_image_at_a_time(gql: GraphQLClient, db: Database, settings: Settings) -> None:
