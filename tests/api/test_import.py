@@ -374,6 +374,14 @@ async def test_public_imports_by_an_administrator(gql: GraphQLClient, db: Databa
     assert over == {"__typename": "LimitExceededError", "code": "QUOTA_PRIVATE_IMAGES", "limit": 1}
     public = (await gql.execute(IMPORT, {"input": system_input("admin-imports", "pub.raw", public=True)}))["importImage"]
     assert public["__typename"] == "ImageJobSuccess", public
+    # Until its job makes it public, the image of a public import is no private image of the
+    # administrator's: it takes no PRIVATE_IMAGES place (and does not once KILLED either).
+    set_two = set_quota.replace("limit: 1", "limit: 2")
+    assert (await gql.execute(set_two, {"a": admin_id}))["setQuota"]["__typename"] == "SetQuotaSuccess"
+    used = (await gql.execute("{ viewer { quotas { resource used } } }"))["viewer"]["quotas"][0]
+    assert used == {"resource": "PRIVATE_IMAGES", "used": 1}
+    second = (await gql.execute(IMPORT, {"input": system_input("admin-imports", "pub.raw")}))["importImage"]
+    assert second["__typename"] == "ImageJobSuccess", second
     job = await finished(gql, public["job"]["id"])
     assert job["status"] == "SUCCESS" and [i["__typename"] for i in job["images"]] == ["PublicImage"]
 

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.db.repositories.images import AccountRecord
-from app.db.tables import Account, ApiToken, Image, Job, Quota
+from app.db.tables import Account, ApiToken, Image, Job, JobImage, Quota
 from app.db.types import insert_for
+from app.domain.enums import JobType
 
 if TYPE_CHECKING:
     from app.db.uow import Reads
@@ -126,8 +127,14 @@ class AccountRepository:
             await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": account_id})
 
     async def count_private_images(self, account_id: str, region: str) -> int:
+        """The account's private images in `region` (every status), but for those of its public
+        imports: such an image is private until it is ACTIVE, then public (or KILLED), and was
+        never a private image of the administrator's."""
+        public_imports = select(col(JobImage.image_id)).join(Job, col(Job.id) == col(JobImage.job_id)).where(
+            col(Job.type) == JobType.IMPORT_IMAGE.value, col(Job.params)["public"].as_boolean().is_(True))
         stmt = select(func.count()).select_from(Image).where(
-            Image.owner_id == account_id, Image.visibility == "PRIVATE", Image.region == region  # type: ignore[arg-type]
+            Image.owner_id == account_id, Image.visibility == "PRIVATE", Image.region == region,  # type: ignore[arg-type]
+            col(Image.id).not_in(public_imports),
         )
         return (await self.session.execute(stmt)).scalar_one()
 
