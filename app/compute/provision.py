@@ -41,7 +41,7 @@ from app.formats import FormatError, inspect_file_async, qemu
 from app.formats.types import GiB
 from app.kms.port import KeyProvider
 from app.services.access import relation
-from app.services.replica_data import write_sparse_piece
+from app.services.replica_data import write_sparse_file
 
 register_codes({
     "IMAGE_DATA_INVALID": "The image's stored data failed verification, is not a safe file of its format, or qemu-img "
@@ -210,13 +210,7 @@ class Provisioner:
         region = (await self.chunks.head(manifest_id)).region
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
         async with qemu.temporary_workfile(self.work_dir, ".src") as src:
-            handle = await asyncio.to_thread(src.open, "r+b")
-            try:
-                async for piece in self.chunks.read(manifest_id, data_key=data_key):
-                    await asyncio.to_thread(write_sparse_piece, handle, piece)
-                await asyncio.to_thread(handle.truncate)
-            finally:
-                await asyncio.to_thread(handle.close)
+            await write_sparse_file(src, self.chunks.read(manifest_id, data_key=data_key))
             inspected = await inspect_file_async(src, fmt)
             # The image's recorded size may predate how inspection reads it now: qemu-img would
             # write the whole disk before the size of the result is checked.

@@ -112,6 +112,29 @@ def write_sparse_piece(fh: BinaryIO, piece: bytes) -> None:
         fh.write(view[start:])
 
 
+async def write_sparse_file(
+    path: Path, pieces: AsyncGenerator[bytes, None], *, size: int = 0,
+    progress: Callable[[int], Awaitable[None]] | None = None,
+) -> int:
+    """Write `pieces` into the work file `path` from its start, zero blocks left as holes
+    (`write_sparse_piece`), and extend it (sparsely) to `size` bytes if it is shorter; reports
+    the bytes written so far after each piece. Returns the bytes written; closing is `pieces`'s
+    too, whatever happens."""
+    fh = await asyncio.to_thread(open, path, "r+b")
+    try:
+        done = 0
+        async with aclosing(pieces) as stream:
+            async for piece in stream:
+                await asyncio.to_thread(write_sparse_piece, fh, piece)
+                done += len(piece)
+                if progress is not None:
+                    await progress(done)
+        await asyncio.to_thread(fh.truncate, max(done, size))
+    finally:
+        await asyncio.to_thread(fh.close)
+    return done
+
+
 async def file_pieces(path: Path, progress: Callable[[int], Awaitable[None]]) -> AsyncIterator[bytes]:
     """The file's bytes in chunk-sized pieces, reporting the bytes read so far."""
     fh = await asyncio.to_thread(open, path, "rb")
@@ -225,17 +248,11 @@ class DiskCopier:
                 refs, store=self.chunks.stores[source.region], bucket=service_bucket(source.region), opener=opener,
                 total_size=source.size,
             )
-            fh = await asyncio.to_thread(open, src, "r+b")
-            try:
-                done = 0
-                async with aclosing(plaintext) as pieces:
-                    async for piece in pieces:
-                        await asyncio.to_thread(write_sparse_piece, fh, piece)
-                        done += len(piece)
-                        await progress(0.4 * done / total, "reading the image")
-                await asyncio.to_thread(fh.truncate, source.size)
-            finally:
-                await asyncio.to_thread(fh.close)
+
+            async def read(done: int) -> None:
+                await progress(0.4 * done / total, "reading the image")
+
+            await write_sparse_file(src, plaintext, size=source.size, progress=read)
             await progress(0.4, "converting to raw")
             try:
                 # Inspected at import already; checked again before qemu-img touches it, and its
@@ -274,4 +291,5 @@ class DiskCopier:
         return NewManifest(manifest, [(r.index, r.digest, r.length) for r in result.chunks], sizes)
 
 
-__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "counted", "file_pieces", "plan", "write_sparse_piece"]
+__all__ = ["CopyRefused", "DiskCopier", "DiskProgress", "NewManifest", "Plan", "counted", "file_pieces", "plan", "write_sparse_file",
+           "write_sparse_piece"]

@@ -50,7 +50,7 @@ from app.formats import (
 )
 from app.jobs.registry import JobContext, JobFailed, JobRegistry
 from app.services.exports import EXPORT_MAX_BYTES
-from app.services.replica_data import counted, file_pieces, write_sparse_piece
+from app.services.replica_data import counted, file_pieces, write_sparse_file
 from app.storage.base import ObjectStore, StorageError
 
 #: Temporary files of conversions, under the data directory.
@@ -130,17 +130,12 @@ async def _convert(
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     async with temporary_workfile(workdir, ".src") as src, temporary_workfile(workdir, "." + target.value.lower()) as dst:
         await ctx.progress(0.0, "reading the image")
-        fh = await asyncio.to_thread(open, src, "r+b")
-        try:
-            done = 0
-            async with aclosing(chunks.read(manifest_id)) as stream:
-                async for piece in stream:
-                    await asyncio.to_thread(write_sparse_piece, fh, piece)
-                    done += len(piece)
-                    await ctx.progress(READ_SHARE * done / total, "reading the image")
-            await asyncio.to_thread(fh.truncate, max(done, disk_size))  # a raw disk's zeros: sparse
-        finally:
-            await asyncio.to_thread(fh.close)
+
+        async def read(done: int) -> None:
+            await ctx.progress(READ_SHARE * done / total, "reading the image")
+
+        # A raw disk's zeros up to its size: sparse.
+        await write_sparse_file(src, chunks.read(manifest_id), size=disk_size, progress=read)
         await ctx.progress(READ_SHARE, f"converting to {target.value}")
         try:
             # Inspected at import already; checked again before qemu-img touches it, and its size
