@@ -6,7 +6,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -130,11 +142,14 @@ class AccountRepository:
         """The account's private images in `region` (every status), but for those of its public
         imports: such an image is private until it is ACTIVE, then public (or KILLED), and was
         never a private image of the administrator's."""
-        public_imports = select(col(JobImage.image_id)).join(Job, col(Job.id) == col(JobImage.job_id)).where(
+        # Probed per image of the account (job_images is indexed by image), not a list of every
+        # public import ever run.
+        public_import = exists().where(
+            col(JobImage.image_id) == col(Image.id), col(Job.id) == col(JobImage.job_id),
             col(Job.type) == JobType.IMPORT_IMAGE.value, col(Job.params)["public"].as_boolean().is_(True))
         stmt = select(func.count()).select_from(Image).where(
             Image.owner_id == account_id, Image.visibility == "PRIVATE", Image.region == region,  # type: ignore[arg-type]
-            col(Image.id).not_in(public_imports),
+            ~public_import,
         )
         return (await self.session.execute(stmt)).scalar_one()
 
