@@ -33,7 +33,7 @@ CODES: dict[str, str] = {
     "VOLUME_NOT_FOUND": "No volume with this id belongs to the caller.",
     "MEMBER_NOT_FOUND": "The account is not a member of the image.",
     # ValidationError
-    "INVALID_NAME": "Name: 1-128 letters (of any script, with their combining marks), digits, '-', '.', '_' or spaces, no leading/trailing space; stored in Unicode's composed form (NFC).",
+    "INVALID_NAME": "Name: 1-128 letters (of any script, with their combining marks), digits, '-', '.', '_' or spaces, no leading/trailing space; stored in Unicode's composed form (NFC). An API token's name: 1-64 printable characters (no control or format character), no outer whitespace, not IMS_ADMIN_TOKEN.",
     "INVALID_DESCRIPTION": "Description: at most 1024 characters, no '<', '>', CR or LF.",
     "INVALID_RAM_RANGE": "0 <= minRamMb <= maxRamMb <= 1048576.",
     "INVALID_TAG_KEY": "Tag key: 1-36 characters of letters (of any script, with their combining marks), digits, '_' or '-'; stored in Unicode's composed form (NFC).",
@@ -45,7 +45,7 @@ CODES: dict[str, str] = {
     "INVALID_REGION": "No such region.",
     "INVALID_ACCOUNT_NAME": "Account name: 3-64 characters of lowercase letters, digits, '-' or '_'.",
     "INVALID_QUOTA": "A quota limit is between 0 and 100000.",
-    "INVALID_EXPIRY": "Token lifetime: 1 to 3650 days.",
+    "INVALID_EXPIRY": "Token lifetime: 1 to 3650 days (a token made with an expiring token expires with it at the latest).",
     "OS_REQUIRED": "System disk and ISO images need an operating system (`os`).",
     "INVALID_OS": "Operating system: a platform of 1-64 and a version of 1-128 characters, 32 or 64 bits.",
     "EMPTY_REQUEST": "The request names nothing to act on.",

@@ -31,6 +31,9 @@ class Caller:
     account_id: str
     name: str
     role: str
+    #: When the API token the request came with expires (None: it does not, or no token, as
+    #: for jobs and the CLI): a token it creates may not outlive it.
+    token_expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -75,6 +75,20 @@ def validate_name(name: str, field: str = "input.name") -> str:
     return name
 
 
+def validate_token_name(name: str) -> str:
+    """1-64 characters as shown (composed, NFC, as stored), no outer whitespace, none of them
+    a control or format character (C*: a newline, an escape, a right-to-left override that
+    would show the name reversed in a list) nor a line or paragraph separator; any other
+    letter, digit, symbol or punctuation (`ci/deploy`, `laptop: alice`). The name
+    IMS_ADMIN_TOKEN is reserved."""
+    name = unicodedata.normalize("NFC", name)
+    if (not 1 <= len(name) <= TOKEN_NAME_MAX or name != name.strip() or name == ENV_ADMIN_TOKEN_NAME
+            or any(unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp") for ch in name)):
+        raise Invalid("INVALID_NAME", f"Token name: 1-64 printable characters, not {ENV_ADMIN_TOKEN_NAME}.",
+                      field="input.name")
+    return name
+
+
 def validate_description(text: str, field: str = "input.description") -> str:
     """At most 1024 characters, none of `<`, `>`, CR, LF. Returns the text as stored: composed
     (NFC), as names are, so a description typed with combining accents counts its characters

@@ -27,8 +27,8 @@ from app.domain.rules import (
     ENV_ADMIN_TOKEN_NAME,
     QUOTA_MAX,
     TOKEN_DAYS_MAX,
-    TOKEN_NAME_MAX,
     validate_page_size,
+    validate_token_name,
 )
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 
@@ -90,7 +90,7 @@ class AccountService:
             async with self.db.uow() as uow:
                 await uow.accounts.touch_token(api_token.id, now)
                 await uow.commit()
-        return Caller(account.id, account.name, account.role)
+        return Caller(account.id, account.name, account.role, api_token.expires_at)
 
     async def get(self, account_id: str) -> AccountRecord:
         account = await read_account(self.db.reads, account_id)
@@ -121,14 +121,18 @@ class AccountService:
         )
 
     async def create_token(self, caller: Caller, name: str, expires_in_days: int | None) -> tuple[ApiToken, str]:
-        if not 1 <= len(name) <= TOKEN_NAME_MAX or name != name.strip() or name == ENV_ADMIN_TOKEN_NAME:
-            raise Invalid("INVALID_NAME", f"Token name: 1-64 characters, not {ENV_ADMIN_TOKEN_NAME}.",
-                          field="input.name")
+        """A new token of the caller's account. It never outlives the token that creates it: a
+        request made with a token expiring on day D gets a token expiring on D at the latest
+        (its `expiresAt` says when), so a short-lived token, once leaked, cannot be turned
+        into a lasting one."""
+        name = validate_token_name(name)
         expires_at = None
         if expires_in_days is not None:
             if not 1 <= expires_in_days <= TOKEN_DAYS_MAX:
                 raise Invalid("INVALID_EXPIRY", field="input.expiresInDays")
             expires_at = utcnow() + timedelta(days=expires_in_days)
+        if caller.token_expires_at is not None and (expires_at is None or expires_at > caller.token_expires_at):
+            expires_at = caller.token_expires_at
         token = new_token()
         row = self._token_row(caller.account_id, name, token, expires_at)
         async with self.db.uow() as uow:

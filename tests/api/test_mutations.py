@@ -560,11 +560,39 @@ async def test_api_token_input_bounds(gql: GraphQLClient, db: Database) -> None:
     for days in (0, -1, 3651):
         refused = await mutate(q, "createApiToken", {"name": "t", "expiresInDays": days}, TOKEN_SUCCESS)
         assert without_message(refused) == error("ValidationError", "INVALID_EXPIRY", field="input.expiresInDays")
-    for name in ("", "x" * 65, " pad", "IMS_ADMIN_TOKEN"):  # the last marks the environment's token
+    # IMS_ADMIN_TOKEN marks the environment's token; control and format characters (a newline,
+    # an escape, a right-to-left override showing the name reversed) and line separators.
+    for name in ("", "x" * 65, " pad", "IMS_ADMIN_TOKEN", "ci\nprod", "ci\x1b[31m", "ci\u202eyek",
+                 "ci\u2028x", "tab\there", "e\u0301" * 65):
         refused = await mutate(q, "createApiToken", {"name": name}, TOKEN_SUCCESS)
         assert without_message(refused) == error("ValidationError", "INVALID_NAME", field="input.name"), name
+    # Punctuation and any script are names; composed (NFC) as stored, 64 characters as shown.
+    for name, stored in (("ci/deploy: prod", "ci/deploy: prod"), ("e\u0301" * 64, "\u00e9" * 64)):
+        created = await mutate(q, "createApiToken", {"name": name}, TOKEN_SUCCESS)
+        assert created["apiToken"]["name"] == stored
     tokens = (await q.execute("{ viewer { apiTokens { name } } }"))["viewer"]["apiTokens"]
-    assert len(tokens) == 4
+    assert len(tokens) == 6
+
+
+async def test_a_token_never_outlives_the_token_creating_it(gql: GraphQLClient, db: Database) -> None:
+    """A token made with an expiring token expires with it at the latest: a leaked one-day token
+    could mint a token that never expires, or one of ten years."""
+    _, alice_t = await make_account(db)
+    short = await mutate(gql.as_(alice_t), "createApiToken", {"name": "short", "expiresInDays": 2}, TOKEN_SUCCESS)
+    limit = datetime.fromisoformat(short["apiToken"]["expiresAt"])
+    q = gql.as_(short["token"])
+    for days in (None, 3, 3650):
+        made = await mutate(q, "createApiToken", {"name": f"from-short-{days}", "expiresInDays": days}, TOKEN_SUCCESS)
+        assert datetime.fromisoformat(made["apiToken"]["expiresAt"]) == limit, days
+    sooner = await mutate(q, "createApiToken", {"name": "sooner", "expiresInDays": 1}, TOKEN_SUCCESS)
+    assert abs(datetime.fromisoformat(sooner["apiToken"]["expiresAt"]) - (limit - timedelta(days=1))) < timedelta(
+        minutes=1)
+    # The account's token that never expires still makes one that never expires.
+    lasting = await mutate(gql.as_(alice_t), "createApiToken", {"name": "lasting"}, TOKEN_SUCCESS)
+    assert lasting["apiToken"]["expiresAt"] is None
+    listed = {t["name"]: t["expiresAt"] for t in (await q.execute("{ viewer { apiTokens { name expiresAt } } }"))[
+        "viewer"]["apiTokens"]}
+    assert [listed[f"from-short-{d}"] for d in (None, 3, 3650)] == [short["apiToken"]["expiresAt"]] * 3
 
 
 # ---------------------------------------------------------------- quotas

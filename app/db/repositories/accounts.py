@@ -170,7 +170,7 @@ def _statements() -> tuple[Select[Any], Select[Any]]:
     a = Account.__table__.c  # type: ignore[attr-defined]
     t = ApiToken.__table__.c  # type: ignore[attr-defined]
     token = (
-        select(a.id, a.name, a.role, a.created_at, t.id, t.last_used_at)
+        select(a.id, a.name, a.role, a.created_at, t.id, t.last_used_at, t.expires_at)
         .join_from(Account.__table__, ApiToken.__table__, t.account_id == a.id)  # type: ignore[attr-defined]
         .where(t.token_hash == bindparam("token_hash"),
                or_(t.expires_at.is_(None), t.expires_at > bindparam("now", type_=t.expires_at.type)))
@@ -185,7 +185,7 @@ _TOKEN, _ACCOUNT = _statements()
 def _token_use(row: Sequence[Any] | None) -> tuple[AccountRecord, TokenUse] | None:
     if row is None:
         return None
-    return AccountRecord(row[0], row[1], row[2], row[3]), TokenUse(row[4], row[5])
+    return AccountRecord(row[0], row[1], row[2], row[3]), TokenUse(row[4], row[5], row[6])
 
 
 def authenticate_read(connection: Connection, token_hash: str, now: datetime) -> tuple[AccountRecord, TokenUse] | None:
@@ -208,3 +208,4 @@ async def read_account(reads: Reads, account_id: str) -> AccountRecord | None:
 class TokenUse(NamedTuple):
     id: str
     last_used_at: datetime | None
+    expires_at: datetime | None
