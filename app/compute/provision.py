@@ -149,6 +149,10 @@ class Provisioner:
         if disk.image.quick_provisioning and key is None:
             return  # by reference: the manifest (and its key, if any) shared as it is
         manifest = await self.chunks.head(source_id)
+        if disk.image.quick_provisioning and manifest.size > disk.size_gb * GiB:
+            # Refused before a copy under `key` writes it all (`_take` refuses it too).
+            raise Invalid("DISK_SMALLER_THAN_IMAGE", f"The image's disk is {manifest.size} bytes: "
+                          f"{disk.size_gb} GiB is too small.", field=disk.size_field)
         if disk.image.quick_provisioning and manifest.data_key_id is not None:
             # By reference too: the disk keeps its sealed manifest's key. The disk's own
             # manifest decides, not the image's key: a full-ECS image under a key may hold a

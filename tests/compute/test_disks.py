@@ -303,6 +303,14 @@ async def test_a_disk_holds_a_quick_image_whole(db: Database, settings: Settings
         assert refused.value.code == "DISK_SMALLER_THAN_IMAGE"
         assert refused.value.message == f"The image's disk is {len(data)} bytes: 1 GiB is too small."
     assert (volume.value.field, server.value.field) == ("input.sizeGb", "input.dataDisks[0].sizeGb")
+    # Under a KMS key the plain image is copied sealed: the size is refused before that copy,
+    # not after 1 GiB of it was written.
+    key = await make_kms_key(db, settings, owner)
+    objects = await chunk_objects(services)
+    with pytest.raises(Invalid) as sealed:
+        await services.compute.create_volume(caller(owner), VolumeSpec("v", 1, image_id=image.id, kms_key_id=key))
+    assert (sealed.value.code, sealed.value.field) == ("DISK_SMALLER_THAN_IMAGE", "input.sizeGb")
+    assert await chunk_objects(services) == objects
     assert await manifest_count(db) == manifests
     assert (await services.chunks.head(image.disks[0]["manifestId"])).refcount == refcount
     assert (await services.compute.list_servers(caller(owner), 10, None)).total == 0
