@@ -21,9 +21,7 @@ import csv
 import functools
 import io
 import json
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -82,65 +80,45 @@ def _capacity_gb(disks: str | list[dict[str, Any]] | None, min_disk_gb: int) -> 
     return _disks_gb(disks) or min_disk_gb
 
 
-#: Pages read at once: a page's statement runs without the GIL (SQLite) or on the database's
-#: server, so two of them run beside each other and beside the formatting of the page before.
-PAGES_IN_FLIGHT = 2
-
-
 async def csv_pieces(
     db: Database, caller_id: str, visibility: ImageVisibility, region: str,
     progress: Callable[[int, int], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The CSV, a page of rows per piece; `progress(rows written, rows in all)` after each.
-
-    The pages are keyset ranges whose ends are found first (`page_end`: a walk of the index,
-    a few ms a page), so that the next `PAGES_IN_FLIGHT` pages are read side by side while
-    this one is formatted (off the event loop, which serves the API too). A range holds the
-    rows between its ends whatever changed since they were found: an image deleted meanwhile
-    makes its page shorter, nothing moves to another page (new images come after every
-    range: their creation time is their insert's)."""
+    The next page is read while this one is formatted (the database works on its own thread
+    or server meanwhile)."""
     reads = db.reads
-    scope = rows_sql.ListRange(visibility, region, caller_id)
-    total = await reads.run(partial(rows_sql.count_rows, scope=scope))
+    total = await reads.run(partial(rows_sql.count_rows, scope=rows_sql.ListRange(visibility, region, caller_id)))
     private = visibility is ImageVisibility.PRIVATE
 
-    def end_of(connection: Connection, after: rows_sql.Keyset | None) -> rows_sql.Keyset | None:
-        return rows_sql.page_end(connection, replace(scope, after=after), PAGE_ROWS)
+    def read(connection: Connection, after: tuple[datetime, str] | None) -> rows_sql.ListPage:
+        scope = rows_sql.ListRange(visibility, region, caller_id, after)
+        return rows_sql.read_page(connection, scope, PAGE_ROWS, with_relations=private)
+
+    async def fetch(after: tuple[datetime, str] | None) -> rows_sql.ListPage:
+        return await reads.run(partial(read, after=after))
 
     yield _csv([PRIVATE_COLUMNS if private else PUBLIC_COLUMNS])
     written = 0
-    pending: deque[asyncio.Task[rows_sql.ListPage]] = deque()
-    after: rows_sql.Keyset | None = None
-    more = True
+    pending: asyncio.Task[Any] | None = asyncio.ensure_future(fetch(None))
     try:
-        while True:
-            while more and len(pending) < PAGES_IN_FLIGHT:
-                until = await reads.run(partial(end_of, after=after))
-                pending.append(asyncio.ensure_future(reads.run(partial(
-                    _read_range, scope=replace(scope, after=after, until=until), private=private))))
-                more, after = until is not None, until
-            if not pending:
-                break
-            page = await pending.popleft()
+        while pending is not None:
+            page = await pending
+            pending = None
+            if page.count == PAGE_ROWS:
+                pending = asyncio.ensure_future(fetch(page.after))
             if page.count:
-                # A page takes tens of ms to decode and format: off the event loop, and
-                # beside the reading of the next pages.
+                # A page takes tens of ms to decode and format: off the event loop, which
+                # serves the API too, and beside the reading of the next page.
                 yield await asyncio.to_thread(_paused_page_csv, page, private)
             written += page.count
             if progress is not None:
                 await progress(written, total)
     finally:
-        for task in pending:
-            task.cancel()
-        for task in pending:
+        if pending is not None:
+            pending.cancel()
             with contextlib.suppress(BaseException):
-                await task
-
-
-def _read_range(connection: Connection, scope: rows_sql.ListRange, private: bool) -> rows_sql.ListPage:
-    """The rows of a range with both ends (all of them), or of the last range (`PAGE_ROWS`)."""
-    limit = PAGE_ROWS if scope.until is None else None
-    return rows_sql.read_page(connection, scope, limit, with_relations=private)
+                await pending
 
 
 def _csv(rows: Iterable[Sequence[Any]]) -> bytes:

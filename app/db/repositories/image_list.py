@@ -87,8 +87,6 @@ class ListRange:
     region: str
     owner_id: str
     after: Keyset | None = None
-    #: The last keyset of the range (inclusive; None: to the end).
-    until: Keyset | None = None
 
     def conditions(self) -> list[Any]:
         if self.visibility is ImageVisibility.PRIVATE:
@@ -104,29 +102,12 @@ class ListRange:
             # walked the index from the range's start).
             conds.append(_images.created_at >= created)
             conds.append(or_(_images.created_at > created, _images.id > image_id))
-        if self.until is not None:
-            created, image_id = self.until
-            conds.append(_images.created_at <= created)
-            conds.append(or_(_images.created_at < created, _images.id <= image_id))
         return conds
 
 
 def count_rows(connection: Connection, scope: ListRange) -> int:
     stmt = select(func.count()).select_from(Image.__table__).where(*scope.conditions())  # type: ignore[attr-defined]
     return int(connection.execute(stmt).scalar_one())
-
-
-def page_end(connection: Connection, scope: ListRange, limit: int) -> Keyset | None:
-    """The keyset of the range's `limit`-th row (None: it has fewer rows): where a page of
-    `limit` rows from `scope.after` ends, found by walking the range's index without reading
-    the rows' columns, so that pages further on can be read beside this one."""
-    row = connection.execute(page_end_statement(scope, limit)).first()
-    return None if row is None else _keyset(row[0], row[1])
-
-
-def page_end_statement(scope: ListRange, limit: int) -> Select[Any]:
-    return select(type_coerce(_images.created_at, String), _images.id).where(*scope.conditions()) \
-        .order_by(_images.created_at, _images.id).limit(1).offset(limit - 1)
 
 
 def relation_columns(image_id: Any) -> tuple[Any, Any]:
@@ -165,7 +146,7 @@ class ListPage:
         return rows
 
 
-def read_page(connection: Connection, scope: ListRange, limit: int | None, *, with_relations: bool = False) -> ListPage:
+def read_page(connection: Connection, scope: ListRange, limit: int, *, with_relations: bool = False) -> ListPage:
     """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
     PRIVATE, ix_images_public_created for PUBLIC); `with_relations`: each with its tags and
     members as two more columns (JSON text, or decoded arrays on SQLite), in the same
@@ -198,7 +179,7 @@ def _split_keyset(joined: str) -> Keyset:
     return _keyset(created_raw, image_id)
 
 
-def page_json_statement(scope: ListRange, limit: int | None, *, with_relations: bool = False) -> Select[Any]:
+def page_json_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
     """SQLite: the page of `page_statement` as (a JSON array of row arrays, the columns in
     `LIST_COLUMNS` order then tags and members as arrays; the row count; the last row's
     keyset as `created_raw` and `id` joined by `_KEYSET_JOIN`), in one pass over the page.
@@ -216,6 +197,6 @@ def page_json_statement(scope: ListRange, limit: int | None, *, with_relations: 
     return select(func.json_group_array(func.json_array(*columns)), func.count(), last).select_from(page)
 
 
-def page_statement(scope: ListRange, limit: int | None, *, with_relations: bool = False) -> Select[Any]:
+def page_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
     columns = (*LIST_COLUMNS, TAGS_COLUMN, MEMBERS_COLUMN) if with_relations else LIST_COLUMNS
     return select(*columns).where(*scope.conditions()).order_by(_images.created_at, _images.id).limit(limit)
