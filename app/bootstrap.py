@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from app.config import Settings
+from app.config import Settings, SettingsError
 from app.db.engine import (
     make_engine,
     make_generic_plan_engine,
@@ -31,10 +31,20 @@ from app.storage.signing import UrlSigner
 log = logging.getLogger(__name__)
 
 
+def make_data_dir(settings: Settings) -> None:
+    """Create IMS_DATA_DIR (every process keeps files there by default). SettingsError naming
+    the variable when it cannot be: a file of that name, a parent that is a file, no right."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError("IMS_DATA_DIR", f"a directory this process can create and use ({exc.strerror or exc})",
+                            str(settings.data_dir)) from None
+
+
 def build_database(settings: Settings) -> Database:
     url = settings.effective_database_url
     if settings.is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(settings)
         reads = SyncReads(make_sync_read_engine(url), make_sync_read_engine(url, busy_timeout_ms=100, pool_size=1))
         return Database(make_engine(url), reads, make_engine(url, writer=True), SyncWrites(make_sync_write_engine(url)))
     return Database(make_engine(url), GenericPlanReads(make_generic_plan_engine(url)))
@@ -110,7 +120,7 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(s)
         await asyncio.to_thread(prepare, s.effective_database_url, migrate=s.migrates_at_start)
         db = build_database(s)
         self.signer = UrlSigner(url_secret(s), s.public_url)

@@ -48,7 +48,7 @@ def serve(
     """Run the API server (and, with IMS_WORKERS > 0, job workers)."""
     import uvicorn
 
-    from app.bootstrap import preflight
+    from app.bootstrap import make_data_dir, preflight
     from app.db.migrate import prepare
     from app.http import MAX_BODY_BYTES
     from app.main import create_app
@@ -56,6 +56,7 @@ def serve(
 
     settings = Settings.from_env()
     _logging(settings)
+    make_data_dir(settings)
     # Here, not only in the app's start: uvicorn would report a database that is down or
     # behind as a traceback of its lifespan.
     prepare(settings.effective_database_url, migrate=settings.migrates_at_start)
@@ -166,11 +167,12 @@ def maintenance() -> None:
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
+    from app.bootstrap import make_data_dir
     from app.db.migrate import prepare
 
     settings = Settings.from_env()
     _logging(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings)
     prepare(settings.effective_database_url, migrate=True)
     console.print("database is up to date")
 
@@ -209,11 +211,13 @@ def create_account(
 def init_storage() -> None:
     """Create every region's service bucket (idempotent); run once per deployment, after
     `ims migrate`, so that API and worker processes start against ready storage."""
+    from app.bootstrap import make_data_dir
     from app.storage.factory import build_stores, close_stores, create_service_buckets, url_secret
     from app.storage.signing import UrlSigner
 
     settings = Settings.from_env()
     _logging(settings)
+    make_data_dir(settings)  # the URL secret is generated there unless IMS_URL_SECRET is set
 
     async def run() -> list[str]:
         stores = build_stores(settings, UrlSigner(url_secret(settings), settings.public_url))

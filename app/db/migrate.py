@@ -50,11 +50,21 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def _make_sqlite_dir(database_url: str) -> None:
+    """Create the directory of a SQLite database; DatabaseNotReadyError when it cannot be (a
+    file in the way, no right), instead of the OSError's traceback."""
+    if not database_url.startswith("sqlite"):
+        return
+    try:
+        Path(make_url(database_url).database or "").parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseNotReadyError(f"cannot create the directory of {_where(database_url)}: "
+                                    f"{exc.strerror or exc}") from None
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to `revision` (blocking; call it off the event loop)."""
-    if database_url.startswith("sqlite"):
-        path = database_url.split("///", 1)[1]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _make_sqlite_dir(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 
@@ -90,7 +100,7 @@ def _current_revision(database_url: str) -> str | None:
     """The database's Alembic revision (None before the first migration)."""
     url = sync_url(database_url)
     if url.startswith("sqlite"):
-        Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        _make_sqlite_dir(database_url)
         connect_args: dict[str, object] = {}
     else:
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}

@@ -36,6 +36,16 @@ def load_root_key(path: Path, *, create: bool = True) -> bytes:
 
     The file appears atomically (written beside it, then hard-linked into place), so
     processes starting together agree on one key and none reads a half-written file."""
+    try:
+        return _load_root_key(path, create=create)
+    except OSError as exc:
+        # A directory, a file without read permission, a parent that cannot be made: one
+        # line at start naming the file (app.cli.main), not the OSError's traceback.
+        raise KmsSealError(f"the KMS root key file {path} cannot be read ({exc.strerror or exc}): "
+                           "point IMS_KMS_ROOT_KEY_FILE at the file") from None
+
+
+def _load_root_key(path: Path, *, create: bool) -> bytes:
     if path.exists():
         return _read_root_key(path)
     if not create:
@@ -67,7 +77,8 @@ def _read_root_key(path: Path) -> bytes:
         log.warning("KMS root key file %s is accessible to other users (mode %o); use 0600", path, mode)
     data = path.read_bytes()
     if len(data) != KEY_BYTES:
-        raise ValueError(f"KMS root key file {path} must hold exactly {KEY_BYTES} bytes")
+        raise KmsSealError(f"the KMS root key file {path} must hold exactly {KEY_BYTES} bytes, not {len(data)}: "
+                           "point IMS_KMS_ROOT_KEY_FILE at the file the keys were sealed with")
     return data
 
 

@@ -15,7 +15,13 @@ from app.storage.names import service_bucket
 from app.storage.s3 import S3ObjectStore
 from app.storage.signing import UrlSigner
 
-__all__ = ["build_stores", "close_stores", "create_service_buckets", "service_bucket", "url_secret"]
+__all__ = ["UrlSecretError", "build_stores", "close_stores", "create_service_buckets", "service_bucket",
+           "url_secret"]
+
+
+class UrlSecretError(StorageError):
+    """The URL secret file in IMS_DATA_DIR cannot be used (too short to sign with, unreadable):
+    a process stops at start with this one line (app.cli.main)."""
 
 
 def url_secret(settings: Settings) -> bytes:
@@ -28,6 +34,21 @@ def url_secret(settings: Settings) -> bytes:
     if settings.url_secret:
         return settings.url_secret.encode()
     path = settings.data_dir / "url-secret"
+    try:
+        secret = _secret_file(path)
+    except OSError as exc:
+        raise UrlSecretError(f"URL secret file {path} cannot be read ({exc.strerror or exc}): "
+                             "fix or remove it, or set IMS_URL_SECRET") from None
+    if len(secret) < MIN_URL_SECRET_BYTES:
+        # Signing with it would let anyone forge URLs (an empty file: left by a crash of a
+        # version that wrote the file in place).
+        raise UrlSecretError(f"URL secret file {path} holds fewer than {MIN_URL_SECRET_BYTES} bytes: "
+                             "remove it to generate a new one, or set IMS_URL_SECRET")
+    return secret
+
+
+def _secret_file(path: Path) -> bytes:
+    """The secret in `path`, generated first if the file is missing."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
@@ -41,13 +62,7 @@ def url_secret(settings: Settings) -> bytes:
                 os.link(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-    secret = path.read_bytes().strip()
-    if len(secret) < MIN_URL_SECRET_BYTES:
-        # Signing with it would let anyone forge URLs (an empty file: left by a crash of a
-        # version that wrote the file in place).
-        raise ValueError(f"URL secret file {path} holds fewer than {MIN_URL_SECRET_BYTES} bytes: "
-                         "remove it to generate a new one, or set IMS_URL_SECRET")
-    return secret
+    return path.read_bytes().strip()
 
 
 def build_stores(settings: Settings, signer: UrlSigner) -> dict[str, ObjectStore]:

@@ -53,7 +53,7 @@ def test_root_key_file_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "root.key"
     path.write_bytes(b"short")
     os.chmod(path, 0o600)
-    with pytest.raises(ValueError, match="32 bytes") as info:
+    with pytest.raises(KmsSealError, match="32 bytes, not 5") as info:
         load_root_key(path)
     assert "short" not in str(info.value)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.storage.factory import url_secret
+from app.storage.factory import UrlSecretError, url_secret
 
 PROCESSES = 4
 #: Fresh data directories, each raced for by every process at once.
@@ -64,5 +64,5 @@ def test_a_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
 def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
     # Signing with an empty key would let anyone forge URLs.
     (tmp_path / "url-secret").write_bytes(b"\n")
-    with pytest.raises(ValueError, match=r"url-secret holds fewer than 16 bytes"):
+    with pytest.raises(UrlSecretError, match=r"url-secret holds fewer than 16 bytes"):
         url_secret(Settings(data_dir=tmp_path))
