@@ -184,6 +184,37 @@ def _regions(env: _Env) -> tuple[str, ...]:
     return regions
 
 
+def _region_endpoints(env: _Env, regions: tuple[str, ...]) -> dict[str, str]:
+    """IMS_S3_ENDPOINT_<REGION> of the regions of IMS_REGIONS. One naming no region (a typo, a
+    region taken out of the list) is refused: that region's objects would have gone elsewhere."""
+    variables = {region_endpoint_variable(r): r for r in regions}
+    for name in sorted(env.env):
+        if name.startswith("IMS_S3_ENDPOINT_") and name not in variables and env.get(name) is not None:
+            known = ", ".join(f"{r}: {v}" for v, r in variables.items())
+            raise SettingsError(name, f"the endpoint of a region of IMS_REGIONS ({known})", env.env[name])
+    return {r: url for v, r in variables.items() if (url := env.endpoint(v))}
+
+
+def _s3_keys(env: _Env, endpoints: list[str]) -> tuple[str | None, str | None]:
+    """IMS_S3_ACCESS_KEY and IMS_S3_SECRET_KEY: both with an endpoint (anonymous requests cannot
+    make the service buckets), neither without one (IMS_S3_ENDPOINT misspelt: the objects would
+    have gone to the filesystem store)."""
+    access, secret = env.get("IMS_S3_ACCESS_KEY"), env.get("IMS_S3_SECRET_KEY")
+    if endpoints:
+        named = ", ".join(endpoints)
+        if access is None:
+            raise SettingsError("IMS_S3_ACCESS_KEY", "the S3 access key, with IMS_S3_SECRET_KEY, when an S3 endpoint "
+                                f"is set ({named})")
+        if secret is None:
+            raise SettingsError("IMS_S3_SECRET_KEY", "the S3 secret key, with IMS_S3_ACCESS_KEY, when an S3 endpoint "
+                                f"is set ({named})")
+    elif access is not None or secret is not None:
+        raise SettingsError("IMS_S3_ENDPOINT", "host:port of the S3 store that IMS_S3_ACCESS_KEY and "
+                            "IMS_S3_SECRET_KEY are for (or a region's IMS_S3_ENDPOINT_<REGION>); unset them for "
+                            "the filesystem store")
+    return access, secret
+
+
 def _admin(env: _Env) -> tuple[str | None, str]:
     from app.domain.rules import ACCOUNT_NAME_RE
 
@@ -332,7 +363,10 @@ class Settings:
         e = _Env(os.environ if env is None else env)
         d = cls()
         regions = _regions(e)
-        endpoints = {r: url for r in regions if (url := e.endpoint(region_endpoint_variable(r)))}
+        s3_endpoint = e.endpoint("IMS_S3_ENDPOINT")
+        endpoints = _region_endpoints(e, regions)
+        s3_access_key, s3_secret_key = _s3_keys(
+            e, (["IMS_S3_ENDPOINT"] if s3_endpoint else []) + [region_endpoint_variable(r) for r in endpoints])
         root_key = e.get("IMS_KMS_ROOT_KEY_FILE")
         admin_token, admin_name = _admin(e)
         return cls(
@@ -342,9 +376,9 @@ class Settings:
             admin_token=admin_token,
             admin_name=admin_name,
             kms_root_key_file=Path(root_key) if root_key else None,
-            s3_endpoint=e.endpoint("IMS_S3_ENDPOINT"),
-            s3_access_key=e.get("IMS_S3_ACCESS_KEY"),
-            s3_secret_key=e.get("IMS_S3_SECRET_KEY"),
+            s3_endpoint=s3_endpoint,
+            s3_access_key=s3_access_key,
+            s3_secret_key=s3_secret_key,
             s3_secure=e.boolean("IMS_S3_SECURE", d.s3_secure),
             url_secret=_url_secret(e),
             public_url=_public_url(e, d.public_url),
@@ -410,9 +444,9 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_ADMIN_NAME": "Name of the bootstrap admin account (an account name: 3-64 of `a-z 0-9 _ -`). Default `admin`.",
     "IMS_KMS_ROOT_KEY_FILE": "Root key of the local KMS. Default `$IMS_DATA_DIR/kms-root.key` (created 0600).",
     "IMS_S3_ENDPOINT": "S3/MinIO endpoint `host:port`; unset: the filesystem object store.",
-    "IMS_S3_ENDPOINT_<REGION>": "S3/MinIO endpoint `host:port` of one region of IMS_REGIONS, named by its id in capitals with `_` for `-` (`eu-west-2`: `IMS_S3_ENDPOINT_EU_WEST_2`): the region's service bucket and its accounts' buckets live there, reached with the same keys. Unset: IMS_S3_ENDPOINT (or the filesystem store).",
-    "IMS_S3_ACCESS_KEY": "S3 access key.",
-    "IMS_S3_SECRET_KEY": "S3 secret key.",
+    "IMS_S3_ENDPOINT_<REGION>": "S3/MinIO endpoint `host:port` of one region of IMS_REGIONS, named by its id in capitals with `_` for `-` (`eu-west-2`: `IMS_S3_ENDPOINT_EU_WEST_2`): the region's service bucket and its accounts' buckets live there, reached with the same keys. Unset: IMS_S3_ENDPOINT (or the filesystem store). One naming no region of IMS_REGIONS is refused.",
+    "IMS_S3_ACCESS_KEY": "S3 access key: required when an S3 endpoint is set, refused when none is.",
+    "IMS_S3_SECRET_KEY": "S3 secret key: required when an S3 endpoint is set, refused when none is.",
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs (at least 16 bytes); shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",

@@ -118,7 +118,6 @@ def test_a_bad_value_is_refused_naming_the_variable_and_what_it_accepts(variable
         ("IMS_REGIONS", "region-1, eu-west-2", ("regions", ("region-1", "eu-west-2"))),
         ("IMS_URL_SECRET", "sixteen-bytes!!!", ("url_secret", "sixteen-bytes!!!")),
         ("IMS_LOG_LEVEL", "warning", ("log_level", "WARNING")),
-        ("IMS_S3_ENDPOINT", "[::1]:9000", ("s3_endpoint", "[::1]:9000")),
         ("IMS_PUBLIC_URL", "https://ims.example.com/", ("public_url", "https://ims.example.com")),
         ("IMS_CORS_ORIGINS", " https://console.example.com/, http://localhost:5173,https://console.example.com",
          ("cors_origins", ("https://console.example.com", "http://localhost:5173"))),
@@ -131,9 +130,61 @@ def test_good_values_are_read(variable: str, value: str, expected: tuple[str, ob
     assert getattr(Settings.from_env({variable: value}), attribute) == result
 
 
+S3_KEYS = {"IMS_S3_ACCESS_KEY": "ims", "IMS_S3_SECRET_KEY": "minio-secret"}
+
+
+def test_an_endpoint_is_read_with_its_keys() -> None:
+    settings = Settings.from_env({"IMS_S3_ENDPOINT": "[::1]:9000", **S3_KEYS})
+    assert (settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key) == ("[::1]:9000", "ims",
+                                                                                       "minio-secret")
+
+
 def test_a_region_endpoint_is_checked_and_read_for_listed_regions() -> None:
-    env = {"IMS_REGIONS": "region-1,eu-west-2", "IMS_S3_ENDPOINT_EU_WEST_2": "minio-eu:9000"}
+    env = {"IMS_REGIONS": "region-1,eu-west-2", "IMS_S3_ENDPOINT_EU_WEST_2": "minio-eu:9000", **S3_KEYS}
     assert Settings.from_env(env).region_endpoints == {"eu-west-2": "minio-eu:9000"}
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "message"),
+    [
+        # A typo in the region, or a region taken out of IMS_REGIONS: its objects would have gone
+        # to the shared store without a word.
+        ({"IMS_S3_ENDPOINT_REGION1": "minio-eu:9000", **S3_KEYS}, "IMS_S3_ENDPOINT_REGION1",
+         ("IMS_S3_ENDPOINT_REGION1='minio-eu:9000' is not valid: expected the endpoint of a region of IMS_REGIONS "
+         "(region-1: IMS_S3_ENDPOINT_REGION_1)")),
+        ({"IMS_REGIONS": "region-1,eu-west-2", "IMS_S3_ENDPOINT_US_EAST_1": "minio-us:9000", **S3_KEYS},
+         "IMS_S3_ENDPOINT_US_EAST_1",
+         ("IMS_S3_ENDPOINT_US_EAST_1='minio-us:9000' is not valid: expected the endpoint of a region of IMS_REGIONS "
+         "(region-1: IMS_S3_ENDPOINT_REGION_1, eu-west-2: IMS_S3_ENDPOINT_EU_WEST_2)")),
+        # Anonymous requests cannot create the service buckets: refused at start, not at the
+        # first bucket.
+        ({"IMS_S3_ENDPOINT": "minio:9000"}, "IMS_S3_ACCESS_KEY",
+         ("IMS_S3_ACCESS_KEY is not valid: expected the S3 access key, with IMS_S3_SECRET_KEY, when an S3 endpoint "
+         "is set (IMS_S3_ENDPOINT)")),
+        ({"IMS_S3_ENDPOINT": "minio:9000", "IMS_S3_ACCESS_KEY": "ims"}, "IMS_S3_SECRET_KEY",
+         ("IMS_S3_SECRET_KEY is not valid: expected the S3 secret key, with IMS_S3_ACCESS_KEY, when an S3 endpoint "
+         "is set (IMS_S3_ENDPOINT)")),
+        ({"IMS_REGIONS": "eu-west-2", "IMS_S3_ENDPOINT_EU_WEST_2": "minio-eu:9000", "IMS_S3_SECRET_KEY": "s"},
+         "IMS_S3_ACCESS_KEY",
+         ("IMS_S3_ACCESS_KEY is not valid: expected the S3 access key, with IMS_S3_SECRET_KEY, when an S3 endpoint "
+         "is set (IMS_S3_ENDPOINT_EU_WEST_2)")),
+        # Keys without an endpoint (IMS_S3_ENDPOINT misspelt): the objects would have gone to the
+        # filesystem under IMS_DATA_DIR.
+        (S3_KEYS, "IMS_S3_ENDPOINT",
+         ("IMS_S3_ENDPOINT is not valid: expected host:port of the S3 store that IMS_S3_ACCESS_KEY and "
+         "IMS_S3_SECRET_KEY are for (or a region's IMS_S3_ENDPOINT_<REGION>); unset them for the filesystem store")),
+    ],
+    ids=["unknown-region", "unlisted-region", "no-keys", "no-secret-key", "region-no-access-key", "keys-no-endpoint"],
+)
+def test_s3_settings_that_do_not_fit_together_are_refused(env: dict[str, str], variable: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert (caught.value.variable, str(caught.value)) == (variable, message)
+    assert "minio-secret" not in str(caught.value)
+
+
+def test_an_empty_region_endpoint_of_any_name_counts_as_unset() -> None:
+    assert Settings.from_env({"IMS_S3_ENDPOINT_US_EAST_1": ""}).region_endpoints == {}
 
 
 def test_the_command_line_prints_one_line_and_exits_2(tmp_path: Path) -> None:
