@@ -30,10 +30,18 @@ async def _image(ctx: JobContext, image_id: str) -> Any:
 
 
 async def _set_saving(ctx: JobContext, image: Any) -> None:
-    if image.status == ImageStatus.QUEUED.value:
-        async with ctx.services.db.uow(ctx.account_id) as uow:
+    """QUEUED → SAVING, compared with the version read under the row lock: the owner may tag
+    or protect the QUEUED image (a new version) after `_image` read it, and a compare-and-set
+    with that older version would leave it QUEUED, which `_activate` refuses at the end."""
+    if image.status != ImageStatus.QUEUED.value:
+        return
+    async with ctx.services.db.uow(ctx.account_id) as uow:
+        current = await uow.images.get_visible(image.id, for_update=True)
+        if current is None:
+            raise JobFailed("IMAGE_NOT_FOUND", "The image was deleted before it was written.")
+        if current.image.status == ImageStatus.QUEUED.value:
             await uow.images.compare_and_set(
-                image.id, image.version, {"status": ImageStatus.SAVING.value, "updated_at": utcnow()},
+                image.id, current.image.version, {"status": ImageStatus.SAVING.value, "updated_at": utcnow()},
                 expected_status=ImageStatus.QUEUED.value,
             )
             await uow.commit()
