@@ -83,8 +83,10 @@ class JobQueue:
             await uow.commit()
         return True
 
-    async def release(self, job_id: str, worker_id: str) -> bool:
+    async def release(self, job_id: str, worker_id: str, *, counted: bool = True) -> bool:
+        """Give the lease back unfinished; `counted`: the claim counted an attempt (one that
+        was exhausted did not), which is then given back."""
         async with self.db.uow() as uow:
-            ok = await uow.jobs.release(job_id, worker_id, utcnow())
+            ok = await uow.jobs.release(job_id, worker_id, utcnow(), counted=counted)
             await uow.commit()
         return ok

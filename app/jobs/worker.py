@@ -62,6 +62,8 @@ class _Run:
     registration: Registration
     task: asyncio.Task[dict[str, Any] | None]
     lost: bool = False
+    #: The claim counted an attempt (an exhausted one did not): a release gives it back.
+    counted: bool = True
 
 
 class Worker:
@@ -130,8 +132,9 @@ class Worker:
             log.info("job %s: claimed as the worker stopped; lease %s unstarted",
                      claim.job.id, "released" if released else "lost")
             return True
-        # From here to `self._current = run` in _handle nothing awaits, so a stop() from now
-        # on finds the run and bounds it by its grace.
+        # From here to `self._current = run` in _handle nothing awaits but an exhausted
+        # claim's look at its images, after which the stop is checked again: a stop() from
+        # now on finds the run and bounds it by its grace.
         token = request_id_var.set(f"job:{claim.job.id}")
         try:
             await self._handle(claim)
@@ -154,12 +157,17 @@ class Worker:
                 return
             # Its last attempt saved the images and stopped before recording SUCCESS: the
             # handler, idempotent, now only returns the result.
+            if self._stopping.is_set():  # came while the images were looked at: as in run_once
+                released = await self.queue.release(job.id, self.worker_id, counted=False)
+                log.info("job %s: claimed as the worker stopped; lease %s unstarted",
+                         job.id, "released" if released else "lost")
+                return
             log.warning("job %s: lease expired after attempt %d of %d with its images saved; "
                         "recording its result", job.id, job.attempts, self.queue.max_attempts)
         if claim.took_over:
             log.warning("job %s: taken over after an expired lease (attempt %d)", job.id, claim.attempt)
         log.info("job %s (%s) attempt %d started", job.id, job.type, claim.attempt)
-        run = _Run(ctx, registration, asyncio.create_task(registration.handler(ctx)))
+        run = _Run(ctx, registration, asyncio.create_task(registration.handler(ctx)), counted=not claim.exhausted)
         self._current = run
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
@@ -167,7 +175,7 @@ class Worker:
         except asyncio.CancelledError:  # the worker itself is being torn down
             run.task.cancel()
             await asyncio.wait({run.task})
-            await self.queue.release(job.id, self.worker_id)
+            await self.queue.release(job.id, self.worker_id, counted=run.counted)
             raise
         finally:
             heartbeat.cancel()
@@ -206,7 +214,7 @@ class Worker:
         if run.lost:
             return
         if task.cancelled():
-            released = await self.queue.release(ctx.job_id, self.worker_id)
+            released = await self.queue.release(ctx.job_id, self.worker_id, counted=run.counted)
             log.info("job %s: stopped before the end; lease %s", ctx.job_id, "released" if released else "lost")
             return
         exc = task.exception()

@@ -299,3 +299,71 @@ async def test_a_database_outage_is_logged_with_one_traceback_then_one_line_per_
     assert [r.getMessage().split(":")[1] for r in later[:4]] == [
         f" claiming failed again ({n} tries)" for n in range(2, 6)]
     assert all("\n" not in r.getMessage() and "pw@" not in r.getMessage() for r in later)
+
+
+
+SAVED_HANG = "TEST_SAVED_HANG"
+#: job id -> how many times _hang_saved started on it.
+SAVED_RUNS: dict[str, int] = {}
+
+
+async def _hang_saved(ctx: JobContext) -> None:
+    SAVED_RUNS[ctx.job_id] = SAVED_RUNS.get(ctx.job_id, 0) + 1
+    await asyncio.sleep(3600)
+
+
+async def _exhausted_with_its_images_saved(services: Services, db: Database) -> Job:
+    """A job that `saves_images`, its image ACTIVE, whose every allowed attempt's worker died."""
+    services.jobs.registry.register(SAVED_HANG, _hang_saved, saves_images=True)
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice, status="ACTIVE")
+    job = await enqueue(services, alice, SAVED_HANG, image_ids=[image.id])
+    for n in range(MAX_ATTEMPTS):
+        assert await services.jobs.queue.claim(f"dead-{n}", 0.05, frozenset({SAVED_HANG})) is not None
+        await asyncio.sleep(0.1)
+    return job
+
+
+async def _still_exhausted(services: Services, db: Database, job: Job) -> None:
+    stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", None, MAX_ATTEMPTS)
+    claim = await services.jobs.queue.claim("w2", 5, frozenset({SAVED_HANG}))
+    assert claim is not None and (claim.attempt, claim.exhausted) == (MAX_ATTEMPTS, True)
+    assert [(a.attempt, a.outcome) for a in await attempts(db, [job.id])] == [
+        (n + 1, "LOST") for n in range(MAX_ATTEMPTS)]
+
+
+async def test_a_stop_during_the_run_past_the_last_attempt_keeps_the_job_exhausted(
+    services: Services, db: Database
+) -> None:
+    """A claim past the last attempt counts none (its handler only returns the result of the
+    attempt that saved the images): releasing it at a stop must not give one back either.
+    Before, the release took one off, and the next claim ran the handler as a fresh attempt
+    MAX_ATTEMPTS (one run more than allowed, and a second audit row numbered 3)."""
+    job = await _exhausted_with_its_images_saved(services, db)
+    w = worker(services)
+    task = asyncio.create_task(w.run())
+    while w._current is None:
+        await asyncio.sleep(0.01)
+    await w.stop(grace=0.1)
+    await asyncio.wait_for(task, 5)
+    assert SAVED_RUNS[job.id] == 1
+    await _still_exhausted(services, db, job)
+
+
+async def test_a_stop_during_the_claim_past_the_last_attempt_starts_no_handler(
+    services: Services, db: Database
+) -> None:
+    """The stop came while the claim was in flight, and the claim turned out exhausted with the
+    images saved: the handler must not start unbounded by the grace (it ran its hour here)."""
+    job = await _exhausted_with_its_images_saved(services, db)
+    w = worker(services)
+    gate = asyncio.Event()
+    w.queue = queue = GatedQueue(services.jobs.queue, gate)
+    task = asyncio.create_task(w.run())
+    await queue.claiming.wait()
+    await w.stop(grace=60)
+    gate.set()
+    await asyncio.wait_for(task, 10)
+    assert SAVED_RUNS.get(job.id, 0) == 0
+    await _still_exhausted(services, db, job)

@@ -194,11 +194,14 @@ class JobRepository:
         await self._end_open_attempts(job_id, worker_id, status.value, now)
         return True
 
-    async def release(self, job_id: str, worker_id: str, now: datetime) -> bool:
-        """Give the lease back unfinished (graceful stop): claimable at once, the attempt not counted."""
-        ok = await self._update_owned(job_id, worker_id, {
-            "lease_owner": None, "lease_expires_at": None, "attempts": col(Job.attempts) - 1,
-        })
+    async def release(self, job_id: str, worker_id: str, now: datetime, *, counted: bool = True) -> bool:
+        """Give the lease back unfinished (graceful stop): claimable at once, the attempt not counted.
+        `counted=False`: an exhausted claim, which counted no attempt, so gives none back (the
+        next claim is exhausted again)."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if counted:
+            values["attempts"] = col(Job.attempts) - 1
+        ok = await self._update_owned(job_id, worker_id, values)
         if ok:
             await self._end_open_attempts(job_id, worker_id, "RELEASED", now)
         return ok
