@@ -23,7 +23,8 @@ data-plane handler passes its own hook to reclaim partial data as well. An `on_f
 runs in the transaction that ends the job either way (SUCCESS or FAIL), exactly once: e.g. an
 export lets go of the reference that kept the image's data readable while it ran. A transaction
 ending a job that raises (a deadlock, a lost connection) is tried again, hooks and all; only
-after the last try does a job end FAIL without its hooks.
+after the last try does a job end FAIL without its hooks, but for `kill_job_images` when it has
+an `on_fail`: its images KILLED, never left QUEUED/SAVING (which no delete takes).
 
 Handler modules expose `register(registry: JobRegistry) -> None`; `build_registry` imports
 the built-in ones and those named in IMS_TEST_JOB_HANDLERS.

@@ -33,6 +33,7 @@ from app.jobs.registry import (
     JobFailed,
     LeaseLost,
     Registration,
+    kill_job_images,
     out_of_space,
     storage_unavailable,
 )
@@ -263,8 +264,18 @@ class Worker:
             ok = await self._retried(ctx, "recording failure", lambda: self.queue.fail(
                 ctx, self.worker_id, code, message, registration.on_fail, registration.on_finish))
         except Exception:  # a broken hook must not leave the job RUNNING
-            log.exception("job %s: a failure hook failed; failing without hooks", ctx.job_id)
-            ok = await self.queue.fail(ctx, self.worker_id, code, message, None, None)
+            # Nor its images QUEUED/SAVING for ever (no delete takes an image a job writes):
+            # KILLED, the owner deletes them, and what they hold goes with them.
+            kill = kill_job_images if registration.on_fail is not None else None
+            log.exception("job %s: a failure hook failed; failing with %s", ctx.job_id,
+                          "its images KILLED only" if kill else "no hooks")
+            try:
+                ok = await self.queue.fail(ctx, self.worker_id, code, message, kill, None)
+            except Exception:
+                if kill is None:
+                    raise
+                log.exception("job %s: killing its images failed too; failing without hooks", ctx.job_id)
+                ok = await self.queue.fail(ctx, self.worker_id, code, message, None, None)
         if not ok:
             log.warning("job %s: lease lost before failure was recorded", ctx.job_id)
         else:

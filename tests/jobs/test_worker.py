@@ -19,6 +19,7 @@ from app.db.repositories.jobs import Claim
 from app.db.tables import Job
 from app.db.types import utcnow
 from app.db.uow import Database
+from app.domain.images import Caller
 from app.domain.jobs import MAX_ATTEMPTS
 from app.jobs.queue import JobQueue
 from app.jobs.registry import JobContext, JobFailed
@@ -367,3 +368,31 @@ async def test_a_stop_during_the_claim_past_the_last_attempt_starts_no_handler(
     await asyncio.wait_for(task, 10)
     assert SAVED_RUNS.get(job.id, 0) == 0
     await _still_exhausted(services, db, job)
+
+
+async def test_a_failure_hook_that_keeps_failing_still_kills_the_jobs_images(
+    services: Services, db: Database
+) -> None:
+    """The job's own failure hook raises on every try: the job ends FAIL all the same, and its
+    images must not stay SAVING for ever (no delete takes an image a job is writing:
+    IMAGE_BUSY, and it holds a PRIVATE_IMAGES place for good). They end KILLED, which the owner
+    deletes, letting go of what they hold."""
+
+    async def failing(ctx: JobContext) -> None:
+        raise JobFailed("IMAGE_NOT_FOUND", "gone")
+
+    async def broken(ctx: JobContext, uow: object) -> None:
+        raise KeyError("manifestId")
+
+    services.jobs.registry.register("BROKEN_FAIL_HOOK", failing, on_fail=broken)
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice, status="SAVING")
+    job = await enqueue(services, alice, "BROKEN_FAIL_HOOK", image_ids=[image.id])
+    async with running(worker(services)):
+        done = await wait_for(db, job.id, finished)
+    assert (done.status, done.error_code) == ("FAIL", "IMAGE_NOT_FOUND")
+    async with db.uow(alice.id, write=False) as uow:
+        view = await uow.images.get_visible(image.id)
+    assert view is not None and view.image.status == "KILLED"
+    me = Caller(alice.id, alice.name, alice.role)
+    assert await services.images.delete(me, [image.id]) == [image.id]
