@@ -193,12 +193,17 @@ class Worker:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            asked = time.monotonic()  # the database's lease runs from no earlier than this
             try:
-                await run.ctx.flush()
-                ok = await self.queue.heartbeat(run.ctx.job_id, self.worker_id, self.lease_seconds)
+                # Bounded by what is left of the lease: a call that hangs (a connection lost
+                # without a reset, a lock held past the busy timeout) must not keep the handler
+                # running beside the attempt of whoever takes the expired lease over.
+                async with asyncio.timeout(max(0.0, renewed + self.lease_seconds - asked)):
+                    await run.ctx.flush()
+                    ok = await self.queue.heartbeat(run.ctx.job_id, self.worker_id, self.lease_seconds)
             except LeaseLost:
                 ok = False
-            except Exception:  # keep trying until the lease is surely gone
+            except Exception:  # keep trying until the lease is surely gone (TimeoutError: it is)
                 log.warning("job %s: heartbeat failed", run.ctx.job_id, exc_info=True)
                 ok = time.monotonic() - renewed < self.lease_seconds
                 if ok:
@@ -208,7 +213,7 @@ class Worker:
                 run.lost = True
                 run.task.cancel()
                 return
-            renewed = time.monotonic()
+            renewed = asked
 
     async def _conclude(self, run: _Run) -> None:
         ctx, task = run.ctx, run.task

@@ -396,3 +396,29 @@ async def test_a_failure_hook_that_keeps_failing_still_kills_the_jobs_images(
     assert view is not None and view.image.status == "KILLED"
     me = Caller(alice.id, alice.name, alice.role)
     assert await services.images.delete(me, [image.id]) == [image.id]
+
+
+class HangingHeartbeats(JobQueue):
+    """The real queue, whose heartbeats never get an answer (a database connection hanging
+    on a network partition, a lock held past the busy timeout)."""
+
+    async def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_heartbeat_that_hangs_past_the_lease_abandons_the_job(services: Services, db: Database) -> None:
+    """A renewal that does not come back within the lease leaves the lease expired in the
+    database, where another worker takes the job over: the handler must stop then, as when
+    renewals fail, not run on beside the new attempt for as long as the call hangs."""
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, HANG)
+    w = worker(services, lease=0.6)
+    w.queue = HangingHeartbeats(services.jobs.queue.db, services.jobs.queue.events)
+    # The handler runs for an hour: the attempt ends when it is abandoned, about a lease in.
+    assert await asyncio.wait_for(w.run_once(), 3)
+    assert RUNS[job.id] == 1
+    stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner) == ("RUNNING", "w1")  # not released: its lease is gone
+    claim = await services.jobs.queue.claim("heir", 5, frozenset({HANG}))
+    assert claim is not None and (claim.attempt, claim.took_over) == (2, True)
