@@ -53,7 +53,8 @@ def object_routes(
     max_upload_bytes: int,
     on_put: OnPut | None = None,
 ) -> list[BaseRoute]:
-    """Routes for GET/HEAD (with single byte ranges) and PUT of signed object URLs."""
+    """Routes for GET/HEAD (with single byte ranges, `If-Range`, an `ETag`) and PUT of signed
+    object URLs."""
 
     async def endpoint(request: Request) -> Response:
         bucket = request.path_params["bucket"]
@@ -110,8 +111,12 @@ async def _get(store: ObjectStore, request: Request, bucket: str, key: str) -> R
 async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
                   info: ObjectInfo) -> Response | None:
     """The response for the object `info` describes; None when it was replaced meanwhile."""
+    etag = _entity_tag(info)
     try:
-        byte_range = _parse_range(request.headers.get("range"), info.size)
+        # A range of another version of the object than the one the client holds part of
+        # would be spliced onto that part: `If-Range` names the version the range is of.
+        wanted = request.headers.get("range") if _if_range_holds(request.headers.get("if-range"), etag) else None
+        byte_range = _parse_range(wanted, info.size)
     except _RangeNotSatisfiable:
         return PlainTextResponse(
             "range not satisfiable",
@@ -122,6 +127,8 @@ async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
         "Accept-Ranges": "bytes",
         "Last-Modified": format_datetime(info.last_modified, usegmt=True),
     }
+    if etag is not None:
+        headers["ETag"] = etag
     if byte_range is None:
         status, offset, length = 200, 0, info.size
     else:
@@ -140,7 +147,7 @@ async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
     except (NoSuchObjectError, NoSuchBucketError):
         return PlainTextResponse("no such object", status_code=404)
     now = await _stat(store, bucket, key)
-    if now is None or (now.size, now.last_modified) != (info.size, info.last_modified):
+    if now is None or (now.size, now.last_modified, now.etag) != (info.size, info.last_modified, info.etag):
         await stream.aclose()
         return None
     if len(first) >= length:
@@ -206,6 +213,27 @@ async def _put(
         await on_put(bucket, key, info)
     digest = (info.checksum or "").removeprefix("sha256:")
     return Response(status_code=200, headers={"ETag": f'"{digest}"'})
+
+
+def _entity_tag(info: ObjectInfo) -> str | None:
+    """The strong entity tag of this version of the object: the store's version tag (the
+    file's identity on the filesystem store), which changes with every replacement."""
+    if not info.etag:
+        return None
+    return '"' + info.etag.strip('"') + '"'
+
+
+def _if_range_holds(header: str | None, etag: str | None) -> bool:
+    """Whether the `Range` header is to be honoured under `If-Range` (RFC 9110 §13.1.5).
+
+    Only a strong entity tag equal to the object's holds. A date never does: HTTP dates
+    have a resolution of one second, and an object replaced within the second its
+    `Last-Modified` names has the same one, so a date cannot prove the client's part is of
+    this very object (a strong validator is required; the answer is then the whole object).
+    """
+    if header is None:
+        return True
+    return etag is not None and header.strip() == etag
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:

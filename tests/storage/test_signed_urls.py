@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -441,3 +442,71 @@ async def test_unsupported_or_invalid_range_sends_everything(env: Env, header: s
     assert response.status_code == 200
     assert response.content == DATA
     assert "content-range" not in response.headers
+
+
+# -- validators ----------------------------------------------------------------------------
+
+
+async def test_if_range_resumes_only_the_same_object(env: Env) -> None:
+    """A resumed download (`If-Range` with the validator of the part already held) gets the
+    rest only from that very object: replaced since, even by one of the same size within the
+    same second, it is sent whole (a 206 of the new object spliced onto the old one's first
+    part was a corrupt file)."""
+    url = env.url("GET", "bucket-a", "dir/obj")
+    first = await env.client.get(url, headers={"Range": "bytes=0-99"})
+    etag, last_modified = first.headers["etag"], first.headers["last-modified"]
+
+    resumed = await env.client.get(url, headers={"Range": "bytes=100-", "If-Range": etag})
+    replacement = bytes(reversed(DATA))
+    await env.store.put_bytes("bucket-a", "dir/obj", replacement)
+    stale = await env.client.get(url, headers={"Range": "bytes=100-", "If-Range": etag})
+    by_date = await env.client.get(url, headers={"Range": "bytes=100-", "If-Range": last_modified})
+    weak = await env.client.get(url, headers={"Range": "bytes=100-", "If-Range": f"W/{stale.headers['etag']}"})
+    past_end = await env.client.get(url, headers={"Range": f"bytes={SIZE}-", "If-Range": etag})
+
+    assert (first.status_code, resumed.status_code) == (206, 206)
+    assert first.content + resumed.content == DATA
+    assert resumed.headers["etag"] == etag
+    assert (stale.status_code, stale.content) == (200, replacement)
+    assert "content-range" not in stale.headers
+    assert stale.headers["etag"] != etag
+    # A date cannot tell two versions of one second apart, and a weak tag is never enough.
+    assert (by_date.status_code, by_date.content) == (200, replacement)
+    assert (weak.status_code, weak.content) == (200, replacement)
+    # A range of another version is ignored, not refused.
+    assert (past_end.status_code, past_end.content) == (200, replacement)
+
+
+async def test_the_entity_tag_of_a_download_is_the_one_of_the_bytes_sent(tmp_path: Path) -> None:
+    """The object replaced by one of the same size and time between the stat and the open:
+    the download starts over, so its ETag is the replacement's (it kept the first stat's)."""
+    signer = UrlSigner(b"signed-url-tests-secret-0123456789", BASE_URL)
+    store = SameStatReplacement(tmp_path / "objects", signer)
+    await store.create_bucket("bucket-a")
+    await store.put_bytes("bucket-a", "obj", b"o" * 100)
+    app = Starlette(routes=object_routes(store, signer, MAX_UPLOAD))
+    url = signer.sign("GET", "bucket-a", "obj", 60)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=BASE_URL) as client:
+        store.replace_with = b"N" * 100
+        response = await client.get(url)
+        again = await client.get(url)
+
+    assert (response.status_code, response.content) == (200, b"N" * 100)
+    assert response.headers["etag"] == again.headers["etag"]
+
+
+class SameStatReplacement(FilesystemObjectStore):
+    """Replaces the object right after the next stat by one of the same size, its mtime set
+    back to the old one's: only the file's identity tells the two apart."""
+
+    replace_with: bytes | None = None
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        info = await super().stat(bucket, key)
+        if info is not None and self.replace_with is not None:
+            data, self.replace_with = self.replace_with, None
+            path = self._real_root() / bucket / key
+            old_mtime_ns = path.stat().st_mtime_ns
+            await self.put_bytes(bucket, key, data)
+            os.utime(path, ns=(old_mtime_ns, old_mtime_ns))
+        return info
