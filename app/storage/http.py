@@ -41,6 +41,7 @@ _SINGLE_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 _MAX_POSITION_DIGITS = 19
 _BEYOND_ANY_OBJECT = 10**_MAX_POSITION_DIGITS
 _OCTETS = "application/octet-stream"
+_ENTITY_TAG_RE = re.compile(r'(W/)?("[\x21\x23-\x7e\x80-\xff]*")')
 
 
 class _RangeNotSatisfiable(Exception):
@@ -53,8 +54,8 @@ def object_routes(
     max_upload_bytes: int,
     on_put: OnPut | None = None,
 ) -> list[BaseRoute]:
-    """Routes for GET/HEAD (with single byte ranges, `If-Range`, an `ETag`) and PUT of signed
-    object URLs."""
+    """Routes for GET/HEAD (with single byte ranges, an `ETag`, `If-Range`, `If-Match` and
+    `If-None-Match`) and PUT of signed object URLs."""
 
     async def endpoint(request: Request) -> Response:
         bucket = request.path_params["bucket"]
@@ -112,6 +113,13 @@ async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
                   info: ObjectInfo) -> Response | None:
     """The response for the object `info` describes; None when it was replaced meanwhile."""
     etag = _entity_tag(info)
+    validators = {"Last-Modified": format_datetime(info.last_modified, usegmt=True)}
+    if etag is not None:
+        validators["ETag"] = etag
+    if not _if_match_holds(request.headers.get("if-match"), etag):
+        return PlainTextResponse("precondition failed: the object has changed", status_code=412)
+    if _if_none_match_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=validators)
     try:
         # A range of another version of the object than the one the client holds part of
         # would be spliced onto that part: `If-Range` names the version the range is of.
@@ -123,12 +131,7 @@ async def _answer(store: ObjectStore, request: Request, bucket: str, key: str,
             status_code=416,
             headers={"Content-Range": f"bytes */{info.size}"},
         )
-    headers = {
-        "Accept-Ranges": "bytes",
-        "Last-Modified": format_datetime(info.last_modified, usegmt=True),
-    }
-    if etag is not None:
-        headers["ETag"] = etag
+    headers = {"Accept-Ranges": "bytes", **validators}
     if byte_range is None:
         status, offset, length = 200, 0, info.size
     else:
@@ -221,6 +224,28 @@ def _entity_tag(info: ObjectInfo) -> str | None:
     if not info.etag:
         return None
     return '"' + info.etag.strip('"') + '"'
+
+
+def _entity_tags(header: str) -> list[tuple[bool, str]]:
+    """The entity tags of an `If-Match`/`If-None-Match` list: (weak, `"opaque-tag"`)."""
+    return [(bool(weak), tag) for weak, tag in _ENTITY_TAG_RE.findall(header)]
+
+
+def _if_match_holds(header: str | None, etag: str | None) -> bool:
+    """`If-Match` (RFC 9110 §13.1.1): `*` or a tag equal to the object's, compared strongly."""
+    if header is None or header.strip() == "*":
+        return True
+    return etag is not None and any(not weak and tag == etag for weak, tag in _entity_tags(header))
+
+
+def _if_none_match_matches(header: str | None, etag: str | None) -> bool:
+    """Whether `If-None-Match` (§13.1.2) names this version: `*`, or a tag equal to the
+    object's, compared weakly. The answer is then 304: the client's copy is current."""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    return etag is not None and any(tag == etag for _, tag in _entity_tags(header))
 
 
 def _if_range_holds(header: str | None, etag: str | None) -> bool:

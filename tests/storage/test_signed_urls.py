@@ -510,3 +510,30 @@ class SameStatReplacement(FilesystemObjectStore):
             await self.put_bytes(bucket, key, data)
             os.utime(path, ns=(old_mtime_ns, old_mtime_ns))
         return info
+
+
+async def test_if_none_match_and_if_match_are_evaluated_against_the_entity_tag(env: Env) -> None:
+    """A cache revalidating its copy gets 304 without the bytes while the object is the same;
+    a client pinning the version (`If-Match`, e.g. for parallel ranges) gets 412 once it was
+    replaced, not bytes of another version."""
+    url = env.url("GET", "bucket-a", "dir/obj")
+    etag = (await env.client.head(url)).headers["etag"]
+
+    cached = await env.client.get(url, headers={"If-None-Match": f'"other", W/{etag}'})
+    cached_head = await env.client.head(url, headers={"If-None-Match": "*"})
+    pinned = await env.client.get(url, headers={"If-Match": etag, "Range": "bytes=0-9"})
+    await env.store.put_bytes("bucket-a", "dir/obj", b"replaced")
+    revalidated = await env.client.get(url, headers={"If-None-Match": etag})
+    moved = await env.client.get(url, headers={"If-Match": etag, "Range": "bytes=0-9"})
+    weak_pin = await env.client.get(url, headers={"If-Match": f"W/{revalidated.headers['etag']}"})
+
+    assert (cached.status_code, cached.content, cached.headers["etag"]) == (304, b"", etag)
+    assert "content-length" not in cached.headers or cached.headers["content-length"] == "0"
+    assert (cached_head.status_code, cached_head.headers["etag"]) == (304, etag)
+    assert (pinned.status_code, pinned.content) == (206, DATA[:10])
+    assert (revalidated.status_code, revalidated.content) == (200, b"replaced")
+    assert revalidated.headers["etag"] != etag
+    assert (moved.status_code, moved.text) == (412, "precondition failed: the object has changed")
+    assert weak_pin.status_code == 412  # If-Match compares strongly
+    assert (await env.client.get(env.url("GET", "bucket-a", "dir/absent"), headers={"If-None-Match": "*"})
+            ).status_code == 404
