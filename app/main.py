@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, Router, WebSocketRoute
+from starlette.routing import Route, Router, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -154,7 +154,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql_app),
         *graphiql_routes(endpoint="/graphql"),
-        Mount("/", app=objects_app),  # last: /objects/{bucket}/{key} signed URLs
+        # /objects/{bucket}/{key} signed URLs. A Route (its router checks the methods), not a
+        # Mount at "/": that matched every path, so a method another route does not take was a 404.
+        Route("/objects/{path:path}", objects_app),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.runtime = runtime

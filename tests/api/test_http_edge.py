@@ -209,6 +209,22 @@ async def test_mutations_are_refused_over_get(gql: GraphQLClient, db: Database, 
     assert query.status_code == 200 and query.json()["data"]["viewer"]["account"]["name"].startswith("user-")
 
 
+async def test_a_method_a_path_does_not_take_is_405_with_the_ones_it_does(
+    gql: GraphQLClient, http: httpx.AsyncClient
+) -> None:
+    """The signed-URL routes sit behind every other route: a method /graphql, /health or
+    /metrics do not take fell through to them and was answered 404, as if the path did not exist."""
+    token = {"authorization": f"Bearer {gql.token}"}
+    for method, path, allowed in (("PUT", "/graphql", {"GET", "HEAD", "POST"}), ("DELETE", "/graphql", {"GET", "HEAD", "POST"}),
+                                  ("POST", "/health", {"GET", "HEAD"}), ("PUT", "/metrics", {"GET", "HEAD"})):
+        response = await http.request(method, path, headers=token, content=b"{}")
+        assert response.status_code == 405, (method, path)
+        assert set(response.headers["allow"].split(", ")) == allowed, (method, path)
+    missing = await http.get("/nothing-here")
+    assert missing.status_code == 404
+    assert (await http.get("/objects/bucket-a/key")).status_code == 403  # unsigned, still routed
+
+
 # ---------------------------------------------------------------- document limits
 
 
