@@ -462,7 +462,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_AUTO_MIGRATE": "Run migrations when a command that opens the database starts (`ims serve`, `ims worker`, `ims demo`, `ims admin create-account`, `ims admin maintenance`). Default: true on SQLite, false on PostgreSQL, where `ims migrate` runs once before the processes start (docker-compose's `init`). Concurrent migrations of one database wait for each other.",
     "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
     "IMS_LOG_LEVEL": "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL. Default INFO.",
-    "IMS_CORS_ORIGINS": "Comma-separated origins (`https://console.example.com`, lowercase, no path) whose web pages may call the API from the browser (CORS: GET and POST with `Authorization` and `Content-Type`; no cookies are used, so none are allowed), or `*` for any. Default: none (a page of another origin cannot read the answers).",
+    "IMS_CORS_ORIGINS": "Comma-separated origins (`https://console.example.com`, lowercase, no path) whose web pages may call the API from the browser (CORS: GET and POST with `Authorization` and `Content-Type`, and PUT, `Range`, `If-Range`, `If-Match` and `If-None-Match` for the filesystem store's signed `/objects/` URLs, with their `ETag` and `Content-Range` readable; no cookies are used, so none are allowed), or `*` for any. Default: none (a page of another origin cannot read the answers).",
 }
 
 

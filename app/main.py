@@ -168,10 +168,13 @@ def create_app(settings: Settings) -> Starlette:
     if settings.cors_origins:
         # Outermost: it answers preflights before the edge asks for a token, and marks every
         # answer, a 401 or a 413 of the edge included, for the page to read. Bearer tokens,
-        # no cookies: credentials are never allowed.
+        # no cookies: credentials are never allowed. PUT and the range and validator headers
+        # are the signed /objects/ URLs': big files go there, not through GraphQL.
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"], expose_headers=["X-Request-Id"],
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "Range", "If-Range", "If-Match",
+                           "If-None-Match"],
+            expose_headers=["X-Request-Id", "ETag", "Content-Range", "Accept-Ranges", "Retry-After"],
             allow_credentials=False, max_age=600,
         )
     return app
