@@ -79,6 +79,15 @@ def _json_scalar(headers: dict[str, str], body: bytes) -> bool:
     return not isinstance(data, (dict, list))
 
 
+def _within_body_limit(declared: str) -> bool:
+    """Whether a Content-Length is a number of at most MAX_BODY_BYTES; compared as digits, so
+    that one of any length is (int() refuses strings over 4300 digits)."""
+    if not (declared.isascii() and declared.isdigit()):
+        return False
+    significant = declared.lstrip("0") or "0"
+    return len(significant) <= len(str(MAX_BODY_BYTES)) and int(significant) <= MAX_BODY_BYTES
+
+
 def _repeated_parameter(scope: Scope) -> str | None:
     """The first GraphQL parameter the query string names twice. Strawberry runs the last
     `query` of a query string: with two, the one checked here must not be another one."""
@@ -125,7 +134,7 @@ class EdgeMiddleware:
             return
 
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        if declared is not None and not _within_body_limit(declared):
             await _send_json(send, 413, {"errors": [{"message": "request body over 1 MiB"}]}, [rid_header])
             return
         body = bytearray()

@@ -187,9 +187,9 @@ async def _put(
 ) -> Response:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             return PlainTextResponse("malformed Content-Length", status_code=400)
-        if int(declared) > max_upload_bytes:
+        if _over(declared, max_upload_bytes):
             # Refuse before reading a byte; the stream limit below covers chunked bodies.
             return PlainTextResponse("upload too large", status_code=413)
     try:
@@ -288,6 +288,13 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         raise _RangeNotSatisfiable
     end = min(_position(last), size - 1) if last else size - 1
     return start, end
+
+
+def _over(digits: str, limit: int) -> bool:
+    """Whether the decimal `digits` name a number over `limit`, however many there are
+    (int() refuses strings over 4300 digits)."""
+    significant = _significant(digits)
+    return len(significant) > len(str(limit)) or int(significant) > limit
 
 
 def _significant(digits: str) -> str:

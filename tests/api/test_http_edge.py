@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 from strawberry.extensions.parser_cache import _get_parse_cache
 from strawberry.extensions.validation_cache import _get_validate_cache
 
@@ -20,10 +22,12 @@ from app.api.schema import CACHE_SIZE, MAX_ALIASES, MAX_DEPTH, MAX_TOKENS
 from app.db.tables import ApiToken
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
+from app.http import EdgeMiddleware
 from app.services.accounts import hash_token, new_token
 from tests.api.ops import mutate
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import make_account
+from tests.storage.asgi import raw_asgi
 
 VIEWER = "{ viewer { account { name } } }"
 MUTATION = 'mutation { createApiToken(input: {name: "x"}) { __typename } }'
@@ -153,6 +157,25 @@ async def test_request_body_over_one_mebibyte_is_refused(gql: GraphQLClient, htt
 
     streamed = await http.post("/graphql", content=chunks(), headers=headers)
     assert streamed.status_code == 413
+
+
+async def test_a_content_length_of_any_length_is_a_number() -> None:
+    """One over int()'s 4300 digits was an internal error (ValueError) of the edge."""
+    calls: list[str] = []
+
+    async def authenticate(token: str) -> None:
+        calls.append(token)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("ran")(scope, receive, send)
+
+    edge = EdgeMiddleware(app, authenticate)
+    body = json.dumps({"query": HEALTH}).encode()
+    huge = await raw_asgi(edge, "POST", "/graphql", body=body, headers={"content-length": "9" * 5000})
+    padded = await raw_asgi(edge, "POST", "/graphql", body=body,
+                            headers={"content-length": "0" * 5000 + str(len(body)), "content-type": "application/json"})
+    assert huge == (413, b'{"errors": [{"message": "request body over 1 MiB"}]}')
+    assert padded == (200, b"ran")
 
 
 async def test_batched_requests_are_refused_and_nothing_runs(gql: GraphQLClient, http: httpx.AsyncClient) -> None:

@@ -344,6 +344,19 @@ async def test_malformed_content_length(env: Env) -> None:
     assert await env.store.stat("bucket-a", "k") is None
 
 
+async def test_a_content_length_of_any_length_is_a_number(env: Env) -> None:
+    """One over int()'s 4300 digits was a 500 (ValueError): it is too large, like any other."""
+    parts = urlsplit(env.url("PUT", "bucket-a", "k"))
+
+    huge = await raw_asgi(env.app, "PUT", parts.path, parts.query, body=b"abc", headers={"content-length": "9" * 5000})
+    padded, _ = await raw_asgi(env.app, "PUT", parts.path, parts.query, body=b"abc",
+                               headers={"content-length": "0" * 5000 + "3"})
+
+    assert huge == (413, b"upload too large")
+    assert padded == 200
+    assert await env.store.get_bytes("bucket-a", "k") == b"abc"
+
+
 # -- Range ---------------------------------------------------------------------------------
 
 SIZE = len(DATA)
