@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from cross_web import StarletteRequestAdapter
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -35,12 +36,25 @@ from app.web.graphiql import graphiql_page, graphiql_routes
 from app.websocket import AuthenticatedTransportWS, socket_caller
 
 
+class _RequestAdapter(StarletteRequestAdapter):
+    @property
+    def content_type(self) -> str | None:
+        """The Content-Type with its media type in lowercase: media types are case-insensitive
+        (RFC 9110 §8.3.1), and Strawberry compares them as written (`Application/JSON` was a 400)."""
+        value = super().content_type
+        if value is None:
+            return None
+        media_type, sep, parameters = value.partition(";")
+        return media_type.lower() + sep + parameters
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """GraphQL over HTTP (authenticated by EdgeMiddleware) and over graphql-transport-ws,
     authenticated from the `connection_init` payload `{"authorization": "Bearer <token>"}`
     here and before every operation and result (app.websocket)."""
 
     graphql_transport_ws_handler_class = AuthenticatedTransportWS
+    request_adapter_class = _RequestAdapter
 
     def __init__(self, runtime: Runtime, metrics: Metrics) -> None:
         schema = build_schema((metrics.extension(),))

@@ -232,6 +232,19 @@ async def test_mutations_are_refused_over_get(gql: GraphQLClient, db: Database, 
     assert query.status_code == 200 and query.json()["data"]["viewer"]["account"]["name"].startswith("user-")
 
 
+async def test_the_media_type_of_a_body_is_case_insensitive(gql: GraphQLClient, http: httpx.AsyncClient) -> None:
+    """RFC 9110 §8.3.1: `Application/JSON` is `application/json` (it was 400 Unsupported
+    content type); a type that is not JSON still is."""
+    token = {"authorization": f"Bearer {gql.token}"}
+    for content_type in ("Application/JSON", "APPLICATION/JSON; charset=UTF-8"):
+        response = await http.post("/graphql", content=json.dumps({"query": "{ regions { id } }"}).encode(),
+                                   headers={**token, "content-type": content_type})
+        assert (response.status_code, response.json()) == (200, {"data": {"regions": [{"id": "region-1"}]}})
+    other = await http.post("/graphql", content=b'{"query": "{ regions { id } }"}',
+                            headers={**token, "content-type": "Text/Plain"})
+    assert (other.status_code, other.text) == (400, "Unsupported content type")
+
+
 async def test_a_method_a_path_does_not_take_is_405_with_the_ones_it_does(
     gql: GraphQLClient, http: httpx.AsyncClient
 ) -> None:
