@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 #: Called after a successful signed upload, e.g. to record it in the database.
 OnPut = Callable[[str, str, ObjectInfo], Awaitable[None]]
 
-_SINGLE_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+#: One byte range; the unit is case-insensitive (RFC 9110 §14.1), the digits ASCII.
+_SINGLE_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
 #: Positions of more significant digits than this lie past the end of every object (sizes
 #: are 64-bit), and int() refuses strings over 4300 digits: such a position is taken as
 #: `_BEYOND_ANY_OBJECT`, which every rule below treats exactly as the number itself.

@@ -376,6 +376,8 @@ HUGE = "9" * 5000
         (f"bytes=0-{HUGE}", 0, SIZE - 1),
         (f"bytes=-{HUGE}", 0, SIZE - 1),
         (f"bytes={'0' * 5000}5-{'0' * 5000}9", 5, 9),
+        ("Bytes=0-3", 0, 3),  # the range unit is case-insensitive (RFC 9110 §14.1)
+        ("BYTES=-10", SIZE - 10, SIZE - 1),
     ],
 )
 async def test_range_206(env: Env, header: str, start: int, end: int) -> None:
