@@ -29,12 +29,16 @@ class TagService:
             raise Invalid("EMPTY_REQUEST", field="input.tags")
         async with self.db.uow(caller.account_id) as uow:
             await self._managed(uow, caller, image_id)
-            existing = {t.key for t in (await uow.images.tags_of([image_id]))[image_id]}
-            if len(existing | set(seen)) > TAGS_PER_IMAGE:
+            existing = {t.key: t.value for t in (await uow.images.tags_of([image_id]))[image_id]}
+            if len(existing.keys() | seen.keys()) > TAGS_PER_IMAGE:
                 raise LimitExceeded("TOO_MANY_TAGS", limit=TAGS_PER_IMAGE)
-            await uow.images.put_tags(image_id, seen)
-            await uow.images.touch(image_id, utcnow())
-            await uow.commit()
+            # Only a new key or a new value is a change: tags sent again as the image has them
+            # (a form sent back whole) leave version and updatedAt, as updateImage does.
+            changed = {key: value for key, value in seen.items() if existing.get(key) != value}
+            if changed:
+                await uow.images.put_tags(image_id, changed)
+                await uow.images.touch(image_id, utcnow())
+                await uow.commit()
 
     async def remove(self, caller: Caller, image_id: str, keys: list[str]) -> None:
         """Remove tags by key; a key the image lacks is TAG_NOT_FOUND and nothing changes."""

@@ -316,6 +316,24 @@ async def test_tags_are_limited_to_ten_and_replacing_does_not_count(gql: GraphQL
     assert await tag_rows(db, empty.id) == {}
 
 
+async def test_adding_tags_the_image_already_has_keeps_the_version(gql: GraphQLClient, db: Database) -> None:
+    """`version` is incremented on every change: tags sent again with the values the image has
+    (also a key sent decomposed) are no change and leave version and updatedAt, as updateImage
+    and setImageProtection do; one new value among them is one change."""
+    alice, alice_t = await make_account(db)
+    image = await make_image(db, alice, tags={"env": "prod", "Café": "crème"})
+    q = gql.as_(alice_t)
+    before = state(await get_image(q, image.id))
+    same = await add_tags(q, image.id, {"env": "prod", "Cafe\u0301": "cre\u0300me"})
+    assert same["__typename"] == "UpdateImageSuccess", same
+    assert state(same["image"]) == before
+    assert state(await get_image(q, image.id)) == before
+    changed = (await add_tags(q, image.id, {"env": "prod", "Café": "brûlée"}))["image"]
+    assert (changed["version"], changed["tags"]) == (before["version"] + 1, [
+        {"key": "Café", "value": "brûlée"}, {"key": "env", "value": "prod"}])
+    assert changed["updatedAt"] != before["updatedAt"]
+
+
 async def test_tag_input_is_validated_before_anything_is_written(gql: GraphQLClient, db: Database) -> None:
     alice, alice_t = await make_account(db)
     image = await make_image(db, alice, tags={"env": "prod"})
