@@ -10,8 +10,8 @@ import re
 
 from app.storage.base import InvalidNameError
 
-__all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "service_bucket", "validate_bucket_name", "validate_key",
-           "validate_new_key", "validate_sha256"]
+__all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "key_head", "service_bucket", "validate_bucket_name",
+           "validate_key", "validate_new_key", "validate_sha256"]
 
 MAX_KEY_BYTES = 1024
 #: A filesystem adapter stores each segment as a file or directory name, and most filesystems
@@ -25,6 +25,7 @@ _IPV4_LIKE_RE = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 #: Unicode's control characters (category Cc): exactly C0, DEL and C1 (a test checks).
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Sequences S3 (and the minio client) refuse: they break virtual-host addressing.
 _BAD_BUCKET_PARTS = ("..", ".-", "-.")
 _RESERVED_PREFIXES = ("xn--", "sthree-")
@@ -81,6 +82,20 @@ def validate_key(key: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidNameError(f"object key {key!r} has an empty, '.' or '..' path segment")
     return key
+
+
+def key_head(text: str) -> str:
+    """The longest prefix of `text` that a key can start with: up to its first lone surrogate
+    (no key is one, nor holds one) and within MAX_KEY_BYTES of UTF-8 (whole characters).
+    A listing's `prefix` that is not its own head matches no key; every key after a
+    `start_after` is after its head too (a prefix sorts first), which an S3 server can be
+    sent where the whole could not (a query string of any length, a surrogate)."""
+    if (surrogate := _SURROGATE_RE.search(text)) is not None:
+        text = text[: surrogate.start()]
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MAX_KEY_BYTES:
+        return text
+    return encoded[:MAX_KEY_BYTES].decode("utf-8", "ignore")
 
 
 def validate_new_key(key: str) -> str:

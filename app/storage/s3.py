@@ -35,7 +35,7 @@ from app.storage.base import (
     StorageError,
     StorageUnavailableError,
 )
-from app.storage.names import validate_bucket_name, validate_key, validate_sha256
+from app.storage.names import key_head, validate_bucket_name, validate_key, validate_sha256
 from app.storage.signing import MAX_EXPIRES_IN
 
 __all__ = ["PART_BYTES", "S3ObjectStore"]
@@ -288,10 +288,20 @@ class S3ObjectStore:
         )
 
     def _list(self, bucket: str, prefix: str, start_after: str, limit: int) -> list[ObjectInfo]:
+        # The server is sent what of `start_after` a key can hold (a query string of any
+        # length, or a lone surrogate, it cannot take); the keys between that and the whole
+        # (ones it begins) are left out here.
+        after = key_head(start_after)
         with _s3_errors(bucket):
+            if key_head(prefix) != prefix:  # no key starts with it: only the bucket is asked for
+                if not self._client.bucket_exists(bucket):
+                    raise NoSuchBucketError(f"no bucket {bucket!r}")
+                return []
             listing: Iterator[Any] = self._client.list_objects(
-                bucket, prefix=prefix or None, recursive=True, start_after=start_after or None
+                bucket, prefix=prefix or None, recursive=True, start_after=after or None
             )
+            if after != start_after:
+                listing = (item for item in listing if item.object_name > start_after)
             # The listing pages lazily; stop requesting pages once `limit` is reached.
             return [
                 ObjectInfo(

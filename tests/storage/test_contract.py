@@ -21,6 +21,7 @@ from app.storage.base import (
     ObjectTooLargeError,
 )
 from app.storage.filesystem import FilesystemObjectStore
+from app.storage.names import MAX_KEY_BYTES
 from app.storage.s3 import PART_BYTES
 from tests.storage.conftest import pending_multipart_uploads, raw_minio
 
@@ -294,6 +295,29 @@ async def test_list_pages_cover_everything_once(store: ObjectStore, listed: str)
 
 async def test_list_of_empty_bucket(store: ObjectStore, bucket: str) -> None:
     assert await store.list_objects(bucket) == []
+
+
+async def test_list_bounds_no_key_can_have(store: ObjectStore, listed: str) -> None:
+    """A prefix no key can begin with (over MAX_KEY_BYTES, or holding a lone surrogate) lists
+    nothing, and a `start_after` of that kind lists the keys after it, on every store. The S3
+    adapter sent them as they were: a query string too long for the server (HTTP 414, which
+    escaped the port's error tree) or text it could not encode at all."""
+    long_tail = "z" * 200_000
+    for prefix in ("img/" + long_tail, "i" * (MAX_KEY_BYTES + 1), "img/\ud800"):
+        assert await keys(store, listed, prefix=prefix) == [], prefix[:8]
+        with pytest.raises(NoSuchBucketError):
+            await store.list_objects("no-such-bucket-here", prefix=prefix)
+    after_img_2 = ["img/sub/deep", "img/with space", "img/\u00e9t\u00e9", "imh", "other"]
+    assert await keys(store, listed, start_after="img/2" + long_tail) == after_img_2
+    assert await keys(store, listed, prefix="img/", start_after="img/2" + long_tail, limit=2) == after_img_2[:2]
+    assert await keys(store, listed, start_after="img/\ud800") == ["imh", "other"]
+    # A key of MAX_KEY_BYTES whose last character stands where a longer `start_after` has a
+    # two-byte one, which does not fit: the key sorts before it.
+    stem = "img/0/" + ("0" * 250 + "/") * 4 + "0" * 13
+    await store.put_bytes(listed, stem + "0", b"")
+    assert len((stem + "0").encode()) == MAX_KEY_BYTES
+    assert await keys(store, listed, prefix="img/0/") == [stem + "0"]
+    assert await keys(store, listed, prefix="img/0/", start_after=stem + "\u00e9" + long_tail) == []
 
 
 # -- ranges and streaming ------------------------------------------------------------------
