@@ -21,7 +21,7 @@ from typing import Any
 import certifi
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import InvalidResponseError, S3Error, ServerError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from app.storage.base import (
@@ -405,6 +405,11 @@ def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
         if exc.code == "NoSuchKey":
             raise NoSuchObjectError(f"no object {key!r} in bucket {bucket!r}") from exc
         raise StorageError(f"S3 request failed: {exc.code}: {exc.message}") from exc
+    except (InvalidResponseError, ServerError) as exc:
+        # An error answer without S3's XML body: a gateway's own page (nginx's 413 for a body
+        # over its limit, say). A gateway's 502-504 are retried, then Urllib3Error below.
+        status = exc.status_code if isinstance(exc, ServerError) else getattr(exc, "_code", "?")
+        raise StorageError(f"S3 request failed: HTTP {status}, not an S3 answer") from exc
     except Urllib3Error as exc:
         # urllib3's own message names the endpoint's host and port: it stays in the chain
         # (logged), out of messages that reach the account (a job's error).

@@ -8,10 +8,13 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import replace
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -186,3 +189,59 @@ async def test_a_silent_endpoint_fails_after_the_timeouts_instead_of_holding_the
             await store.close()
     finally:
         silent.close()
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    """A proxy before the S3 server that answers every request with an HTML error page of
+    its own (nginx's 413 for a part over its client_max_body_size, say)."""
+
+    status = 413
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        page = b"<html><body><h1>Request Entity Too Large</h1></body></html>"
+        self.send_response(self.status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(page)
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [413, 400, 501])
+async def test_an_answer_that_is_not_s3s_is_a_storage_error(status: int) -> None:
+    """A non-XML error answer (a gateway's own page) was minio's InvalidResponseError
+    (ServerError for some), outside the port's error tree: a job failed INTERNAL_ERROR instead
+    of its own code (EXPORT_WRITE_FAILED), and a maintenance round, which catches a region's
+    StorageError to go on with the other regions and the key purges, stopped. It is a
+    StorageError (not an unavailable store: asking again gets the same answer)."""
+    from app.storage.base import StorageUnavailableError
+
+    handler = type("Gateway", (_Gateway,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    store = S3ObjectStore(f"127.0.0.1:{server.server_address[1]}", *S3_CREDENTIALS, secure=False, retries=0)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "put_bytes": lambda: store.put_bytes("bucket", "key", b"data"),
+        "stat": lambda: store.stat("bucket", "key"),
+        "list_objects": lambda: store.list_objects("bucket"),
+        "get_bytes": lambda: store.get_bytes("bucket", "key"),
+        "create_bucket": lambda: store.create_bucket("bucket"),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(StorageError) as raised:
+                await call()
+            assert not isinstance(raised.value, StorageUnavailableError), name
+            assert str(server.server_address[1]) not in str(raised.value), name
+    finally:
+        await store.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
