@@ -182,6 +182,9 @@ class StorageService:
         self.check_key(key)
         self.check_expiry(expires_in, "input.expiresInSeconds")
         bucket = await self.owned_bucket(caller, bucket_name)
+        # A URL no store could take the upload of (`a/b` beside an object `a`) is refused now,
+        # not once the bytes are sent. (An object can still come in the way before they are.)
+        await self.check_key_free(bucket, key)
         url = self.stores[bucket.region].presigned_url("PUT", bucket.name, key, expires_in)
         return url, utcnow() + timedelta(seconds=expires_in)
 
