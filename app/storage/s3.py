@@ -28,6 +28,7 @@ from app.storage.base import (
     READ_PIECE_BYTES,
     STREAM_PIECE_BYTES,
     HttpMethod,
+    InvalidNameError,
     NoSuchBucketError,
     NoSuchObjectError,
     ObjectInfo,
@@ -300,8 +301,11 @@ class S3ObjectStore:
             listing: Iterator[Any] = self._client.list_objects(
                 bucket, prefix=prefix or None, recursive=True, start_after=after or None
             )
-            if after != start_after:
-                listing = (item for item in listing if item.object_name > start_after)
+            # Objects put from outside under a key no call of the port takes (a console's
+            # folder marker `dir/`, `a//b`, a control character) are left out, as the
+            # filesystem store leaves out files of such names: every key listed can be read,
+            # signed and deleted.
+            listing = (item for item in listing if item.object_name > start_after and _addressable(item.object_name))
             # The listing pages lazily; stop requesting pages once `limit` is reached.
             return [
                 ObjectInfo(
@@ -415,6 +419,14 @@ def _s3_errors(bucket: str, key: str | None = None) -> Iterator[None]:
         # (logged), out of messages that reach the account (a job's error).
         reason = getattr(exc, "reason", None) or exc
         raise StorageUnavailableError(f"S3 endpoint unreachable or failing ({type(reason).__name__})") from exc
+
+
+def _addressable(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _read(response: urllib3.BaseHTTPResponse, bucket: str, key: str) -> bytes:
