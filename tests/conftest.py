@@ -8,6 +8,8 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -90,6 +92,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_ims(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`ims ARGS` as a process of its own, in the checkout, with `env` for the environment's
+    IMS_* variables (none of the test process's own)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMS_")}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=Path(__file__).resolve().parents[1],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=120, check=False)
 
 
 @dataclass

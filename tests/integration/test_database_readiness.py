@@ -8,11 +8,7 @@ accepted. On PostgreSQL each test gets a database of its own."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +21,8 @@ from app.config import normalize_database_url
 from app.db import DatabaseNotReadyError
 from app.db.engine import sync_url
 from app.db.migrate import alembic_config, prepare, upgrade
-from tests.conftest import BACKENDS, PG_URL
+from tests.conftest import BACKENDS, PG_URL, free_port, run_ims
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite:///unused")).get_current_head()
 PREVIOUS = "0003"
 
@@ -69,16 +64,6 @@ def revision(url: str) -> str | None:
         engine.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ims(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMS_")}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def serve_args() -> list[str]:
@@ -92,19 +77,19 @@ def test_a_process_that_does_not_migrate_refuses_an_older_schema(
     upgrade(normalize_database_url(empty_url), PREVIOUS)
     env = {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_DATABASE_URL": empty_url, "IMS_AUTO_MIGRATE": "false",
            "IMS_WORKERS": "0"}
-    result = ims(command, env)
+    result = run_ims(command, env)
     assert (result.returncode, result.stderr.splitlines()[-1:]) == (
         1, [(f"ims: {where(empty_url)} is at schema revision {PREVIOUS}, this version needs {HEAD}: "
              "run `ims migrate` first")]), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert revision(empty_url) == PREVIOUS  # nothing migrated behind the operator's back
 
-    assert ims(["migrate"], env).returncode == 0
+    assert run_ims(["migrate"], env).returncode == 0
     assert revision(empty_url) == HEAD
 
 
 def test_a_process_that_does_not_migrate_refuses_a_database_without_schema(empty_url: str, tmp_path: Path) -> None:
-    result = ims(serve_args(), {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_DATABASE_URL": empty_url,
+    result = run_ims(serve_args(), {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_DATABASE_URL": empty_url,
                                 "IMS_AUTO_MIGRATE": "false"})
     assert (result.returncode, result.stderr.splitlines()[-1:]) == (
         1, [f"ims: {where(empty_url)} has no schema yet: run `ims migrate` first"]), result.stderr[-3000:]
@@ -134,7 +119,7 @@ def test_a_newer_schema_is_accepted(empty_url: str) -> None:
                          ids=["serve", "worker", "migrate", "maintenance"])
 def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path, command: list[str]) -> None:
     port = free_port()  # nothing listens there
-    result = ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"),
+    result = run_ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"),
                            "IMS_DATABASE_URL": f"postgresql://ims:pw-s3cret@127.0.0.1:{port}/ims"})
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1].startswith(f"ims: cannot connect to the database ims at 127.0.0.1:{port}: ")

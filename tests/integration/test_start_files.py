@@ -5,10 +5,7 @@ wrong size, and a URL secret file too short to sign with."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,21 +15,7 @@ from app.kms.envelope import load_root_key
 from app.kms.port import KmsSealError
 from app.storage.base import StorageError
 from app.storage.factory import url_secret
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ims(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("IMS_")}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120, check=False)
-
+from tests.conftest import free_port, run_ims
 
 COMMANDS = [["serve", "--port", str(free_port())], ["worker"], ["migrate"], ["admin", "maintenance"]]
 IDS = ["serve", "worker", "migrate", "maintenance"]
@@ -48,7 +31,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], status: int, line:
 def test_a_data_dir_that_is_a_file_is_refused_by_name(tmp_path: Path, command: list[str]) -> None:
     data = tmp_path / "data"
     data.write_text("not a directory")
-    result = ims(command, {"IMS_DATA_DIR": str(data)})
+    result = run_ims(command, {"IMS_DATA_DIR": str(data)})
     assert_one_line(result, 2, f"ims: IMS_DATA_DIR={str(data)!r} is not valid: expected a directory this process "
                                "can create and use (File exists)")
     assert data.read_text() == "not a directory"
@@ -57,7 +40,7 @@ def test_a_data_dir_that_is_a_file_is_refused_by_name(tmp_path: Path, command: l
 def test_a_sqlite_database_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     database = tmp_path / "file" / "ims.db"
-    result = ims(["migrate"], {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_DATABASE_URL": f"sqlite:///{database}"})
+    result = run_ims(["migrate"], {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_DATABASE_URL": f"sqlite:///{database}"})
     assert_one_line(result, 1, f"ims: cannot create the directory of the SQLite database {database}: "
                                "File exists")
 
@@ -66,7 +49,7 @@ def test_a_sqlite_database_under_a_file_is_one_line(tmp_path: Path) -> None:
 def test_a_root_key_file_that_is_a_directory_is_one_line(tmp_path: Path, command: list[str]) -> None:
     key = tmp_path / "keys"
     key.mkdir()
-    result = ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_KMS_ROOT_KEY_FILE": str(key)})
+    result = run_ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_KMS_ROOT_KEY_FILE": str(key)})
     assert_one_line(result, 1, f"ims: the KMS root key file {key} cannot be read (Is a directory): "
                                "point IMS_KMS_ROOT_KEY_FILE at the file")
 
@@ -76,7 +59,7 @@ def test_a_root_key_file_of_the_wrong_size_is_one_line(tmp_path: Path, command: 
     key = tmp_path / "root.key"
     key.write_bytes(b"short")
     key.chmod(0o600)
-    result = ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_KMS_ROOT_KEY_FILE": str(key)})
+    result = run_ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_KMS_ROOT_KEY_FILE": str(key)})
     assert_one_line(result, 1, f"ims: the KMS root key file {key} must hold exactly 32 bytes, not 5: "
                                "point IMS_KMS_ROOT_KEY_FILE at the file the keys were sealed with")
     assert key.read_bytes() == b"short"
@@ -88,7 +71,7 @@ def test_a_short_url_secret_file_is_one_line(tmp_path: Path, command: list[str])
     data = tmp_path / "data"
     data.mkdir()
     (data / "url-secret").write_text("short\n")
-    result = ims(command, {"IMS_DATA_DIR": str(data)})
+    result = run_ims(command, {"IMS_DATA_DIR": str(data)})
     assert_one_line(result, 1, f"ims: URL secret file {data / 'url-secret'} holds fewer than 16 bytes: "
                                "remove it to generate a new one, or set IMS_URL_SECRET")
 
