@@ -15,8 +15,8 @@ from app.bootstrap import build_database, build_key_provider
 from app.config import Settings
 from app.db.migrate import upgrade
 from app.domain.images import Caller
+from tests.conftest import free_port, run_ims
 from tests.factories import make_account
-from tests.integration.test_database_readiness import free_port, ims
 
 COMMANDS = pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]], ids=["serve", "worker"])
 
@@ -24,7 +24,7 @@ COMMANDS = pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worke
 @COMMANDS
 def test_an_object_store_that_does_not_answer_is_one_line_naming_it(tmp_path: Path, command: list[str]) -> None:
     port = free_port()  # nothing listens there
-    result = ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_S3_ENDPOINT": f"127.0.0.1:{port}",
+    result = run_ims(command, {"IMS_DATA_DIR": str(tmp_path / "data"), "IMS_S3_ENDPOINT": f"127.0.0.1:{port}",
                            "IMS_S3_ACCESS_KEY": "ims", "IMS_S3_SECRET_KEY": "secret-not-shown", "IMS_WORKERS": "0"})
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.splitlines()[-1].startswith(
@@ -53,7 +53,7 @@ def test_a_root_key_file_that_does_not_open_the_stored_keys_is_one_line_naming_i
     asyncio.run(a_sealed_key())
     root = settings.effective_kms_root_key_file
     root.write_bytes(secrets.token_bytes(32))  # a restore that brought back another file
-    result = ims(command, {"IMS_DATA_DIR": str(settings.data_dir), "IMS_WORKERS": "0"})
+    result = run_ims(command, {"IMS_DATA_DIR": str(settings.data_dir), "IMS_WORKERS": "0"})
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"ims: the KMS root key file {root} is not the one the stored keys are sealed under"), \
@@ -66,7 +66,7 @@ def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(tmp_path: P
     """`ims serve --port 70000` ran the migrations and started the service before bind()
     refused the port with an OverflowError's traceback."""
     data = tmp_path / "data"
-    result = ims(["serve", "--port", port], {"IMS_DATA_DIR": str(data), "IMS_WORKERS": "0"})
+    result = run_ims(["serve", "--port", port], {"IMS_DATA_DIR": str(data), "IMS_WORKERS": "0"})
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Invalid value for '--port'" in result.stderr and "Traceback" not in result.stderr
     assert not data.exists()  # nothing was migrated or started
