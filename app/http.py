@@ -20,6 +20,7 @@ from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.domain.images import Caller
+from app.storage.http import decimal_over
 
 MAX_BODY_BYTES = 1024 * 1024
 #: Top-level fields an anonymous request may ask for.
@@ -82,10 +83,7 @@ def _json_scalar(headers: dict[str, str], body: bytes) -> bool:
 def _within_body_limit(declared: str) -> bool:
     """Whether a Content-Length is a number of at most MAX_BODY_BYTES; compared as digits, so
     that one of any length is (int() refuses strings over 4300 digits)."""
-    if not (declared.isascii() and declared.isdigit()):
-        return False
-    significant = declared.lstrip("0") or "0"
-    return len(significant) <= len(str(MAX_BODY_BYTES)) and int(significant) <= MAX_BODY_BYTES
+    return declared.isascii() and declared.isdigit() and not decimal_over(declared, MAX_BODY_BYTES)
 
 
 def _repeated_parameter(scope: Scope) -> str | None:

@@ -27,7 +27,7 @@ from app.storage.base import (
 from app.storage.names import validate_bucket_name, validate_key
 from app.storage.signing import SignatureError, UrlSigner
 
-__all__ = ["OnPut", "object_routes"]
+__all__ = ["OnPut", "decimal_over", "object_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ async def _put(
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):
             return PlainTextResponse("malformed Content-Length", status_code=400)
-        if _over(declared, max_upload_bytes):
+        if decimal_over(declared, max_upload_bytes):
             # Refuse before reading a byte; the stream limit below covers chunked bodies.
             return PlainTextResponse("upload too large", status_code=413)
     try:
@@ -291,7 +291,7 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _over(digits: str, limit: int) -> bool:
+def decimal_over(digits: str, limit: int) -> bool:
     """Whether the decimal `digits` name a number over `limit`, however many there are
     (int() refuses strings over 4300 digits)."""
     significant = _significant(digits)
