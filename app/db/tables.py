@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
@@ -94,6 +94,17 @@ class Image(SQLModel, table=True):
     version: int = 1
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    #: The image's tags as a row of the image-list CSV shows them, `key=value` pairs in key
+    #: order, and its members, `account name:STATUS` pairs in name order, each joined with `;`
+    #: (app.services.image_list). Kept by triggers (migration 0007) in the transaction of every
+    #: change of a tag, a membership or an account's name; the service never writes them.
+    #: NULL: none.
+    csv_tags: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    csv_shared_with: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+#: Columns of `images` that only the image-list CSV reads (`Image.csv_tags`).
+CSV_ONLY_COLUMNS = ("csv_tags", "csv_shared_with")
 
 
 class ImageTag(SQLModel, table=True):

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection
 
 from app.db.repositories import image_list as rows_sql
@@ -127,11 +126,6 @@ def _csv(rows: Iterable[Sequence[Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _pairs(value: str | list[list[str]]) -> list[list[str]]:
-    """A row's tags or members: JSON text, or already decoded (SQLite's JSON pages)."""
-    return orjson.loads(value) if isinstance(value, str) else value
-
-
 def _cell(value: str) -> str:
     """A text cell's content between its quotes: guarded, its quotes doubled."""
     return guard(value).replace('"', '""')
@@ -155,8 +149,7 @@ def _paused_page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
 
 def _page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
     """A page of list rows as CSV lines, every text cell guarded. A private row ends with its
-    tags and members as arrays of pairs (or their JSON text), sorted here (by key, by
-    account name).
+    tags and members as the CSV shows them (`Image.csv_tags`, kept in order by the database).
 
     Each line is one %-format of the row instead of a `csv.writer` row: the writer looked at
     every character of every field and made up a third of the page's formatting time; the
@@ -165,12 +158,10 @@ def _page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
     append = lines.append
     if private:
         for image_id, name, status, os, kind, created, disks, min_disk, _, size, kms_key, _, tags, members in page.rows():
-            shared = ";".join([f"{n}:{s}" for n, s in sorted(_pairs(members))]) if members else ""
-            tagged = ";".join([f"{k}={v}" for k, v in sorted(_pairs(tags))]) if tags else ""
             append(_PRIVATE_LINE % (
                 _cell(name), image_id, status, _cell(os or ""), kind, created, _capacity_gb(disks, min_disk),
                 "" if size is None else size, "true" if kms_key else "false", (kms_key or "").replace('"', '""'),
-                _cell(shared), _cell(tagged)))
+                _cell(members) if members else "", _cell(tags) if tags else ""))
     else:
         for image_id, name, status, os, kind, created, _, min_disk, min_ram, _, _, _ in page.rows():
             append(_PUBLIC_LINE % (_cell(name), image_id, status, _cell(os or ""), kind, created, min_disk, min_ram))

@@ -1,7 +1,8 @@
 """Every migration goes down and up again on each backend, leaving the tables the code
 declares (every column, default, index, constraint and foreign key action as the models make
-them, and the triggers of 0002); and the entity tags of recorded object checksums (0004) come without losing the
-checksums recorded before."""
+them, and the triggers of 0002 and 0007); the entity tags of recorded object checksums (0004)
+come without losing the checksums recorded before; and the CSV texts of 0007 are filled in for
+the images there before."""
 
 from __future__ import annotations
 
@@ -83,6 +84,55 @@ def test_checksums_recorded_before_entity_tags_keep_their_rows_both_ways(
     assert [tuple(r) for r in rows] == [("b", "k", 5, "sha256:old")]
 
 
+def test_csv_texts_are_filled_in_for_the_images_there_before_and_go_away_down(
+    database_url: str, engine: Engine
+) -> None:
+    """0007 fills images.csv_tags and csv_shared_with in for the tags and members there
+    before it (in code point order), leaves NULL where there are none, and its triggers keep
+    them from then on; down, the columns and triggers go and the rows stay."""
+    downgrade(database_url, "0006")
+    run = secrets.token_hex(4)  # names of this run's rows (the PostgreSQL database is shared)
+    now = "2026-01-02 03:04:05"
+    one, two = f"img-{run}-1", f"img-{run}-2"
+    image = ("INSERT INTO images (id, owner_id, visibility, region, name, description, kind, status, disk_format, "
+             "min_disk_gb, min_ram_mb, boot_mode, nic_multi_queue, sriov_driver, quick_provisioning, protected, "
+             "origin_type, disks, version, created_at, updated_at) VALUES (:id, :owner, 'PRIVATE', 'r', :id, '', "
+             "'SYSTEM_DISK', 'ACTIVE', 'RAW', 1, 0, 'BIOS', false, false, false, false, 'NONE', '[]', 1, :at, :at)")
+    accounts = {"o": "owner", "z": "zed", "b": "Bea", "e": "\u00e9va"}
+    with engine.begin() as conn:
+        for letter, name in accounts.items():
+            conn.execute(text("INSERT INTO accounts (id, name, role, created_at) VALUES (:id, :name, 'USER', :at)"),
+                         {"id": f"acc-{run}-{letter}", "name": f"{name}-{run}", "at": now})
+        for image_id in (one, two):
+            conn.execute(text(image), {"id": image_id, "owner": f"acc-{run}-o", "at": now})
+        for key, value in (("zone", "b"), ("Env", "prod"), ("\u00e4", ""), ("app", "x=y;z")):
+            conn.execute(text("INSERT INTO image_tags (image_id, key, value) VALUES (:i, :k, :v)"),
+                         {"i": one, "k": key, "v": value})
+        for letter, status in (("z", "PENDING"), ("e", "ACCEPTED"), ("b", "REJECTED")):
+            conn.execute(text("INSERT INTO image_members (image_id, account_id, status, created_at, updated_at) "
+                              "VALUES (:i, :a, :s, :at, :at)"),
+                         {"i": one, "a": f"acc-{run}-{letter}", "s": status, "at": now})
+
+    upgrade(database_url)
+    texts = text("SELECT id, csv_tags, csv_shared_with FROM images WHERE id IN (:one, :two) ORDER BY id")
+    with engine.begin() as conn:
+        assert [tuple(r) for r in conn.execute(texts, {"one": one, "two": two})] == [
+            (one, "Env=prod;app=x=y;z;zone=b;\u00e4=",
+             f"Bea-{run}:REJECTED;zed-{run}:PENDING;\u00e9va-{run}:ACCEPTED"),
+            (two, None, None),
+        ]
+        conn.execute(text("INSERT INTO image_tags (image_id, key, value) VALUES (:i, 'k', 'v')"), {"i": two})
+        assert conn.execute(text("SELECT csv_tags FROM images WHERE id = :i"), {"i": two}).scalar_one() == "k=v"
+
+    downgrade(database_url, "0006")
+    assert not {"csv_tags", "csv_shared_with"} & {c["name"] for c in inspect(engine).get_columns("images")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM image_tags WHERE image_id IN (:one, :two)"),
+                            {"one": one, "two": two}).scalar_one() == 5
+        assert conn.execute(text("SELECT count(*) FROM image_members WHERE image_id = :one"),
+                            {"one": one}).scalar_one() == 3
+
+
 # ---------------------------------------------------------------- migrated schema == models
 
 
@@ -132,12 +182,17 @@ def reflected(engine: Engine) -> dict[str, dict[str, object]]:
     return tables
 
 
-#: The triggers migration 0002 adds (models cannot declare them): they keep image_counts.
+#: The triggers migrations add (models cannot declare them): 0002's keep image_counts, 0007's
+#: the CSV texts of an image's tags and members (images.csv_tags, images.csv_shared_with).
 TRIGGERS = {
     "sqlite": {"image_counts_image_insert", "image_counts_image_delete", "image_counts_image_update",
-               "image_counts_member_insert", "image_counts_member_delete", "image_counts_member_update"},
+               "image_counts_member_insert", "image_counts_member_delete", "image_counts_member_update",
+               "image_csv_tags_insert", "image_csv_tags_delete", "image_csv_tags_update",
+               "image_csv_members_insert", "image_csv_members_delete", "image_csv_members_update",
+               "image_csv_account_rename"},
     "postgresql": {"image_counts_image_insert", "image_counts_image_delete", "image_counts_image_update",
-                   "image_counts_member_change", "image_counts_member_update"},
+                   "image_counts_member_change", "image_counts_member_update",
+                   "image_csv_tags", "image_csv_members", "image_csv_account_rename"},
 }
 
 

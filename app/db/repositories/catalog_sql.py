@@ -34,11 +34,13 @@ from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
 from sqlmodel import col
 
 from app.db.folding import CaseFolded, fold_case
-from app.db.tables import Account, Image, ImageCount, ImageMember, ImageTag
+from app.db.tables import CSV_ONLY_COLUMNS, Account, Image, ImageCount, ImageMember, ImageTag
 from app.domain.enums import ImageOrderField, ImageVisibility, OrderDirection
 from app.domain.images import ImageOrder, ImageQuery
 
-IMAGE_COLUMNS = tuple(c.name for c in Image.__table__.columns)  # type: ignore[attr-defined]
+#: The columns an image is displayed from (`ImageRecord`), in table order.
+IMAGE_COLUMNS = tuple(c.name for c in Image.__table__.columns  # type: ignore[attr-defined]
+                      if c.name not in CSV_ONLY_COLUMNS)
 
 
 class NotIndexed(ColumnElement[Any]):

@@ -1,6 +1,6 @@
 """The rows of an image-list CSV: keyset pages of plain tuples (Core statements on the tables,
-no ORM entities), a private row's tags and members riding in the same statement as JSON
-columns, so a 100k-row list costs twenty statements and constant memory. Synchronous: each page
+no ORM entities), a private row's tags and members read as two more columns of the image (the
+CSV's texts, kept by triggers), so a 100k-row list costs twenty statements and constant memory. Synchronous: each page
 is read whole on `Database.reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.db.repositories.catalog_sql import JsonArrays, NotIndexed
+from app.db.repositories.catalog_sql import NotIndexed
 from app.db.tables import Account, Image, ImageMember, ImageTag
 from app.domain.enums import ImageVisibility
 
@@ -110,16 +110,12 @@ def count_rows(connection: Connection, scope: ListRange) -> int:
     return int(connection.execute(stmt).scalar_one())
 
 
-def relation_columns(image_id: Any) -> tuple[Any, Any]:
-    """A private list row's tags `[[key, value], …]` and members `[[account name, status], …]`
-    as JSON text (in no particular order: the CSV sorts them), for the image `image_id`."""
-    tags = select(JsonArrays(_tags.key, _tags.value)).where(_tags.image_id == image_id).scalar_subquery()
-    members = select(JsonArrays(_accounts.name, _members.status)) \
-        .where(_members.image_id == image_id, _accounts.id == _members.account_id).scalar_subquery()
-    return tags.label("tags"), members.label("members")
-
-
-TAGS_COLUMN, MEMBERS_COLUMN = relation_columns(_images.id)
+#: A private list row's tags (`key=value` pairs in key order) and members (`account
+#: name:STATUS` pairs in name order), each joined with `;`: the CSV's texts, kept on the image
+#: by triggers (migration 0007). Read with the row, they cost nothing more than its other
+#: columns; probed from `image_tags` and `image_members` they were two thirds of a page's
+#: statement.
+RELATION_COLUMNS = (_images.csv_tags.label("tags"), _images.csv_shared_with.label("members"))
 
 
 @dataclass(frozen=True)
@@ -149,8 +145,7 @@ class ListPage:
 def read_page(connection: Connection, scope: ListRange, limit: int, *, with_relations: bool = False) -> ListPage:
     """Up to `limit` rows of the range, oldest first (index-served: ix_images_owner_created for
     PRIVATE, ix_images_public_created for PUBLIC); `with_relations`: each with its tags and
-    members as two more columns (JSON text, or decoded arrays on SQLite), in the same
-    statement.
+    members as two more columns (`RELATION_COLUMNS`).
 
     On SQLite the page comes as one JSON value (`page_json_statement`) that SQLite builds in a
     single step, during which the sqlite3 module releases the GIL. Read row by row, every row
@@ -181,22 +176,20 @@ def _split_keyset(joined: str) -> Keyset:
 
 def page_json_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
     """SQLite: the page of `page_statement` as (a JSON array of row arrays, the columns in
-    `LIST_COLUMNS` order then tags and members as arrays; the row count; the last row's
-    keyset as `created_raw` and `id` joined by `_KEYSET_JOIN`), in one pass over the page.
+    `LIST_COLUMNS` order then tags and members; the row count; the last row's keyset as
+    `created_raw` and `id` joined by `_KEYSET_JOIN`), in one pass over the page.
 
     The keyset is the greatest joined text of the page (`max`), not the last row's read
-    again in reverse order (a second scan and a sort: a sixth of the statement's time). Tags
-    and members are selected beside each row of the page, not inside it: a JSON value
-    passed through a subquery's column loses its JSON type and must be parsed again."""
-    page = select(*LIST_COLUMNS).where(*scope.conditions()) \
+    again in reverse order (a second scan and a sort: a sixth of the statement's time)."""
+    page = select(*LIST_COLUMNS, *(RELATION_COLUMNS if with_relations else ())).where(*scope.conditions()) \
         .order_by(_images.created_at, _images.id).limit(limit).subquery("page")
     columns: list[Any] = [page.c[column.key] for column in LIST_COLUMNS]
     if with_relations:
-        columns += relation_columns(page.c.id)
+        columns += [page.c.tags, page.c.members]
     last = func.max(page.c.created_raw.concat(_KEYSET_JOIN).concat(page.c.id))
     return select(func.json_group_array(func.json_array(*columns)), func.count(), last).select_from(page)
 
 
 def page_statement(scope: ListRange, limit: int, *, with_relations: bool = False) -> Select[Any]:
-    columns = (*LIST_COLUMNS, TAGS_COLUMN, MEMBERS_COLUMN) if with_relations else LIST_COLUMNS
+    columns = (*LIST_COLUMNS, *RELATION_COLUMNS) if with_relations else LIST_COLUMNS
     return select(*columns).where(*scope.conditions()).order_by(_images.created_at, _images.id).limit(limit)

@@ -1,0 +1,130 @@
+"""The CSV texts of an image's tags and members (`images.csv_tags`, `images.csv_shared_with`),
+kept by the triggers of migration 0007 on each backend: after every change of a tag, a
+membership, an account's name or an account, they are what the image-list CSV showed when it
+read the relations themselves — pairs sorted in code point order, joined with `;` — and NULL
+when there are none."""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import delete, select, text, update
+from sqlmodel import col
+
+from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.db.uow import Database
+from tests.factories import make_account, make_image, share, unshare
+
+#: Keys whose code point order differs from a case-insensitive, accent-folding or
+#: locale order (and from their insertion order below).
+KEYS = ["zone", "Env", "env", "\u00e4", "a", "B", "\u65e5\u672c", "_", "1", "app\u0301", "z\u00e9"]
+
+
+async def stored(db: Database, image_id: str) -> tuple[str | None, str | None]:
+    async with db.uow(write=False) as uow:
+        row = (await uow.session.execute(
+            select(Image.csv_tags, Image.csv_shared_with).where(Image.id == image_id))).one()  # type: ignore[call-overload]
+    return row[0], row[1]
+
+
+async def from_relations(db: Database, image_id: str) -> tuple[str | None, str | None]:
+    """The texts as the CSV made them from the relations: sorted pairs, or nothing."""
+    async with db.uow(write=False) as uow:
+        tags = (await uow.session.execute(
+            select(col(ImageTag.key), col(ImageTag.value)).where(col(ImageTag.image_id) == image_id))).all()
+        members = (await uow.session.execute(
+            select(col(Account.name), col(ImageMember.status))
+            .join(Account, col(Account.id) == col(ImageMember.account_id))
+            .where(col(ImageMember.image_id) == image_id))).all()
+    return (";".join(f"{k}={v}" for k, v in sorted(tags)) or None,
+            ";".join(f"{n}:{s}" for n, s in sorted(members)) or None)
+
+
+async def test_tags_text_follows_every_tag_change_in_code_point_order(db: Database) -> None:
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice)
+    other = await make_image(db, alice, tags={"keep": "me"})
+    assert await stored(db, image.id) == (None, None)
+    order = random.Random(7)
+    keys = KEYS[:]
+    order.shuffle(keys)
+    for key in keys:  # one at a time, in a shuffled order
+        async with db.uow(alice.id) as uow:
+            await uow.images.put_tags(image.id, {key: f"v-{key}"})
+            await uow.commit()
+        assert await stored(db, image.id) == await from_relations(db, image.id)
+    assert (await stored(db, image.id))[0] == ";".join(f"{k}=v-{k}" for k in sorted(KEYS))
+    async with db.uow(alice.id) as uow:  # new values for some, in one flush
+        await uow.images.put_tags(image.id, {"a": "=x;y", "zone": "", "Env": 'q"'})
+        await uow.commit()
+    tags = (await stored(db, image.id))[0]
+    assert tags is not None and tags.startswith('1=v-1;B=v-B;Env=q";_=v-_;a==x;y;')
+    assert await stored(db, image.id) == await from_relations(db, image.id)
+    async with db.uow(alice.id) as uow:
+        await uow.images.delete_tags(image.id, ["zone", "\u00e4", "missing"])
+        await uow.commit()
+    assert await stored(db, image.id) == await from_relations(db, image.id)
+    async with db.uow(alice.id) as uow:
+        await uow.images.delete_tags(image.id, KEYS)
+        await uow.commit()
+    assert await stored(db, image.id) == (None, None)
+    assert await stored(db, other.id) == ("keep=me", None)
+
+
+async def test_members_text_follows_shares_statuses_renames_and_deleted_accounts(db: Database) -> None:
+    alice, _ = await make_account(db)
+    names = ["zed", "Bea", "\u00e9va", "bob"]
+    accounts = {name: (await make_account(db, name))[0] for name in names}
+    image = await make_image(db, alice)
+    other = await make_image(db, alice)
+    for name in ["bob", "\u00e9va", "zed", "Bea"]:
+        await share(db, image, accounts[name], "PENDING")
+        assert await stored(db, image.id) == await from_relations(db, image.id)
+    await share(db, other, accounts["bob"], "ACCEPTED")
+    assert (await stored(db, image.id))[1] == "Bea:PENDING;bob:PENDING;zed:PENDING;\u00e9va:PENDING"
+
+    async with db.uow(alice.id) as uow:
+        await uow.session.execute(update(ImageMember).where(
+            ImageMember.image_id == image.id, ImageMember.account_id == accounts["zed"].id)  # type: ignore[arg-type]
+            .values(status="ACCEPTED"))
+        await uow.commit()
+    assert (await stored(db, image.id))[1] == "Bea:PENDING;bob:PENDING;zed:ACCEPTED;\u00e9va:PENDING"
+
+    await unshare(db, image, accounts["Bea"])
+    assert (await stored(db, image.id))[1] == "bob:PENDING;zed:ACCEPTED;\u00e9va:PENDING"
+
+    # An account's new name shows in every image it is a member of, and no other.
+    async with db.uow() as uow:
+        await uow.session.execute(update(Account).where(Account.id == accounts["bob"].id)  # type: ignore[arg-type]
+                                  .values(name="Zoe"))
+        await uow.commit()
+    assert (await stored(db, image.id))[1] == "Zoe:PENDING;zed:ACCEPTED;\u00e9va:PENDING"
+    assert await stored(db, other.id) == (None, "Zoe:ACCEPTED")
+
+    # A deleted account's memberships go with it (the foreign key's cascade).
+    async with db.uow() as uow:
+        await uow.session.execute(delete(Account).where(Account.id == accounts["zed"].id))  # type: ignore[arg-type]
+        await uow.commit()
+    assert (await stored(db, image.id))[1] == "Zoe:PENDING;\u00e9va:PENDING"
+    assert await stored(db, image.id) == await from_relations(db, image.id)
+
+    for name in ("bob", "\u00e9va"):
+        await unshare(db, image, accounts[name])
+    assert await stored(db, image.id) == (None, None)
+
+
+async def test_deleting_an_image_with_tags_and_members_leaves_the_others_texts(db: Database) -> None:
+    alice, _ = await make_account(db)
+    bob, _ = await make_account(db, "bob")
+    doomed = await make_image(db, alice, tags={"a": "1", "b": "2"})
+    kept = await make_image(db, alice, tags={"a": "1"})
+    await share(db, doomed, bob)
+    await share(db, kept, bob, "PENDING")
+    async with db.uow(alice.id) as uow:
+        await uow.session.execute(delete(Image).where(Image.id == doomed.id))  # type: ignore[arg-type]
+        await uow.commit()
+    async with db.uow(write=False) as uow:
+        left = (await uow.session.execute(text("SELECT count(*) FROM image_tags WHERE image_id = :i"),
+                                          {"i": doomed.id})).scalar_one()
+    assert left == 0
+    assert await stored(db, kept.id) == ("a=1", "bob:PENDING")
