@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 
 from app.cli_client import jobs_cli, upload
-from app.config import Settings, SettingsError
+from app.config import Settings, SettingsError, warn_of_unknown_variables
 from app.db import DatabaseNotReadyError
 from app.domain.enums import AccountRole
 from app.kms.port import KmsSealError
@@ -32,10 +33,18 @@ console = Console()
 DEFAULT_SCHEMA_PATH = Path("graphql/schema.graphql")
 
 
-def _logging(settings: Settings) -> None:
-    from app.logs import configure
+def _settings(*, logs: bool = True, warn: bool = True) -> Settings:
+    """The environment's settings (SettingsError for a value they cannot hold); with `logs`,
+    logging configured from them; with `warn`, a warning for each IMS_* variable that is
+    no setting (a misspelt one is otherwise ignored without a word)."""
+    settings = Settings.from_env()
+    if logs:
+        from app.logs import configure
 
-    configure(settings.log_level)
+        configure(settings.log_level)
+    if warn:
+        warn_of_unknown_variables()
+    return settings
 
 
 @cli.command()
@@ -54,8 +63,7 @@ def serve(
     from app.main import create_app
     from app.runtime import tune_allocator
 
-    settings = Settings.from_env()
-    _logging(settings)
+    settings = _settings()
     make_data_dir(settings)
     # Here, not only in the app's start: uvicorn would report a database that is down or
     # behind as a traceback of its lifespan.
@@ -83,11 +91,11 @@ def worker(
 ) -> None:
     """Run job workers in this process until SIGTERM or SIGINT (the current jobs get
     IMS_WORKER_STOP_GRACE seconds to finish, then their leases are released)."""
-    from app.jobs.process import lower_priority
+    from app.jobs.process import PARENT_PID_ENV, lower_priority
     from app.runtime import tune_allocator
 
-    settings = Settings.from_env()
-    _logging(settings)
+    # Started by `ims serve`, whose environment it has: the server has warned already.
+    settings = _settings(warn=PARENT_PID_ENV not in os.environ)
     tune_allocator()
     lower_priority(settings.worker_nice)
     count = concurrency or max(settings.workers, 1)
@@ -121,8 +129,8 @@ def demo() -> None:
     from app.domain.images import Caller
     from app.services.demo import create_demo_images
 
-    settings = replace(Settings.from_env(), workers=max(Settings.from_env().workers, 1), worker_process=False)
-    _logging(settings)
+    settings = _settings()
+    settings = replace(settings, workers=max(settings.workers, 1), worker_process=False)
 
     async def run() -> list[str]:
         runtime = Runtime(settings)
@@ -149,8 +157,7 @@ def maintenance() -> None:
     from app.bootstrap import Runtime
     from app.jobs.maintenance import run_once
 
-    settings = replace(Settings.from_env(), workers=0)
-    _logging(settings)
+    settings = replace(_settings(), workers=0)
 
     async def run() -> object:
         runtime = Runtime(settings, api=False)
@@ -170,8 +177,7 @@ def migrate() -> None:
     from app.bootstrap import make_data_dir
     from app.db.migrate import prepare
 
-    settings = Settings.from_env()
-    _logging(settings)
+    settings = _settings()
     make_data_dir(settings)
     prepare(settings.effective_database_url, migrate=True)
     console.print("database is up to date")
@@ -185,7 +191,7 @@ def create_account(
     """Create an account and print its first API token (shown once)."""
     from app.bootstrap import Runtime
 
-    settings = Settings.from_env()
+    settings = _settings(logs=False)  # its output is the account and its token (a warning still reaches stderr)
 
     async def run() -> tuple[str, str]:
         runtime = Runtime(replace(settings, workers=0))
@@ -215,8 +221,7 @@ def init_storage() -> None:
     from app.storage.factory import build_stores, close_stores, create_service_buckets, url_secret
     from app.storage.signing import UrlSigner
 
-    settings = Settings.from_env()
-    _logging(settings)
+    settings = _settings()
     make_data_dir(settings)  # the URL secret is generated there unless IMS_URL_SECRET is set
 
     async def run() -> list[str]:

@@ -8,6 +8,8 @@ service cannot run with; an empty variable counts as unset.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import re
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "MIN_URL_SECRET_BYTES", "Settings", "SettingsError", "is_setting",
-           "normalize_database_url", "region_endpoint_variable"]
+__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "MIN_URL_SECRET_BYTES", "OTHER_VARIABLES", "Settings", "SettingsError",
+           "is_setting", "normalize_database_url", "region_endpoint_variable", "warn_of_unknown_variables"]
 
 DEFAULT_REGION = "region-1"
 #: Region ids: they name the service bucket `ims-svc-<region>` (63 bytes at most, so 55 here)
@@ -34,6 +36,8 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 _ENDPOINT_RE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?")
 _DECIMAL_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _MODULE_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -473,3 +477,31 @@ def is_setting(name: str) -> bool:
         return True
     families = (re.escape(k).replace("<REGION>", "[A-Z0-9][A-Z0-9_]*") for k in ENVIRONMENT if "<" in k)
     return any(re.fullmatch(family, name) for family in families)
+
+
+#: IMS_* variables of this project that are no settings of the service: what the `ims` client
+#: commands, `ims serve`'s worker process and the tests read.
+OTHER_VARIABLES: dict[str, str] = {
+    "IMS_URL": "`ims upload`, `ims jobs`: the server's URL.",
+    "IMS_TOKEN": "`ims upload`, `ims jobs`: the API token.",
+    "IMS_WORKER_CHANNEL_FD": "Set by `ims serve` for its worker process (app.jobs.process).",
+    "IMS_WORKER_PARENT_PID": "Set by `ims serve` for its worker process (app.jobs.process).",
+    "IMS_TEST_DATABASE_URL": "Tests: the PostgreSQL server to test against.",
+    "IMS_CRASH_SEED": "Tests: the seed of the crash trials to replay.",
+    "IMS_GRAPHIQL_SCREENSHOT": "Tests: where the browser test keeps its screenshot.",
+}
+
+
+def warn_of_unknown_variables(env: Mapping[str, str] | None = None) -> None:
+    """Log a warning for every IMS_* variable of `env` (default: the process's environment)
+    that is set, is no setting and none of OTHER_VARIABLES. Such a variable is ignored:
+    refusing it would stop the service for another program's variable of the same prefix,
+    while saying nothing let a misspelt setting (IMS_DATABSE_URL) pass for its default."""
+    e = os.environ if env is None else env
+    unknown = sorted(name for name, value in e.items() if name.startswith("IMS_") and value.strip()
+                     and not is_setting(name) and name not in OTHER_VARIABLES)
+    # Compared without the prefix every name shares, which would make IMS_HOME "close" to IMS_WORKERS.
+    known = {setting.removeprefix("IMS_"): setting for setting in ENVIRONMENT}
+    for name in unknown:
+        near = difflib.get_close_matches(name.removeprefix("IMS_").upper(), known, n=1)
+        log.warning("%s is not a setting and is ignored%s", name, f" (did you mean {known[near[0]]}?)" if near else "")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.config import ENVIRONMENT, Settings, SettingsError, is_setting
+from app.config import ENVIRONMENT, OTHER_VARIABLES, Settings, SettingsError, is_setting
+from app.jobs.process import CHANNEL_FD_ENV, PARENT_PID_ENV
 
 PG = "postgresql://ims@db/ims"
 
@@ -220,3 +221,9 @@ def test_every_variable_read_is_documented_and_every_documented_one_is_read() ->
     assert {"IMS_S3_ENDPOINT_REGION_1", "IMS_S3_ENDPOINT_EU_WEST_2"} <= env.read
     assert sorted(var for var in env.read | set(settings.to_env()) if not is_setting(var)) == []
     assert sorted(set(ENVIRONMENT) - env.read) == ["IMS_S3_ENDPOINT_<REGION>"]
+
+
+def test_the_project_s_other_variables_are_no_settings() -> None:
+    # Those `ims serve` gives its worker process among them: that process must not warn of them.
+    assert [name for name in OTHER_VARIABLES if is_setting(name)] == []
+    assert {CHANNEL_FD_ENV, PARENT_PID_ENV} <= set(OTHER_VARIABLES)
