@@ -21,6 +21,7 @@ from app.db.tables import Account, Job, JobAttempt
 from app.db.uow import Database
 from app.domain.enums import JobType
 from app.services.registry import Services
+from tests.factories import built_services
 
 TEST_HANDLERS = ("tests.jobs.handlers",)
 
@@ -35,6 +36,13 @@ async def services(job_settings: Settings, db: Database) -> AsyncIterator[Servic
     built = build_services(job_settings, db)
     yield built
     await built.close()
+
+
+@pytest.fixture
+async def product_services(settings: Settings, db: Database) -> AsyncIterator[Services]:
+    """Services with the product's job handlers (`services` has the tests' handlers)."""
+    async with built_services(settings, db) as built:
+        yield built
 
 
 async def enqueue(

@@ -4,12 +4,10 @@ them mid-way (SQLite, and PostgreSQL when configured)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from app.config import Settings
 from app.datastore.chunks import CHUNK_SIZE
 from app.db.uow import Database
 from app.domain.enums import DiskFormat, ImageKind
@@ -19,17 +17,11 @@ from app.jobs.registry import JobContext
 from app.jobs.worker import Worker
 from app.services.imports import ImportRequest
 from app.services.registry import Services
-from tests.factories import built_services, make_account
-
-
-@pytest.fixture
-async def services(settings: Settings, db: Database) -> AsyncIterator[Services]:
-    async with built_services(settings, db) as built:
-        yield built
+from tests.factories import make_account
 
 
 async def test_an_import_whose_queued_image_is_tagged_as_the_job_starts_saves_it(
-    db: Database, services: Services, monkeypatch: pytest.MonkeyPatch
+    db: Database, product_services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The owner tags (or protects) the QUEUED image between the job's read of it and its
     QUEUED → SAVING: the image's version moved, and the job went on to store the whole file
@@ -37,9 +29,9 @@ async def test_an_import_whose_queued_image_is_tagged_as_the_job_starts_saves_it
     written") and KILLED it."""
     owner, _ = await make_account(db)
     me = Caller(owner.id, owner.name, owner.role)
-    bucket = await services.storage.create_bucket(me, "imports", None)
-    await services.storage.store(bucket.region).put_bytes(bucket.name, "disk.raw", secrets.token_bytes(CHUNK_SIZE))
-    job, image = await services.imports.import_image(me, ImportRequest(
+    bucket = await product_services.storage.create_bucket(me, "imports", None)
+    await product_services.storage.store(bucket.region).put_bytes(bucket.name, "disk.raw", secrets.token_bytes(CHUNK_SIZE))
+    job, image = await product_services.imports.import_image(me, ImportRequest(
         bucket="imports", key="disk.raw", name="disk", min_disk_gb=1, kind=ImageKind.DATA_DISK,
         disk_format=DiskFormat.RAW,
     ))
@@ -47,11 +39,11 @@ async def test_an_import_whose_queued_image_is_tagged_as_the_job_starts_saves_it
 
     async def read_then_tagged(ctx: JobContext, image_id: str) -> Any:
         row = await read(ctx, image_id)
-        await services.tags.add(me, image_id, [("team", "web")])  # the owner, at that moment
+        await product_services.tags.add(me, image_id, [("team", "web")])  # the owner, at that moment
         return row
 
     monkeypatch.setattr(import_image, "_image", read_then_tagged)
-    assert await Worker(services, "w1").run_once()
+    assert await Worker(product_services, "w1").run_once()
     async with db.uow(owner.id, write=False) as uow:
         done = await uow.jobs.get(job.id)
         view = await uow.images.get_visible(image.id)
