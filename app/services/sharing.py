@@ -192,7 +192,11 @@ class SharingService:
 
     async def _update_membership(self, caller: Caller, images: list[str], status: MemberStatus) -> list[MemberRow]:
         async with self.db.uow(caller.account_id) as uow:
-            views = await uow.images.get_many_visible(images)
+            # The images locked first, in id order, as the owner's changes lock them: a status
+            # change updates the image row too (its CSV text, migration 0007), and taken after
+            # the membership row it deadlocked with an owner's unshare or delete, which lock the
+            # image and then its memberships.
+            views = await uow.images.get_many_visible(images, for_update=True)
             for image_id in images:
                 view = views.get(image_id)
                 if view is None:

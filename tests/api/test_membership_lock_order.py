@@ -1,7 +1,7 @@
 """updateImageMembership changes a member's memberships in one order whatever the request's
 (PostgreSQL): two batches of one member naming the same images in opposite orders each
 held one membership row and waited for the other's, and PostgreSQL aborted one (a masked
-internal error)."""
+internal error). It locks the images before their memberships, as the owner's changes do."""
 
 from __future__ import annotations
 
@@ -47,3 +47,29 @@ async def test_a_members_batches_in_opposite_orders_both_answer(
     assert [r["updateImageMembership"]["__typename"] for r in results] == ["UpdateImageMembershipSuccess"] * 2
     for image in images:
         assert await member_rows(db, image.id) == [(member.id, "ACCEPTED")]
+
+
+async def test_a_members_answer_waits_for_the_image_before_it_holds_its_membership(
+    gql: GraphQLClient, db: Database, settings: Settings
+) -> None:
+    """An owner's unshare or delete locks the image, then its memberships. A member's answer
+    changes the image row too (its CSV text, by trigger): it must queue on the image first,
+    holding no membership meanwhile, or the two wait for each other."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's row locks (SQLite serializes writers)")
+    owner, _ = await make_account(db)
+    member, token = await make_account(db)
+    image = await make_image(db, owner)
+    await share(db, image, member, "PENDING")
+    async with db.engine.connect() as holder:
+        await holder.begin()
+        await holder.execute(text("SELECT id FROM images WHERE id = :i FOR UPDATE"), {"i": image.id})
+        answer = asyncio.ensure_future(gql.as_(token).execute(ANSWER, {"ids": [image.id]}))
+        await lock_waiters(db, 1)
+        # As an owner's unshare would next: the membership is free (NOWAIT raises if held).
+        held = await holder.execute(text("SELECT status FROM image_members WHERE image_id = :i AND account_id = :a "
+                                         "FOR UPDATE NOWAIT"), {"i": image.id, "a": member.id})
+        assert held.scalar_one() == "PENDING"
+        await holder.rollback()
+    assert (await answer)["updateImageMembership"]["__typename"] == "UpdateImageMembershipSuccess"
+    assert await member_rows(db, image.id) == [(member.id, "ACCEPTED")]
