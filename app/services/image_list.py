@@ -73,9 +73,7 @@ def _disks_gb(disks: str | None) -> int:
     return sum(int(d.get("sizeGb") or 0) for d in parsed or [])
 
 
-def _capacity_gb(disks: str | list[dict[str, Any]] | None, min_disk_gb: int) -> int:
-    if isinstance(disks, list):  # a driver that decoded the JSON itself
-        disks = json.dumps(disks, sort_keys=True)
+def _capacity_gb(disks: str | None, min_disk_gb: int) -> int:
     return _disks_gb(disks) or min_disk_gb
 
 

@@ -30,14 +30,14 @@ from sqlalchemy import create_engine, event, insert, text
 from app.api.context import Context
 from app.api.schema import build_schema
 from app.bootstrap import build_database, build_services
-from app.config import Settings, normalize_database_url
+from app.config import Settings
 from app.db.engine import sync_url
 from app.db.migrate import upgrade
 from app.db.tables import Account, ApiToken, Image, ImageMember, ImageTag
 from app.domain.images import Caller
 from app.domain.pagination import encode_cursor
 from app.runtime import freeze_startup_objects
-from tests.bench.common import Figure, free_port, percentile, served
+from tests.bench.common import Figure, free_port, percentile, postgres_bench_url, served
 
 QUERY = """query Catalog($after: String) { images(first: 50, after: $after) { totalCount
   pageInfo { endCursor hasNextPage }
@@ -266,20 +266,6 @@ def _default_query(services: Any) -> tuple[Any, Any]:
     return ImageQuery(region="region-1"), ImageOrder()
 
 
-async def _postgres_url() -> str | None:
-    base = os.environ.get("IMS_TEST_DATABASE_URL")
-    if not base:
-        return None
-    server, name = base.split("?", 1)[0].rsplit("/", 1)
-    bench = f"{name}_bench"  # next to the test database, so runs against other databases do not collide
-    admin = create_engine(sync_url(normalize_database_url(base)), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{bench}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{bench}"'))
-    admin.dispose()
-    return normalize_database_url(f"{server}/{bench}")
-
-
 def figures(quick: bool) -> list[Figure]:
     images = 5_000 if quick else 100_000
     rounds = 10 if quick else 40
@@ -290,7 +276,7 @@ def figures(quick: bool) -> list[Figure]:
             url = f"sqlite+aiosqlite:///{tmp}/bench.db"
             await asyncio.to_thread(upgrade, url)
             out += await measure(url, Path(tmp), images, rounds)
-            pg = await _postgres_url()
+            pg = await asyncio.to_thread(postgres_bench_url)
             if pg:
                 await asyncio.to_thread(upgrade, pg)
                 out += await measure(pg, Path(tmp), images, rounds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -11,6 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
+
+from sqlalchemy import create_engine, text
+
+from app.config import normalize_database_url
+from app.db.engine import sync_url
 
 
 @dataclass(frozen=True)
@@ -116,3 +122,19 @@ def served(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def postgres_bench_url() -> str | None:
+    """A new, empty PostgreSQL database `<IMS_TEST_DATABASE_URL's database>_bench` next to
+    the test database (dropped first if a run left it), or None when the variable is unset."""
+    base = os.environ.get("IMS_TEST_DATABASE_URL")
+    if not base:
+        return None
+    server, name = base.split("?", 1)[0].rsplit("/", 1)
+    bench = f"{name}_bench"  # next to the test database, so runs against other databases do not collide
+    admin = create_engine(sync_url(normalize_database_url(base)), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{bench}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{bench}"'))
+    admin.dispose()
+    return normalize_database_url(f"{server}/{bench}")

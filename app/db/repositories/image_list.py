@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, String, func, or_, select, type_coerce
+from sqlalchemy import Connection, Select, String, Text, cast, func, or_, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -48,14 +48,16 @@ def _text_parts(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
     return f"substr({column}, 1, 10) || 'T' || substr({column}, 12, 8) || 'Z'"
 
 
-#: The image columns a list row is made of, in this order. `disks` comes as its JSON text:
-#: the few distinct layouts are parsed once each (see app.services.image_list). `created`
+#: The image columns a list row is made of, in this order. `disks` comes as its JSON text, cast
+#: by the database (asyncpg decodes a `json` column itself, and the CSV then encoded each row's
+#: list again to look it up: half of a PostgreSQL page's formatting): the few distinct layouts
+#: are parsed once each (see app.services.image_list). `created`
 #: is the CSV's text; `created_raw` the stored value, untyped (parse it with `keyset_of`,
 #: which a page does for its last row only).
 LIST_COLUMNS = (
     _images.id, _images.name, _images.status, _images.os_version, _images.kind,
     CsvTimestamp(_images.created_at).label("created"),
-    type_coerce(_images.disks, String).label("disks"), _images.min_disk_gb, _images.min_ram_mb, _images.size_bytes,
+    cast(_images.disks, Text).label("disks"), _images.min_disk_gb, _images.min_ram_mb, _images.size_bytes,
     _images.kms_key_id, type_coerce(_images.created_at, String).label("created_raw"),
 )
 #: Position of `id` and `created_raw` in a list row (the keyset of its page's last row).
