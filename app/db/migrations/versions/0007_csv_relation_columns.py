@@ -20,6 +20,8 @@ Create Date: 2026-11-28 07:00:00
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -95,27 +97,26 @@ SQLITE_TRIGGERS = [
      f"{renamed(sqlite_members('images.id'))} END"),
 ]
 
+
+def postgres_row_function(name: str, refresh: Callable[[str], str]) -> str:
+    """A row trigger's function that runs `refresh(image id)` for the row's old image and
+    its new one."""
+    return f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    {refresh('OLD.image_id')}
+  END IF;
+  IF TG_OP IN ('UPDATE', 'INSERT') THEN
+    {refresh('NEW.image_id')}
+  END IF;
+  RETURN NULL;
+END $$"""
+
+
 POSTGRES_TRIGGERS = [
-    f"""CREATE FUNCTION image_csv_on_tag() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    {set_tags(postgres_tags('OLD.image_id'), 'OLD.image_id')}
-  END IF;
-  IF TG_OP IN ('UPDATE', 'INSERT') THEN
-    {set_tags(postgres_tags('NEW.image_id'), 'NEW.image_id')}
-  END IF;
-  RETURN NULL;
-END $$""",
-    f"""CREATE FUNCTION image_csv_on_member() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    {set_members(postgres_members('OLD.image_id'), 'OLD.image_id')}
-  END IF;
-  IF TG_OP IN ('UPDATE', 'INSERT') THEN
-    {set_members(postgres_members('NEW.image_id'), 'NEW.image_id')}
-  END IF;
-  RETURN NULL;
-END $$""",
+    postgres_row_function("image_csv_on_tag", lambda image_id: set_tags(postgres_tags(image_id), image_id)),
+    postgres_row_function("image_csv_on_member",
+                          lambda image_id: set_members(postgres_members(image_id), image_id)),
     f"""CREATE FUNCTION image_csv_on_account() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   {renamed(postgres_members('images.id'))}
