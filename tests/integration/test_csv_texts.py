@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlmodel import col
 
 from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.db.types import utcnow
 from app.db.uow import Database
+from app.domain.rules import MEMBERS_PER_IMAGE, TAGS_PER_IMAGE
 from tests.factories import make_account, make_image, share, unshare
 
 #: Keys whose code point order differs from a case-insensitive, accent-folding or
@@ -128,3 +130,46 @@ async def test_deleting_an_image_with_tags_and_members_leaves_the_others_texts(d
                                           {"i": doomed.id})).scalar_one()
     assert left == 0
     assert await stored(db, kept.id) == ("a=1", "bob:PENDING")
+
+
+async def test_texts_are_in_order_whatever_order_the_rows_are_read_in(db: Database) -> None:
+    """SQLite has no ordered aggregate: its triggers join the pairs of a subquery sorted by key
+    or by name, which group_concat consumes in that order (SQLite keeps a FROM subquery's
+    ORDER BY under an aggregate other than count, min and max). A tag's pairs come from the
+    (image_id, key, value) index in key order without any sort: the tests above pass with the
+    tags' ORDER BY gone. Here a full image's tags and members are read in an order that is not
+    theirs: the writing connection reverses every scan that no ORDER BY fixes (SQLite's
+    reverse_unordered_selects; the control below shows it does), and the members' account ids
+    bear no relation to their names. PostgreSQL orders inside string_agg."""
+    sqlite = db.dialect == "sqlite"
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice)
+    shuffled = random.Random(11)
+    keys = [f"key-{n:02d}" for n in range(TAGS_PER_IMAGE)]
+    names = [f"member-{n:03d}" for n in range(MEMBERS_PER_IMAGE)]
+    ids = [f"acc-csv-{n:03d}" for n in range(MEMBERS_PER_IMAGE)]
+    shuffled.shuffle(keys)
+    shuffled.shuffle(ids)
+    now = utcnow()
+    async with db.write_engine.connect() as conn:
+        if sqlite:
+            await conn.execute(text("PRAGMA reverse_unordered_selects = ON"))
+        await conn.execute(insert(Account), [{"id": i, "name": n, "role": "USER", "created_at": now}
+                                             for i, n in zip(ids, names, strict=True)])
+        for key in keys:
+            await conn.execute(insert(ImageTag).values(image_id=image.id, key=key, value=f"v-{key}"))
+        for account_id in ids:
+            await conn.execute(insert(ImageMember).values(image_id=image.id, account_id=account_id,
+                                                          status="PENDING", created_at=now, updated_at=now))
+        if sqlite:
+            unordered = (await conn.execute(text(
+                "SELECT group_concat(pair, ';') FROM (SELECT \"key\" || '=' || value AS pair FROM image_tags "
+                "WHERE image_id = :i)"), {"i": image.id})).scalar_one()
+            assert unordered == ";".join(f"{k}=v-{k}" for k in sorted(keys, reverse=True))
+        await conn.commit()
+        if sqlite:
+            await conn.execute(text("PRAGMA reverse_unordered_selects = OFF"))
+    assert await stored(db, image.id) == (";".join(f"{k}=v-{k}" for k in sorted(keys)),
+                                          ";".join(f"{n}:PENDING" for n in names))
+    assert await stored(db, image.id) == await from_relations(db, image.id)
+
