@@ -170,8 +170,7 @@ _TAG_FIELDS, _MEMBER_FIELDS = _display_statements()
 def _delete_locks() -> tuple[TextClause, TextClause]:
     """`ImageRepository.lock_for_delete`'s statements (PostgreSQL): the images' memberships,
     then the `image_counts` rows their deletion changes: the members' SHARED counts first,
-    as the triggers reach them (memberships go before their images), then the owners' or
-    the public counts; each in key order."""
+    then the owners' or the public counts; each in key order."""
     ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
     members = text(
         "SELECT 1 FROM image_members WHERE image_id IN :ids ORDER BY image_id, account_id FOR UPDATE"
