@@ -139,8 +139,8 @@ _PUBLIC_LINE = '"%s","%s","%s","%s","%s","%s","%d","%d"\r\n'
 
 def _paused_page_csv(page: rows_sql.ListPage, private: bool) -> bytes:
     """`_page_csv` with the garbage collector paused (`gc_paused`): a page decoded from
-    SQLite's JSON is some 30,000 lists, and collections over them took 2-4 times the
-    decoding itself."""
+    SQLite's JSON is thousands of lists (30,000 when tags and members came as arrays of
+    pairs), and collections over them took 2-4 times the decoding itself."""
     with gc_paused():
         return _page_csv(page, private)
 

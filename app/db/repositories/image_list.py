@@ -1,7 +1,8 @@
 """The rows of an image-list CSV: keyset pages of plain tuples (Core statements on the tables,
 no ORM entities), a private row's tags and members read as two more columns of the image (the
-CSV's texts, kept by triggers), so a 100k-row list costs twenty statements and constant memory. Synchronous: each page
-is read whole on `Database.reads` (a thread of its own on SQLite, `run_sync` on asyncpg)."""
+CSV's texts, kept by triggers), so a 100k-row list costs twenty statements and constant memory.
+Synchronous: each page is read whole on `Database.reads` (a thread of its own on SQLite,
+`run_sync` on asyncpg)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.db.repositories.catalog_sql import NotIndexed
-from app.db.tables import Account, Image, ImageMember, ImageTag
+from app.db.tables import Image
 from app.domain.enums import ImageVisibility
 
 _images = Image.__table__.c  # type: ignore[attr-defined]
-_tags = ImageTag.__table__.c  # type: ignore[attr-defined]
-_members = ImageMember.__table__.c  # type: ignore[attr-defined]
-_accounts = Account.__table__.c  # type: ignore[attr-defined]
 
 class CsvTimestamp(FunctionElement[str]):
     """A UTC timestamp as the CSV shows it, `YYYY-MM-DDTHH:MM:SSZ` (fractions cut), formatted
@@ -51,9 +49,9 @@ def _text_parts(element: CsvTimestamp, compiler: SQLCompiler, **kw: Any) -> str:
 #: The image columns a list row is made of, in this order. `disks` comes as its JSON text, cast
 #: by the database (asyncpg decodes a `json` column itself, and the CSV then encoded each row's
 #: list again to look it up: half of a PostgreSQL page's formatting): the few distinct layouts
-#: are parsed once each (see app.services.image_list). `created`
-#: is the CSV's text; `created_raw` the stored value, untyped (parse it with `keyset_of`,
-#: which a page does for its last row only).
+#: are parsed once each (see app.services.image_list). `created` is the CSV's text;
+#: `created_raw` the stored value, untyped (parse it with `keyset_of`, which a page does for its
+#: last row only).
 LIST_COLUMNS = (
     _images.id, _images.name, _images.status, _images.os_version, _images.kind,
     CsvTimestamp(_images.created_at).label("created"),
