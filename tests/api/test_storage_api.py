@@ -23,6 +23,16 @@ LIST = """{ buckets { name objects(prefix: "dir/") { totalCount edges { node {
   key sizeBytes checksum downloadUrl(expiresInSeconds: 60) } } } } }"""
 
 
+async def bucket_with_objects(me: GraphQLClient, keys: list[str]) -> None:
+    """The caller's bucket `my-bucket`, with a one-byte object put under each key through its
+    signed upload URL."""
+    await me.execute(CREATE, {"name": "my-bucket"})
+    async with httpx.AsyncClient() as plain:
+        for key in keys:
+            url = (await me.execute(UPLOAD, {"b": "my-bucket", "k": key}))["createUploadUrl"]["url"]
+            assert (await plain.put(url, content=b"x")).status_code == 200
+
+
 async def test_upload_list_and_download_through_signed_urls(gql: GraphQLClient, db: Database) -> None:
     _, token = await make_account(db)
     me = gql.as_(token)
@@ -104,12 +114,8 @@ async def test_objects_total_counts_every_object_paging_reaches(gql: GraphQLClie
     monkeypatch.setattr(storage_service, "COUNT_PAGE", 2, raising=False)  # the count walks the listing in pages
     _, token = await make_account(db)
     me = gql.as_(token)
-    await me.execute(CREATE, {"name": "my-bucket"})
     keys = ["a/1", "a/2", "a/3", "b", "c", "d"]
-    async with httpx.AsyncClient() as plain:
-        for key in keys:
-            url = (await me.execute(UPLOAD, {"b": "my-bucket", "k": key}))["createUploadUrl"]["url"]
-            assert (await plain.put(url, content=b"x")).status_code == 200
+    await bucket_with_objects(me, keys)
     for prefix, expected in ((None, keys), ("a/", keys[:3]), ("z", [])):
         seen: list[str] = []
         after = None
@@ -132,11 +138,7 @@ async def test_objects_cursor_is_the_listings_own(gql: GraphQLClient, db: Databa
 
     _, token = await make_account(db)
     me = gql.as_(token)
-    await me.execute(CREATE, {"name": "my-bucket"})
-    async with httpx.AsyncClient() as plain:
-        for key in ("k0", "k1"):
-            url = (await me.execute(UPLOAD, {"b": "my-bucket", "k": key}))["createUploadUrl"]["url"]
-            assert (await plain.put(url, content=b"x")).status_code == 200
+    await bucket_with_objects(me, ["k0", "k1"])
     images_cursor = encode_cursor("CREATED_AT:DESC", "2020-01-01T00:00:00+00:00", "img-1")
     for after in ("garbage!!", "k0", images_cursor, encode_cursor("objects:key:ASC", "k0", "k1")):
         body = (await me.raw(OBJECTS, {"first": 1, "after": after})).json()
@@ -159,11 +161,8 @@ async def test_upload_url_refused_for_a_key_no_store_can_hold_beside_the_buckets
     working."""
     _, token = await make_account(db)
     me = gql.as_(token)
-    await me.execute(CREATE, {"name": "my-bucket"})
+    await bucket_with_objects(me, ["a", "d/e/f"])
     async with httpx.AsyncClient() as plain:
-        for key in ("a", "d/e/f"):
-            url = (await me.execute(UPLOAD, {"b": "my-bucket", "k": key}))["createUploadUrl"]["url"]
-            assert (await plain.put(url, content=b"x")).status_code == 200
         for key in ("a/b", "a/b/c", "d", "d/e", "d/e/f/g"):
             payload = (await me.execute(UPLOAD_FIELD, {"b": "my-bucket", "k": key}))["createUploadUrl"]
             assert payload == {"__typename": "ValidationError", "code": "OBJECT_KEY_COLLISION",
