@@ -62,7 +62,7 @@ async def share(db: Database, image: Image, account: Account, status: str = "ACC
 
 
 async def unshare(db: Database, image: Image, account: Account) -> None:
-    """Remove a membership (the sharing API does not exist yet)."""
+    """Remove a membership, as one row (the sharing service removes batches)."""
     async with db.uow() as uow:
         member = await uow.session.get(ImageMember, (image.id, account.id))
         assert member is not None

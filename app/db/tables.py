@@ -137,6 +137,16 @@ class ImageMember(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class ImageCsvHold(SQLModel, table=True):
+    """An image whose members text (`Image.csv_shared_with`) a batch of membership changes
+    writes once, when its row here is deleted, instead of at each change (migration 0008's
+    triggers). Rows live within one transaction of `SharingRepository`; none is ever committed."""
+
+    __tablename__ = "image_csv_holds"
+
+    image_id: str = Field(primary_key=True, max_length=40)
+
+
 class ImageCount(SQLModel, table=True):
     """How many images each caller sees unfiltered, kept by database triggers (migration
     0002) in the transaction that changes an image or a membership, so that `totalCount` of

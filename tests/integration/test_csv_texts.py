@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from app.config import Settings
@@ -238,3 +239,60 @@ async def test_deleting_images_writes_no_text_of_theirs_again(db: Database, sett
     assert written == []
     assert tuple(left) == (0, 0)
     assert await stored(db, kept.id) == ("a=1", ";".join(f"{name}:PENDING" for name in sorted(m.name for m in members)))
+
+
+async def written_texts(db: Database) -> list[str]:
+    """The ids of the images whose texts were written since the last call, sorted."""
+    async with db.uow() as uow:
+        written = (await uow.session.execute(text("SELECT image_id FROM csv_writes"))).scalars().all()
+        await uow.session.execute(text("DELETE FROM csv_writes"))
+        await uow.commit()
+    return sorted(written)
+
+
+async def test_a_sharing_batch_writes_each_images_members_text_once(db: Database, settings: Settings,
+                                                                    csv_writes: None) -> None:
+    """Migration 0008: a batch that shares (or unshares) an image with n accounts writes its
+    members text once, at the batch's end, not once per membership (n aggregates of up to n
+    members: a batch of 100 images and 256 accounts held SQLite's write lock 2.35 s instead of
+    0.30 s). The texts are right afterwards and no hold is left behind."""
+    alice, _ = await make_account(db)
+    accounts = [(await make_account(db))[0] for _ in range(6)]
+    images = [await make_image(db, alice) for _ in range(3)]
+    bystander = await make_image(db, alice)
+    await share(db, bystander, accounts[0], "PENDING")
+    await written_texts(db)
+    caller = Caller(alice.id, alice.name, alice.role)
+    image_ids = [i.id for i in images]
+    async with built_services(settings, db) as services:
+        await services.sharing.share(caller, image_ids, [a.id for a in accounts])
+        assert await written_texts(db) == sorted(image_ids)
+        for image in images:
+            assert await stored(db, image.id) == (None, ";".join(f"{n}:PENDING" for n in sorted(a.name for a in accounts)))
+        removed = await services.sharing.unshare(caller, image_ids, [a.id for a in accounts[:4]])
+        assert removed == 12
+        assert await written_texts(db) == sorted(image_ids)
+    for image in [*images, bystander]:
+        assert await stored(db, image.id) == await from_relations(db, image.id)
+    assert await stored(db, images[0].id) == (None, ";".join(f"{n}:PENDING" for n in sorted(a.name for a in accounts[4:])))
+    async with db.uow(write=False) as uow:
+        assert (await uow.session.execute(text("SELECT count(*) FROM image_csv_holds"))).scalar_one() == 0
+
+
+async def test_a_failed_sharing_batch_leaves_no_hold_and_the_texts_as_they_were(db: Database) -> None:
+    """A batch refused half-way (a membership that exists already, made behind the service's
+    back) rolls its holds back with it: the text stays, and the next change writes it."""
+    alice, _ = await make_account(db)
+    bob, _ = await make_account(db)
+    carol, _ = await make_account(db)
+    image = await make_image(db, alice)
+    await share(db, image, bob, "PENDING")
+    async with db.uow() as uow:
+        with pytest.raises(IntegrityError):
+            await uow.sharing.add([(image.id, carol.id), (image.id, bob.id)], "PENDING", utcnow())
+    async with db.uow(write=False) as uow:
+        assert (await uow.session.execute(text("SELECT count(*) FROM image_csv_holds"))).scalar_one() == 0
+    assert await stored(db, image.id) == (None, f"{bob.name}:PENDING")
+    await share(db, image, carol, "PENDING")
+    assert await stored(db, image.id) == await from_relations(db, image.id)
+    assert await stored(db, image.id) == (None, ";".join(f"{a.name}:PENDING" for a in sorted([bob, carol], key=lambda a: a.name)))

@@ -1,6 +1,6 @@
 """Every migration goes down and up again on each backend, leaving the tables the code
 declares (every column, default, index, constraint and foreign key action as the models make
-them, and the triggers of 0002 and 0007); the entity tags of recorded object checksums (0004)
+them, and the triggers of 0002, 0007 and 0008); the entity tags of recorded object checksums (0004)
 come without losing the checksums recorded before; and the CSV texts of 0007 are filled in for
 the images there before."""
 
@@ -84,6 +84,13 @@ def test_checksums_recorded_before_entity_tags_keep_their_rows_both_ways(
     assert [tuple(r) for r in rows] == [("b", "k", 5, "sha256:old")]
 
 
+#: A private image of `:owner`, named `:id`, in the columns of revisions 0006 to 0008.
+IMAGE = ("INSERT INTO images (id, owner_id, visibility, region, name, description, kind, status, disk_format, "
+         "min_disk_gb, min_ram_mb, boot_mode, nic_multi_queue, sriov_driver, quick_provisioning, protected, "
+         "origin_type, disks, version, created_at, updated_at) VALUES (:id, :owner, 'PRIVATE', 'r', :id, '', "
+         "'SYSTEM_DISK', 'ACTIVE', 'RAW', 1, 0, 'BIOS', false, false, false, false, 'NONE', '[]', 1, :at, :at)")
+
+
 def test_csv_texts_are_filled_in_for_the_images_there_before_and_go_away_down(
     database_url: str, engine: Engine
 ) -> None:
@@ -94,17 +101,13 @@ def test_csv_texts_are_filled_in_for_the_images_there_before_and_go_away_down(
     run = secrets.token_hex(4)  # names of this run's rows (the PostgreSQL database is shared)
     now = "2026-01-02 03:04:05"
     one, two = f"img-{run}-1", f"img-{run}-2"
-    image = ("INSERT INTO images (id, owner_id, visibility, region, name, description, kind, status, disk_format, "
-             "min_disk_gb, min_ram_mb, boot_mode, nic_multi_queue, sriov_driver, quick_provisioning, protected, "
-             "origin_type, disks, version, created_at, updated_at) VALUES (:id, :owner, 'PRIVATE', 'r', :id, '', "
-             "'SYSTEM_DISK', 'ACTIVE', 'RAW', 1, 0, 'BIOS', false, false, false, false, 'NONE', '[]', 1, :at, :at)")
     accounts = {"o": "owner", "z": "zed", "b": "Bea", "e": "\u00e9va"}
     with engine.begin() as conn:
         for letter, name in accounts.items():
             conn.execute(text("INSERT INTO accounts (id, name, role, created_at) VALUES (:id, :name, 'USER', :at)"),
                          {"id": f"acc-{run}-{letter}", "name": f"{name}-{run}", "at": now})
         for image_id in (one, two):
-            conn.execute(text(image), {"id": image_id, "owner": f"acc-{run}-o", "at": now})
+            conn.execute(text(IMAGE), {"id": image_id, "owner": f"acc-{run}-o", "at": now})
         for key, value in (("zone", "b"), ("Env", "prod"), ("\u00e4", ""), ("app", "x=y;z")):
             conn.execute(text("INSERT INTO image_tags (image_id, key, value) VALUES (:i, :k, :v)"),
                          {"i": one, "k": key, "v": value})
@@ -131,6 +134,42 @@ def test_csv_texts_are_filled_in_for_the_images_there_before_and_go_away_down(
                             {"one": one, "two": two}).scalar_one() == 5
         assert conn.execute(text("SELECT count(*) FROM image_members WHERE image_id = :one"),
                             {"one": one}).scalar_one() == 3
+
+
+def test_member_texts_are_kept_by_each_revisions_triggers_below_and_above_0008(
+    database_url: str, engine: Engine
+) -> None:
+    """Down to 0007, the holds and their trigger go and 0007's membership triggers write the
+    text at each change again; up, a held image's text waits for its hold to go."""
+    run = secrets.token_hex(4)
+    now = "2026-01-02 03:04:05"
+    image_id = f"img-{run}"
+    member = ("INSERT INTO image_members (image_id, account_id, status, created_at, updated_at) "
+              "VALUES (:i, :a, 'PENDING', :at, :at)")
+    shared_with = text("SELECT csv_shared_with FROM images WHERE id = :i")
+    downgrade(database_url, "0007")
+    assert "image_csv_holds" not in inspect(engine).get_table_names()
+    assert triggers(engine) == TRIGGERS[engine.dialect.name] - {"image_csv_hold_release"}
+    with engine.begin() as conn:
+        for letter in "abc":
+            conn.execute(text("INSERT INTO accounts (id, name, role, created_at) VALUES (:id, :id, 'USER', :at)"),
+                         {"id": f"{letter}-{run}", "at": now})
+        conn.execute(text(IMAGE), {"id": image_id, "owner": f"a-{run}", "at": now})
+        conn.execute(text(member), {"i": image_id, "a": f"c-{run}", "at": now})
+        assert conn.execute(shared_with, {"i": image_id}).scalar_one() == f"c-{run}:PENDING"
+
+    upgrade(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO image_csv_holds (image_id) VALUES (:i)"), {"i": image_id})
+        conn.execute(text(member), {"i": image_id, "a": f"b-{run}", "at": now})
+        assert conn.execute(shared_with, {"i": image_id}).scalar_one() == f"c-{run}:PENDING"
+        conn.execute(text("DELETE FROM image_csv_holds WHERE image_id = :i"), {"i": image_id})
+        assert conn.execute(shared_with, {"i": image_id}).scalar_one() == f"b-{run}:PENDING;c-{run}:PENDING"
+        conn.execute(text("DELETE FROM image_members WHERE image_id = :i AND account_id = :a"),
+                     {"i": image_id, "a": f"c-{run}"})
+        assert conn.execute(shared_with, {"i": image_id}).scalar_one() == f"b-{run}:PENDING"
+        conn.execute(text("DELETE FROM images WHERE id = :i"), {"i": image_id})
+        conn.execute(text("DELETE FROM accounts WHERE id LIKE :run"), {"run": f"%-{run}"})
 
 
 # ---------------------------------------------------------------- migrated schema == models
@@ -183,16 +222,17 @@ def reflected(engine: Engine) -> dict[str, dict[str, object]]:
 
 
 #: The triggers migrations add (models cannot declare them): 0002's keep image_counts, 0007's
-#: the CSV texts of an image's tags and members (images.csv_tags, images.csv_shared_with).
+#: the CSV texts of an image's tags and members (images.csv_tags, images.csv_shared_with),
+#: 0008's writes the members text of an image a batch held (image_csv_holds).
 TRIGGERS = {
     "sqlite": {"image_counts_image_insert", "image_counts_image_delete", "image_counts_image_update",
                "image_counts_member_insert", "image_counts_member_delete", "image_counts_member_update",
                "image_csv_tags_insert", "image_csv_tags_delete", "image_csv_tags_update",
                "image_csv_members_insert", "image_csv_members_delete", "image_csv_members_update",
-               "image_csv_account_rename"},
+               "image_csv_account_rename", "image_csv_hold_release"},
     "postgresql": {"image_counts_image_insert", "image_counts_image_delete", "image_counts_image_update",
                    "image_counts_member_change", "image_counts_member_update",
-                   "image_csv_tags", "image_csv_members", "image_csv_account_rename"},
+                   "image_csv_tags", "image_csv_members", "image_csv_account_rename", "image_csv_hold_release"},
 }
 
 
