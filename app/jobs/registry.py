@@ -139,6 +139,8 @@ class JobContext:
         self.started = time.monotonic()
         #: What an earlier attempt last persisted: a handler may resume from there.
         self.resumed_progress = job.progress if attempt > 1 else 0.0
+        #: What the job's watchers last saw (after a takeover, or a release at a graceful stop).
+        self._floor = job.progress
         self.services = services
         self.log = logging.LoggerAdapter(log, {"job_id": job.id})
         self._write = write
@@ -150,11 +152,14 @@ class JobContext:
         self._written_at = float("-inf")
 
     async def progress(self, fraction: float, step: str | None = None) -> None:
-        """Report progress (0..1) and what the job is doing. Persisted at most every
+        """Report progress (0..1, and not below what the job had when this attempt began: its
+        progress never goes back) and what the job is doing. Persisted at most every
         PROGRESS_INTERVAL_SECONDS, and at once when the step changes; raises LeaseLost when
         another worker took the job over."""
         step = step[:STEP_MAX] if step is not None else self._latest[1]
-        self._latest = (clamp_progress(fraction), step)
+        # Never below what an earlier attempt persisted: a job taken over after a lost worker
+        # starts its handler again, and its watchers' bar would jump back.
+        self._latest = (max(clamp_progress(fraction), self._floor), step)
         due = self._clock() - self._written_at >= self._interval
         if due or step != self._written[1]:
             await self.flush()

@@ -21,9 +21,11 @@ class Clock:
 
 
 def make_ctx(
-    writes: list[tuple[float, str | None]], ok: bool = True, attempt: int = 1, clock: Clock | None = None
+    writes: list[tuple[float, str | None]], ok: bool = True, attempt: int = 1, clock: Clock | None = None,
+    progress: float = 0.0,
 ) -> JobContext:
-    job = Job(id="job-x", account_id="acc-x", type="T", status="RUNNING", progress=0.3, step="old",
+    """A context of attempt `attempt` of a job whose progress is `progress` as it begins."""
+    job = Job(id="job-x", account_id="acc-x", type="T", status="RUNNING", progress=progress, step="old",
               params={"a": 1}, image_ids=["img-1"], created_at=utcnow(), updated_at=utcnow())
 
     async def write(progress: float, step: str | None) -> bool:
@@ -72,7 +74,23 @@ async def test_progress_without_the_lease_raises_lease_lost(clock: Clock) -> Non
 
 def test_resumed_progress_is_what_an_earlier_attempt_persisted() -> None:
     assert make_ctx([], attempt=1).resumed_progress == 0.0
-    assert make_ctx([], attempt=2).resumed_progress == 0.3
+    assert make_ctx([], attempt=2, progress=0.3).resumed_progress == 0.3
+
+
+async def test_a_later_attempt_never_reports_less_than_an_earlier_one_persisted(clock: Clock) -> None:
+    """A job taken over runs its handler again from the start; the progress its watchers see
+    stays where the lost attempt left it (0.3) until the new one passes it."""
+    writes: list[tuple[float, str | None]] = []
+    ctx = make_ctx(writes, attempt=2, clock=clock, progress=0.3)
+    await ctx.progress(0.0, "copy")
+    clock.now += PROGRESS_INTERVAL_SECONDS
+    await ctx.progress(0.2)
+    clock.now += PROGRESS_INTERVAL_SECONDS
+    await ctx.progress(0.6)
+    assert writes == [(0.3, "copy"), (0.6, "copy")]
+    released: list[tuple[float, str | None]] = []  # a lease given back at a graceful stop
+    await make_ctx(released, attempt=1, clock=clock, progress=0.3).progress(0.1, "copy")
+    assert released == [(0.3, "copy")]
 
 
 def test_registry_refuses_a_second_handler_for_a_type() -> None:
