@@ -20,7 +20,8 @@ from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore
 from app.storage.names import validate_bucket_name, validate_key, validate_new_key
 
 register_codes({
-    "INVALID_BUCKET_NAME": "Bucket names: 3-63 lowercase letters, digits, '-' or '.', as on S3; `ims-` is reserved.",
+    "INVALID_BUCKET_NAME": ("Bucket names: 3-63 lowercase letters, digits, '-' or '.', as on S3, without the "
+                            "prefixes and suffixes S3 reserves; `ims-` is reserved. The message says which rule."),
     "INVALID_OBJECT_KEY": "Object keys: 1-1024 bytes of UTF-8 in '/'-separated segments of at most 255 bytes; "
                           "no empty, '.' or '..' segments, no leading '/', backslash or control characters.",
     "BUCKET_EXISTS": "A bucket with this name exists.",
@@ -73,7 +74,7 @@ class StorageService:
         try:
             validate_bucket_name(name)
         except InvalidNameError as exc:
-            raise Invalid("INVALID_BUCKET_NAME", field="input.name") from exc
+            raise Invalid("INVALID_BUCKET_NAME", f"{str(exc)[0].upper()}{str(exc)[1:]}.", field="input.name") from exc
         if name.startswith(RESERVED_BUCKET_PREFIX):
             raise Invalid("INVALID_BUCKET_NAME", "The `ims-` prefix is reserved.", field="input.name")
         store = self.stores[region]

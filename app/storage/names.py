@@ -28,8 +28,12 @@ _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # Sequences S3 (and the minio client) refuse: they break virtual-host addressing.
 _BAD_BUCKET_PARTS = ("..", ".-", "-.")
-_RESERVED_PREFIXES = ("xn--", "sthree-")
-_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3")
+#: What S3 reserves for itself (its general purpose bucket naming rules): punycode, its
+#: configurator, documentation examples; access point, Object Lambda, Multi-Region Access
+#: Point, directory and table bucket aliases. A name with one would be refused by S3 itself,
+#: or worse, taken by a store that does not know the rule and unusable when moved to S3.
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
 def service_bucket(region: str) -> str:
@@ -37,19 +41,26 @@ def service_bucket(region: str) -> str:
     return f"ims-svc-{region}"[:63]
 
 
+def _shown(name: object) -> str:
+    """A refused name as an error message shows it: its repr, cut after 64 characters."""
+    text = repr(name)
+    return text if len(text) <= 64 else f"{text[:63]}…"
+
+
 def validate_bucket_name(name: str) -> str:
     """Return `name` unchanged when it is a valid S3 bucket name, else raise InvalidNameError."""
     if not isinstance(name, str) or not _BUCKET_RE.fullmatch(name):
         raise InvalidNameError(
-            f"invalid bucket name {name!r}: 3-63 lowercase letters, digits, '-' or '.', "
+            f"invalid bucket name {_shown(name)}: 3-63 lowercase letters, digits, '-' or '.', "
             "starting and ending with a letter or digit"
         )
     if any(part in name for part in _BAD_BUCKET_PARTS):
-        raise InvalidNameError(f"invalid bucket name {name!r}: contains '..', '.-' or '-.'")
+        raise InvalidNameError(f"invalid bucket name {_shown(name)}: contains '..', '.-' or '-.'")
     if _IPV4_LIKE_RE.fullmatch(name):
-        raise InvalidNameError(f"invalid bucket name {name!r}: formatted like an IP address")
+        raise InvalidNameError(f"invalid bucket name {_shown(name)}: formatted like an IP address")
     if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
-        raise InvalidNameError(f"invalid bucket name {name!r}: reserved prefix or suffix")
+        raise InvalidNameError(f"invalid bucket name {_shown(name)}: S3 reserves the prefixes "
+                               f"{', '.join(_RESERVED_PREFIXES)} and the suffixes {', '.join(_RESERVED_SUFFIXES)}")
     return name
 
 

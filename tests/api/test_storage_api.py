@@ -61,9 +61,19 @@ async def test_bucket_rules_and_isolation(gql: GraphQLClient, db: Database) -> N
     assert (await gql.as_(alice).execute(CREATE, {"name": "shared-name"}))["createBucket"]["__typename"] == "CreateBucketSuccess"
     assert (await gql.as_(bob).execute(CREATE, {"name": "shared-name"}))["createBucket"] == {
         "__typename": "ConflictError", "code": "BUCKET_EXISTS"}
-    for bad in ("ab", "UPPER", "ims-mine", "a..b", "x" * 64):
+    for bad in ("ab", "UPPER", "ims-mine", "a..b", "x" * 64, "amzn-s3-demo-mine", "mine--table-s3"):
         assert (await gql.as_(bob).execute(CREATE, {"name": bad}))["createBucket"] == {
             "__typename": "ValidationError", "code": "INVALID_BUCKET_NAME"}, bad
+    # The message says which rule the name breaks, and shows no more than 64 characters of it.
+    message = 'mutation($name: String!) { createBucket(input: {name: $name}) { ... on UserError { message } } }'
+    said = await gql.as_(bob).execute(message, {"name": "mine.mrap"})
+    assert said["createBucket"]["message"] == (
+        "Invalid bucket name 'mine.mrap': S3 reserves the prefixes xn--, sthree-, amzn-s3-demo- and the "
+        "suffixes -s3alias, --ol-s3, .mrap, --x-s3, --table-s3.")
+    said = await gql.as_(bob).execute(message, {"name": "Y" * 100_000})
+    assert said["createBucket"]["message"] == (
+        f"Invalid bucket name '{'Y' * 62}…: 3-63 lowercase letters, digits, '-' or '.', "
+        "starting and ending with a letter or digit.")
     # An empty region names none (not the default one), as an unknown one.
     for region in ("", "mars-1"):
         made = await gql.as_(bob).execute(

@@ -11,7 +11,9 @@ from app.storage.base import InvalidNameError
 from app.storage.names import MAX_KEY_BYTES, validate_bucket_name, validate_key, validate_new_key
 
 
-@pytest.mark.parametrize("name", ["abc", "a-b.c", "0day", "x" * 63, "my.bucket-1"])
+@pytest.mark.parametrize("name", ["abc", "a-b.c", "0day", "x" * 63, "my.bucket-1",
+                                  # near the reserved forms
+                                  "amzn-s3-demo", "s3alias-name", "name-x-s3", "name-mrap", "xn-a", "name-ol-s3"])
 def test_valid_bucket_names(name: str) -> None:
     assert validate_bucket_name(name) == name
 
@@ -33,7 +35,13 @@ def test_valid_bucket_names(name: str) -> None:
         "192.168.1.1",
         "10.0.0.255",
         "xn--punycode",
+        "sthree-configurator",
+        "amzn-s3-demo-bucket",
         "name-s3alias",
+        "name--ol-s3",
+        "name.mrap",
+        "name--x-s3",
+        "name--table-s3",
         "with space",
         "sl/ash",
         "",
