@@ -142,7 +142,8 @@ class Runtime:
             await self.worker_process.start()
         elif s.workers > 0:
             self._workers = WorkerPool(
-                self._services, s.workers, lease_seconds=s.job_lease_seconds, poll_interval=s.job_poll_interval
+                self._services, s.workers, lease_seconds=s.job_lease_seconds, poll_interval=s.job_poll_interval,
+                max_run_seconds=s.job_max_seconds,
             )
             self._workers.start()
             if s.maintenance_interval > 0:

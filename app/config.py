@@ -324,6 +324,8 @@ class Settings:
     #: Niceness a worker process adds to itself: data jobs yield the cores to the API.
     worker_nice: int = 10
     job_lease_seconds: float = 30.0
+    #: Longest an attempt of a job may run before its handler is cancelled (JOB_TIMEOUT).
+    job_max_seconds: float = 86400.0
     job_poll_interval: float = 0.5
     worker_stop_grace: float = 10.0
     #: Seconds a stopping `ims serve` lets requests in flight finish (a long download, a
@@ -392,6 +394,7 @@ class Settings:
             # Niceness tops out at 19; lowering it takes privileges a worker should not have.
             worker_nice=e.integer("IMS_WORKER_NICE", d.worker_nice, minimum=0, maximum=19),
             job_lease_seconds=e.seconds("IMS_JOB_LEASE_SECONDS", d.job_lease_seconds, minimum=MIN_JOB_LEASE_SECONDS),
+            job_max_seconds=e.seconds("IMS_JOB_MAX_SECONDS", d.job_max_seconds, minimum=0, inclusive=False),
             job_poll_interval=e.seconds("IMS_JOB_POLL_INTERVAL", d.job_poll_interval, minimum=0, inclusive=False),
             worker_stop_grace=e.seconds("IMS_WORKER_STOP_GRACE", d.worker_stop_grace, minimum=0),
             http_stop_grace=e.seconds("IMS_HTTP_STOP_GRACE", d.http_stop_grace, minimum=0),
@@ -424,6 +427,7 @@ class Settings:
             "IMS_WORKER_PROCESS": "1" if self.worker_process else "0",
             "IMS_WORKER_NICE": str(self.worker_nice),
             "IMS_JOB_LEASE_SECONDS": repr(self.job_lease_seconds),
+            "IMS_JOB_MAX_SECONDS": repr(self.job_max_seconds),
             "IMS_JOB_POLL_INTERVAL": repr(self.job_poll_interval),
             "IMS_WORKER_STOP_GRACE": repr(self.worker_stop_grace),
             "IMS_HTTP_STOP_GRACE": repr(self.http_stop_grace),
@@ -459,6 +463,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_WORKER_PROCESS": "`ims serve` runs its IMS_WORKERS in a child process (an `ims worker` it supervises and restarts) so that data jobs never share the API's interpreter; 0 runs them on the API's own event loop. Default true.",
     "IMS_WORKER_NICE": "Niceness every worker process adds to itself, so data jobs yield the cores to API processes on the same machine (0-19; 0: none). Default 10.",
     "IMS_JOB_LEASE_SECONDS": "Lease of a claimed job, at least 1 second; a job whose worker misses it is taken over. Default 30.",
+    "IMS_JOB_MAX_SECONDS": "Seconds (more than 0) an attempt of a job may run: a handler still running then (an I/O call that never returns, while its worker keeps the lease) is cancelled and the job fails `JOB_TIMEOUT`, its images KILLED and what it held given back, without another attempt. Default 86400 (a day: 2 TiB at 25 MiB/s).",
     "IMS_JOB_POLL_INTERVAL": "Seconds (more than 0) an idle worker waits before looking for jobs again. Default 0.5.",
     "IMS_WORKER_STOP_GRACE": "Seconds a stopping worker lets its job finish before releasing it (a job it was still claiming when the stop came is released unstarted). Default 10.",
     "IMS_HTTP_STOP_GRACE": "Seconds a stopping `ims serve` lets requests in flight (a long download, a stalled upload) finish before it cancels them; its own workers then get IMS_WORKER_STOP_GRACE. Default 15.",

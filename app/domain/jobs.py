@@ -23,6 +23,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.SUCCESS.value, JobStatus.FAIL.value})
 register_codes({
     "INTERNAL_ERROR": "The job failed unexpectedly; the error is logged with the job id.",
     "WORKER_LOST": "The worker running the job stopped answering too many times.",
+    "JOB_TIMEOUT": "The job ran longer than the service allows (IMS_JOB_MAX_SECONDS); it kept nothing.",
     "INSUFFICIENT_STORAGE": "The service ran out of disk space; the job kept nothing and can be asked for again later.",
     "STORAGE_UNAVAILABLE": "The object store could not be reached or written; the job kept nothing and can be asked for again later.",
 })

@@ -49,6 +49,9 @@ END_RETRY_DELAYS = (0.2, 1.0)
 #: While claiming keeps failing (the database is down), the pause before the next try doubles
 #: from the poll interval up to this.
 CLAIM_BACKOFF_MAX_SECONDS = 5.0
+#: Longest an attempt may run (IMS_JOB_MAX_SECONDS): a handler whose heartbeats go on while it
+#: waits for something that never comes would otherwise hold its job and images for ever.
+MAX_RUN_SECONDS = 86400.0
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -63,6 +66,8 @@ class _Run:
     registration: Registration
     task: asyncio.Task[dict[str, Any] | None]
     lost: bool = False
+    #: Cancelled for running longer than the worker's `max_run_seconds`.
+    timed_out: bool = False
     #: The claim counted an attempt (an exhausted one did not): a release gives it back.
     counted: bool = True
 
@@ -71,10 +76,12 @@ class Worker:
     def __init__(
         self, services: Services, worker_id: str | None = None, *,
         lease_seconds: float = LEASE_SECONDS, poll_interval: float = POLL_INTERVAL_SECONDS,
+        max_run_seconds: float = MAX_RUN_SECONDS,
     ) -> None:
         self.services = services
         self.worker_id = worker_id or default_worker_id()
         self.lease_seconds = lease_seconds
+        self.max_run_seconds = max_run_seconds
         self.poll_interval = poll_interval
         self.queue = services.jobs.queue
         self.registry = services.jobs.registry
@@ -172,7 +179,13 @@ class Worker:
         self._current = run
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
-            await asyncio.wait({run.task})
+            done, _ = await asyncio.wait({run.task}, timeout=self.max_run_seconds)
+            if not done:
+                log.error("job %s: attempt %d still running after %g s; cancelling it", job.id, claim.attempt,
+                          self.max_run_seconds)
+                run.timed_out = True
+                run.task.cancel()
+                await asyncio.wait({run.task})
         except asyncio.CancelledError:  # the worker itself is being torn down
             run.task.cancel()
             await asyncio.wait({run.task})
@@ -218,6 +231,10 @@ class Worker:
     async def _conclude(self, run: _Run) -> None:
         ctx, task = run.ctx, run.task
         if run.lost:
+            return
+        if task.cancelled() and run.timed_out:
+            await self._fail(ctx, run.registration, "JOB_TIMEOUT",
+                             f"The job ran longer than {self.max_run_seconds:g} seconds; it kept nothing.")
             return
         if task.cancelled():
             released = await self.queue.release(ctx.job_id, self.worker_id, counted=run.counted)
@@ -319,9 +336,10 @@ class WorkerPool:
     """N workers of one process (`ims serve` with IMS_WORKERS > 0, or `ims worker`)."""
 
     def __init__(self, services: Services, count: int, *, lease_seconds: float = LEASE_SECONDS,
-                 poll_interval: float = POLL_INTERVAL_SECONDS) -> None:
+                 poll_interval: float = POLL_INTERVAL_SECONDS, max_run_seconds: float = MAX_RUN_SECONDS) -> None:
         self.workers = [
-            Worker(services, default_worker_id(i), lease_seconds=lease_seconds, poll_interval=poll_interval)
+            Worker(services, default_worker_id(i), lease_seconds=lease_seconds, poll_interval=poll_interval,
+                   max_run_seconds=max_run_seconds)
             for i in range(count)
         ]
         self._tasks: list[asyncio.Task[None]] = []

@@ -93,6 +93,30 @@ async def test_unexpected_error_is_masked_and_logged_with_the_job_id(
     assert record.exc_info is not None and SECRET in str(record.exc_info[1])
 
 
+async def test_an_attempt_past_the_run_time_limit_fails_job_timeout_and_the_worker_goes_on(
+    services: Services, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that never returns while its heartbeats keep the lease (an I/O call that
+    hangs) is cancelled after IMS_JOB_MAX_SECONDS: the job fails JOB_TIMEOUT at once, without
+    another attempt, its images KILLED; the worker takes the next job."""
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice, status="SAVING")
+    hung = await enqueue(services, alice, HANG, {}, [image.id])
+    after = await enqueue(services, alice, ECHO, {"x": 1})
+    with caplog.at_level(logging.ERROR, logger="app.jobs.worker"):
+        async with running(Worker(services, "w1", lease_seconds=1.0, poll_interval=0.05, max_run_seconds=2.5)):
+            done = await wait_for(db, hung.id, finished)
+            assert (await wait_for(db, after.id, finished)).status == "SUCCESS"
+    assert (done.status, done.error_code, done.error_message) == (
+        "FAIL", "JOB_TIMEOUT", "The job ran longer than 2.5 seconds; it kept nothing.")
+    assert RUNS[hung.id] == 1
+    assert [(a.worker_id, a.outcome) for a in await attempts(db, [hung.id])] == [("w1", "FAIL")]
+    async with db.uow(alice.id, write=False) as uow:
+        view = await uow.images.get_visible(image.id)
+    assert view is not None and view.image.status == "KILLED"
+    assert any(hung.id in r.getMessage() and "still running after 2.5 s" in r.getMessage() for r in caplog.records)
+
+
 async def test_expired_lease_is_taken_over_and_the_job_resumes(services: Services, db: Database) -> None:
     alice, _ = await make_account(db)
     job = await enqueue(services, alice, STEPS, {"n": 5, "seconds": 0.01})
