@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_REGION", "ENVIRONMENT", "MIN_URL_SECRET_BYTES", "OTHER_VARIABLES", "Settings", "SettingsError",
-           "is_setting", "normalize_database_url", "region_endpoint_variable", "warn_of_unknown_variables"]
+__all__ = ["DEFAULT_BUCKETS_PER_ACCOUNT", "DEFAULT_REGION", "ENVIRONMENT", "MIN_URL_SECRET_BYTES", "OTHER_VARIABLES",
+           "Settings", "SettingsError", "is_setting", "normalize_database_url", "region_endpoint_variable",
+           "warn_of_unknown_variables"]
 
 DEFAULT_REGION = "region-1"
 #: Region ids: they name the service bucket `ims-svc-<region>` (63 bytes at most, so 55 here)
@@ -30,6 +31,10 @@ MIN_URL_SECRET_BYTES = 16
 #: A worker renews its job's lease every third of it: a shorter lease than this is lost to
 #: a slow database round trip, and a healthy job is taken over.
 MIN_JOB_LEASE_SECONDS = 1.0
+#: Buckets an account may have, in all regions together: S3's historical default quota of
+#: buckets per AWS account. On a shared S3 account (production) the accounts of the service
+#: share that account's quota, so no one account may take it all.
+DEFAULT_BUCKETS_PER_ACCOUNT = 100
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -340,6 +345,8 @@ class Settings:
     #: Browser origins allowed to call the API cross-origin (CORS); () none, ("*",) any.
     cors_origins: tuple[str, ...] = ()
     region_endpoints: Mapping[str, str] = field(default_factory=dict)
+    #: Buckets an account may have, in all regions together (`createBucket` beyond: BUCKET_LIMIT).
+    buckets_per_account: int = DEFAULT_BUCKETS_PER_ACCOUNT
 
     @property
     def default_region(self) -> str:
@@ -404,6 +411,7 @@ class Settings:
             log_level=_log_level(e),
             cors_origins=_cors_origins(e),
             region_endpoints=endpoints,
+            buckets_per_account=e.integer("IMS_BUCKETS_PER_ACCOUNT", d.buckets_per_account, minimum=1),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -436,6 +444,7 @@ class Settings:
             "IMS_AUTO_MIGRATE": "" if self.auto_migrate is None else "1" if self.auto_migrate else "0",
             "IMS_LOG_LEVEL": self.log_level,
             "IMS_CORS_ORIGINS": ",".join(self.cors_origins),
+            "IMS_BUCKETS_PER_ACCOUNT": str(self.buckets_per_account),
         }
         for region, endpoint in self.region_endpoints.items():
             env[region_endpoint_variable(region)] = endpoint
@@ -456,6 +465,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_S3_ACCESS_KEY": "S3 access key: required when an S3 endpoint is set, refused when none is.",
     "IMS_S3_SECRET_KEY": "S3 secret key: required when an S3 endpoint is set, refused when none is.",
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
+    "IMS_BUCKETS_PER_ACCOUNT": "Buckets an account may have, in all regions together (a whole number, at least 1); `createBucket` beyond it is `ConflictError BUCKET_LIMIT`. Default 100, S3's historical default quota of buckets per AWS account: on a shared S3 account the service's accounts share that account's bucket quota, and no one of them should use it up.",
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs (at least 16 bytes); shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
     "IMS_DIRECT_IO": "The filesystem object store writes objects with O_DIRECT, from the process's buffers to the disk without the page cache (falling back to buffered writes where the filesystem refuses it); 0 always writes buffered. Default true.",

@@ -87,8 +87,9 @@ async def create_demo_images(services: Services, admin: Caller, *, timeout: floa
     """Upload and import the demo images as PUBLIC; returns each job's final status."""
     try:
         await services.storage.create_bucket(admin, DEMO_BUCKET, None)
-    except Conflict:
-        pass
+    except Conflict as exc:
+        if exc.code != "BUCKET_EXISTS":  # BUCKET_LIMIT: the imports would find no bucket
+            raise
     store = services.storage.store(services.settings.default_region)
     job_ids = []
     with tempfile.TemporaryDirectory() as tmp:

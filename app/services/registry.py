@@ -66,7 +66,8 @@ class Services:
         events: EventBus | None = None,
         job_registry: JobRegistry | None = None,
     ) -> Services:
-        storage = StorageService(db, stores, settings.default_region)
+        storage = StorageService(db, stores, settings.default_region,
+                                 buckets_per_account=settings.buckets_per_account)
         chunks = ChunkStore(db, stores)
         jobs = JobService(
             db, events or event_bus_for(db),

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from app.config import DEFAULT_BUCKETS_PER_ACCOUNT
 from app.db.tables import Bucket, ObjectChecksum
 from app.db.types import utcnow
-from app.db.uow import Database
+from app.db.uow import Database, UnitOfWork
 from app.domain.images import Caller
 from app.domain.pagination import decode_cursor, encode_cursor
 from app.domain.rules import validate_page_size
@@ -25,6 +26,8 @@ register_codes({
     "INVALID_OBJECT_KEY": "Object keys: 1-1024 bytes of UTF-8 in '/'-separated segments of at most 255 bytes; "
                           "no empty, '.' or '..' segments, no leading '/', backslash or control characters.",
     "BUCKET_EXISTS": "A bucket with this name exists.",
+    "BUCKET_LIMIT": "The account has as many buckets as it may, in all regions together (IMS_BUCKETS_PER_ACCOUNT). "
+                    "The message names the limit.",
     "INVALID_URL_EXPIRY": "Signed URLs live 1 second to 7 days.",
     "OBJECT_KEY_COLLISION": "An object's key may not name another object's prefix (`a` beside `a/b`) nor lie under "
                             "another object (`a/b` beside `a`): neither a filesystem nor MinIO holds both.",
@@ -56,10 +59,12 @@ COUNT_PAGE = 1000
 
 
 class StorageService:
-    def __init__(self, db: Database, stores: dict[str, ObjectStore], default_region: str) -> None:
+    def __init__(self, db: Database, stores: dict[str, ObjectStore], default_region: str, *,
+                 buckets_per_account: int = DEFAULT_BUCKETS_PER_ACCOUNT) -> None:
         self.db = db
         self.stores = stores
         self.default_region = default_region
+        self.buckets_per_account = buckets_per_account
         self._hashing = asyncio.Semaphore(CHECKSUM_CONCURRENCY)
         #: Hashes under way, by object version: requests for the same one share it.
         self._inflight: dict[tuple[Any, ...], asyncio.Task[str]] = {}
@@ -85,14 +90,30 @@ class StorageService:
         if await store.bucket_exists(name) and await store.list_objects(name, limit=1):
             raise Conflict("BUCKET_EXISTS")
         async with self.db.uow(caller.account_id) as uow:
+            # The account's lock before the bucket's row, as every transaction that takes it.
+            await uow.accounts.lock_account(caller.account_id)
             bucket = Bucket(name=name, account_id=caller.account_id, region=region, created_at=utcnow())
             if not await uow.storage.add_bucket(bucket):
                 raise Conflict("BUCKET_EXISTS")
+            await self._check_bucket_limit(uow, caller.account_id)
             # The bucket exists in storage before the row commits: a crash between the two
             # leaves an empty bucket that a retry adopts, never a row without a bucket.
             await store.create_bucket(name)
             await uow.commit()
         return bucket
+
+    async def _check_bucket_limit(self, uow: UnitOfWork, account_id: str) -> None:
+        """Refuse the bucket just added (its row rolls back with the transaction) when it makes
+        the account's buckets, in all regions together, more than `buckets_per_account`.
+        Checked after the row, so that a name already taken stays BUCKET_EXISTS (a retried
+        creation, the demo's bucket) at the limit too. The account's lock, taken before the
+        row and held until the transaction ends, keeps two creations from both taking the
+        last place: the quota lock of image creations (PostgreSQL's advisory lock; SQLite's
+        BEGIN IMMEDIATE serializes writers already)."""
+        count, limit = await uow.storage.count_buckets(account_id), self.buckets_per_account
+        if count > limit:
+            raise Conflict("BUCKET_LIMIT", f"An account may have at most {limit} buckets, in all regions together; "
+                                           f"this one has {count - 1}.")
 
     async def buckets(self, caller: Caller) -> list[Bucket]:
         async with self.db.uow(caller.account_id, write=False) as uow:

@@ -43,6 +43,11 @@ BAD_VALUES = [
     ("IMS_WORKERS", "2.5", "a whole number, at least 0"),
     ("IMS_WORKER_NICE", "20", "a whole number from 0 to 19"),
     ("IMS_WORKER_NICE", "-1", "a whole number from 0 to 19"),
+    # No bucket at all would leave accounts nowhere to upload to.
+    ("IMS_BUCKETS_PER_ACCOUNT", "0", "a whole number, at least 1"),
+    ("IMS_BUCKETS_PER_ACCOUNT", "-100", "a whole number, at least 1"),
+    ("IMS_BUCKETS_PER_ACCOUNT", "1e3", "a whole number, at least 1"),
+    ("IMS_BUCKETS_PER_ACCOUNT", "unlimited", "a whole number, at least 1"),
     # A zero lease is lost at once: a healthy job is taken over until it FAILs.
     ("IMS_JOB_LEASE_SECONDS", "0", "a number of seconds, at least 1"),
     ("IMS_JOB_LEASE_SECONDS", "-1", "a number of seconds, at least 1"),
@@ -119,6 +124,9 @@ def test_a_bad_value_is_refused_naming_the_variable_and_what_it_accepts(variable
         ("IMS_S3_SECURE", "Yes", ("s3_secure", True)),
         ("IMS_DIRECT_IO", "off", ("direct_io", False)),
         ("IMS_WORKERS", "", ("workers", 2)),  # empty: unset
+        ("IMS_BUCKETS_PER_ACCOUNT", " 1000 ", ("buckets_per_account", 1000)),
+        ("IMS_BUCKETS_PER_ACCOUNT", "1", ("buckets_per_account", 1)),
+        ("IMS_BUCKETS_PER_ACCOUNT", "", ("buckets_per_account", 100)),  # S3's historical default quota
         ("IMS_DATABASE_URL", "postgres://ims:pw@db:5432/ims", ("database_url", "postgres://ims:pw@db:5432/ims")),
         ("IMS_REGIONS", "region-1, eu-west-2", ("regions", ("region-1", "eu-west-2"))),
         ("IMS_URL_SECRET", "sixteen-bytes!!!", ("url_secret", "sixteen-bytes!!!")),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -20,6 +20,11 @@ class StorageRepository:
     async def buckets_of(self, account_id: str) -> list[Bucket]:
         stmt = select(Bucket).where(col(Bucket.account_id) == account_id).order_by(col(Bucket.name))
         return list((await self.session.execute(stmt)).scalars())
+
+    async def count_buckets(self, account_id: str) -> int:
+        """The account's buckets, in every region."""
+        stmt = select(func.count()).select_from(Bucket).where(col(Bucket.account_id) == account_id)
+        return int((await self.session.execute(stmt)).scalar_one())
 
     async def add_bucket(self, bucket: Bucket) -> bool:
         """Insert the bucket's row; False, and nothing inserted, when the name is taken, also
