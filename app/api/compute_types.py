@@ -1,12 +1,14 @@
 """GraphQL types of the compute inventory: Server, Volume, Backup (built from table rows).
 
 Relations a list can ask for (a server's volumes, whether a volume's source image is still
-visible, an image's backup) go through per-request DataLoaders: one statement per list.
+visible, an image's backup, a backup's image) go through per-request DataLoaders: one
+statement per list.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.dataloader import DataLoader
@@ -17,8 +19,12 @@ from app.api.scalars import BigInt
 from app.compute.tables import Backup as BackupRow
 from app.compute.tables import Server as ServerRow
 from app.compute.tables import Volume as VolumeRow
+from app.db.repositories.images import VisibleImage
 from app.domain import compute as c
 from app.domain import enums as d
+
+if TYPE_CHECKING:
+    from app.api.image_types import PrivateImage
 
 # strawberry.enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
 strawberry.enum(c.ServerStatus)
@@ -56,6 +62,17 @@ def backup_loader(info: Info) -> DataLoader[str, BackupRow | None]:
 
         context.loaders["backups"] = DataLoader(load)
     return context.loaders["backups"]
+
+
+def _backup_image_loader(info: Info) -> DataLoader[str, VisibleImage | None]:
+    context = info.context
+    if "backup_images" not in context.loaders:
+        async def load(backup_ids: list[str]) -> list[VisibleImage | None]:
+            found = await context.services.backups.images_of(context.me, list(backup_ids), context.reader)
+            return [found.get(b) for b in backup_ids]
+
+        context.loaders["backup_images"] = DataLoader(load)
+    return context.loaders["backup_images"]
 
 
 async def _visible_source(info: Info, image_id: str | None) -> strawberry.ID | None:
@@ -125,3 +142,13 @@ class Backup(Node):
     def of(cls, row: BackupRow) -> Backup:
         return cls(id=strawberry.ID(row.id), server_id=strawberry.ID(row.server_id), size_bytes=BigInt(row.size_bytes),
                    new_bytes=BigInt(row.new_bytes), created_at=row.created_at)
+
+    @strawberry.field(description="The full-ECS image made from this backup; null once that image is deleted "  # type: ignore[untyped-decorator]
+                      "(`deleteImages` with `deleteBackups: false` keeps the backup: `deleteBackups` deletes it).")
+    async def image(self, info: Info) -> Annotated[PrivateImage, strawberry.lazy("app.api.image_types")] | None:
+        # Imported here: image_types imports this module (PrivateImage.backup).
+        from app.api.image_types import PrivateImage, image_of
+
+        view = await _backup_image_loader(info).load(str(self.id))
+        made = image_of(view, info.context.me) if view is not None else None
+        return made if isinstance(made, PrivateImage) else None

@@ -294,7 +294,9 @@ ImageTagsPayload = Annotated[
 @strawberry.input
 class DeleteImagesInput:
     ids: list[strawberry.ID]
-    delete_backups: bool | None = strawberry.field(default=False, description="For FULL_ECS images: also delete their backups.")
+    delete_backups: bool | None = strawberry.field(
+        default=False, description="For FULL_ECS images: also delete their backups. Kept ones are listed by `backups` "
+                                   "and deleted by `deleteBackups`.")
 
 
 @strawberry.type

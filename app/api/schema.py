@@ -28,6 +28,7 @@ from strawberry.types.graphql import OperationType
 
 from app import __version__
 from app.api.accounts import AccountMutations, AccountQueries
+from app.api.backups import BackupMutations, BackupQueries
 from app.api.characters import character_error
 from app.api.common import Node
 from app.api.compute import ComputeMutations, ComputeQueries
@@ -112,13 +113,14 @@ class CoreQueries:
 
 
 @strawberry.type
-class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries, ComputeQueries):
+class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries, ComputeQueries,
+            BackupQueries):
     pass
 
 
 @strawberry.type
 class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations, ReplicationMutations,
-               ExportMutations):
+               ExportMutations, BackupMutations):
     pass
 
 

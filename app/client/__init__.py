@@ -22,6 +22,13 @@ from .add_image_tags import (
     AddImageTagsAddImageTagsValidationError,
 )
 from .async_base_client import AsyncBaseClient
+from .backups import (
+    Backups,
+    BackupsBackups,
+    BackupsBackupsEdges,
+    BackupsBackupsEdgesNode,
+    BackupsBackupsPageInfo,
+)
 from .base_model import BaseModel, Upload
 from .buckets import (
     Buckets,
@@ -122,6 +129,13 @@ from .create_volume import (
     CreateVolumeCreateVolumeNotFoundError,
     CreateVolumeCreateVolumeValidationError,
 )
+from .delete_backups import (
+    DeleteBackups,
+    DeleteBackupsDeleteBackupsConflictError,
+    DeleteBackupsDeleteBackupsDeleteBackupsSuccess,
+    DeleteBackupsDeleteBackupsNotFoundError,
+    DeleteBackupsDeleteBackupsValidationError,
+)
 from .delete_images import (
     DeleteImages,
     DeleteImagesDeleteImagesConflictError,
@@ -199,6 +213,8 @@ from .export_image_list import (
 from .fragments import (
     AccountFields,
     ApiTokenFields,
+    BackupFields,
+    BackupFieldsImage,
     BucketFields,
     ImageBaseFields,
     ImageBaseFieldsDisks,
@@ -296,6 +312,7 @@ from .input_types import (
     CreateUploadUrlInput,
     CreateVolumeInput,
     DataDiskInput,
+    DeleteBackupsInput,
     DeleteImagesInput,
     DeleteServerInput,
     ExportImageInput,
@@ -485,6 +502,13 @@ __all__ = [
     "AddImageTagsAddImageTagsValidationError",
     "ApiTokenFields",
     "AsyncBaseClient",
+    "BackupFields",
+    "BackupFieldsImage",
+    "Backups",
+    "BackupsBackups",
+    "BackupsBackupsEdges",
+    "BackupsBackupsEdgesNode",
+    "BackupsBackupsPageInfo",
     "BaseModel",
     "BootMode",
     "BucketFields",
@@ -573,6 +597,12 @@ __all__ = [
     "CreateVolumeCreateVolumeValidationError",
     "CreateVolumeInput",
     "DataDiskInput",
+    "DeleteBackups",
+    "DeleteBackupsDeleteBackupsConflictError",
+    "DeleteBackupsDeleteBackupsDeleteBackupsSuccess",
+    "DeleteBackupsDeleteBackupsNotFoundError",
+    "DeleteBackupsDeleteBackupsValidationError",
+    "DeleteBackupsInput",
     "DeleteImages",
     "DeleteImagesDeleteImagesConflictError",
     "DeleteImagesDeleteImagesDeleteImagesSuccess",

@@ -7,6 +7,7 @@ from typing import Any, Optional, Union
 from .accounts import Accounts
 from .add_image_tags import AddImageTags
 from .async_base_client import AsyncBaseClient
+from .backups import Backups
 from .base_model import UNSET, UnsetType
 from .buckets import Buckets
 from .cancel_kms_key_deletion import CancelKmsKeyDeletion
@@ -20,6 +21,7 @@ from .create_kms_key import CreateKmsKey
 from .create_server import CreateServer
 from .create_upload_url import CreateUploadUrl
 from .create_volume import CreateVolume
+from .delete_backups import DeleteBackups
 from .delete_images import DeleteImages
 from .delete_server import DeleteServer
 from .disable_kms_key import DisableKmsKey
@@ -41,6 +43,7 @@ from .input_types import (
     CreateServerInput,
     CreateUploadUrlInput,
     CreateVolumeInput,
+    DeleteBackupsInput,
     DeleteImagesInput,
     DeleteServerInput,
     ExportImageInput,
@@ -717,6 +720,87 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return CreateImageFromVolume.model_validate(data)
+
+    async def backups(
+        self,
+        first: Union[Optional[int], UnsetType] = UNSET,
+        after: Union[Optional[str], UnsetType] = UNSET,
+        **kwargs: Any,
+    ) -> Backups:
+        query = gql("""
+            query Backups($first: Int, $after: String) {
+              backups(first: $first, after: $after) {
+                totalCount
+                pageInfo {
+                  ...PageInfoFields
+                }
+                edges {
+                  cursor
+                  node {
+                    ...BackupFields
+                  }
+                }
+              }
+            }
+
+            fragment BackupFields on Backup {
+              id
+              serverId
+              sizeBytes
+              newBytes
+              createdAt
+              image {
+                id
+                name
+                status
+              }
+            }
+
+            fragment PageInfoFields on PageInfo {
+              hasNextPage
+              hasPreviousPage
+              startCursor
+              endCursor
+            }
+            """)
+        variables: dict[str, object] = {"first": first, "after": after}
+        response = await self.execute(
+            query=query, operation_name="Backups", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Backups.model_validate(data)
+
+    async def delete_backups(
+        self, input: DeleteBackupsInput, **kwargs: Any
+    ) -> DeleteBackups:
+        query = gql("""
+            mutation DeleteBackups($input: DeleteBackupsInput!) {
+              deleteBackups(input: $input) {
+                __typename
+                ... on DeleteBackupsSuccess {
+                  deletedIds
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on ValidationError {
+                  field
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="DeleteBackups", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return DeleteBackups.model_validate(data)
 
     async def export_image(self, input: ExportImageInput, **kwargs: Any) -> ExportImage:
         query = gql("""

@@ -41,6 +41,21 @@ class ApiTokenFields(BaseModel):
     last_used_at: Optional[datetime] = Field(alias="lastUsedAt")
 
 
+class BackupFields(BaseModel):
+    id: str
+    server_id: str = Field(alias="serverId")
+    size_bytes: int = Field(alias="sizeBytes")
+    new_bytes: int = Field(alias="newBytes")
+    created_at: datetime = Field(alias="createdAt")
+    image: Optional["BackupFieldsImage"]
+
+
+class BackupFieldsImage(BaseModel):
+    id: str
+    name: str
+    status: ImageStatus
+
+
 class BucketFields(BaseModel):
     name: str
     region: str
@@ -496,6 +511,7 @@ class StoredObjectFields(BaseModel):
 
 AccountFields.model_rebuild()
 ApiTokenFields.model_rebuild()
+BackupFields.model_rebuild()
 BucketFields.model_rebuild()
 ImageBaseFields.model_rebuild()
 ImageJobFields.model_rebuild()

@@ -106,9 +106,13 @@ class DataDiskInput(BaseModel):
     size_gb: int = Field(alias="sizeGb")
 
 
+class DeleteBackupsInput(BaseModel):
+    ids: list[str]
+
+
 class DeleteImagesInput(BaseModel):
     delete_backups: Optional[bool] = Field(alias="deleteBackups", default=False)
-    "For FULL_ECS images: also delete their backups."
+    "For FULL_ECS images: also delete their backups. Kept ones are listed by `backups` and deleted by `deleteBackups`."
     ids: list[str]
 
 

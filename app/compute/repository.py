@@ -7,7 +7,7 @@ unscoped reads (`*_any`) are for jobs and the Python-level disk-write helper.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,9 @@ from app.compute.tables import Backup, Server, Volume
 from app.datastore.tables import ManifestChunk
 from app.db.tables import Image
 from app.domain.enums import ImageStatus
+
+#: The tables an account owns rows of, each with an (account_id, created_at, id) index.
+Owned = TypeVar("Owned", Server, Backup)
 
 
 class ComputeRepository:
@@ -41,16 +44,23 @@ class ComputeRepository:
         self, first: int, after: tuple[datetime, str] | None
     ) -> tuple[list[Server], bool, int]:
         """Newest first: one keyset page after the cursor's (created_at, id), and the total."""
-        mine = col(Server.account_id) == self.caller_id
-        stmt = select(Server).where(mine)
+        return await self._newest_first(Server, first, after)
+
+    async def _newest_first(
+        self, table: type[Owned], first: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[Owned], bool, int]:
+        """The caller's rows of `table` newest first: one keyset page after the cursor's
+        (created_at, id) on the table's (account_id, created_at, id) index, and the total."""
+        mine = col(table.account_id) == self.caller_id
+        stmt = select(table).where(mine)
         if after is not None:
             created, last_id = after
             stmt = stmt.where(or_(
-                col(Server.created_at) < created, and_(col(Server.created_at) == created, col(Server.id) < last_id)
+                col(table.created_at) < created, and_(col(table.created_at) == created, col(table.id) < last_id)
             ))
-        stmt = stmt.order_by(col(Server.created_at).desc(), col(Server.id).desc()).limit(first + 1)
+        stmt = stmt.order_by(col(table.created_at).desc(), col(table.id).desc()).limit(first + 1)
         rows = list((await self.session.execute(stmt)).scalars())
-        total = int((await self.session.execute(select(func.count()).select_from(Server).where(mine))).scalar_one())
+        total = int((await self.session.execute(select(func.count()).select_from(table).where(mine))).scalar_one())
         return rows[:first], len(rows) > first, total
 
     async def delete_server(self, server_id: str) -> None:
@@ -99,18 +109,37 @@ class ComputeRepository:
 
     # ---------------------------------------------------------------- backups
 
-    async def get_backups(self, backup_ids: list[str]) -> dict[str, Backup]:
+    async def get_backups(self, backup_ids: list[str], *, for_update: bool = False) -> dict[str, Backup]:
         if not backup_ids:
             return {}
         stmt = select(Backup).where(col(Backup.id).in_(backup_ids), col(Backup.account_id) == self.caller_id)
+        if for_update:
+            # In id order, as every batch takes its rows: two batches naming the same backups
+            # in different orders queue behind each other instead of deadlocking.
+            stmt = stmt.order_by(col(Backup.id)).with_for_update().execution_options(populate_existing=True)
         return {b.id: b for b in (await self.session.execute(stmt)).scalars()}
+
+    async def page_backups(
+        self, first: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[Backup], bool, int]:
+        """Newest first: one keyset page after the cursor's (created_at, id), and the total."""
+        return await self._newest_first(Backup, first, after)
+
+    async def images_holding(self, backup_ids: list[str]) -> dict[str, str]:
+        """{backup id: id of the image made from it} for those of these backups whose image
+        still exists, whoever's it is (one lookup on ix_images_backup_id)."""
+        if not backup_ids:
+            return {}
+        stmt = select(col(Image.backup_id), col(Image.id)).where(col(Image.backup_id).in_(sorted(set(backup_ids))))
+        return {str(b): str(i) for b, i in await self.session.execute(stmt)}
 
     async def backup_any(self, backup_id: str) -> Backup | None:
         return await self.session.get(Backup, backup_id, populate_existing=True)
 
-    async def delete_backup(self, backup_id: str) -> None:
-        """Delete a backup row (its manifests are the caller's to release)."""
-        await self.session.execute(delete(Backup).where(col(Backup.id) == backup_id))
+    async def delete_backups(self, backup_ids: list[str]) -> None:
+        """Delete backup rows, in id order (their manifests are the caller's to release)."""
+        for backup_id in sorted(backup_ids):
+            await self.session.execute(delete(Backup).where(col(Backup.id) == backup_id))
 
     async def earlier_backups(self, backup: Backup) -> list[Backup]:
         """The server's backups made before `backup` that still exist and were saved: one whose

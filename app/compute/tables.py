@@ -82,7 +82,8 @@ class Backup(SQLModel, table=True):
     """A differential backup of every disk of a server (what a FULL_ECS image is made of)."""
 
     __tablename__ = "backups"
-    __table_args__ = (Index("ix_backups_server_created", "server_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_backups_server_created", "server_id", "created_at", "id"),
+                      Index("ix_backups_account_created", "account_id", "created_at", "id"))
 
     id: str = Field(primary_key=True, max_length=40)
     account_id: str = Field(

@@ -90,7 +90,9 @@ class Image(SQLModel, table=True):
     licensed_platform: str | None = Field(default=None, max_length=64)
     #: [{"role": "SYSTEM"|"DATA", "sizeGb": int, "storedBytes": int|None}]
     disks: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
-    backup_id: str | None = Field(default=None, max_length=40)
+    #: The FULL_ECS image's backup (`backups`, app.compute.tables); indexed: `deleteBackups`
+    #: and `Backup.image` look images up by it.
+    backup_id: str | None = Field(default=None, max_length=40, index=True)
     version: int = 1
     created_at: datetime = _ts()
     updated_at: datetime = _ts()

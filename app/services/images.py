@@ -255,5 +255,4 @@ class ImageService:
 async def _delete_backups(uow: Any, images: list[Image]) -> None:
     """The backups of FULL_ECS images go with them (`deleteBackups: true`)."""
     wanted = [i.backup_id for i in images if i.kind == ImageKind.FULL_ECS.value and i.backup_id]
-    for backup in (await uow.compute.get_backups(wanted)).values():
-        await delete_backup_rows(uow, backup)
+    await delete_backup_rows(uow, (await uow.compute.get_backups(wanted)).values())

@@ -14,6 +14,7 @@ from app.jobs.registry import JobRegistry, build_registry
 from app.jobs.service import JobService
 from app.kms.port import KeyProvider
 from app.services.accounts import AccountService
+from app.services.backups import BackupService
 from app.services.compute import ComputeService
 from app.services.exports import ExportService
 from app.services.image_list import ImageListService
@@ -50,6 +51,8 @@ class Services:
     #: Servers and volumes, and the images made from them.
     compute: ComputeService
     server_images: ServerImageService
+    #: Full-ECS backups, kept or not, as their owner lists and deletes them.
+    backups: BackupService
     replication: ReplicationService
     exports: ExportService
     image_list: ImageListService
@@ -87,6 +90,7 @@ class Services:
             sharing=SharingService(db, key_provider),
             compute=ComputeService(db, chunks, key_provider, settings.regions, settings.data_dir / "work"),
             server_images=ServerImageService(db, chunks, jobs, key_provider),
+            backups=BackupService(db),
             replication=ReplicationService(db, key_provider, settings.regions, jobs),
             exports=ExportService(db, storage, jobs),
             image_list=ImageListService(db, storage, settings.regions, settings.default_region, jobs),

@@ -12,7 +12,7 @@ changed data, not the disk size.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,18 +324,23 @@ class ServerImageService:
         image is not deleted while QUEUED or SAVING, and becomes KILLED only in this FAIL
         transaction, so a missing image was saved and then deleted by its owner, whose
         `deleteBackups` decided the backup's fate (false: it stays, and vouches for the
-        server's later backups)."""
+        server's later backups, until the owner deletes it with the `deleteBackups` mutation)."""
         image = await uow.compute.image_any(image_id)
         if image is None or image.status == ImageStatus.ACTIVE.value:
             return
         backup = await uow.compute.backup_any(backup_id)
         if backup is not None:
-            await delete_backup_rows(uow, backup)
+            await delete_backup_rows(uow, [backup])
 
 
-async def delete_backup_rows(uow: UnitOfWork, backup: Backup) -> None:
-    """Delete a backup and release its manifests, in the caller's transaction."""
-    await uow.compute.delete_backup(backup.id)
-    now = utcnow()
-    for disk in backup.disks:
-        await uow.chunks.release(disk["manifestId"], now)
+async def delete_backup_rows(uow: UnitOfWork, backups: Iterable[Backup]) -> None:
+    """Delete backups and release their manifests (one reference per disk), in the caller's
+    transaction: the rows in id order, then the manifests in `release_all`'s order (every
+    batch that lets go of backups takes its locks in the same order). Chunks no one else holds
+    are then the garbage collector's, after its grace period. The one path by which a backup
+    goes: a failed FULL_ECS job's, `deleteImages(deleteBackups: true)`, `deleteBackups`."""
+    gone = list(backups)
+    if not gone:
+        return
+    await uow.compute.delete_backups([b.id for b in gone])
+    await uow.chunks.release_all([disk["manifestId"] for b in gone for disk in b.disks], utcnow())

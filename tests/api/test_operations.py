@@ -30,6 +30,7 @@ from app.client import (
     CreateUploadUrlInput,
     CreateVolumeInput,
     DataDiskInput,
+    DeleteBackupsInput,
     DeleteImagesInput,
     DeleteServerInput,
     ExportFormat,
@@ -260,6 +261,33 @@ async def new_server_input(w: World, _c: ImsClient) -> dict[str, Any]:
     return {"input": CreateServerInput(name="web-2", imageId=image.id, systemDiskGb=5)}
 
 
+async def full_ecs_image(w: World, c: ImsClient) -> Any:
+    """A FULL_ECS image of a server of the user, QUEUED (these tests run no worker), with its backup."""
+    server = await user_server(w, c)
+    made = await c.create_image_from_server(input=CreateImageFromServerInput(serverId=server.id, name="full",
+                                                                             kind=ImageKind.FULL_ECS))
+    assert made.create_image_from_server.typename__ == "ImageJobSuccess"
+    return made.create_image_from_server.images[0]
+
+
+async def kept_backup(w: World, c: ImsClient) -> dict[str, Any]:
+    """The backup of a FULL_ECS image the user deleted without it (saved first: a QUEUED image
+    cannot be deleted, and no worker runs its job here)."""
+    image = await full_ecs_image(w, c)
+    async with w.db.uow() as uow:
+        saved = await uow.compute.advance_image(image.id, ("QUEUED",), {"status": "ACTIVE"})
+        await uow.commit()
+    assert saved
+    deleted = await c.delete_images(input=DeleteImagesInput(ids=[image.id], deleteBackups=False))
+    assert deleted.delete_images.typename__ == "DeleteImagesSuccess"
+    return {"input": DeleteBackupsInput(ids=[image.backup.id])}
+
+
+async def a_full_ecs_image(w: World, c: ImsClient) -> dict[str, Any]:
+    await full_ecs_image(w, c)
+    return {"first": 10}
+
+
 def with_server(make: Callable[[Any], dict[str, Any]]) -> Kwargs:
     async def kwargs(w: World, c: ImsClient) -> dict[str, Any]:
         return make(await user_server(w, c))
@@ -434,6 +462,11 @@ CASES: dict[str, Case] = {
         lambda r: r.create_image_from_server, "ImageJobSuccess",
         lambda p, w: p.job.type_ == "CREATE_FULL_ECS_IMAGE" and [d.role for d in p.images[0].disks] == ["SYSTEM", "DATA"]
         and p.images[0].backup.server_id == p.images[0].origin.ref),
+    "Backups": Case(a_full_ecs_image, lambda r: r.backups, None,
+                    lambda p, w: p.total_count == 1 and p.edges[0].node.size_bytes == 3 * 1024**3
+                    and p.edges[0].node.image is not None and p.edges[0].node.image.status == "QUEUED"),
+    "DeleteBackups": Case(kept_backup, lambda r: r.delete_backups, "DeleteBackupsSuccess",
+                          lambda p, w: len(p.deleted_ids) == 1 and p.deleted_ids[0].startswith("bak")),
     "CreateImageFromVolume": Case(
         with_server(lambda s: {"input": CreateImageFromVolumeInput(volumeId=s.volumes[1].id, name="data")}),
         lambda r: r.create_image_from_volume, "ImageJobSuccess",

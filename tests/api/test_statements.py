@@ -1,5 +1,6 @@
 """SQL statements per request: a page of images with tags and members costs two, whatever
-its size: the caller's token, then the page with its total, tags and members."""
+its size: the caller's token, then the page with its total, tags and members. A page of
+backups with their images costs five, whatever its size."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from app.compute.tables import Backup
 from app.db.tables import ImageMember, ImageTag
-from app.db.types import utcnow
+from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import make_account, make_image
@@ -106,3 +108,28 @@ async def test_a_page_costs_a_constant_number_of_statements(
     with count_statements(live_server) as again:
         await gql.as_(bob_t).execute(PAGE)
     assert len(again) == STATEMENTS, "\n\n".join(again)
+
+
+@pytest.mark.parametrize("size", [2, 20])
+async def test_a_page_of_backups_with_their_images_costs_a_constant_number_of_statements(
+    size: int, gql: GraphQLClient, db: Database, live_server: LiveServer
+) -> None:
+    """Each backup's image is one DataLoader batch: no statement per row."""
+    alice, alice_t = await make_account(db)
+    rows = [Backup(id=new_id("bak"), account_id=alice.id, server_id=new_id("srv"), region="region-1",
+                   size_bytes=1 << 30, new_bytes=0, disks=[], created_at=utcnow()) for _ in range(size)]
+    async with db.uow() as uow:
+        await uow.compute.add(*rows)
+        await uow.commit()
+    images = {b.id: await make_image(db, alice, kind="FULL_ECS", backup_id=b.id) for b in rows[::2]}
+    q = gql.as_(alice_t)
+    await q.execute("{ viewer { account { id } } }")  # warm-up: the token's last_used_at write
+    page = "{ backups(first: 50) { totalCount edges { node { id image { id name tags { key } } } } } }"
+    with count_statements(live_server) as statements:
+        data = await q.execute(page)
+    assert data["backups"]["totalCount"] == size
+    got = {e["node"]["id"]: e["node"]["image"] for e in data["backups"]["edges"]}
+    assert got == {b.id: {"id": images[b.id].id, "name": images[b.id].name, "tags": []} if b.id in images else None
+                   for b in rows}
+    # The token, the page and its total, the images, their tags.
+    assert len(statements) == 5, "\n\n".join(statements)

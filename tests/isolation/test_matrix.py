@@ -1,5 +1,5 @@
 """The tenant-isolation matrix: every image operation against every caller role, and the
-account-private resources (jobs, servers, volumes, buckets, KMS keys) against owner,
+account-private resources (jobs, servers, volumes, backups, buckets, KMS keys) against owner,
 stranger, administrator and no token. The expected outcome of every cell comes from the two
 tables below, which a reader can review at a glance.
 
@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from app.compute.tables import Backup
 from app.config import Settings
 from app.db.tables import Account, Image
+from app.db.types import new_id, utcnow
 from app.db.uow import Database
 from tests.conftest import GraphQLClient
 from tests.factories import make_account, make_image_with_data, make_kms_key, share, unshare
@@ -55,6 +57,9 @@ PRIVATE_MATRIX: dict[str, tuple[str, ...]] = {
     "server": ("Server", "null", "null", "401"),
     "volume": ("Volume", "null", "null", "401"),
     "servers": ("listed", "unlisted", "unlisted", "401"),
+    "backup": ("Backup", "null", "null", "401"),
+    "backups": ("listed", "unlisted", "unlisted", "401"),
+    "deleteBackups": ("DeleteBackupsSuccess", "NotFoundError", "NotFoundError", "401"),
     "createUploadUrl": ("CreateUploadUrlSuccess", "NotFoundError", "NotFoundError", "401"),
     "buckets": ("listed", "unlisted", "unlisted", "401"),
     "kmsKeys": ("listed", "unlisted", "unlisted", "401"),
@@ -195,6 +200,13 @@ async def private_world(db: Database, settings: Settings, gql: GraphQLClient) ->
                                '... on CreateServerSuccess { server { id volumes { id } } } } }', {"id": w.image.id})
     server = made["createServer"]["server"]
     w.extra.update(server=server["id"], volume=server["volumes"][0]["id"])
+    # A backup kept after its full-ECS image was deleted (no worker runs jobs here to save one).
+    backup = Backup(id=new_id("bak"), account_id=w.owner.id, server_id=server["id"], region="region-1",
+                    size_bytes=1 << 30, new_bytes=0, disks=[], created_at=utcnow())
+    async with db.uow() as uow:
+        await uow.compute.add(backup)
+        await uow.commit()
+    w.extra["backup"] = backup.id
     await owner.execute('mutation { createBucket(input: {name: "isolation-bucket"}) { __typename } }')
     w.extra["key"] = await make_kms_key(db, settings, w.owner)
     copy = await owner.execute('mutation($id: ID!) { replicateImage(input: {imageId: $id, name: "c"}) { '
@@ -209,6 +221,11 @@ PRIVATE_OPS: dict[str, Outcome] = {
     "volume": lambda w, c: typename(c, "query($id: ID!) { volume(id: $id) { __typename } }", {"id": w.extra["volume"]}),
     "servers": lambda w, c: listed(w, c, "{ servers { edges { node { id } } } }",
                                    lambda d: [e["node"]["id"] for e in d["servers"]["edges"]], w.extra["server"]),
+    "backup": lambda w, c: typename(c, "query($id: ID!) { node(id: $id) { __typename } }", {"id": w.extra["backup"]}),
+    "backups": lambda w, c: listed(w, c, "{ backups { edges { node { id } } } }",
+                                   lambda d: [e["node"]["id"] for e in d["backups"]["edges"]], w.extra["backup"]),
+    "deleteBackups": lambda w, c: typename(
+        c, "mutation($b: ID!) { deleteBackups(input: {ids: [$b]}) { __typename } }", {"b": w.extra["backup"]}),
     "createUploadUrl": lambda w, c: typename(
         c, 'mutation { createUploadUrl(input: {bucket: "isolation-bucket", key: "k"}) { __typename } }', {}),
     "buckets": lambda w, c: listed(w, c, "{ buckets { name } }", lambda d: [b["name"] for b in d["buckets"]],
@@ -237,4 +254,4 @@ async def test_private_resources_by_role(operation: str, gql: GraphQLClient, db:
 def test_matrix_size() -> None:
     """What the README's reliability section reports."""
     cells = sum(len(v) for v in IMAGE_MATRIX.values()) + sum(len(v) for v in PRIVATE_MATRIX.values())
-    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 160
+    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 172

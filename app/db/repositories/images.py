@@ -357,6 +357,15 @@ class ImageRepository:
             stmt = stmt.order_by(col(Image.id)).with_for_update(of=Image)
         return {r[0].id: VisibleImageRow(r[0], r[1], r[2]) for r in (await self.session.execute(stmt)).all()}
 
+    async def own_of_backups(self, backup_ids: list[str]) -> dict[str, VisibleImageRow]:
+        """The caller's images made with these backups (FULL_ECS), by backup id."""
+        if not backup_ids:
+            return {}
+        stmt = self._visible_select().where(col(Image.backup_id).in_(sorted(set(backup_ids))),
+                                            col(Image.owner_id) == self.caller_id)
+        rows = (await self.session.execute(stmt)).all()
+        return {str(r[0].backup_id): VisibleImageRow(r[0], r[1], r[2]) for r in rows}
+
     # ---------------------------------------------------------------- writes
 
     async def add(self, image: Image) -> None:
