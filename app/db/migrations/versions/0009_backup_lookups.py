@@ -8,7 +8,7 @@ backup an image still holds, and `Backup.image` finds that image: both look imag
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-11-29 10:00:00
+Create Date: 2026-11-28 10:30:00
 """
 
 from __future__ import annotations
