@@ -18,7 +18,7 @@ from app.domain.pagination import decode_cursor, encode_cursor
 from app.domain.rules import validate_page_size
 from app.errors import Conflict, Invalid, NotFound, register_codes
 from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore
-from app.storage.names import validate_bucket_name, validate_key, validate_new_key
+from app.storage.names import validate_key, validate_new_bucket_name, validate_new_key
 
 register_codes({
     "INVALID_BUCKET_NAME": ("Bucket names: 3-63 lowercase letters, digits, '-' or '.', as on S3, without the "
@@ -77,7 +77,7 @@ class StorageService:
         if region not in self.stores:
             raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="input.region")
         try:
-            validate_bucket_name(name)
+            validate_new_bucket_name(name)
         except InvalidNameError as exc:
             raise Invalid("INVALID_BUCKET_NAME", f"{str(exc)[0].upper()}{str(exc)[1:]}.", field="input.name") from exc
         if name.startswith(RESERVED_BUCKET_PREFIX):

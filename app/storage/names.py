@@ -11,7 +11,7 @@ import re
 from app.storage.base import InvalidNameError
 
 __all__ = ["MAX_KEY_BYTES", "MAX_KEY_SEGMENT_BYTES", "key_head", "service_bucket", "validate_bucket_name",
-           "validate_key", "validate_new_key", "validate_sha256"]
+           "validate_key", "validate_new_bucket_name", "validate_new_key", "validate_sha256"]
 
 MAX_KEY_BYTES = 1024
 #: A filesystem adapter stores each segment as a file or directory name, and most filesystems
@@ -34,6 +34,12 @@ _BAD_BUCKET_PARTS = ("..", ".-", "-.")
 #: or worse, taken by a store that does not know the rule and unusable when moved to S3.
 _RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+#: Those refused from the start, for every bucket a store is asked about. The others were
+#: reserved later and are refused for new buckets only (`validate_new_bucket_name`): a bucket
+#: made before with such a name (`logs.mrap`, on the filesystem store or MinIO) stays usable,
+#: through the stores and the signed-URL routes.
+_FIRST_RESERVED_PREFIXES = ("xn--", "sthree-")
+_FIRST_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3")
 
 
 def service_bucket(region: str) -> str:
@@ -58,10 +64,23 @@ def validate_bucket_name(name: str) -> str:
         raise InvalidNameError(f"invalid bucket name {_shown(name)}: contains '..', '.-' or '-.'")
     if _IPV4_LIKE_RE.fullmatch(name):
         raise InvalidNameError(f"invalid bucket name {_shown(name)}: formatted like an IP address")
-    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
-        raise InvalidNameError(f"invalid bucket name {_shown(name)}: S3 reserves the prefixes "
-                               f"{', '.join(_RESERVED_PREFIXES)} and the suffixes {', '.join(_RESERVED_SUFFIXES)}")
+    if name.startswith(_FIRST_RESERVED_PREFIXES) or name.endswith(_FIRST_RESERVED_SUFFIXES):
+        raise _reserved(name)
     return name
+
+
+def validate_new_bucket_name(name: str) -> str:
+    """`validate_bucket_name`, and none of the prefixes and suffixes S3 reserves: the name of
+    a bucket to make (an existing one may have a form reserved since it was made)."""
+    validate_bucket_name(name)
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        raise _reserved(name)
+    return name
+
+
+def _reserved(name: str) -> InvalidNameError:
+    return InvalidNameError(f"invalid bucket name {_shown(name)}: S3 reserves the prefixes "
+                            f"{', '.join(_RESERVED_PREFIXES)} and the suffixes {', '.join(_RESERVED_SUFFIXES)}")
 
 
 def validate_key(key: str) -> str:

@@ -7,9 +7,11 @@ import hashlib
 import httpx
 import pytest
 
+from app.db.tables import Bucket
+from app.db.types import utcnow
 from app.db.uow import Database
 from app.services import storage as storage_service
-from tests.conftest import GraphQLClient
+from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import make_account
 
 CREATE = """mutation($name: String!) { createBucket(input: {name: $name}) {
@@ -90,6 +92,31 @@ async def test_bucket_rules_and_isolation(gql: GraphQLClient, db: Database) -> N
     assert (await gql.as_(alice).execute(UPLOAD, {"b": "shared-name", "k": "f", "e": 0}))["createUploadUrl"] == {
         "__typename": "ValidationError", "code": "INVALID_URL_EXPIRY"}
     assert (await gql.as_(bob).execute("{ buckets { name } }"))["buckets"] == []
+
+
+async def test_a_bucket_named_before_its_form_was_reserved_stays_usable(
+    gql: GraphQLClient, db: Database, live_server: LiveServer
+) -> None:
+    """`logs.mrap` was a good name until S3's later reserved forms were refused: a bucket made
+    with it then is still written through its signed URLs, listed and read; only new buckets
+    are refused that name."""
+    alice, token = await make_account(db)
+    me = gql.as_(token)
+    await live_server.app.state.runtime.services.storage.store("region-1").create_bucket("logs.mrap")
+    async with db.uow() as uow:
+        uow.session.add(Bucket(name="logs.mrap", account_id=alice.id, region="region-1", created_at=utcnow()))
+        await uow.commit()
+    payload = (await me.execute(UPLOAD, {"b": "logs.mrap", "k": "dir/a.log"}))["createUploadUrl"]
+    assert payload["__typename"] == "CreateUploadUrlSuccess"
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.put(payload["url"], content=b"line")).status_code == 200
+        listed = (await me.execute(LIST))["buckets"]
+        assert [(b["name"], [e["node"]["key"] for e in b["objects"]["edges"]]) for b in listed] == [
+            ("logs.mrap", ["dir/a.log"])]
+        got = await plain.get(listed[0]["objects"]["edges"][0]["node"]["downloadUrl"])
+        assert got.status_code == 200 and got.content == b"line"
+    assert (await me.execute(CREATE, {"name": "more.mrap"}))["createBucket"] == {
+        "__typename": "ValidationError", "code": "INVALID_BUCKET_NAME"}
 
 
 async def test_upload_urls_only_for_keys_every_store_can_hold(gql: GraphQLClient, db: Database) -> None:
