@@ -52,6 +52,19 @@ CLAIM_BACKOFF_MAX_SECONDS = 5.0
 #: Longest an attempt may run (IMS_JOB_MAX_SECONDS): a handler whose heartbeats go on while it
 #: waits for something that never comes would otherwise hold its job and images for ever.
 MAX_RUN_SECONDS = 86400.0
+#: How long an attempt cancelled for running too long is given to end before its job fails
+#: without it.
+CANCEL_WAIT_SECONDS = 30.0
+
+
+def _late_end(job_id: str, task: asyncio.Task[Any]) -> None:
+    """The end of an attempt its job was failed without (JOB_TIMEOUT): logged, not lost."""
+    if task.cancelled():
+        log.info("job %s: the timed-out attempt ended", job_id)
+    elif task.exception() is not None:
+        log.info("job %s: the timed-out attempt ended: %r", job_id, task.exception())
+    else:
+        log.info("job %s: the timed-out attempt ended after its job failed", job_id)
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -76,12 +89,13 @@ class Worker:
     def __init__(
         self, services: Services, worker_id: str | None = None, *,
         lease_seconds: float = LEASE_SECONDS, poll_interval: float = POLL_INTERVAL_SECONDS,
-        max_run_seconds: float = MAX_RUN_SECONDS,
+        max_run_seconds: float = MAX_RUN_SECONDS, cancel_wait_seconds: float = CANCEL_WAIT_SECONDS,
     ) -> None:
         self.services = services
         self.worker_id = worker_id or default_worker_id()
         self.lease_seconds = lease_seconds
         self.max_run_seconds = max_run_seconds
+        self.cancel_wait_seconds = cancel_wait_seconds
         self.poll_interval = poll_interval
         self.queue = services.jobs.queue
         self.registry = services.jobs.registry
@@ -185,7 +199,15 @@ class Worker:
                           self.max_run_seconds)
                 run.timed_out = True
                 run.task.cancel()
-                await asyncio.wait({run.task})
+                # A handler waiting for a call stuck in a thread (a hung disk or network file
+                # system: the stores let their threads finish before a cancellation goes on)
+                # does not end: the job fails without it, which lets its lease, images and
+                # references go; the thread, and what is left of the task, end when they can.
+                done, _ = await asyncio.wait({run.task}, timeout=self.cancel_wait_seconds)
+                if not done:
+                    log.error("job %s: attempt %d still running %g s after its cancellation; failing the job "
+                              "without it", job.id, claim.attempt, self.cancel_wait_seconds)
+                    run.task.add_done_callback(partial(_late_end, job.id))
         except asyncio.CancelledError:  # the worker itself is being torn down
             run.task.cancel()
             await asyncio.wait({run.task})
@@ -232,7 +254,7 @@ class Worker:
         ctx, task = run.ctx, run.task
         if run.lost:
             return
-        if task.cancelled() and run.timed_out:
+        if run.timed_out and (not task.done() or task.cancelled() or task.exception() is not None):
             await self._fail(ctx, run.registration, "JOB_TIMEOUT",
                              f"The job ran longer than {self.max_run_seconds:g} seconds; it kept nothing.")
             return

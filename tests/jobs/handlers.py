@@ -7,6 +7,7 @@ be: `steps` resumes from the progress an earlier attempt persisted.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
@@ -18,6 +19,7 @@ STEPS = "TEST_STEPS"
 FAIL = "TEST_FAIL"
 CRASH = "TEST_CRASH"
 HANG = "TEST_HANG"
+HANG_IN_THREAD = "TEST_HANG_IN_THREAD"
 SECRET = "db-password-hunter2"
 
 #: job id -> how many times a handler started on it in this process.
@@ -70,12 +72,29 @@ async def hang(ctx: JobContext) -> None:
     await asyncio.sleep(3600)
 
 
+#: Lets `hang_in_thread`'s thread go (set it when the test is done).
+THREAD_RELEASE = threading.Event()
+
+
+async def hang_in_thread(ctx: JobContext) -> None:
+    """Waits for a call stuck in a thread, as the stores do: a cancellation waits for the
+    thread to finish before it goes on (a hung disk write)."""
+    RUNS[ctx.job_id] += 1
+    stuck = asyncio.ensure_future(asyncio.to_thread(THREAD_RELEASE.wait, 60))
+    try:
+        await asyncio.shield(stuck)
+    except asyncio.CancelledError:
+        await stuck
+        raise
+
+
 def register(registry: JobRegistry) -> None:
     registry.register(ECHO, echo)
     registry.register(STEPS, steps)
     registry.register(FAIL, fail)
     registry.register(CRASH, crash)
     registry.register(HANG, hang)
+    registry.register(HANG_IN_THREAD, hang_in_thread)
     # Real types, so the GraphQL API can show them, with test behaviour; EXPORT_IMAGE jobs stay
     # INIT (no worker claims a type nobody handles).
     registry.register(JobType.EXPORT_IMAGE_LIST, steps, replace=True)

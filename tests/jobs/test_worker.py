@@ -27,7 +27,17 @@ from app.jobs.worker import Worker
 from app.services.registry import Services
 from tests.factories import make_account, make_image
 from tests.jobs.conftest import attempts, enqueue, finished, load, wait_for
-from tests.jobs.handlers import CRASH, ECHO, FAIL, HANG, RUNS, SECRET, STEPS
+from tests.jobs.handlers import (
+    CRASH,
+    ECHO,
+    FAIL,
+    HANG,
+    HANG_IN_THREAD,
+    RUNS,
+    SECRET,
+    STEPS,
+    THREAD_RELEASE,
+)
 
 
 @contextlib.asynccontextmanager
@@ -115,6 +125,40 @@ async def test_an_attempt_past_the_run_time_limit_fails_job_timeout_and_the_work
         view = await uow.images.get_visible(image.id)
     assert view is not None and view.image.status == "KILLED"
     assert any(hung.id in r.getMessage() and "still running after 2.5 s" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_attempt_stuck_in_a_thread_past_the_limit_fails_without_waiting_for_it(
+    services: Services, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancelled handler that waits for a thread stuck in a call (as the stores let their
+    threads finish) does not end: after `cancel_wait_seconds` the job fails JOB_TIMEOUT without
+    it, its images KILLED, and the worker takes the next job; the attempt's late end is logged."""
+    alice, _ = await make_account(db)
+    image = await make_image(db, alice, status="SAVING")
+    stuck = await enqueue(services, alice, HANG_IN_THREAD, {}, [image.id])
+    after = await enqueue(services, alice, ECHO, {"x": 1})
+    THREAD_RELEASE.clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="app.jobs.worker"):
+            async with running(Worker(services, "w1", lease_seconds=1.0, poll_interval=0.05, max_run_seconds=0.5,
+                                      cancel_wait_seconds=0.5)):
+                done = await wait_for(db, stuck.id, finished)
+                assert (await wait_for(db, after.id, finished)).status == "SUCCESS"
+                THREAD_RELEASE.set()
+                for _ in range(100):
+                    if any("timed-out attempt ended" in r.getMessage() for r in caplog.records):
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        THREAD_RELEASE.set()
+    assert (done.status, done.error_code) == ("FAIL", "JOB_TIMEOUT")
+    assert done.lease_owner is None
+    async with db.uow(alice.id, write=False) as uow:
+        view = await uow.images.get_visible(image.id)
+    assert view is not None and view.image.status == "KILLED"
+    messages = [r.getMessage() for r in caplog.records if stuck.id in r.getMessage()]
+    assert any("still running 0.5 s after its cancellation" in m for m in messages)
+    assert any("the timed-out attempt ended" in m for m in messages)
 
 
 async def test_expired_lease_is_taken_over_and_the_job_resumes(services: Services, db: Database) -> None:
