@@ -6,6 +6,7 @@ import builtins
 from dataclasses import dataclass
 from typing import Any
 
+from app.compute.tables import Backup
 from app.db.repositories.images import VisibleImage, read_page, sort_value
 from app.db.tables import Image
 from app.db.types import utcnow
@@ -244,15 +245,16 @@ class ImageService:
             await uow.images.delete(ids)
             # The data goes back to the chunk store in the same transaction: a manifest
             # shared with a server, volume or copy keeps living through their references.
-            await uow.chunks.release_all([disk["manifestId"] for image_id in ids
-                                          for disk in views[image_id].image.disks if disk.get("manifestId")], utcnow())
-            if delete_backups:
-                await _delete_backups(uow, [views[i].image for i in ids])
+            # With their backups (`deleteBackups: true`), in one release: one lock order.
+            manifests = [disk["manifestId"] for image_id in ids
+                         for disk in views[image_id].image.disks if disk.get("manifestId")]
+            backups = await _backups(uow, [views[i].image for i in ids]) if delete_backups else []
+            await delete_backup_rows(uow, backups, releasing=manifests)
             await uow.commit()
         return ids
 
 
-async def _delete_backups(uow: Any, images: list[Image]) -> None:
-    """The backups of FULL_ECS images go with them (`deleteBackups: true`)."""
+async def _backups(uow: Any, images: list[Image]) -> list[Backup]:
+    """The backups of these images' FULL_ECS ones."""
     wanted = [i.backup_id for i in images if i.kind == ImageKind.FULL_ECS.value and i.backup_id]
-    await delete_backup_rows(uow, (await uow.compute.get_backups(wanted)).values())
+    return list((await uow.compute.get_backups(wanted)).values())

@@ -12,7 +12,7 @@ changed data, not the disk size.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,14 +333,16 @@ class ServerImageService:
             await delete_backup_rows(uow, [backup])
 
 
-async def delete_backup_rows(uow: UnitOfWork, backups: Iterable[Backup]) -> None:
-    """Delete backups and release their manifests (one reference per disk), in the caller's
+async def delete_backup_rows(uow: UnitOfWork, backups: Iterable[Backup], *, releasing: Sequence[str] = ()) -> None:
+    """Delete backups and release their manifests (one reference per disk), with the
+    manifests `releasing` (a deleted image's) in the same `release_all`, in the caller's
     transaction: the rows in id order, then the manifests in `release_all`'s order (every
-    batch that lets go of backups takes its locks in the same order). Chunks no one else holds
+    batch that lets go of data takes its locks in the same order). Chunks no one else holds
     are then the garbage collector's, after its grace period. The one path by which a backup
     goes: a failed FULL_ECS job's, `deleteImages(deleteBackups: true)`, `deleteBackups`."""
     gone = list(backups)
-    if not gone:
-        return
-    await uow.compute.delete_backups([b.id for b in gone])
-    await uow.chunks.release_all([disk["manifestId"] for b in gone for disk in b.disks], utcnow())
+    if gone:
+        await uow.compute.delete_backups([b.id for b in gone])
+    manifests = [*releasing, *(disk["manifestId"] for b in gone for disk in b.disks)]
+    if manifests:
+        await uow.chunks.release_all(manifests, utcnow())
