@@ -206,7 +206,7 @@ class ImageService:
             # Deleted after the visibility change, an answer committed in between
             # stayed in the members' SHARED counters (the delete found a public image's members
             # and counted nothing off).
-            await uow.images.delete_members([image_id])
+            await uow.sharing.remove_every_member([image_id])
             ok = await uow.images.compare_and_set(
                 image_id, image.version, {"visibility": ImageVisibility.PUBLIC.value, "updated_at": utcnow()}
             )

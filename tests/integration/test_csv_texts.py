@@ -296,3 +296,20 @@ async def test_a_failed_sharing_batch_leaves_no_hold_and_the_texts_as_they_were(
     await share(db, image, carol, "PENDING")
     assert await stored(db, image.id) == await from_relations(db, image.id)
     assert await stored(db, image.id) == (None, ";".join(f"{a.name}:PENDING" for a in sorted([bob, carol], key=lambda a: a.name)))
+
+
+async def test_publishing_an_image_writes_its_members_text_once(db: Database, settings: Settings,
+                                                                csv_writes: None) -> None:
+    """A published image loses its memberships in one batch, held like a sharing batch's:
+    its text written once (NULL), not once per membership."""
+    admin, _ = await make_account(db, role="ADMIN")
+    image = await make_image(db, admin)
+    for _ in range(5):
+        await share(db, image, (await make_account(db))[0], "ACCEPTED")
+    await written_texts(db)
+    async with built_services(settings, db) as services:
+        await services.images.publish(Caller(admin.id, admin.name, admin.role), image.id)
+    assert await written_texts(db) == [image.id]
+    assert await stored(db, image.id) == (None, None)
+    async with db.uow(write=False) as uow:
+        assert (await uow.session.execute(text("SELECT count(*) FROM image_csv_holds"))).scalar_one() == 0

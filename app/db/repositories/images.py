@@ -454,9 +454,6 @@ class ImageRepository:
             out[image_id].append(MemberRow(MemberFields(image_id, account_id, status, created, updated), name))
         return out
 
-    async def delete_members(self, image_ids: list[str]) -> None:
-        await self.session.execute(delete(ImageMember).where(col(ImageMember.image_id).in_(image_ids)))
-
     async def touch(self, image_id: str, now: datetime) -> None:
         await self.session.execute(
             update(Image).where(col(Image.id) == image_id)

@@ -69,6 +69,11 @@ class SharingRepository:
             )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def remove_every_member(self, image_ids: list[str]) -> None:
+        """Delete every membership of these images (an image made public)."""
+        async with self._texts_written_once(image_ids):
+            await self.session.execute(delete(ImageMember).where(col(ImageMember.image_id).in_(image_ids)))
+
     async def set_status(self, image_id: str, account_id: str, status: str, now: datetime) -> bool:
         """Change one membership's status; False when the membership is gone (unshared)."""
         result = await self.session.execute(
