@@ -97,6 +97,13 @@ async def chunk_refs(db: Database, digests: set[str]) -> dict[str, int]:
 # ---------------------------------------------------------------- a kept backup's way out
 
 
+async def backup_manifests(db: Database, backup_id: str) -> list[str]:
+    """The manifests of the backup's disks, in disk order."""
+    row = await backup_row(db, backup_id)
+    assert row is not None
+    return [d["manifestId"] for d in row.disks]
+
+
 async def test_a_kept_backup_is_listed_then_deleted_and_its_chunks_collected(
     gql: GraphQLClient, db: Database, settings: Settings
 ) -> None:
@@ -106,9 +113,7 @@ async def test_a_kept_backup_is_listed_then_deleted_and_its_chunks_collected(
     server = (await create_server(q, imageId=source.id, dataDisks=[{"sizeGb": 1}]))["server"]
     image = await full_ecs(q, server["id"])
     backup_id = image["backup"]["id"]
-    row = await backup_row(db, backup_id)
-    assert row is not None
-    manifests = [d["manifestId"] for d in row.disks]
+    manifests = await backup_manifests(db, backup_id)
     assert manifests[0] == source.disks[0]["manifestId"]  # the server's system disk is the image's data
     chunks, _ = data_plane(db, settings)
     digests = {r.digest for r in (await chunks.load(manifests[0]))[1] if r.digest}
@@ -154,9 +159,7 @@ async def test_a_backup_whose_image_exists_is_in_use_and_stays(
     server = (await create_server(q, imageId=source.id, dataDisks=[{"sizeGb": 1}]))["server"]
     image = await full_ecs(q, server["id"])
     backup_id = image["backup"]["id"]
-    row = await backup_row(db, backup_id)
-    assert row is not None
-    manifests = [d["manifestId"] for d in row.disks]
+    manifests = await backup_manifests(db, backup_id)
     refs = await manifest_refs(db, manifests)
     assert refs == [4, 3]  # the system disk: the source, the server's disk, the image, the backup
 
@@ -184,9 +187,8 @@ async def test_another_account_sees_and_deletes_none_of_them(
     server = (await create_server(q, imageId=source.id))["server"]
     kept = await kept_backup(q, server["id"])
     used = (await full_ecs(q, server["id"]))["backup"]["id"]
-    row = await backup_row(db, kept)
-    assert row is not None
-    refs = await manifest_refs(db, [d["manifestId"] for d in row.disks])
+    manifests = await backup_manifests(db, kept)
+    refs = await manifest_refs(db, manifests)
 
     assert (await backups(bob))["totalCount"] == 0
     assert (await backups(bob))["edges"] == []
@@ -197,7 +199,7 @@ async def test_another_account_sees_and_deletes_none_of_them(
         assert await delete_backups(bob, [backup_id]) == not_found(backup_id)
     assert await delete_backups(bob, ["bak-nothing", kept]) == not_found("bak-nothing")
     assert await backup_row(db, kept) is not None
-    assert await manifest_refs(db, [d["manifestId"] for d in row.disks]) == refs
+    assert await manifest_refs(db, manifests) == refs
     assert [e["node"]["id"] for e in (await backups(q))["edges"]] == [used, kept]
 
 
