@@ -34,7 +34,7 @@ from app.runtime import tune_allocator
 from tests.bench.common import Figure
 
 #: Module names under tests/bench/ as bench_<name>.py; absent ones are skipped.
-MODULES = ("catalog", "chunks", "import", "compute", "replicate", "export", "latency")
+MODULES = ("catalog", "chunks", "import", "compute", "replicate", "export", "sharing", "latency")
 COLUMNS = ("figure", "baseline (same run)", "ratio / value", "target", "met")
 
 
