@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_BUCKETS_PER_ACCOUNT", "DEFAULT_REGION", "ENVIRONMENT", "MIN_URL_SECRET_BYTES", "OTHER_VARIABLES",
-           "Settings", "SettingsError", "is_setting", "normalize_database_url", "region_endpoint_variable",
-           "warn_of_unknown_variables"]
+__all__ = ["DEFAULT_BUCKETS_PER_ACCOUNT", "DEFAULT_REGION", "DEFAULT_TOKENS_PER_ACCOUNT", "ENVIRONMENT",
+           "MIN_URL_SECRET_BYTES", "OTHER_VARIABLES", "Settings", "SettingsError", "is_setting",
+           "normalize_database_url", "region_endpoint_variable", "warn_of_unknown_variables"]
 
 DEFAULT_REGION = "region-1"
 #: Region ids: they name the service bucket `ims-svc-<region>` (63 bytes at most, so 55 here)
@@ -35,6 +35,9 @@ MIN_JOB_LEASE_SECONDS = 1.0
 #: buckets per AWS account. On a shared S3 account (production) the accounts of the service
 #: share that account's quota, so no one account may take it all.
 DEFAULT_BUCKETS_PER_ACCOUNT = 100
+#: Live API tokens an account may have: `viewer { apiTokens }` lists them all in one answer,
+#: so their number is bounded; far more than a person or their scripts need.
+DEFAULT_TOKENS_PER_ACCOUNT = 100
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -347,6 +350,8 @@ class Settings:
     region_endpoints: Mapping[str, str] = field(default_factory=dict)
     #: Buckets an account may have, in all regions together (`createBucket` beyond: BUCKET_LIMIT).
     buckets_per_account: int = DEFAULT_BUCKETS_PER_ACCOUNT
+    #: Live API tokens an account may have (`createApiToken` beyond: TOO_MANY_TOKENS).
+    tokens_per_account: int = DEFAULT_TOKENS_PER_ACCOUNT
 
     @property
     def default_region(self) -> str:
@@ -412,6 +417,7 @@ class Settings:
             cors_origins=_cors_origins(e),
             region_endpoints=endpoints,
             buckets_per_account=e.integer("IMS_BUCKETS_PER_ACCOUNT", d.buckets_per_account, minimum=1),
+            tokens_per_account=e.integer("IMS_TOKENS_PER_ACCOUNT", d.tokens_per_account, minimum=1),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -445,6 +451,7 @@ class Settings:
             "IMS_LOG_LEVEL": self.log_level,
             "IMS_CORS_ORIGINS": ",".join(self.cors_origins),
             "IMS_BUCKETS_PER_ACCOUNT": str(self.buckets_per_account),
+            "IMS_TOKENS_PER_ACCOUNT": str(self.tokens_per_account),
         }
         for region, endpoint in self.region_endpoints.items():
             env[region_endpoint_variable(region)] = endpoint
@@ -466,6 +473,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_S3_SECRET_KEY": "S3 secret key: required when an S3 endpoint is set, refused when none is.",
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
     "IMS_BUCKETS_PER_ACCOUNT": "Buckets an account may have, in all regions together (a whole number, at least 1); `createBucket` beyond it is `ConflictError BUCKET_LIMIT`. Default 100, S3's historical default quota of buckets per AWS account: on a shared S3 account the service's accounts share that account's bucket quota, and no one of them should use it up.",
+    "IMS_TOKENS_PER_ACCOUNT": "Live (unexpired) API tokens an account may have (a whole number, at least 1), its first token included; `createApiToken` beyond it is `ValidationError TOO_MANY_TOKENS` (revoke one with `revokeApiToken`). The bootstrap admin's token (IMS_ADMIN_TOKEN's, or the one written to `admin-token`) is made at start whatever the count. Default 100.",
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs (at least 16 bytes); shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
     "IMS_DIRECT_IO": "The filesystem object store writes objects with O_DIRECT, from the process's buffers to the disk without the page cache (falling back to buffered writes where the filesystem refuses it); 0 always writes buffered. Default true.",

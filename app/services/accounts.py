@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
+from app.config import DEFAULT_TOKENS_PER_ACCOUNT
 from app.db.repositories.accounts import authenticate, read_account
 from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken
@@ -30,9 +31,14 @@ from app.domain.rules import (
     validate_page_size,
     validate_token_name,
 )
-from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound, register_codes
 
 log = logging.getLogger(__name__)
+
+register_codes({
+    "TOO_MANY_TOKENS": "The account has as many live API tokens as it may (IMS_TOKENS_PER_ACCOUNT): revoke one with "
+                       "`revokeApiToken` to make another. The message names the limit.",
+})
 
 #: The accounts list's order (its cursors name it).
 _ACCOUNTS_ORDERING = "accounts:id:ASC"
@@ -73,10 +79,12 @@ def require_admin(caller: Caller) -> None:
 
 
 class AccountService:
-    def __init__(self, db: Database, default_region: str, regions: Sequence[str] = ()) -> None:
+    def __init__(self, db: Database, default_region: str, regions: Sequence[str] = (), *,
+                 tokens_per_account: int = DEFAULT_TOKENS_PER_ACCOUNT) -> None:
         self.db = db
         self.default_region = default_region
         self.regions = tuple(regions) or (default_region,)
+        self.tokens_per_account = tokens_per_account
 
     async def authenticate(self, token: str) -> Caller | None:
         if not token or len(token) > 256:
@@ -124,7 +132,13 @@ class AccountService:
         """A new token of the caller's account. It never outlives the token that creates it: a
         request made with a token expiring on day D gets a token expiring on D at the latest
         (its `expiresAt` says when), so a short-lived token, once leaked, cannot be turned
-        into a lasting one."""
+        into a lasting one.
+
+        An account has at most `tokens_per_account` live tokens (expired ones do not count,
+        revoked ones are gone): one more is TOO_MANY_TOKENS and nothing is made. They are
+        counted under the account's lock (PostgreSQL's advisory lock, as image and bucket
+        creations take it; SQLite's BEGIN IMMEDIATE serializes writers already), held until
+        the token's row commits, so two creations cannot both take the last place."""
         name = validate_token_name(name)
         expires_at = None
         if expires_in_days is not None:
@@ -136,6 +150,11 @@ class AccountService:
         token = new_token()
         row = self._token_row(caller.account_id, name, token, expires_at)
         async with self.db.uow() as uow:
+            await uow.accounts.lock_account(caller.account_id)
+            limit = self.tokens_per_account
+            if await uow.accounts.count_live_tokens(caller.account_id, utcnow()) >= limit:
+                raise Invalid("TOO_MANY_TOKENS", f"An account may have at most {limit} live API tokens: "
+                                                 "revoke one with revokeApiToken to make another.", field="input")
             await uow.accounts.add_token(row)
             await uow.commit()
         return row, token

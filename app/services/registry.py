@@ -79,7 +79,8 @@ class Services:
         return cls(
             settings=settings,
             db=db,
-            accounts=AccountService(db, settings.default_region, settings.regions),
+            accounts=AccountService(db, settings.default_region, settings.regions,
+                                    tokens_per_account=settings.tokens_per_account),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
             storage=storage,

@@ -48,6 +48,11 @@ BAD_VALUES = [
     ("IMS_BUCKETS_PER_ACCOUNT", "-100", "a whole number, at least 1"),
     ("IMS_BUCKETS_PER_ACCOUNT", "1e3", "a whole number, at least 1"),
     ("IMS_BUCKETS_PER_ACCOUNT", "unlimited", "a whole number, at least 1"),
+    # No token at all would leave createApiToken refusing every account.
+    ("IMS_TOKENS_PER_ACCOUNT", "0", "a whole number, at least 1"),
+    ("IMS_TOKENS_PER_ACCOUNT", "-100", "a whole number, at least 1"),
+    ("IMS_TOKENS_PER_ACCOUNT", "1e3", "a whole number, at least 1"),
+    ("IMS_TOKENS_PER_ACCOUNT", "unlimited", "a whole number, at least 1"),
     # A zero lease is lost at once: a healthy job is taken over until it FAILs.
     ("IMS_JOB_LEASE_SECONDS", "0", "a number of seconds, at least 1"),
     ("IMS_JOB_LEASE_SECONDS", "-1", "a number of seconds, at least 1"),
@@ -127,6 +132,9 @@ def test_a_bad_value_is_refused_naming_the_variable_and_what_it_accepts(variable
         ("IMS_BUCKETS_PER_ACCOUNT", " 1000 ", ("buckets_per_account", 1000)),
         ("IMS_BUCKETS_PER_ACCOUNT", "1", ("buckets_per_account", 1)),
         ("IMS_BUCKETS_PER_ACCOUNT", "", ("buckets_per_account", 100)),  # S3's historical default quota
+        ("IMS_TOKENS_PER_ACCOUNT", " 1000 ", ("tokens_per_account", 1000)),
+        ("IMS_TOKENS_PER_ACCOUNT", "1", ("tokens_per_account", 1)),
+        ("IMS_TOKENS_PER_ACCOUNT", "", ("tokens_per_account", 100)),
         ("IMS_DATABASE_URL", "postgres://ims:pw@db:5432/ims", ("database_url", "postgres://ims:pw@db:5432/ims")),
         ("IMS_REGIONS", "region-1, eu-west-2", ("regions", ("region-1", "eu-west-2"))),
         ("IMS_URL_SECRET", "sixteen-bytes!!!", ("url_secret", "sixteen-bytes!!!")),

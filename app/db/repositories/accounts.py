@@ -87,6 +87,13 @@ class AccountRepository:
         stmt = select(ApiToken).where(ApiToken.account_id == account_id).order_by(ApiToken.created_at)  # type: ignore[arg-type]
         return list((await self.session.execute(stmt)).scalars())
 
+    async def count_live_tokens(self, account_id: str, now: datetime) -> int:
+        """The account's tokens that still authenticate: not expired at `now`."""
+        stmt = select(func.count()).select_from(ApiToken).where(
+            col(ApiToken.account_id) == account_id,
+            or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now))
+        return int((await self.session.execute(stmt)).scalar_one())
+
     async def delete_named_tokens(self, account_id: str, name: str, keep_hash: str) -> list[str]:
         """Delete the account's tokens called `name` but the one with `keep_hash`; their ids."""
         result = await self.session.execute(
