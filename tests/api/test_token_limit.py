@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db.tables import ApiToken
 from app.db.types import new_id, utcnow
 from app.db.uow import Database
-from app.services.accounts import hash_token
+from app.services.accounts import AccountService, hash_token
 from tests.conftest import GraphQLClient, LiveServer
 from tests.factories import make_account
 
@@ -107,8 +107,10 @@ async def test_the_bootstrap_admins_token_is_never_refused(
         "CreateApiTokenSuccess"] * 2
     assert await create(gql, "admin-more") == REFUSED
     settings = live_server.settings
-    admin = await live_server.app.state.runtime.services.accounts.bootstrap_admin(
-        settings.admin_name, None, tmp_path / "admin-token")
+    # The server's own service, built on this test's event loop (its database connections are
+    # the loop's).
+    accounts = AccountService(db, settings.default_region, tokens_per_account=settings.tokens_per_account)
+    admin = await accounts.bootstrap_admin(settings.admin_name, None, tmp_path / "admin-token")
     written = (tmp_path / "admin-token").read_text().strip()
     viewer = "{ viewer { account { id } } }"
     assert (await gql.as_(written).execute(viewer))["viewer"]["account"]["id"] == admin.id
