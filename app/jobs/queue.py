@@ -24,7 +24,7 @@ class JobQueue:
         self.max_attempts = max_attempts
 
     async def claim(self, worker_id: str, lease_seconds: float, types: frozenset[str]) -> Claim | None:
-        """The lease of the oldest claimable job of `types` (see JobRepository.claim)."""
+        """The lease of the next claimable job of `types`, fair between accounts (see JobRepository.claim)."""
         async with self.db.uow() as uow:
             claim = await uow.jobs.claim(worker_id, lease_seconds, types, utcnow(), self.max_attempts)
             if claim is None:

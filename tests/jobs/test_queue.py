@@ -53,6 +53,49 @@ async def test_claim_takes_the_oldest_job_and_opens_an_attempt(services: Service
     assert await claim(db, "w3", now) is None  # both leased
 
 
+async def test_claim_is_fair_between_accounts(services: Services, db: Database) -> None:
+    """The next job is the oldest of the account running the fewest jobs, then of the account
+    waiting longest: one account's batch does not hold every worker while another waits."""
+    alice, _ = await make_account(db)
+    bob, _ = await make_account(db)
+    carol, _ = await make_account(db)
+    a1, a2, a3 = [await enqueue(services, alice, ECHO) for _ in range(3)]
+    b1, b2 = [await enqueue(services, bob, ECHO) for _ in range(2)]
+    c1 = await enqueue(services, carol, ECHO)
+    now = utcnow()
+    taken = []
+    for n in range(6):
+        got = await claim(db, f"w{n}", now)
+        assert got is not None
+        taken.append(got.job.id)
+    # alice first (oldest), then bob and carol (none running), then one each again by age
+    assert taken == [a1.id, b1.id, c1.id, a2.id, b2.id, a3.id]
+    assert await claim(db, "w9", now) is None
+
+
+async def test_a_lone_account_still_gets_every_worker(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    jobs = [await enqueue(services, alice, ECHO) for _ in range(3)]
+    now = utcnow()
+    got = [await claim(db, f"w{n}", now) for n in range(3)]
+    assert [g.job.id if g else None for g in got] == [j.id for j in jobs]
+
+
+async def test_a_job_whose_lease_expired_does_not_count_as_running(services: Services, db: Database) -> None:
+    alice, _ = await make_account(db)
+    bob, _ = await make_account(db)
+    a1 = await enqueue(services, alice, ECHO)
+    a2 = await enqueue(services, alice, ECHO)
+    t0 = utcnow()
+    assert (got := await claim(db, "w1", t0)) is not None and got.job.id == a1.id
+    b1 = await enqueue(services, bob, ECHO)
+    later = t0 + timedelta(seconds=LEASE + 1)
+    # a1's worker is gone: alice runs nothing, so her older jobs come before bob's
+    assert (got := await claim(db, "w2", later)) is not None and (got.job.id, got.took_over) == (a1.id, True)
+    assert (got := await claim(db, "w3", later)) is not None and got.job.id == b1.id
+    assert (got := await claim(db, "w4", later)) is not None and got.job.id == a2.id
+
+
 async def test_claim_only_takes_types_the_worker_handles(services: Services, db: Database) -> None:
     alice, _ = await make_account(db)
     await enqueue(services, alice, STEPS)

@@ -1,7 +1,8 @@
 """Durable jobs: enqueue, claim with a lease, heartbeat, progress, finish, and tenant reads.
 
-Claiming is one transaction: pick the oldest claimable job (INIT, or RUNNING with an expired
-lease) and take it with a compare-and-set UPDATE. On PostgreSQL the pick is
+Claiming is one transaction: pick a claimable job (INIT, or RUNNING with an expired lease) and
+take it with a compare-and-set UPDATE. The pick is fair between accounts: the oldest claimable
+job of the account with the fewest jobs running, so that no account's batch holds every worker. On PostgreSQL the pick is
 `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on each other's
 candidate; on SQLite the writer engine's `BEGIN IMMEDIATE` already serializes the whole
 transaction. Every later write of a worker carries `lease_owner = :me`: a worker that lost
@@ -116,18 +117,14 @@ class JobRepository:
     async def claim(
         self, worker_id: str, lease_seconds: float, types: frozenset[str], now: datetime, max_attempts: int
     ) -> Claim | None:
-        """Take the lease of the oldest claimable job of `types`, or None when there is none."""
+        """Take the lease of a claimable job of `types` (the oldest of the account running the
+        fewest jobs), or None when there is none."""
         if not types:
             return None
-        pick = (
-            select(col(Job.id), col(Job.status), col(Job.attempts), col(Job.lease_owner))
-            .where(_claimable(now), col(Job.type).in_(sorted(types)))
-            .order_by(col(Job.created_at), col(Job.id))
-            .limit(1)
-        )
-        if self._postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        row = (await self.session.execute(pick)).first()
+        claimable = [_claimable(now), col(Job.type).in_(sorted(types))]
+        row = await self._pick(claimable, col(Job.account_id) == self._fairest_account(claimable, now))
+        if row is None:  # on PostgreSQL, that account's jobs were being claimed by others
+            row = await self._pick(claimable)
         if row is None:
             return None
         job_id, status, attempts, owner = row
@@ -157,6 +154,42 @@ class JobRepository:
             self.session.add(JobAttempt(job_id=job_id, attempt=attempt, worker_id=worker_id, started_at=now))
             await self.session.flush()
         return Claim(job, attempt, exhausted, took_over)
+
+    @staticmethod
+    def _fairest_account(claimable: list[ColumnElement[bool]], now: datetime) -> Any:
+        """The account whose jobs are claimed next: of the accounts with a claimable job, the one
+        with the fewest jobs running under a live lease, then the one waiting longest (its
+        oldest claimable job first). Without it the queue is first come, first served, and one
+        account's batch of exports holds every worker while other accounts' jobs wait behind it.
+        Both groupings read the claim index; the running jobs are at most the workers."""
+        running = (
+            select(col(Job.account_id).label("account_id"), func.count().label("jobs"))
+            .where(col(Job.status) == _RUNNING, col(Job.lease_expires_at) >= now)
+            .group_by(col(Job.account_id)).subquery()
+        )
+        heads = (
+            select(col(Job.account_id).label("account_id"), func.min(col(Job.created_at)).label("since"))
+            .where(*claimable).group_by(col(Job.account_id)).subquery()
+        )
+        return (
+            select(heads.c.account_id)
+            .outerjoin(running, running.c.account_id == heads.c.account_id)
+            .order_by(func.coalesce(running.c.jobs, 0), heads.c.since, heads.c.account_id)
+            .limit(1).scalar_subquery()
+        )
+
+    async def _pick(self, claimable: list[ColumnElement[bool]], *more: ColumnElement[bool]) -> Any:
+        """The oldest job matching, locked on PostgreSQL (`SKIP LOCKED`: a job another worker
+        is claiming is passed over, never waited for); None when there is none."""
+        pick = (
+            select(col(Job.id), col(Job.status), col(Job.attempts), col(Job.lease_owner))
+            .where(*claimable, *more)
+            .order_by(col(Job.created_at), col(Job.id))
+            .limit(1)
+        )
+        if self._postgres:
+            pick = pick.with_for_update(of=Job, skip_locked=True)
+        return (await self.session.execute(pick)).first()
 
     def _owned(self, job_id: str, worker_id: str) -> list[ColumnElement[bool]]:
         return [col(Job.id) == job_id, col(Job.lease_owner) == worker_id, col(Job.status) == _RUNNING]
