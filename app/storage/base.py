@@ -78,8 +78,17 @@ HttpMethod = Literal["GET", "PUT"]
 class ObjectStore(Protocol):
     """A region's object storage."""
 
-    async def create_bucket(self, bucket: str) -> None:
-        """Create the bucket; no error when it already exists."""
+    async def create_bucket(self, bucket: str) -> bool:
+        """Create the bucket; no error when it already exists. True when this call made it,
+        False when it was there already — as far as the store tells: S3 in us-east-1 answers
+        the creation of a bucket its credentials own already as a success, so two calls
+        racing there may both be told True."""
+
+    async def delete_empty_bucket(self, bucket: str) -> bool:
+        """Delete the bucket only if it is empty, the store checking and deleting in one step
+        (S3's DeleteBucket refuses a bucket with objects, a directory is removed only when
+        empty): True when this call deleted it, False when it is missing or not empty (on
+        the filesystem store, anything in its directory)."""
 
     async def bucket_exists(self, bucket: str) -> bool: ...
 

@@ -8,6 +8,7 @@ listings never see a partial object.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import stat as stat_mode
@@ -66,9 +67,13 @@ class FilesystemObjectStore:
 
     # -- buckets ------------------------------------------------------------------------
 
-    async def create_bucket(self, bucket: str) -> None:
+    async def create_bucket(self, bucket: str) -> bool:
         validate_bucket_name(bucket)
-        await asyncio.to_thread(self._create_bucket, bucket)
+        return await asyncio.to_thread(self._create_bucket, bucket)
+
+    async def delete_empty_bucket(self, bucket: str) -> bool:
+        validate_bucket_name(bucket)
+        return await asyncio.to_thread(self._delete_empty_bucket, bucket)
 
     async def bucket_exists(self, bucket: str) -> bool:
         validate_bucket_name(bucket)
@@ -245,9 +250,27 @@ class FilesystemObjectStore:
             raise NoSuchBucketError(f"no bucket {bucket!r}")
         return path
 
-    def _create_bucket(self, bucket: str) -> None:
+    def _create_bucket(self, bucket: str) -> bool:
         path = self._confined(bucket)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            return False
+        return True
+
+    def _delete_empty_bucket(self, bucket: str) -> bool:
+        # rmdir removes only an empty directory: the check and the removal are one step.
+        try:
+            self._confined(bucket).rmdir()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+        return True
 
     def _bucket_exists(self, bucket: str) -> bool:
         try:

@@ -98,9 +98,13 @@ class S3ObjectStore:
 
     # -- buckets ------------------------------------------------------------------------
 
-    async def create_bucket(self, bucket: str) -> None:
+    async def create_bucket(self, bucket: str) -> bool:
         validate_bucket_name(bucket)
-        await asyncio.to_thread(self._create_bucket, bucket)
+        return await asyncio.to_thread(self._create_bucket, bucket)
+
+    async def delete_empty_bucket(self, bucket: str) -> bool:
+        validate_bucket_name(bucket)
+        return await asyncio.to_thread(self._delete_empty_bucket, bucket)
 
     async def bucket_exists(self, bucket: str) -> bool:
         validate_bucket_name(bucket)
@@ -213,15 +217,27 @@ class S3ObjectStore:
 
     # -- blocking helpers (worker threads only) -----------------------------------------
 
-    def _create_bucket(self, bucket: str) -> None:
+    def _create_bucket(self, bucket: str) -> bool:
         with _s3_errors(bucket):
             if self._client.bucket_exists(bucket):
-                return
+                return False
             try:
                 self._client.make_bucket(bucket)
             except S3Error as exc:
                 if exc.code != "BucketAlreadyOwnedByYou":  # lost a race with ourselves
                     raise
+                return False
+        return True
+
+    def _delete_empty_bucket(self, bucket: str) -> bool:
+        with _s3_errors(bucket):
+            try:
+                self._client.remove_bucket(bucket)
+            except S3Error as exc:
+                if exc.code in ("BucketNotEmpty", "NoSuchBucket"):
+                    return False
+                raise
+        return True
 
     def _bucket_exists(self, bucket: str) -> bool:
         with _s3_errors(bucket):

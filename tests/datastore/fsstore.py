@@ -27,8 +27,17 @@ class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    async def create_bucket(self, bucket: str) -> None:
+    async def create_bucket(self, bucket: str) -> bool:
+        made = not await self.bucket_exists(bucket)
         await asyncio.to_thread(self._bucket_dir(bucket).mkdir, parents=True, exist_ok=True)
+        return made
+
+    async def delete_empty_bucket(self, bucket: str) -> bool:
+        try:
+            await asyncio.to_thread(self._bucket_dir(bucket).rmdir)
+        except OSError:  # missing, or not empty
+            return False
+        return True
 
     async def bucket_exists(self, bucket: str) -> bool:
         return await asyncio.to_thread(self._bucket_dir(bucket).is_dir)

@@ -46,8 +46,16 @@ class MemoryStore:
 
     # -- the port --------------------------------------------------------------------------
 
-    async def create_bucket(self, bucket: str) -> None:
+    async def create_bucket(self, bucket: str) -> bool:
+        made = bucket not in self.buckets
         self.buckets.add(bucket)
+        return made
+
+    async def delete_empty_bucket(self, bucket: str) -> bool:
+        if bucket not in self.buckets or any(b == bucket for b, _ in self.objects):
+            return False
+        self.buckets.discard(bucket)
+        return True
 
     async def bucket_exists(self, bucket: str) -> bool:
         return bucket in self.buckets

@@ -55,9 +55,22 @@ def test_adapter_satisfies_the_port(store: ObjectStore) -> None:
 
 async def test_create_bucket_is_idempotent(store: ObjectStore, bucket: str) -> None:
     assert await store.bucket_exists(bucket) is True
-    await store.create_bucket(bucket)
+    assert await store.create_bucket(bucket) is False  # there already
     assert await store.bucket_exists(bucket) is True
     assert await store.bucket_exists(bucket + "-missing") is False
+    assert await store.create_bucket(bucket + "-new") is True
+    assert await store.bucket_exists(bucket + "-new") is True
+
+
+async def test_delete_empty_bucket_deletes_only_an_empty_one(store: ObjectStore, bucket: str) -> None:
+    await store.put_bytes(bucket, "dir/kept.raw", b"kept")
+    assert await store.delete_empty_bucket(bucket) is False
+    assert await store.get_bytes(bucket, "dir/kept.raw") == b"kept"
+    await store.delete(bucket, "dir/kept.raw")
+    assert await store.delete_empty_bucket(bucket) is True
+    assert await store.bucket_exists(bucket) is False
+    assert await store.delete_empty_bucket(bucket) is False  # gone already
+    assert await store.create_bucket(bucket) is True  # the name is free again
 
 
 # -- round trips ----------------------------------------------------------------------------
@@ -556,6 +569,8 @@ async def test_invalid_bucket_names_are_refused(store: ObjectStore) -> None:
             await store.create_bucket(name)
         with pytest.raises(InvalidNameError):
             await store.bucket_exists(name)
+        with pytest.raises(InvalidNameError):
+            await store.delete_empty_bucket(name)
         with pytest.raises(InvalidNameError):
             await store.list_objects(name)
         for call in CALLS.values():
