@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from app.domain.images import Caller
 from app.domain.pagination import decode_cursor, encode_cursor
 from app.domain.rules import validate_page_size
 from app.errors import Conflict, Invalid, NotFound, register_codes
-from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore
+from app.storage.base import InvalidNameError, ObjectInfo, ObjectStore, StorageError
 from app.storage.names import validate_key, validate_new_bucket_name, validate_new_key
 
 register_codes({
@@ -32,6 +33,8 @@ register_codes({
     "OBJECT_KEY_COLLISION": "An object's key may not name another object's prefix (`a` beside `a/b`) nor lie under "
                             "another object (`a/b` beside `a`): neither a filesystem nor MinIO holds both.",
 })
+
+log = logging.getLogger(__name__)
 
 RESERVED_BUCKET_PREFIX = "ims-"
 #: Parents of an export's key looked up for an object standing there (`check_key_free`).
@@ -73,6 +76,57 @@ class StorageService:
         return self.stores[region]
 
     async def create_bucket(self, caller: Caller, name: str, region: str | None) -> Bucket:
+        """The caller's new bucket `name` in `region` (the default region when None).
+
+        The store is called outside every write transaction: a creation on S3 is a network
+        call (up to 10 s to connect, tried 4 times), and the transaction inserting the row
+        holds the account's lock (PostgreSQL), which every image creation of the account
+        waits for, or SQLite's one writer lock, which every write waits for. In order:
+
+        1. Read-only checks, the store left untouched but for reads: a name with a row, or
+           one the store holds with objects, is BUCKET_EXISTS; an account at its limit is
+           BUCKET_LIMIT (`_check_free`).
+        2. The store's bucket is made, or found there empty (adopted). A crash from here on
+           leaves at worst an empty bucket without a row, which a later creation adopts; a
+           store that fails leaves no row.
+        3. A short transaction: the account's lock, the row (the unique name: BUCKET_EXISTS),
+           the limit counted again under the lock, commit (`_insert`). Never a committed row
+           without a bucket: the bucket was there before. The limit stays exact: creations
+           racing for the account's last place all pass 1, one row only is counted in.
+        4. When 3 refuses, the bucket is removed if this call made it, it is empty and no
+           row names it (`_remove_unclaimed`): losing a race leaves nothing in the store,
+           whose buckets an S3 account has a quota of.
+        5. Once committed, the bucket is made again should it be gone (`_ensure`).
+
+        Creations of one name at once, by one account or several: all pass 1; in 2 one makes
+        the bucket, the others find it; in 3 one row wins (on PostgreSQL a losing insert waits
+        for the winner's transaction to end), the others are BUCKET_EXISTS, and their 4 finds
+        the winner's row and leaves the bucket, whoever made it. 4 and 5 together cover the
+        maker refused for another reason (its account's last place taken by another of its
+        creations) while an adopter is between 2 and 3: no row names the bucket yet, and the
+        maker removes it. So the maker looks for a row once more after removing it and makes
+        the bucket again if one appeared, and the adopter, committed, makes it again if it is
+        gone: a row committed before the removal is seen by the maker's second look, one
+        committed after that look is followed by the adopter's 5, after the removal. Only a
+        crash of the one that has to act, in that window, leaves a row without its bucket.
+        S3 in us-east-1 tells two makers racing there both that they made the bucket: so
+        every creation does 5, adopter or not (on S3 one more HEAD request).
+        """
+        region = self._validated(name, region)
+        store = self.stores[region]
+        await self._check_free(caller, name, store)
+        made = await store.create_bucket(name)
+        try:
+            bucket = await self._insert(caller, name, region)
+        except Exception:
+            if made:
+                await self._remove_unclaimed(store, name)
+            raise
+        await self._ensure(store, name)
+        return bucket
+
+    def _validated(self, name: str, region: str | None) -> str:
+        """The region a new bucket goes to, once its name and region are valid."""
         region = self.default_region if region is None else region  # "" names no region
         if region not in self.stores:
             raise Invalid("INVALID_REGION", f"Unknown region {region!r}.", field="input.region")
@@ -82,13 +136,25 @@ class StorageService:
             raise Invalid("INVALID_BUCKET_NAME", f"{str(exc)[0].upper()}{str(exc)[1:]}.", field="input.name") from exc
         if name.startswith(RESERVED_BUCKET_PREFIX):
             raise Invalid("INVALID_BUCKET_NAME", "The `ims-` prefix is reserved.", field="input.name")
-        store = self.stores[region]
+        return region
+
+    async def _check_free(self, caller: Caller, name: str, store: ObjectStore) -> None:
+        """Refuse early, without writing to the store, what `_insert` would refuse: a taken
+        name (also at the limit: a retried creation stays BUCKET_EXISTS), then a full account.
+        Unlocked reads: `_insert` decides."""
+        async with self.db.uow(caller.account_id, write=False) as uow:
+            taken = await uow.storage.bucket(name) is not None
+            count = await uow.storage.count_buckets(caller.account_id)
         # A bucket the store holds without a row is adopted only while empty (what a crash
-        # below leaves): one with objects was made outside the service (an operator's, on a
-        # shared S3), and taking it over would hand its objects to the caller. Asked before
-        # the write transaction, which should not wait on the store more than it must.
-        if await store.bucket_exists(name) and await store.list_objects(name, limit=1):
+        # after the store's bucket, before the row, leaves): one with objects was made outside
+        # the service (an operator's, on a shared S3), and taking it over would hand its
+        # objects to the caller.
+        if taken or (await store.bucket_exists(name) and await store.list_objects(name, limit=1)):
             raise Conflict("BUCKET_EXISTS")
+        if count >= self.buckets_per_account:
+            raise self._limit_error(count, self.buckets_per_account)
+
+    async def _insert(self, caller: Caller, name: str, region: str) -> Bucket:
         async with self.db.uow(caller.account_id) as uow:
             # The account's lock before the bucket's row, as every transaction that takes it.
             await uow.accounts.lock_account(caller.account_id)
@@ -96,11 +162,40 @@ class StorageService:
             if not await uow.storage.add_bucket(bucket):
                 raise Conflict("BUCKET_EXISTS")
             await self._check_bucket_limit(uow, caller.account_id)
-            # The bucket exists in storage before the row commits: a crash between the two
-            # leaves an empty bucket that a retry adopts, never a row without a bucket.
-            await store.create_bucket(name)
             await uow.commit()
         return bucket
+
+    async def _named(self, name: str) -> bool:
+        async with self.db.uow(write=False) as uow:
+            return await uow.storage.bucket(name) is not None
+
+    async def _remove_unclaimed(self, store: ObjectStore, name: str) -> None:
+        """Remove the bucket a refused creation made, unless a row names it or it holds
+        objects; made again when a row appeared meanwhile (see `create_bucket`). A failure here
+        leaves at worst an empty bucket without a row, as a crash does: logged, and the
+        creation's own error is the one raised. (A cancelled creation does not get here: it
+        leaves what a crash leaves.)"""
+        try:
+            if await self._named(name) or not await store.delete_empty_bucket(name):
+                return
+            if await self._named(name):
+                await store.create_bucket(name)
+        except Exception:  # the creation's own error is its answer: this one is logged
+            log.warning("bucket %r: the refused creation's cleanup failed", name, exc_info=True)
+
+    async def _ensure(self, store: ObjectStore, name: str) -> None:
+        """The committed bucket in the store again, should a refused creation of the same name
+        have removed it (see `create_bucket`). A store failing here fails nothing: the row is
+        committed and the bucket was there a moment ago; logged."""
+        try:
+            await store.create_bucket(name)
+        except StorageError:
+            log.warning("bucket %r: could not check it is still in the store", name, exc_info=True)
+
+    @staticmethod
+    def _limit_error(count: int, limit: int) -> Conflict:
+        return Conflict("BUCKET_LIMIT", f"An account may have at most {limit} buckets, in all regions together; "
+                                        f"this one has {count}.")
 
     async def _check_bucket_limit(self, uow: UnitOfWork, account_id: str) -> None:
         """Refuse the bucket just added (its row rolls back with the transaction) when it makes
@@ -110,10 +205,9 @@ class StorageService:
         row and held until the transaction ends, keeps two creations from both taking the
         last place: the quota lock of image creations (PostgreSQL's advisory lock; SQLite's
         BEGIN IMMEDIATE serializes writers already)."""
-        count, limit = await uow.storage.count_buckets(account_id), self.buckets_per_account
-        if count > limit:
-            raise Conflict("BUCKET_LIMIT", f"An account may have at most {limit} buckets, in all regions together; "
-                                           f"this one has {count - 1}.")
+        count = await uow.storage.count_buckets(account_id)
+        if count > self.buckets_per_account:
+            raise self._limit_error(count - 1, self.buckets_per_account)
 
     async def buckets(self, caller: Caller) -> list[Bucket]:
         async with self.db.uow(caller.account_id, write=False) as uow:
