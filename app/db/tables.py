@@ -43,7 +43,8 @@ class ApiToken(SQLModel, table=True):
     #: SHA-256 hex of the token; the token itself is never stored.
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _ts()
-    expires_at: datetime | None = _ts(nullable=True)
+    #: Indexed for maintenance, which deletes the tokens expired longest ago first.
+    expires_at: datetime | None = _ts(nullable=True, index=True)
     last_used_at: datetime | None = _ts(nullable=True)
 
 
