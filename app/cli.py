@@ -152,8 +152,8 @@ def demo() -> None:
 
 @admin_cli.command("maintenance")
 def maintenance() -> None:
-    """Run one round of garbage collection and KMS purges now (skipped while another
-    process holds the maintenance lock)."""
+    """Run one round of garbage collection, KMS purges and expired API token deletion now
+    (skipped while another process holds the maintenance lock)."""
     from app.bootstrap import Runtime
     from app.jobs.maintenance import run_once
 

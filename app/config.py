@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_BUCKETS_PER_ACCOUNT", "DEFAULT_REGION", "DEFAULT_TOKENS_PER_ACCOUNT", "ENVIRONMENT",
+__all__ = ["DEFAULT_BUCKETS_PER_ACCOUNT", "DEFAULT_EXPIRED_TOKEN_RETENTION", "DEFAULT_REGION",
+           "DEFAULT_TOKENS_PER_ACCOUNT", "ENVIRONMENT",
            "MIN_URL_SECRET_BYTES", "OTHER_VARIABLES", "Settings", "SettingsError", "is_setting",
            "normalize_database_url", "region_endpoint_variable", "warn_of_unknown_variables"]
 
@@ -38,6 +39,13 @@ DEFAULT_BUCKETS_PER_ACCOUNT = 100
 #: Live API tokens an account may have: `viewer { apiTokens }` lists them all in one answer,
 #: so their number is bounded; far more than a person or their scripts need.
 DEFAULT_TOKENS_PER_ACCOUNT = 100
+#: Seconds an expired API token is kept (listed, refused) before maintenance deletes it: long
+#: enough for its owner to see which of their tokens ran out, and why a script stopped.
+DEFAULT_EXPIRED_TOKEN_RETENTION = 30 * 86400.0
+#: The longest retention: a hundred years, well past any token's life (TOKEN_DAYS_MAX is ten
+#: years). Unbounded, a value such as 1e12 would put the pruning cutoff before the year 1, which
+#: a datetime cannot hold, and fail every maintenance round.
+MAX_EXPIRED_TOKEN_RETENTION = 36500 * 86400.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -129,15 +137,19 @@ class _Env:
             raise SettingsError(name, accepts, raw)
         return value
 
-    def seconds(self, name: str, default: float, *, minimum: float, inclusive: bool = True) -> float:
+    def seconds(self, name: str, default: float, *, minimum: float, inclusive: bool = True,
+                maximum: float | None = None) -> float:
         raw = self.get(name)
         if raw is None:
             return default
         accepts = f"a number of seconds, {'at least' if inclusive else 'more than'} {minimum:g}"
+        if maximum is not None:
+            accepts = f"a number of seconds from {minimum:g} to {maximum:.15g}"  # both ends allowed
         if not _DECIMAL_RE.fullmatch(raw.strip()):  # float() would also take nan, inf and 1_0
             raise SettingsError(name, accepts, raw)
         value = float(raw)
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive) \
+                or (maximum is not None and value > maximum):
             raise SettingsError(name, accepts, raw)
         return value
 
@@ -352,6 +364,8 @@ class Settings:
     buckets_per_account: int = DEFAULT_BUCKETS_PER_ACCOUNT
     #: Live API tokens an account may have (`createApiToken` beyond: TOO_MANY_TOKENS).
     tokens_per_account: int = DEFAULT_TOKENS_PER_ACCOUNT
+    #: Seconds an expired API token stays before the maintenance round deletes it.
+    expired_token_retention: float = DEFAULT_EXPIRED_TOKEN_RETENTION
 
     @property
     def default_region(self) -> str:
@@ -418,6 +432,8 @@ class Settings:
             region_endpoints=endpoints,
             buckets_per_account=e.integer("IMS_BUCKETS_PER_ACCOUNT", d.buckets_per_account, minimum=1),
             tokens_per_account=e.integer("IMS_TOKENS_PER_ACCOUNT", d.tokens_per_account, minimum=1),
+            expired_token_retention=e.seconds("IMS_EXPIRED_TOKEN_RETENTION", d.expired_token_retention, minimum=0,
+                                              maximum=MAX_EXPIRED_TOKEN_RETENTION),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -452,6 +468,7 @@ class Settings:
             "IMS_CORS_ORIGINS": ",".join(self.cors_origins),
             "IMS_BUCKETS_PER_ACCOUNT": str(self.buckets_per_account),
             "IMS_TOKENS_PER_ACCOUNT": str(self.tokens_per_account),
+            "IMS_EXPIRED_TOKEN_RETENTION": repr(self.expired_token_retention),
         }
         for region, endpoint in self.region_endpoints.items():
             env[region_endpoint_variable(region)] = endpoint
@@ -474,6 +491,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_S3_SECURE": "Use HTTPS for S3. Default false.",
     "IMS_BUCKETS_PER_ACCOUNT": "Buckets an account may have, in all regions together (a whole number, at least 1); `createBucket` beyond it is `ConflictError BUCKET_LIMIT`. Default 100, S3's historical default quota of buckets per AWS account: on a shared S3 account the service's accounts share that account's bucket quota, and no one of them should use it up.",
     "IMS_TOKENS_PER_ACCOUNT": "Live (unexpired) API tokens an account may have (a whole number, at least 1), its first token included; `createApiToken` beyond it is `ValidationError TOO_MANY_TOKENS` (revoke one with `revokeApiToken`). The bootstrap admin's token (IMS_ADMIN_TOKEN's, or the one written to `admin-token`) is made at start whatever the count. Default 100.",
+    "IMS_EXPIRED_TOKEN_RETENTION": "Seconds (0 to 3153600000, a hundred years) an expired API token is kept after its `expiresAt`: listed in `viewer { apiTokens }` and refused at every request, it counts against no limit; then the maintenance round (IMS_MAINTENANCE_INTERVAL) deletes it (0: at the first round after it expires). Default 2592000 (30 days).",
     "IMS_URL_SECRET": "Secret that signs `/objects/…` URLs (at least 16 bytes); shared by every process. Default: generated into IMS_DATA_DIR.",
     "IMS_PUBLIC_URL": "Base URL clients reach the server at (signed URLs). Default `http://127.0.0.1:8000`.",
     "IMS_DIRECT_IO": "The filesystem object store writes objects with O_DIRECT, from the process's buffers to the disk without the page cache (falling back to buffered writes where the filesystem refuses it); 0 always writes buffered. Default true.",
@@ -487,7 +505,7 @@ ENVIRONMENT: dict[str, str] = {
     "IMS_HTTP_STOP_GRACE": "Seconds a stopping `ims serve` lets requests in flight (a long download, a stalled upload) finish before it cancels them; its own workers then get IMS_WORKER_STOP_GRACE. Default 15.",
     "IMS_TEST_JOB_HANDLERS": "Tests only: comma-separated modules whose `register(registry)` adds job handlers.",
     "IMS_AUTO_MIGRATE": "Run migrations when a command that opens the database starts (`ims serve`, `ims worker`, `ims demo`, `ims admin create-account`, `ims admin maintenance`). Default: true on SQLite, false on PostgreSQL, where `ims migrate` runs once before the processes start (docker-compose's `init`). Concurrent migrations of one database wait for each other.",
-    "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection and KMS key purges, run by one process at a time in every process with workers (0: never). Default 300.",
+    "IMS_MAINTENANCE_INTERVAL": "Seconds between rounds of chunk garbage collection, KMS key purges and the deletion of API tokens expired for longer than IMS_EXPIRED_TOKEN_RETENTION, run by one process at a time in every process with workers (0: never). Default 300.",
     "IMS_LOG_LEVEL": "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL. Default INFO.",
     "IMS_CORS_ORIGINS": "Comma-separated origins (`https://console.example.com`, lowercase, no path) whose web pages may call the API from the browser (CORS: GET and POST with `Authorization` and `Content-Type`, and PUT, `Range`, `If-Range`, `If-Match` and `If-None-Match` for the filesystem store's signed `/objects/` URLs, with their `ETag` and `Content-Range` readable; no cookies are used, so none are allowed), or `*` for any. Default: none (a page of another origin cannot read the answers).",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from app.db.tables import Account, ApiToken, Image, ImageMember, ImageTag
@@ -29,6 +29,18 @@ async def make_account(db: Database, name: str | None = None, role: str = "USER"
                                               token_hash=hash_token(token), created_at=utcnow()))
         await uow.commit()
     return account, token
+
+
+async def make_token(db: Database, account: Account, name: str, expires_at: datetime | None) -> tuple[ApiToken, str]:
+    """A token of `account` expiring at `expires_at` (which may be past), made a day before it."""
+    token = new_token()
+    created = (expires_at or utcnow()) - timedelta(days=1)
+    row = ApiToken(id=new_id("tok"), account_id=account.id, name=name, token_hash=hash_token(token),
+                   created_at=created, expires_at=expires_at)
+    async with db.uow() as uow:
+        await uow.accounts.add_token(row)
+        await uow.commit()
+    return row, token
 
 
 async def make_image(db: Database, owner: Account, **fields: Any) -> Image:

@@ -1,4 +1,5 @@
-"""Singleton duties: chunk garbage collection and KMS key purges.
+"""Singleton duties: chunk garbage collection, KMS key purges and the deletion of API tokens
+expired for longer than IMS_EXPIRED_TOKEN_RETENTION.
 
 Every process may try; exactly one acts at a time. On PostgreSQL the duty runs under a
 session advisory lock (`pg_try_advisory_lock`) held on one connection for its duration;
@@ -36,6 +37,7 @@ class MaintenanceReport:
     chunks_deleted: int
     orphans_adopted: int
     keys_purged: int
+    tokens_deleted: int
 
 
 @contextlib.asynccontextmanager
@@ -83,9 +85,11 @@ async def run_once(services: Services) -> MaintenanceReport | None:
             deleted += report.chunks_deleted
             adopted += report.orphans_adopted
         purged = await services.key_provider.purge_due()
-    if deleted or adopted or purged:
-        log.info("maintenance: %d chunk(s) deleted, %d orphan(s) adopted, %d key(s) purged", deleted, adopted, purged)
-    return MaintenanceReport(deleted, adopted, purged)
+        tokens = await services.accounts.prune_expired_tokens()
+    if deleted or adopted or purged or tokens:
+        log.info("maintenance: %d chunk(s) deleted, %d orphan(s) adopted, %d key(s) purged, "
+                 "%d expired token(s) deleted", deleted, adopted, purged, tokens)
+    return MaintenanceReport(deleted, adopted, purged, tokens)
 
 
 async def run_forever(services: Services, interval: float) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from app.config import DEFAULT_TOKENS_PER_ACCOUNT
+from app.config import DEFAULT_EXPIRED_TOKEN_RETENTION, DEFAULT_TOKENS_PER_ACCOUNT
 from app.db.repositories.accounts import authenticate, read_account
 from app.db.repositories.images import AccountRecord
 from app.db.tables import Account, ApiToken
@@ -55,6 +55,9 @@ class AccountPage:
 
 #: last_used_at is refreshed at most this often, so authentication stays one read.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
+#: Expired tokens deleted per transaction: a long backlog goes in short transactions, between
+#: which the requests' writes (serialized on SQLite) get their turn.
+TOKEN_PRUNE_BATCH = 1000
 
 
 def hash_token(token: str) -> str:
@@ -80,11 +83,13 @@ def require_admin(caller: Caller) -> None:
 
 class AccountService:
     def __init__(self, db: Database, default_region: str, regions: Sequence[str] = (), *,
-                 tokens_per_account: int = DEFAULT_TOKENS_PER_ACCOUNT) -> None:
+                 tokens_per_account: int = DEFAULT_TOKENS_PER_ACCOUNT,
+                 expired_token_retention: timedelta = timedelta(seconds=DEFAULT_EXPIRED_TOKEN_RETENTION)) -> None:
         self.db = db
         self.default_region = default_region
         self.regions = tuple(regions) or (default_region,)
         self.tokens_per_account = tokens_per_account
+        self.expired_token_retention = expired_token_retention
 
     async def authenticate(self, token: str) -> Caller | None:
         if not token or len(token) > 256:
@@ -169,6 +174,24 @@ class AccountService:
                 raise NotFound("TOKEN_NOT_FOUND", resource_id=token_id)
             await uow.commit()
         return token_id
+
+    async def prune_expired_tokens(self, *, batch: int = TOKEN_PRUNE_BATCH) -> int:
+        """Delete the tokens, of every account, that expired longer ago than
+        `expired_token_retention`; how many. A maintenance duty.
+
+        Until then an expired token stays listed (its owner sees which one ran out) though it
+        authenticates no request. Nothing refers to a token's row, and a revoked token's row
+        is deleted at once, so only expired ones wait here. The deletion goes `batch` rows per
+        transaction until a batch comes back short."""
+        cutoff = utcnow() - self.expired_token_retention
+        deleted = 0
+        while True:
+            async with self.db.uow() as uow:
+                gone = await uow.accounts.delete_expired_tokens(cutoff, batch)
+                await uow.commit()
+            deleted += gone
+            if gone < batch:
+                return deleted
 
     async def list_accounts(self, caller: Caller, first: int | None, after: str | None) -> AccountPage:
         """Every account by id. The cursor is opaque like every connection's: one that is not

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from app.config import Settings
@@ -80,7 +81,8 @@ class Services:
             settings=settings,
             db=db,
             accounts=AccountService(db, settings.default_region, settings.regions,
-                                    tokens_per_account=settings.tokens_per_account),
+                                    tokens_per_account=settings.tokens_per_account,
+                                    expired_token_retention=timedelta(seconds=settings.expired_token_retention)),
             images=ImageService(db, settings.regions),
             tags=TagService(db),
             storage=storage,

@@ -53,6 +53,11 @@ BAD_VALUES = [
     ("IMS_TOKENS_PER_ACCOUNT", "-100", "a whole number, at least 1"),
     ("IMS_TOKENS_PER_ACCOUNT", "1e3", "a whole number, at least 1"),
     ("IMS_TOKENS_PER_ACCOUNT", "unlimited", "a whole number, at least 1"),
+    # Past a hundred years the pruning cutoff would fall before the year 1.
+    ("IMS_EXPIRED_TOKEN_RETENTION", "-1", "a number of seconds from 0 to 3153600000"),
+    ("IMS_EXPIRED_TOKEN_RETENTION", "3153600001", "a number of seconds from 0 to 3153600000"),
+    ("IMS_EXPIRED_TOKEN_RETENTION", "1e999", "a number of seconds from 0 to 3153600000"),
+    ("IMS_EXPIRED_TOKEN_RETENTION", "30d", "a number of seconds from 0 to 3153600000"),
     # A zero lease is lost at once: a healthy job is taken over until it FAILs.
     ("IMS_JOB_LEASE_SECONDS", "0", "a number of seconds, at least 1"),
     ("IMS_JOB_LEASE_SECONDS", "-1", "a number of seconds, at least 1"),
@@ -135,6 +140,10 @@ def test_a_bad_value_is_refused_naming_the_variable_and_what_it_accepts(variable
         ("IMS_TOKENS_PER_ACCOUNT", " 1000 ", ("tokens_per_account", 1000)),
         ("IMS_TOKENS_PER_ACCOUNT", "1", ("tokens_per_account", 1)),
         ("IMS_TOKENS_PER_ACCOUNT", "", ("tokens_per_account", 100)),
+        ("IMS_EXPIRED_TOKEN_RETENTION", "", ("expired_token_retention", 2592000.0)),  # 30 days
+        ("IMS_EXPIRED_TOKEN_RETENTION", "0", ("expired_token_retention", 0.0)),
+        ("IMS_EXPIRED_TOKEN_RETENTION", " 86400 ", ("expired_token_retention", 86400.0)),
+        ("IMS_EXPIRED_TOKEN_RETENTION", "3153600000", ("expired_token_retention", 3153600000.0)),
         ("IMS_DATABASE_URL", "postgres://ims:pw@db:5432/ims", ("database_url", "postgres://ims:pw@db:5432/ims")),
         ("IMS_REGIONS", "region-1, eu-west-2", ("regions", ("region-1", "eu-west-2"))),
         ("IMS_URL_SECRET", "sixteen-bytes!!!", ("url_secret", "sixteen-bytes!!!")),

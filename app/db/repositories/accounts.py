@@ -94,6 +94,15 @@ class AccountRepository:
             or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now))
         return int((await self.session.execute(stmt)).scalar_one())
 
+    async def delete_expired_tokens(self, before: datetime, limit: int) -> int:
+        """Delete at most `limit` tokens that expired before `before`, those expired longest
+        ago first (ix_api_tokens_expires_at serves the range); how many went."""
+        batch = (select(col(ApiToken.id)).where(col(ApiToken.expires_at) < before)
+                 .order_by(col(ApiToken.expires_at)).limit(limit))
+        result = await self.session.execute(
+            delete(ApiToken).where(col(ApiToken.id).in_(batch)).execution_options(synchronize_session=False))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     async def delete_named_tokens(self, account_id: str, name: str, keep_hash: str) -> list[str]:
         """Delete the account's tokens called `name` but the one with `keep_hash`; their ids."""
         result = await self.session.execute(
