@@ -1,6 +1,6 @@
 """Every migration goes down and up again on each backend, leaving the tables the code
 declares (every column, default, index, constraint and foreign key action as the models make
-them, and the triggers of 0002, 0007 and 0008); the entity tags of recorded object checksums (0004)
+them, and the triggers of 0002, 0007, 0008 and 0011); the entity tags of recorded object checksums (0004)
 come without losing the checksums recorded before; and the CSV texts of 0007 are filled in for
 the images there before."""
 
@@ -149,7 +149,7 @@ def test_member_texts_are_kept_by_each_revisions_triggers_below_and_above_0008(
     shared_with = text("SELECT csv_shared_with FROM images WHERE id = :i")
     downgrade(database_url, "0007")
     assert "image_csv_holds" not in inspect(engine).get_table_names()
-    assert triggers(engine) == TRIGGERS[engine.dialect.name] - {"image_csv_hold_release"}
+    assert triggers(engine) == TRIGGERS_BEFORE_0011[engine.dialect.name] - {"image_csv_hold_release"}
     with engine.begin() as conn:
         for letter in "abc":
             conn.execute(text("INSERT INTO accounts (id, name, role, created_at) VALUES (:id, :id, 'USER', :at)"),
@@ -223,7 +223,8 @@ def reflected(engine: Engine) -> dict[str, dict[str, object]]:
 
 #: The triggers migrations add (models cannot declare them): 0002's keep image_counts, 0007's
 #: the CSV texts of an image's tags and members (images.csv_tags, images.csv_shared_with),
-#: 0008's writes the members text of an image a batch held (image_csv_holds).
+#: 0008's writes the members text of an image a batch held (image_csv_holds); on PostgreSQL,
+#: 0011's count and write for a whole statement's memberships.
 TRIGGERS = {
     "sqlite": {"image_counts_image_insert", "image_counts_image_delete", "image_counts_image_update",
                "image_counts_member_insert", "image_counts_member_delete", "image_counts_member_update",
@@ -231,8 +232,14 @@ TRIGGERS = {
                "image_csv_members_insert", "image_csv_members_delete", "image_csv_members_update",
                "image_csv_account_rename", "image_csv_hold_release"},
     "postgresql": {"image_counts_image_insert", "image_counts_image_delete", "image_counts_image_update",
-                   "image_counts_member_change", "image_counts_member_update",
+                   "image_counts_member_update", "image_members_added", "image_members_removed",
                    "image_csv_tags", "image_csv_members", "image_csv_account_rename", "image_csv_hold_release"},
+}
+#: Below 0011, PostgreSQL's membership inserts and deletes had row triggers, as SQLite's still do.
+TRIGGERS_BEFORE_0011 = {
+    "sqlite": TRIGGERS["sqlite"],
+    "postgresql": TRIGGERS["postgresql"] - {"image_members_added", "image_members_removed"}
+    | {"image_counts_member_change"},
 }
 
 
