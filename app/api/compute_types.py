@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.dataloader import DataLoader
+from strawberry.types.enum import has_enum_definition
 
 from app.api.common import DiskRole, Node
 from app.api.context import Info
@@ -27,8 +28,25 @@ if TYPE_CHECKING:
     from app.api.image_types import PrivateImage
 
 # strawberry.enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
-strawberry.enum(c.ServerStatus)
+strawberry.enum(c.ServerStatus, description="Whether a server is running; images are made from "
+                "RUNNING or STOPPED servers.")
 ServerStatus = c.ServerStatus
+
+_SERVER_STATUS_VALUES = {
+    "RUNNING": "Running: every server is RUNNING from `createServer` on.",
+    "STOPPED": "Stopped; its disks can still be imaged. No mutation of this API stops a server.",
+}
+
+
+def _describe_values(enum: type, descriptions: dict[str, str]) -> None:
+    """Describe the GraphQL values of a domain enum, which cannot carry `strawberry.enum_value`
+    itself (its values are the plain strings every layer compares)."""
+    assert has_enum_definition(enum)
+    for value in enum.__strawberry_definition__.values:
+        value.description = descriptions[value.name]
+
+
+_describe_values(ServerStatus, _SERVER_STATUS_VALUES)
 
 
 def _volumes_loader(info: Info) -> DataLoader[str, list[VolumeRow]]:
@@ -81,16 +99,26 @@ async def _visible_source(info: Info, image_id: str | None) -> strawberry.ID | N
     return strawberry.ID(image_id)
 
 
-@strawberry.type
+@strawberry.type(description="A block-storage disk of the caller: a server's system or data disk, "
+                  "or a detached volume made by `createVolume` or kept by "
+                  "`deleteServer(deleteVolumes: false)`.")
 class Volume(Node):
-    id: strawberry.ID
-    name: str
-    role: DiskRole
-    size_gb: int
-    server_id: strawberry.ID | None
-    encrypted: bool
-    kms_key_id: strawberry.ID | None
-    created_at: datetime
+    id: strawberry.ID = strawberry.field(description="Opaque id, starting `vol-`.")
+    name: str = strawberry.field(
+        description="1-128 characters. A server's disks are named after it: `<server>-system`, "
+        "`<server>-data1`, ...")
+    role: DiskRole = strawberry.field(
+        description="SYSTEM for a server's boot disk, DATA otherwise (a volume made by "
+        "`createVolume` is DATA).")
+    size_gb: int = strawberry.field(description="Capacity in GiB.")
+    server_id: strawberry.ID | None = strawberry.field(
+        description="The server it is attached to; null for a detached volume.")
+    encrypted: bool = strawberry.field(
+        description="Whether its data is encrypted with a KMS key (`kmsKeyId`).")
+    kms_key_id: strawberry.ID | None = strawberry.field(
+        description="The KMS key its data is encrypted with: its image's key, or the `kmsKeyId` it "
+        "was created with; null when not encrypted.")
+    created_at: datetime = strawberry.field(description="When it was created (UTC).")
     row: strawberry.Private[VolumeRow]
 
     @classmethod
@@ -101,18 +129,21 @@ class Volume(Node):
             kms_key_id=strawberry.ID(row.kms_key_id) if row.kms_key_id else None, created_at=row.created_at, row=row,
         )
 
-    @strawberry.field(description="The image this volume was created from, if any and if still visible.")  # type: ignore[untyped-decorator]
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="The image this volume was filled from; null for a blank disk, or once that "
+        "image is deleted or no longer visible to the caller.")
     async def source_image_id(self, info: Info) -> strawberry.ID | None:
         return await _visible_source(info, self.row.source_image_id)
 
 
-@strawberry.type
+@strawberry.type(description="A virtual server of the caller's built-in compute inventory, booted "
+                  "from an image by `createServer`; `createImageFromServer` makes images of it.")
 class Server(Node):
-    id: strawberry.ID
-    name: str
-    status: ServerStatus
-    region: str
-    created_at: datetime
+    id: strawberry.ID = strawberry.field(description="Opaque id, starting `srv-`.")
+    name: str = strawberry.field(description="1-128 characters, as given to `createServer`.")
+    status: ServerStatus = strawberry.field(description="RUNNING from `createServer` on.")
+    region: str = strawberry.field(description="The region it runs in: its image's region.")
+    created_at: datetime = strawberry.field(description="When it was created (UTC).")
     row: strawberry.Private[ServerRow]
 
     @classmethod
@@ -120,23 +151,31 @@ class Server(Node):
         return cls(id=strawberry.ID(row.id), name=row.name, status=c.ServerStatus(row.status), region=row.region,
                    created_at=row.created_at, row=row)
 
-    @strawberry.field
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="The image it was booted from; null once that image is deleted or no longer "
+        "visible to the caller (the server keeps working).")
     async def source_image_id(self, info: Info) -> strawberry.ID | None:
         return await _visible_source(info, self.row.source_image_id)
 
-    @strawberry.field(description="System disk first, then data disks.")  # type: ignore[untyped-decorator]
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Its disks: the system disk first, then the data disks in order.")
     async def volumes(self, info: Info) -> list[Volume]:
         rows = await _volumes_loader(info).load(self.row.id)
         return [Volume.of(r) for r in rows]
 
 
-@strawberry.type(description="The differential backup a full-ECS image is made from.")
+@strawberry.type(description="The differential backup a full-ECS image is made from: every disk "
+                  "of the server as it was when `createImageFromServer` (kind FULL_ECS) was asked.")
 class Backup(Node):
-    id: strawberry.ID
-    server_id: strawberry.ID
-    size_bytes: BigInt = strawberry.field(description="Total logical bytes of all backed-up disks.")
-    new_bytes: BigInt = strawberry.field(description="Bytes this backup had to store that no earlier backup already held.")
-    created_at: datetime
+    id: strawberry.ID = strawberry.field(description="Opaque id, starting `bak-`.")
+    server_id: strawberry.ID = strawberry.field(
+        description="The server it was taken from, which may have been deleted since.")
+    size_bytes: BigInt = strawberry.field(
+        description="Total logical bytes of all backed-up disks (their sizes in GiB times 2^30).")
+    new_bytes: BigInt = strawberry.field(
+        description="Bytes this backup had to store that no earlier backup of the server already "
+        "held; 0 until the image's job has saved it.")
+    created_at: datetime = strawberry.field(description="When it was taken (UTC).")
 
     @classmethod
     def of(cls, row: BackupRow) -> Backup:
