@@ -14,18 +14,25 @@ from app import errors as e
 
 @strawberry.interface(description="Every expected failure implements this. `code` is stable and machine-readable.")
 class UserError:
-    code: str
-    message: str
+    code: str = strawberry.field(
+        description="Stable and machine-readable, e.g. `IMAGE_NOT_FOUND`; the README lists all.")
+    message: str = strawberry.field(
+        description="What went wrong, in English, for people; may change: match on `code`.")
 
 
 @strawberry.type(description="The resource does not exist, or the caller may not see it (the two are not told apart).")
 class NotFoundError(UserError):
-    resource_id: strawberry.ID | None = None
+    resource_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The id (a bucket's name) that names nothing visible; null when not known.")
 
 
 @strawberry.type(description="An input value is malformed or out of range. `field` is the input path, e.g. `input.name`.")
 class ValidationError(UserError):
-    field: str | None = None
+    field: str | None = strawberry.field(
+        default=None,
+        description="The path of the value at fault, e.g. `input.name`, `input.tags[2].key`; null "
+                    "when no single value is.")
 
 
 @strawberry.type(description="The caller sees the resource but may not do this to it (e.g. modify a public image).")
@@ -45,12 +52,14 @@ class NotSupportedError(UserError):
 
 @strawberry.type(description="A quota or a hard limit would be exceeded.")
 class LimitExceededError(UserError):
-    limit: int
+    limit: int = strawberry.field(
+        description="The limit in force: a count, or for a size (`*_TOO_LARGE`) GiB.")
 
 
 @strawberry.type(description="The KMS key is missing, disabled, pending deletion, or not granted to the caller.")
 class KmsKeyError(UserError):
-    key_id: strawberry.ID | None = None
+    key_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The KMS key at fault; null when not known.")
 
 
 ERROR_TYPES: tuple[type, ...] = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError, lexicographic_sort_schema, parse, print_schema
@@ -57,16 +57,17 @@ MAX_TOKENS = 5000
 CACHE_SIZE = 512
 
 
-@strawberry.type
+@strawberry.type(description="Whether the service can answer.")
 class Health:
-    ok: bool
-    version: str
+    ok: bool = strawberry.field(description="The database answers.")
+    version: str = strawberry.field(description="The service's version, e.g. `0.1.0`.")
 
 
-@strawberry.type
+@strawberry.type(description="A region of the service: where images, buckets and servers live.")
 class Region:
-    id: str
-    is_default: bool
+    id: str = strawberry.field(description="The region's id, as `region` arguments name it.")
+    is_default: bool = strawberry.field(
+        description="The region an operation uses when its `region` is null.")
 
 
 @strawberry.type
@@ -75,13 +76,19 @@ class CoreQueries:
     async def health(self, info: Info) -> Health:
         return Health(ok=await info.context.services.ping(), version=__version__)
 
-    @strawberry.field
+    @strawberry.field(description="The service's regions, the default one first.")  # type: ignore[untyped-decorator]
     def regions(self, info: Info) -> list[Region]:
         regions = info.context.services.settings.regions
         return [Region(id=r, is_default=i == 0) for i, r in enumerate(regions)]
 
-    @strawberry.field
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="The object with this id, if the caller may see it: an image, job, KMS key, "
+                    "server, volume, backup, API token of the caller's account, or account (the "
+                    "caller's own; any, for an administrator). Null for anything else.")
+    async def node(
+        self, info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The `id` of a `Node`.")],
+    ) -> Node | None:
         prefix = str(id).split("-", 1)[0]
         me = info.context.me
         try:
@@ -112,13 +119,17 @@ class CoreQueries:
         return None
 
 
-@strawberry.type
+@strawberry.type(
+    description="Every read. All but `health` need an API token: `Authorization: Bearer <token>`.")
 class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries, ComputeQueries,
             BackupQueries):
     pass
 
 
-@strawberry.type
+@strawberry.type(
+    description="Every change. A mutation takes one `input` and answers a payload union: its "
+                "success type, or the `UserError` type of an expected failure, with a stable "
+                "`code`.")
 class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations, ReplicationMutations,
                ExportMutations, BackupMutations):
     pass
