@@ -9,6 +9,11 @@ Stopping is graceful: the current job gets `grace` seconds to finish; after that
 is cancelled and the lease released, so another worker takes the job at once (the released
 attempt does not count against MAX_ATTEMPTS). A job whose claim was still in flight when the
 stop came is released the same way without its handler ever starting.
+
+A cancelled handler (stopped, its lease lost, or past `max_run_seconds`) is waited for at most
+`cancel_wait_seconds`: one waiting for a call stuck in a thread does not end, and the worker
+goes on without it (releases the job, discards the attempt, or fails the job), its heartbeat
+stopped; the attempt's late end is logged, and its progress reports no longer reach the job.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from app.db.repositories.jobs import Claim
 from app.domain.jobs import LEASE_SECONDS
 from app.http import request_id_var
+from app.jobs.queue import JobQueue
 from app.jobs.registry import (
     JobContext,
     JobFailed,
@@ -52,23 +58,50 @@ CLAIM_BACKOFF_MAX_SECONDS = 5.0
 #: Longest an attempt may run (IMS_JOB_MAX_SECONDS): a handler whose heartbeats go on while it
 #: waits for something that never comes would otherwise hold its job and images for ever.
 MAX_RUN_SECONDS = 86400.0
-#: How long an attempt cancelled for running too long is given to end before its job fails
-#: without it.
+#: How long a cancelled attempt (stopped, its lease lost, or running too long) is given to end
+#: before the worker goes on without it.
 CANCEL_WAIT_SECONDS = 30.0
 
 
-def _late_end(job_id: str, task: asyncio.Task[Any]) -> None:
-    """The end of an attempt its job was failed without (JOB_TIMEOUT): logged, not lost."""
+@dataclass(frozen=True)
+class _GivenUp:
+    """Why the worker went on without a cancelled attempt, as its log lines say it."""
+
+    attempt: str  # "the {attempt} attempt ended"
+    job: str  # "still running … after its cancellation; {job} without it"
+    result: str  # "the {attempt} attempt ended {result}" when it returned a result
+
+
+_TIMED_OUT = _GivenUp("timed-out", "failing the job", "after its job failed")
+_STOPPED = _GivenUp("stopped", "releasing the job", "after its job was released")
+_LOST = _GivenUp("abandoned", "going on", "after its lease was lost")
+
+
+def _late_end(job_id: str, why: _GivenUp, task: asyncio.Task[Any]) -> None:
+    """The end of an attempt the worker went on without: logged, not lost."""
     if task.cancelled():
-        log.info("job %s: the timed-out attempt ended", job_id)
+        log.info("job %s: the %s attempt ended", job_id, why.attempt)
     elif task.exception() is not None:
-        log.info("job %s: the timed-out attempt ended: %r", job_id, task.exception())
+        log.info("job %s: the %s attempt ended: %r", job_id, why.attempt, task.exception())
     else:
-        log.info("job %s: the timed-out attempt ended after its job failed", job_id)
+        log.info("job %s: the %s attempt ended %s", job_id, why.attempt, why.result)
 
 
 def default_worker_id(index: int = 0) -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{index}"
+
+
+class _ProgressWriter:
+    """An attempt's progress writes (its JobContext's), until the worker goes on without it: an
+    attempt left behind may report when its stuck thread returns, by when this worker may hold
+    the job again (a job's writes are checked against the worker's id only)."""
+
+    def __init__(self, queue: JobQueue, job_id: str, worker_id: str) -> None:
+        self.queue, self.job_id, self.worker_id = queue, job_id, worker_id
+        self.given_up = False
+
+    async def __call__(self, progress: float, step: str | None) -> bool:
+        return not self.given_up and await self.queue.progress(self.job_id, self.worker_id, progress, step)
 
 
 @dataclass
@@ -78,11 +111,24 @@ class _Run:
     ctx: JobContext
     registration: Registration
     task: asyncio.Task[dict[str, Any] | None]
+    write: _ProgressWriter
     lost: bool = False
     #: Cancelled for running longer than the worker's `max_run_seconds`.
     timed_out: bool = False
     #: The claim counted an attempt (an exhausted one did not): a release gives it back.
     counted: bool = True
+    #: Set once the handler is cancelled (by a stop, a lost lease or the run time limit).
+    cancelled: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def given_up(self) -> bool:
+        """The worker went on without the cancelled handler, which had not ended."""
+        return self.write.given_up
+
+    def cancel(self) -> None:
+        self.task.cancel()
+        if not self.cancelled.done():
+            self.cancelled.set_result(None)
 
 
 class Worker:
@@ -168,7 +214,7 @@ class Worker:
         job = claim.job
         registration = self.registry.get(job.type)
         assert registration is not None, "claimed a job type without a handler"
-        write = partial(self.queue.progress, job.id, self.worker_id)
+        write = _ProgressWriter(self.queue, job.id, self.worker_id)
         ctx = JobContext(job, claim.attempt, self.services, write)
         if claim.exhausted:
             if not (registration.saves_images and await self._images_saved(job.id)):
@@ -189,25 +235,12 @@ class Worker:
         if claim.took_over:
             log.warning("job %s: taken over after an expired lease (attempt %d)", job.id, claim.attempt)
         log.info("job %s (%s) attempt %d started", job.id, job.type, claim.attempt)
-        run = _Run(ctx, registration, asyncio.create_task(registration.handler(ctx)), counted=not claim.exhausted)
+        run = _Run(ctx, registration, asyncio.create_task(registration.handler(ctx)), write,
+                   counted=not claim.exhausted)
         self._current = run
         heartbeat = asyncio.create_task(self._heartbeat(run))
         try:
-            done, _ = await asyncio.wait({run.task}, timeout=self.max_run_seconds)
-            if not done:
-                log.error("job %s: attempt %d still running after %g s; cancelling it", job.id, claim.attempt,
-                          self.max_run_seconds)
-                run.timed_out = True
-                run.task.cancel()
-                # A handler waiting for a call stuck in a thread (a hung disk or network file
-                # system: the stores let their threads finish before a cancellation goes on)
-                # does not end: the job fails without it, which lets its lease, images and
-                # references go; the thread, and what is left of the task, end when they can.
-                done, _ = await asyncio.wait({run.task}, timeout=self.cancel_wait_seconds)
-                if not done:
-                    log.error("job %s: attempt %d still running %g s after its cancellation; failing the job "
-                              "without it", job.id, claim.attempt, self.cancel_wait_seconds)
-                    run.task.add_done_callback(partial(_late_end, job.id))
+            await self._wait(run)
         except asyncio.CancelledError:  # the worker itself is being torn down
             run.task.cancel()
             await asyncio.wait({run.task})
@@ -219,6 +252,32 @@ class Worker:
                 await heartbeat
             self._current = None
         await self._conclude(run)
+
+    async def _wait(self, run: _Run) -> None:
+        """Until the handler ends, or at most `max_run_seconds`, then cancel it; once it is
+        cancelled (that way, by a stop or by a lost lease) at most `cancel_wait_seconds` more."""
+        job_id, attempt = run.ctx.job_id, run.ctx.attempt
+        ended_or_cancelled: set[asyncio.Future[Any]] = {run.task, run.cancelled}
+        await asyncio.wait(ended_or_cancelled, timeout=self.max_run_seconds, return_when=asyncio.FIRST_COMPLETED)
+        if run.task.done():
+            return
+        if not run.cancelled.done():
+            log.error("job %s: attempt %d still running after %g s; cancelling it", job_id, attempt,
+                      self.max_run_seconds)
+            run.timed_out = True
+            run.cancel()
+        # A handler waiting for a call stuck in a thread (a hung disk or network file system:
+        # the stores let their threads finish before a cancellation goes on) does not end: the
+        # worker goes on without it (the job failed, released or left to its new owner; the
+        # heartbeat stopped), which lets its lease, images and references go; the thread, and
+        # what is left of the task, end when they can.
+        done, _ = await asyncio.wait({run.task}, timeout=self.cancel_wait_seconds)
+        if not done:
+            why = _LOST if run.lost else _TIMED_OUT if run.timed_out else _STOPPED
+            log.error("job %s: attempt %d still running %g s after its cancellation; %s without it", job_id,
+                      attempt, self.cancel_wait_seconds, why.job)
+            run.write.given_up = True
+            run.task.add_done_callback(partial(_late_end, job_id, why))
 
     async def _images_saved(self, job_id: str) -> bool:
         async with self.services.db.uow(write=False) as uow:
@@ -246,7 +305,7 @@ class Worker:
             if not ok:
                 log.warning("job %s: lease lost; abandoning attempt %d", run.ctx.job_id, run.ctx.attempt)
                 run.lost = True
-                run.task.cancel()
+                run.cancel()
                 return
             renewed = asked
 
@@ -258,7 +317,7 @@ class Worker:
             await self._fail(ctx, run.registration, "JOB_TIMEOUT",
                              f"The job ran longer than {self.max_run_seconds:g} seconds; it kept nothing.")
             return
-        if task.cancelled():
+        if run.given_up or task.cancelled():  # stopped
             released = await self.queue.release(ctx.job_id, self.worker_id, counted=run.counted)
             log.info("job %s: stopped before the end; lease %s", ctx.job_id, "released" if released else "lost")
             return
@@ -345,13 +404,14 @@ class Worker:
         self._stopping.set()
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Stop claiming; give the current job `grace` seconds, then cancel it (its lease is released)."""
+        """Stop claiming; give the current job `grace` seconds, then cancel it (its lease is
+        released once it ends, or after `cancel_wait_seconds` without it)."""
         self.request_stop()
         run = self._current
         if run is not None:
             done, _ = await asyncio.wait({run.task}, timeout=grace)
             if not done:
-                run.task.cancel()
+                run.cancel()
 
 
 class WorkerPool:

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from tests.jobs.handlers import (
     SECRET,
     STEPS,
     THREAD_RELEASE,
+    hang_in_thread,
 )
 
 
@@ -159,6 +161,129 @@ async def test_an_attempt_stuck_in_a_thread_past_the_limit_fails_without_waiting
     messages = [r.getMessage() for r in caplog.records if stuck.id in r.getMessage()]
     assert any("still running 0.5 s after its cancellation" in m for m in messages)
     assert any("the timed-out attempt ended" in m for m in messages)
+
+
+@contextlib.contextmanager
+def threads_stuck() -> Iterator[None]:
+    """`hang_in_thread`'s threads stay stuck until the block ends (however it ends: a test
+    that fails must not leave a worker waiting for one)."""
+    THREAD_RELEASE.clear()
+    try:
+        yield
+    finally:
+        THREAD_RELEASE.set()
+
+
+async def logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 5.0) -> list[str]:
+    """The messages logged so far, once one of them contains `text` (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while not any(text in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return [r.getMessage() for r in caplog.records]
+
+
+async def test_a_stop_releases_the_job_of_an_attempt_stuck_in_a_thread_without_waiting_for_it(
+    services: Services, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler cancelled at the end of the stop's grace that waits for a thread stuck in a
+    call does not end: after `cancel_wait_seconds` the worker releases the job without it
+    (claimable at once, the attempt not counted) and stops; the attempt's late end is logged.
+    Before, the worker waited for the thread, its heartbeat renewing the lease all the while."""
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, HANG_IN_THREAD)
+    w = Worker(services, "w1", lease_seconds=1.0, poll_interval=0.05, cancel_wait_seconds=0.5)
+    task = asyncio.create_task(w.run())
+    with caplog.at_level(logging.INFO, logger="app.jobs.worker"):
+        with threads_stuck():
+            await wait_for(db, job.id, lambda j: j.lease_owner == "w1")
+            began = time.monotonic()
+            await w.stop(grace=0.2)
+            stopped, _ = await asyncio.wait({task}, timeout=5)
+            took = time.monotonic() - began
+            assert stopped, "the worker waited for its stuck attempt"
+            stored = await load(db, job.id)
+            claim = await services.jobs.queue.claim("w2", 5, frozenset({HANG_IN_THREAD}))
+        messages = await logged(caplog, "the stopped attempt ended")
+        await asyncio.wait({task}, timeout=10)
+    assert 0.69 < took < 3.0  # the grace (0.2 s), then the wait for the cancelled attempt (0.5 s)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", None, 0)
+    # Released, the thread still stuck: the next worker claims it at once, as attempt 1.
+    assert claim is not None and (claim.job.id, claim.attempt, claim.took_over) == (job.id, 1, False)
+    outcomes = [(a.worker_id, a.attempt, a.outcome) for a in await attempts(db, [job.id])]
+    assert outcomes == [("w1", 1, "RELEASED"), ("w2", 1, None)]
+    mine = [m for m in messages if job.id in m]
+    assert any("still running 0.5 s after its cancellation; releasing the job without it" in m for m in mine)
+    assert any("the stopped attempt ended" in m for m in mine)
+
+
+async def test_a_lost_lease_goes_on_without_an_attempt_stuck_in_a_thread(
+    services: Services, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler cancelled because another worker took its job over, waiting for a thread stuck
+    in a call, does not end: after `cancel_wait_seconds` the worker leaves it behind and runs
+    the next job; the attempt's late end is logged. Before, the worker waited for the thread."""
+    alice, _ = await make_account(db)
+    stuck = await enqueue(services, alice, HANG_IN_THREAD)
+    after = await enqueue(services, alice, ECHO, {"x": 1})
+    with caplog.at_level(logging.INFO, logger="app.jobs.worker"):
+        async with running(Worker(services, "w1", lease_seconds=1.0, poll_interval=0.05, cancel_wait_seconds=0.5)):
+            with threads_stuck():
+                await wait_for(db, stuck.id, lambda j: j.lease_owner == "w1")
+                async with db.uow() as uow:  # its lease lapses and another worker takes the job
+                    await uow.session.execute(update(Job).where(Job.id == stuck.id).values(lease_expires_at=utcnow()))  # type: ignore[arg-type]
+                    await uow.commit()
+                assert await services.jobs.queue.claim("thief", 60, frozenset({HANG_IN_THREAD})) is not None
+                next_job = await wait_for(db, after.id, finished, timeout=5)
+            messages = await logged(caplog, "the abandoned attempt ended")
+    assert next_job.status == "SUCCESS"
+    stored = await load(db, stuck.id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", "thief", 2)
+    assert RUNS[stuck.id] == 1
+    mine = [m for m in messages if stuck.id in m]
+    assert any("still running 0.5 s after its cancellation; going on without it" in m for m in mine)
+    assert any("the abandoned attempt ended" in m for m in mine)
+
+
+LATE_REPORT = "TEST_LATE_REPORT"
+
+
+async def _reports_late(ctx: JobContext) -> None:
+    """Attempt 1 hangs in a thread and reports progress once the thread returns; later ones
+    report, then wait."""
+    if ctx.attempt > 1:
+        await ctx.progress(0.5, "second run")
+        await asyncio.sleep(3600)
+    try:
+        await hang_in_thread(ctx)
+    finally:
+        await ctx.progress(0.9, "late")
+
+
+async def test_an_attempt_left_behind_cannot_report_on_the_job_its_worker_holds_again(
+    services: Services, db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that went on without its attempt stuck in a thread may claim the same job
+    again (once its lease is released or has lapsed, after an outage longer than the lease):
+    when the thread returns, the old attempt's progress report must not land on the job, which
+    the worker's id holds again (a job's writes are checked against the worker's id only)."""
+    services.jobs.registry.register(LATE_REPORT, _reports_late)
+    alice, _ = await make_account(db)
+    job = await enqueue(services, alice, LATE_REPORT)
+    with caplog.at_level(logging.INFO, logger="app.jobs.worker"):
+        async with running(Worker(services, "w1", lease_seconds=1.0, poll_interval=0.05, cancel_wait_seconds=0.5)):
+            with threads_stuck():
+                await wait_for(db, job.id, lambda j: j.lease_owner == "w1")
+                async with db.uow() as uow:
+                    await uow.session.execute(update(Job).where(Job.id == job.id).values(lease_expires_at=utcnow()))  # type: ignore[arg-type]
+                    await uow.commit()
+                assert await services.jobs.queue.claim("thief", 60, frozenset({LATE_REPORT})) is not None
+                assert await services.jobs.queue.release(job.id, "thief")
+                await wait_for(db, job.id, lambda j: j.lease_owner == "w1" and j.step == "second run", timeout=5)
+            messages = await logged(caplog, "the abandoned attempt ended")
+            stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner, stored.attempts, stored.progress, stored.step) == (
+        "RUNNING", "w1", 2, 0.5, "second run")
+    assert any(job.id in m and "the abandoned attempt ended: LeaseLost" in m for m in messages)
 
 
 async def test_expired_lease_is_taken_over_and_the_job_resumes(services: Services, db: Database) -> None:
