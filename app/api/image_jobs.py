@@ -29,20 +29,32 @@ from app.domain.images import Caller
 from app.services.server_images import ImageJob
 
 
-@strawberry.input
+@strawberry.input(
+    description="The operating system a new image boots; invalid values are `INVALID_OS` naming "
+    "the field. Outer whitespace of `platform` and `version` is trimmed."
+)
 class OperatingSystemInput:
-    type: OsType
-    platform: str
-    version: str
-    bits: int = 64
+    type: OsType = strawberry.field(description="The OS family.")
+    platform: str = strawberry.field(
+        description="The distribution or product, 1-64 characters: e.g. Ubuntu, Debian, Windows."
+    )
+    version: str = strawberry.field(
+        description="The release in words, 1-128 characters: e.g. `Ubuntu 22.04 server 64bit`."
+    )
+    bits: int = strawberry.field(default=64, description="32 or 64.")
 
     def spec(self) -> OsSpec:
         return OsSpec(d.OsType(self.type), self.platform, self.version, self.bits)
 
 
-@strawberry.type
+@strawberry.type(
+    description="The request is accepted: the job that writes the new images, and those images."
+)
 class ImageJobSuccess:
-    job: Job
+    job: Job = strawberry.field(
+        description="Follow it with `job(id:)` or `jobUpdated`: at `SUCCESS` the images are "
+        "`ACTIVE`; at `FAIL` they are `KILLED` and the job's `error` says why."
+    )
     images: list[Image] = strawberry.field(description="The new images, in QUEUED or SAVING status until the job ends.")
 
     @classmethod
@@ -57,7 +69,12 @@ CREATE_IMAGE_ERRORS: tuple[type, ...] = (
 CreateImagePayload = Annotated[
     ImageJobSuccess | NotFoundError | ValidationError | ConflictError | ForbiddenError | NotSupportedError
     | LimitExceededError | KmsKeyError,
-    strawberry.union("CreateImagePayload"),
+    strawberry.union(
+        "CreateImagePayload",
+        description="What `createImageFromServer`, `createImageFromVolume` and `importImage` "
+        "answer: the job and its new images, or the error that refused the request (nothing was "
+        "created).",
+    ),
 ]
 
 

@@ -42,59 +42,122 @@ from app.errors import Invalid, NotFound
 from app.services.images import UNSET, ImageChanges
 
 
-@strawberry.type
+@strawberry.type(description="One image in an `ImageConnection`.")
 class ImageEdge:
-    cursor: str
-    node: Image
+    cursor: str = strawberry.field(
+        description="Opaque; pass it as `after`, with the same `orderBy`, for the images after "
+        "this one."
+    )
+    node: Image = strawberry.field(description="The image, as the caller sees it.")
 
 
-@strawberry.type
+@strawberry.type(description="A page of the catalog, in the order `orderBy` asked for.")
 class ImageConnection:
-    edges: list[ImageEdge]
-    page_info: PageInfo
-    total_count: int
+    edges: list[ImageEdge] = strawberry.field(description="The images of this page.")
+    page_info: PageInfo = strawberry.field(
+        description="Cursors of this page and whether more follow."
+    )
+    total_count: int = strawberry.field(
+        description="Images matching the filter, on every page together."
+    )
 
 
-@strawberry.input
+@strawberry.input(
+    description="A tag to put on an image: an existing key gets the new value (at most 10 tags "
+    "per image)."
+)
 class TagInput:
-    key: str
-    value: str
+    key: str = strawberry.field(
+        description="1-36 letters (any script), digits, `_` or `-` (`INVALID_TAG_KEY`); a key "
+        "given twice in one request is `DUPLICATE_TAG_KEY`."
+    )
+    value: str = strawberry.field(
+        description="0-43 letters (any script), digits, `_`, `.` or `-` (`INVALID_TAG_VALUE`)."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="A tag an image must have to match.")
 class TagFilter:
-    key: str
+    key: str = strawberry.field(description="The tag's key, compared exactly.")
     value: str | None = strawberry.field(default=None, description="Null matches any value of the key.")
 
 
-@strawberry.input
+@strawberry.input(
+    description="Which images `images` returns: every condition given must hold, and a null one "
+    "does not restrict. A list of values matches any one of them (an empty list: none)."
+)
 class ImageFilter:
     visibility: list[ImageVisibility] | None = strawberry.field(
         default=None, description="Which union members to return; default all three."
     )
-    kind: list[ImageKind] | None = None
-    status: list[ImageStatus] | None = None
-    region: str | None = strawberry.field(default=None, description="Region id; default the server's default region.")
-    name_contains: str | None = strawberry.field(default=None, description="Case-insensitive substring of the name.")
-    os_type: list[OsType] | None = None
-    platform: list[str] | None = None
-    disk_format: list[DiskFormat] | None = None
-    encrypted: bool | None = None
-    kms_key_id: strawberry.ID | None = None
-    protected: bool | None = None
-    tags: list[TagFilter] | None = strawberry.field(default=None, description="Every tag must match.")
+    kind: list[ImageKind] | None = strawberry.field(default=None, description="Any of these kinds.")
+    status: list[ImageStatus] | None = strawberry.field(
+        default=None, description="Any of these statuses."
+    )
+    region: str | None = strawberry.field(
+        default=None,
+        description="Region id; default the server's default region. An unknown region is "
+        "`INVALID_REGION`.",
+    )
+    name_contains: str | None = strawberry.field(
+        default=None,
+        description="Case-insensitive substring of the name, taken literally (`%` and `_` are "
+        "plain characters).",
+    )
+    os_type: list[OsType] | None = strawberry.field(
+        default=None, description="Any of these OS families; data disk images have none."
+    )
+    platform: list[str] | None = strawberry.field(
+        default=None,
+        description="Any of these `os.platform` values, each compared whole and "
+        "case-insensitively; at most 1000 distinct values (`TOO_MANY_ITEMS`).",
+    )
+    disk_format: list[DiskFormat] | None = strawberry.field(
+        default=None, description="Any of these stored formats."
+    )
+    encrypted: bool | None = strawberry.field(
+        default=None, description="True: encrypted images only; false: unencrypted ones only."
+    )
+    kms_key_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Only images encrypted under this KMS key."
+    )
+    protected: bool | None = strawberry.field(
+        default=None, description="True: protected images only; false: unprotected ones only."
+    )
+    tags: list[TagFilter] | None = strawberry.field(
+        default=None,
+        description="Every tag must match. At most 10 distinct keys (`TOO_MANY_ITEMS`); one key "
+        "asked for with two different values matches nothing.",
+    )
     member_status: list[MemberStatus] | None = strawberry.field(
         default=None, description="For SHARED images: which memberships to include; default [ACCEPTED]."
     )
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    ids: list[strawberry.ID] | None = None
+    created_after: datetime | None = strawberry.field(
+        default=None,
+        description="Only images created strictly after this instant. It must carry its UTC offset "
+        "(`INVALID_DATETIME`).",
+    )
+    created_before: datetime | None = strawberry.field(
+        default=None,
+        description="Only images created strictly before this instant. It must carry its UTC "
+        "offset (`INVALID_DATETIME`).",
+    )
+    ids: list[strawberry.ID] | None = strawberry.field(
+        default=None,
+        description="Only these images; at most 1000 distinct ids (`TOO_MANY_ITEMS`).",
+    )
 
 
-@strawberry.input
+@strawberry.input(
+    description="The catalog's order; without one, `CREATED_AT` `DESC`. Ties are broken by image "
+    "id in the same direction, so paging never skips or repeats an image."
+)
 class ImageOrder:
-    field: ImageOrderField
-    direction: OrderDirection
+    field: ImageOrderField = strawberry.field(
+        description="The sort key. `NAME` and `STATUS` compare in Unicode code point order (`B` "
+        "before `a`); `SIZE` is `sizeBytes`, an image without one counting as -1."
+    )
+    direction: OrderDirection = strawberry.field(description="Ascending or descending.")
 
 
 def _set(values: list[object] | None, enum: type) -> frozenset[object] | None:
@@ -180,22 +243,55 @@ def to_query(f: ImageFilter | None, region: str) -> ImageQuery:
 
 @strawberry.type
 class ImageQueries:
-    @strawberry.field
-    async def image(self, info: Info, id: strawberry.ID) -> Image | None:
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="An image the caller may see: a public image, one of its own, or one shared "
+        "with it in any membership status. Null when there is none with this id or the caller may "
+        "not see it (the two are not told apart)."
+    )
+    async def image(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The image's id.")],
+    ) -> Image | None:
         try:
             view = await info.context.services.images.get(info.context.me, str(id), info.context.reader)
         except NotFound:
             return None
         return image_of(view, info.context.me)
 
-    @strawberry.field
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="The images the caller sees in one region, a page at a time: public images, "
+        "its own, and those shared with it (by default only `ACCEPTED` ones). A bad argument is a "
+        "top-level error with its code: `INVALID_PAGE_SIZE`, `INVALID_CURSOR`, `INVALID_REGION`, "
+        "`INVALID_DATETIME` or `TOO_MANY_ITEMS`."
+    )
     async def images(
         self,
         info: Info,
-        filter: ImageFilter | None = None,
-        order_by: ImageOrder | None = None,
-        first: int | None = None,
-        after: str | None = None,
+        filter: Annotated[
+            ImageFilter | None,
+            strawberry.argument(
+                description="Which images; null: every image the caller sees in the default "
+                "region (shared ones if `ACCEPTED`)."
+            ),
+        ] = None,
+        order_by: Annotated[
+            ImageOrder | None,
+            strawberry.argument(description="The order; null: newest first (`CREATED_AT` `DESC`)."),
+        ] = None,
+        first: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Page size: 0 to 1000, default 50 (`INVALID_PAGE_SIZE`)."
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The `cursor` of the image this page follows, from a page of the same "
+                "`orderBy` (`INVALID_CURSOR` otherwise); null: from the first."
+            ),
+        ] = None,
     ) -> ImageConnection:
         svc = info.context.services.images
         order = DomainOrder(d.ImageOrderField(order_by.field), d.OrderDirection(order_by.direction)) \
@@ -227,86 +323,146 @@ class ImageQueries:
 # ---------------------------------------------------------------- mutations
 
 
-@strawberry.type
+@strawberry.type(description="The image after the change, as the caller now sees it.")
 class UpdateImageSuccess:
-    image: Image
+    image: Image = strawberry.field(description="The changed image.")
 
 
-@strawberry.input
+@strawberry.input(
+    description="What `updateImage` changes; a null field (`maxRamMb`: an omitted one) stays as "
+    "it is. Data disk images take only `name` and `description` (`DATA_DISK_FIELDS`)."
+)
 class UpdateImageInput:
-    id: strawberry.ID
-    expected_version: int | None = None
-    name: str | None = None
-    description: str | None = None
-    min_ram_mb: int | None = None
-    max_ram_mb: int | None = strawberry.field(default=strawberry.UNSET, description="Null clears the limit.")
-    nic_multi_queue: bool | None = None
-    sriov_driver: bool | None = None
-    boot_mode: BootMode | None = None
+    id: strawberry.ID = strawberry.field(description="The image to change.")
+    expected_version: int | None = strawberry.field(
+        default=None,
+        description="The `version` the change is based on: an image at another version is "
+        "`VERSION_CONFLICT` and nothing changes. Null: no check.",
+    )
+    name: str | None = strawberry.field(
+        default=None,
+        description="1-128 characters: letters (any script), digits, `-`, `.`, `_` and space, no "
+        "leading or trailing space (`INVALID_NAME`).",
+    )
+    description: str | None = strawberry.field(
+        default=None,
+        description="At most 1024 characters, none of `<`, `>`, CR or LF (`INVALID_DESCRIPTION`); "
+        "an empty string clears it.",
+    )
+    min_ram_mb: int | None = strawberry.field(
+        default=None,
+        description="In MiB, 0 for unrestricted; `0 <= minRamMb <= maxRamMb <= 1048576` "
+        "(`INVALID_RAM_RANGE`).",
+    )
+    max_ram_mb: int | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="In MiB, at most 1048576 (`INVALID_RAM_RANGE`). Null clears the limit; "
+        "omitted, it stays.",
+    )
+    nic_multi_queue: bool | None = strawberry.field(
+        default=None, description="Whether the OS supports NIC multi-queue."
+    )
+    sriov_driver: bool | None = strawberry.field(
+        default=None, description="Whether the OS has an SR-IOV network driver."
+    )
+    boot_mode: BootMode | None = strawberry.field(
+        default=None, description="The firmware servers made from the image boot with."
+    )
 
 
 UpdateImagePayload = Annotated[
     UpdateImageSuccess | NotFoundError | ValidationError | ForbiddenError | ConflictError | NotSupportedError,
-    strawberry.union("UpdateImagePayload"),
+    strawberry.union(
+        "UpdateImagePayload",
+        description="The changed image, or the error that refused the change (nothing changed).",
+    ),
 ]
 
 
-@strawberry.input
+@strawberry.input(description="Which image to protect or unprotect.")
 class SetImageProtectionInput:
-    id: strawberry.ID
-    protected: bool
+    id: strawberry.ID = strawberry.field(description="The image.")
+    protected: bool = strawberry.field(
+        description="True: `deleteImages` refuses the image (`IMAGE_PROTECTED`); false: it may be "
+        "deleted."
+    )
 
 
 SetImageProtectionPayload = Annotated[
-    UpdateImageSuccess | NotFoundError | ForbiddenError, strawberry.union("SetImageProtectionPayload")
+    UpdateImageSuccess | NotFoundError | ForbiddenError,
+    strawberry.union(
+        "SetImageProtectionPayload",
+        description="The image with its new protection, or the error that refused the change.",
+    ),
 ]
 
 
-@strawberry.input
+@strawberry.input(description="Which image to publish.")
 class PublishImageInput:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(description="One of the caller's own private images.")
 
 
 PublishImagePayload = Annotated[
     UpdateImageSuccess | NotFoundError | ForbiddenError | ConflictError | NotSupportedError,
-    strawberry.union("PublishImagePayload"),
+    strawberry.union(
+        "PublishImagePayload",
+        description="The image, now a `PublicImage`, or the error that refused the change "
+        "(nothing changed).",
+    ),
 ]
 
 
-@strawberry.input
+@strawberry.input(description="Tags to add to one image.")
 class ImageTagsInput:
-    image_id: strawberry.ID
-    tags: list[TagInput] = strawberry.field(description="Added, or their value replaced when the key exists.")
+    image_id: strawberry.ID = strawberry.field(description="The image to tag.")
+    tags: list[TagInput] = strawberry.field(
+        description="Added, or their value replaced when the key exists; at least one "
+        "(`EMPTY_REQUEST`)."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="Tags to remove from one image.")
 class RemoveImageTagsInput:
-    image_id: strawberry.ID
-    keys: list[str]
+    image_id: strawberry.ID = strawberry.field(description="The image to untag.")
+    keys: list[str] = strawberry.field(
+        description="The keys of the tags to remove; at least one (`EMPTY_REQUEST`)."
+    )
 
 
 ImageTagsPayload = Annotated[
     UpdateImageSuccess | NotFoundError | ValidationError | ForbiddenError | LimitExceededError,
-    strawberry.union("ImageTagsPayload"),
+    strawberry.union(
+        "ImageTagsPayload",
+        description="The image with its tags now, or the error that refused the change (no tag "
+        "changed).",
+    ),
 ]
 
 
-@strawberry.input
+@strawberry.input(description="The images `deleteImages` deletes, all or none.")
 class DeleteImagesInput:
-    ids: list[strawberry.ID]
+    ids: list[strawberry.ID] = strawberry.field(
+        description="1-100 image ids (`EMPTY_REQUEST`, `TOO_MANY_ITEMS`); an id given twice counts "
+        "once."
+    )
     delete_backups: bool | None = strawberry.field(
         default=False, description="For FULL_ECS images: also delete their backups. Kept ones are listed by `backups` "
                                    "and deleted by `deleteBackups`.")
 
 
-@strawberry.type
+@strawberry.type(description="The images are deleted.")
 class DeleteImagesSuccess:
-    deleted_ids: list[strawberry.ID]
+    deleted_ids: list[strawberry.ID] = strawberry.field(
+        description="The deleted images' ids, in request order, each once."
+    )
 
 
 DeleteImagesPayload = Annotated[
     DeleteImagesSuccess | NotFoundError | ForbiddenError | ConflictError | ValidationError,
-    strawberry.union("DeleteImagesPayload"),
+    strawberry.union(
+        "DeleteImagesPayload",
+        description="The deleted ids, or the error that refused the batch (nothing was deleted).",
+    ),
 ]
 
 
@@ -318,8 +474,19 @@ async def _image_success(info: Info, image_id: str) -> UpdateImageSuccess:
 
 @strawberry.type
 class ImageMutations:
-    @strawberry.mutation
-    async def update_image(self, info: Info, input: UpdateImageInput) -> UpdateImagePayload:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Change an `ACTIVE` image's metadata: its owner, or an administrator for a "
+        "public image. A request that changes nothing leaves `version` and `updatedAt` as they "
+        "are. Errors: `IMAGE_NOT_FOUND`; `INVALID_NAME`, `INVALID_DESCRIPTION`, "
+        "`INVALID_RAM_RANGE`; `NOT_OWNER`, `PUBLIC_IMAGE_READ_ONLY`; `IMAGE_NOT_ACTIVE`, "
+        "`VERSION_CONFLICT`; `DATA_DISK_FIELDS`."
+    )
+    async def update_image(
+        self, info: Info,
+        input: Annotated[
+            UpdateImageInput, strawberry.argument(description="The image and what to change.")
+        ],
+    ) -> UpdateImagePayload:
         changes = ImageChanges(
             name=input.name, description=input.description, min_ram_mb=input.min_ram_mb,
             max_ram_mb=UNSET if input.max_ram_mb is strawberry.UNSET else input.max_ram_mb,
@@ -335,16 +502,36 @@ class ImageMutations:
 
         return await payload((NotFoundError, ValidationError, ForbiddenError, ConflictError, NotSupportedError), run())
 
-    @strawberry.mutation
-    async def set_image_protection(self, info: Info, input: SetImageProtectionInput) -> SetImageProtectionPayload:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Protect an image from deletion, or lift the protection: its owner, or an "
+        "administrator for a public image, in any status. Errors: `IMAGE_NOT_FOUND`; `NOT_OWNER`, "
+        "`PUBLIC_IMAGE_READ_ONLY`."
+    )
+    async def set_image_protection(
+        self, info: Info,
+        input: Annotated[
+            SetImageProtectionInput,
+            strawberry.argument(description="The image and its protection."),
+        ],
+    ) -> SetImageProtectionPayload:
         async def run() -> UpdateImageSuccess:
             view = await info.context.services.images.set_protection(info.context.me, str(input.id), input.protected)
             return UpdateImageSuccess(image=image_of(view, info.context.me))
 
         return await payload((NotFoundError, ForbiddenError), run())
 
-    @strawberry.mutation
-    async def publish_image(self, info: Info, input: PublishImageInput) -> PublishImagePayload:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Make one of the caller's own `ACTIVE` private images public, visible to every "
+        "account, and remove its memberships: administrators only; not for encrypted or FULL_ECS "
+        "images. Errors: `IMAGE_NOT_FOUND`; `ADMIN_REQUIRED`, `NOT_OWNER`; `ALREADY_PUBLIC`, "
+        "`IMAGE_NOT_ACTIVE`, `VERSION_CONFLICT`; `PUBLISH_NOT_SUPPORTED`."
+    )
+    async def publish_image(
+        self, info: Info,
+        input: Annotated[
+            PublishImageInput, strawberry.argument(description="The image to publish.")
+        ],
+    ) -> PublishImagePayload:
         async def run() -> UpdateImageSuccess:
             view = await info.context.services.images.publish(info.context.me, str(input.id))
             info.context.clear_loaders()
@@ -352,8 +539,19 @@ class ImageMutations:
 
         return await payload((NotFoundError, ForbiddenError, ConflictError, NotSupportedError), run())
 
-    @strawberry.mutation
-    async def add_image_tags(self, info: Info, input: ImageTagsInput) -> ImageTagsPayload:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Add tags to an image, or give existing keys new values: its owner, or an "
+        "administrator for a public image, in any status; all or nothing. Errors: "
+        "`IMAGE_NOT_FOUND`; `EMPTY_REQUEST`, `INVALID_TAG_KEY`, `INVALID_TAG_VALUE`, "
+        "`DUPLICATE_TAG_KEY`; `NOT_OWNER`, `PUBLIC_IMAGE_READ_ONLY`; `TOO_MANY_TAGS` (more than 10 "
+        "keys on the image)."
+    )
+    async def add_image_tags(
+        self, info: Info,
+        input: Annotated[
+            ImageTagsInput, strawberry.argument(description="The image and its new tags.")
+        ],
+    ) -> ImageTagsPayload:
         async def run() -> UpdateImageSuccess:
             await info.context.services.tags.add(info.context.me, str(input.image_id),
                                                  [(t.key, t.value) for t in input.tags])
@@ -361,16 +559,37 @@ class ImageMutations:
 
         return await payload((NotFoundError, ValidationError, ForbiddenError, LimitExceededError), run())
 
-    @strawberry.mutation
-    async def remove_image_tags(self, info: Info, input: RemoveImageTagsInput) -> ImageTagsPayload:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Remove tags from an image by key: its owner, or an administrator for a public "
+        "image; all or nothing. Errors: `IMAGE_NOT_FOUND`, `TAG_NOT_FOUND` (a key the image "
+        "lacks); `EMPTY_REQUEST`; `NOT_OWNER`, `PUBLIC_IMAGE_READ_ONLY`."
+    )
+    async def remove_image_tags(
+        self, info: Info,
+        input: Annotated[
+            RemoveImageTagsInput,
+            strawberry.argument(description="The image and the keys to remove."),
+        ],
+    ) -> ImageTagsPayload:
         async def run() -> UpdateImageSuccess:
             await info.context.services.tags.remove(info.context.me, str(input.image_id), list(input.keys))
             return await _image_success(info, str(input.image_id))
 
         return await payload((NotFoundError, ValidationError, ForbiddenError, LimitExceededError), run())
 
-    @strawberry.mutation
-    async def delete_images(self, info: Info, input: DeleteImagesInput) -> DeleteImagesPayload:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Delete images, all or none: their owner, or an administrator for public "
+        "images. Their memberships go too; servers and volumes made from them keep working, and "
+        "their data is reclaimed once nothing uses it. Errors: `IMAGE_NOT_FOUND`; `EMPTY_REQUEST`, "
+        "`TOO_MANY_ITEMS`; `NOT_OWNER`, `PUBLIC_IMAGE_READ_ONLY`, `IMAGE_PROTECTED`; `IMAGE_BUSY` "
+        "(`QUEUED` or `SAVING`: a job is writing it)."
+    )
+    async def delete_images(
+        self, info: Info,
+        input: Annotated[
+            DeleteImagesInput, strawberry.argument(description="The images to delete.")
+        ],
+    ) -> DeleteImagesPayload:
         async def run() -> DeleteImagesSuccess:
             ids = await info.context.services.images.delete(
                 info.context.me, [str(i) for i in input.ids], bool(input.delete_backups)
