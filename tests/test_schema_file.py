@@ -10,6 +10,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    build_schema,
+    specified_scalar_types,
+)
 from sqlalchemy import create_engine
 
 from app.api.schema import export_sdl
@@ -60,3 +68,25 @@ def test_export_to_a_path_that_cannot_be_written_is_one_line(tmp_path: Path) -> 
     result = subprocess.run([sys.executable, "-m", "app.cli", "schema", "export", "-o", str(target)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     assert (result.returncode, result.stderr) == (1, f"ims: cannot write {target}: File exists\n"), result.stderr
+
+
+def test_every_part_of_the_schema_is_described() -> None:
+    """GraphiQL and the generated clients show each type, field, argument and enum value with
+    its description: none may lack one (graphql-core's own scalars and introspection aside)."""
+    schema = build_schema(export_sdl())
+    missing: list[str] = []
+    for name, kind in schema.type_map.items():
+        if name.startswith("__") or name in specified_scalar_types:
+            continue
+        if not kind.description:
+            missing.append(name)
+        if isinstance(kind, GraphQLObjectType | GraphQLInterfaceType | GraphQLInputObjectType):
+            for field_name, field in kind.fields.items():
+                if not field.description:
+                    missing.append(f"{name}.{field_name}")
+                for arg_name, arg in getattr(field, "args", {}).items():
+                    if not arg.description:
+                        missing.append(f"{name}.{field_name}({arg_name})")
+        if isinstance(kind, GraphQLEnumType):
+            missing += [f"{name}.{value}" for value, spec in kind.values.items() if not spec.description]
+    assert missing == []

@@ -241,7 +241,7 @@ class AccountMutations:
         description="Administrators only: make an account and its first API token. Errors: "
                     "`ADMIN_REQUIRED` (`ForbiddenError`), `INVALID_ACCOUNT_NAME` "
                     "(`ValidationError`), `ACCOUNT_EXISTS` (`ConflictError`).")
-    async def create_account(self, info: Info, input: CreateAccountInput) -> CreateAccountPayload:
+    async def create_account(self, info: Info, input: Annotated[CreateAccountInput, strawberry.argument(description="The new account's name and role.")]) -> CreateAccountPayload:
         async def run() -> CreateAccountSuccess:
             account, token = await info.context.services.accounts.create_account(
                 info.context.me, input.name, d.AccountRole(input.role)
@@ -255,7 +255,7 @@ class AccountMutations:
                     "`INVALID_NAME`, `INVALID_EXPIRY`, and `TOO_MANY_TOKENS` when the account has "
                     f"IMS_TOKENS_PER_ACCOUNT (default {DEFAULT_TOKENS_PER_ACCOUNT}) live tokens "
                     "already.")
-    async def create_api_token(self, info: Info, input: CreateApiTokenInput) -> CreateApiTokenPayload:
+    async def create_api_token(self, info: Info, input: Annotated[CreateApiTokenInput, strawberry.argument(description="The new token's name and lifetime.")]) -> CreateApiTokenPayload:
         async def run() -> CreateApiTokenSuccess:
             row, token = await info.context.services.accounts.create_token(
                 info.context.me, input.name, input.expires_in_days
@@ -268,7 +268,7 @@ class AccountMutations:
         description="Delete an API token of the caller's account: it authenticates no request from "
                     "then on, even if it is the one this request carries. Error: `TOKEN_NOT_FOUND` "
                     "(`NotFoundError`) for an id that is not a token of the caller's account.")
-    async def revoke_api_token(self, info: Info, input: RevokeApiTokenInput) -> RevokeApiTokenPayload:
+    async def revoke_api_token(self, info: Info, input: Annotated[RevokeApiTokenInput, strawberry.argument(description="The token to revoke.")]) -> RevokeApiTokenPayload:
         async def run() -> RevokeApiTokenSuccess:
             revoked = await info.context.services.accounts.revoke_token(info.context.me, str(input.id))
             return RevokeApiTokenSuccess(revoked_id=strawberry.ID(revoked))
@@ -279,7 +279,7 @@ class AccountMutations:
         description="Administrators only: set an account's limit of one resource. Errors: "
                     "`ADMIN_REQUIRED` (`ForbiddenError`), `INVALID_QUOTA` (`ValidationError`), "
                     "`ACCOUNT_NOT_FOUND` (`NotFoundError`).")
-    async def set_quota(self, info: Info, input: SetQuotaInput) -> SetQuotaPayload:
+    async def set_quota(self, info: Info, input: Annotated[SetQuotaInput, strawberry.argument(description="The account, the quota and its new limit.")]) -> SetQuotaPayload:
         async def run() -> SetQuotaSuccess:
             q = await info.context.services.accounts.set_quota(
                 info.context.me, str(input.account_id), d.QuotaResource(input.resource), input.limit

@@ -189,7 +189,7 @@ class JobNotFoundError(GraphQLError):
         )
 
 
-@strawberry.type
+@strawberry.type(description="Changes pushed over a WebSocket (graphql-transport-ws, at `/graphql`).")
 class Subscription:
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         description="The job now and at every change of status, step or progress, ending after "

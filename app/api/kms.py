@@ -214,7 +214,7 @@ class KmsMutations:
         description="Make an `ENABLED` key of the caller's. Errors: `INVALID_KMS_ALIAS`, "
                     "`KMS_ALIAS_RESERVED`, `INVALID_DESCRIPTION` (`ValidationError`); "
                     "`KMS_ALIAS_EXISTS` (`ConflictError`).")
-    async def create_kms_key(self, info: Info, input: CreateKmsKeyInput) -> CreateKmsKeyPayload:
+    async def create_kms_key(self, info: Info, input: Annotated[CreateKmsKeyInput, strawberry.argument(description="The new key's alias and description.")]) -> CreateKmsKeyPayload:
         async def run() -> KmsKeySuccess:
             key = await info.context.services.kms.create_key(info.context.me, input.alias, input.description or "")
             return KmsKeySuccess(key=KmsKey.of(key))
@@ -226,7 +226,7 @@ class KmsMutations:
                     "Errors: `KMS_KEY_NOT_FOUND` (`NotFoundError`); `KMS_KEY_PENDING_DELETION` "
                     "(`ConflictError`: cancel the deletion first); `INVALID_PENDING_DAYS` "
                     "(`ValidationError`).")
-    async def enable_kms_key(self, info: Info, input: KmsKeyStateInput) -> KmsKeyStatePayload:
+    async def enable_kms_key(self, info: Info, input: Annotated[KmsKeyStateInput, strawberry.argument(description="The key to enable.")]) -> KmsKeyStatePayload:
         return await _change_state(info.context.services.kms.enable_key, info, input)
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]
@@ -235,7 +235,7 @@ class KmsMutations:
                     "`KMS_KEY_NOT_FOUND` (`NotFoundError`); `KMS_DEFAULT_KEY_MANAGED`, "
                     "`KMS_KEY_PENDING_DELETION` (`ConflictError`); `INVALID_PENDING_DAYS` "
                     "(`ValidationError`).")
-    async def disable_kms_key(self, info: Info, input: KmsKeyStateInput) -> KmsKeyStatePayload:
+    async def disable_kms_key(self, info: Info, input: Annotated[KmsKeyStateInput, strawberry.argument(description="The key to disable.")]) -> KmsKeyStatePayload:
         return await _change_state(info.context.services.kms.disable_key, info, input)
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]
@@ -244,7 +244,7 @@ class KmsMutations:
                     "that. Errors: `KMS_KEY_NOT_FOUND` (`NotFoundError`); "
                     "`KMS_DEFAULT_KEY_MANAGED`, `KMS_KEY_PENDING_DELETION` (already scheduled) "
                     "(`ConflictError`); `INVALID_PENDING_DAYS` (`ValidationError`).")
-    async def schedule_kms_key_deletion(self, info: Info, input: KmsKeyStateInput) -> KmsKeyStatePayload:
+    async def schedule_kms_key_deletion(self, info: Info, input: Annotated[KmsKeyStateInput, strawberry.argument(description="The key to delete, and in how many days.")]) -> KmsKeyStatePayload:
         return await _change_state(info.context.services.kms.schedule_deletion, info, input)
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]
@@ -252,7 +252,7 @@ class KmsMutations:
                     "again). Errors: `KMS_KEY_NOT_FOUND` (`NotFoundError`, also once past its "
                     "deletion date); `KMS_KEY_NOT_PENDING_DELETION` (`ConflictError`); "
                     "`INVALID_PENDING_DAYS` (`ValidationError`).")
-    async def cancel_kms_key_deletion(self, info: Info, input: KmsKeyStateInput) -> KmsKeyStatePayload:
+    async def cancel_kms_key_deletion(self, info: Info, input: Annotated[KmsKeyStateInput, strawberry.argument(description="The key whose scheduled deletion is cancelled.")]) -> KmsKeyStatePayload:
         return await _change_state(info.context.services.kms.cancel_deletion, info, input)
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]
@@ -261,7 +261,7 @@ class KmsMutations:
                     "Errors: `KMS_KEY_NOT_FOUND`, `ACCOUNT_NOT_FOUND` (`NotFoundError`); "
                     "`INVALID_GRANT_OPERATIONS`, `KMS_GRANT_TO_SELF`, "
                     "`KMS_DEFAULT_KEY_NOT_GRANTABLE` (`ValidationError`).")
-    async def create_kms_grant(self, info: Info, input: CreateKmsGrantInput) -> CreateKmsGrantPayload:
+    async def create_kms_grant(self, info: Info, input: Annotated[CreateKmsGrantInput, strawberry.argument(description="The key, the account granted, and the operations it may use.")]) -> CreateKmsGrantPayload:
         async def run() -> KmsGrantSuccess:
             grant = await info.context.services.kms.create_grant(
                 info.context.me, str(input.key_id), str(input.grantee_account_id),
@@ -274,7 +274,7 @@ class KmsMutations:
     @strawberry.mutation(  # type: ignore[untyped-decorator]
         description="Owner only: delete a grant; the grantee loses what it gave from then on. "
                     "Errors: `KMS_KEY_NOT_FOUND`, `GRANT_NOT_FOUND` (`NotFoundError`).")
-    async def revoke_kms_grant(self, info: Info, input: RevokeKmsGrantInput) -> RevokeKmsGrantPayload:
+    async def revoke_kms_grant(self, info: Info, input: Annotated[RevokeKmsGrantInput, strawberry.argument(description="The grant to revoke.")]) -> RevokeKmsGrantPayload:
         async def run() -> RevokeKmsGrantSuccess:
             revoked = await info.context.services.kms.revoke_grant(
                 info.context.me, str(input.key_id), str(input.grant_id)

@@ -178,7 +178,7 @@ class StorageMutations:
                     "the store holds with objects) and `BUCKET_LIMIT` (IMS_BUCKETS_PER_ACCOUNT, "
                     f"default {DEFAULT_BUCKETS_PER_ACCOUNT}, in all regions together) "
                     "(`ConflictError`).")
-    async def create_bucket(self, info: Info, input: CreateBucketInput) -> CreateBucketPayload:
+    async def create_bucket(self, info: Info, input: Annotated[CreateBucketInput, strawberry.argument(description="The new bucket's name and region.")]) -> CreateBucketPayload:
         async def run() -> CreateBucketSuccess:
             row = await info.context.services.storage.create_bucket(info.context.me, input.name, input.region)
             return CreateBucketSuccess(bucket=Bucket.of(row))
@@ -190,7 +190,7 @@ class StorageMutations:
                     "file to `importImage`. Errors: `BUCKET_NOT_FOUND` (`NotFoundError`); "
                     "`INVALID_OBJECT_KEY`, `INVALID_URL_EXPIRY`, and `OBJECT_KEY_COLLISION` when "
                     "an object stands at a prefix of the key or under it (`ValidationError`).")
-    async def create_upload_url(self, info: Info, input: CreateUploadUrlInput) -> CreateUploadUrlPayload:
+    async def create_upload_url(self, info: Info, input: Annotated[CreateUploadUrlInput, strawberry.argument(description="The bucket and key to upload to, and how long the URL is valid.")]) -> CreateUploadUrlPayload:
         async def run() -> CreateUploadUrlSuccess:
             url, expires_at = await info.context.services.storage.upload_url(
                 info.context.me, input.bucket, input.key,

@@ -27,277 +27,455 @@ from .enums import (
 
 
 class CreateAccountInput(BaseModel):
+    """The account `createAccount` makes."""
+
     name: str
+    "Unique; 3-64 characters of `a-z`, `0-9`, `-`, `_`, the first not `-` or `_`."
     role: AccountRole = AccountRole.USER
+    "What it may do."
 
 
 class CreateApiTokenInput(BaseModel):
+    """The API token `createApiToken` makes."""
+
     expires_in_days: Optional[int] = Field(alias="expiresInDays", default=None)
+    "Days until the token expires, 1 to 3650; null: never. Either way it expires no later than the token the request is made with (`apiToken.expiresAt` says when)."
     name: str
+    "1-64 printable characters (no control or format character), no leading or trailing whitespace, not `IMS_ADMIN_TOKEN`; may repeat."
 
 
 class CreateBucketInput(BaseModel):
+    """The bucket `createBucket` makes."""
+
     name: str
+    "S3's rules: 3-63 lowercase letters, digits, `-` or `.`, starting and ending with a letter or digit, not shaped like an IP address; the prefix `ims-` and the prefixes and suffixes S3 reserves (`xn--`, `-s3alias`, ...) are refused. Unique among every account's buckets."
     region: Optional[str] = None
+    "A region's id; null: the default region."
 
 
 class CreateImageFromServerInput(BaseModel):
+    """An image to make of one of the caller's servers."""
+
     description: Optional[str] = ""
+    "At most 1024 characters, none of `<`, `>`, CR or LF; null or absent: empty."
     kind: ImageKind = ImageKind.SYSTEM_DISK
-    "SYSTEM_DISK or FULL_ECS."
+    "SYSTEM_DISK: the system disk alone (at most 1024 GiB); FULL_ECS: every disk, with a differential `Backup`."
     max_ram_mb: Optional[int] = Field(alias="maxRamMb", default=None)
+    "Most RAM in MiB, `minRamMb` to 1048576; null means unrestricted."
     min_ram_mb: Optional[int] = Field(alias="minRamMb", default=0)
+    "Least RAM in MiB a server of the image needs, 0 to 1048576; 0 or null means unrestricted."
     name: str
+    "The image's name: 1-128 letters (any script), digits, `-`, `.`, `_` or spaces; no outer space."
     server_id: str = Field(alias="serverId")
+    "One of the caller's servers, RUNNING or STOPPED."
     tags: Optional[list["TagInput"]] = Field(default_factory=lambda: [])
+    "At most 10 tags, each key once: keys of 1-36 letters, digits, `_` or `-`; values of 0-43 letters, digits, `_`, `.` or `-`."
 
 
 class CreateImageFromVolumeInput(BaseModel):
+    """An image to make of one of the caller's volumes."""
+
     description: Optional[str] = ""
+    "At most 1024 characters, none of `<`, `>`, CR or LF; null or absent: empty."
     kind: ImageKind = ImageKind.DATA_DISK
-    "DATA_DISK, or SYSTEM_DISK (then `os` is required)."
+    "DATA_DISK (a volume of at most 2048 GiB), or SYSTEM_DISK (at most 1024 GiB; then `os` is required)."
     name: str
+    "The image's name: 1-128 letters (any script), digits, `-`, `.`, `_` or spaces; no outer space."
     os: Optional["OperatingSystemInput"] = None
+    "What the image boots: required for SYSTEM_DISK, ignored for DATA_DISK."
     tags: Optional[list["TagInput"]] = Field(default_factory=lambda: [])
+    "At most 10 tags, each key once: keys of 1-36 letters, digits, `_` or `-`; values of 0-43 letters, digits, `_`, `.` or `-`."
     volume_id: str = Field(alias="volumeId")
+    "One of the caller's volumes, attached or not."
 
 
 class CreateKmsGrantInput(BaseModel):
+    """The grant `createKmsGrant` makes."""
+
     grantee_account_id: str = Field(alias="granteeAccountId")
+    "The account to grant it to; not the caller."
     key_id: str = Field(alias="keyId")
+    "A key the caller owns, other than its default key."
     operations: list[KmsGrantOperation]
+    "What the grantee may do: at least one; repeats count once."
 
 
 class CreateKmsKeyInput(BaseModel):
+    """The key `createKmsKey` makes."""
+
     alias: str
+    "1-255 letters, digits, `/`, `_` or `-`, unique among the caller's keys; aliases starting with `ims/` (in any case) are the service's."
     description: Optional[str] = ""
+    "At most 1024 characters, no `<`, `>`, CR or LF; null: empty."
 
 
 class CreateServerInput(BaseModel):
+    """A server to boot from an image."""
+
     data_disks: Optional[list["DataDiskInput"]] = Field(
         alias="dataDisks", default_factory=lambda: []
     )
+    "Further data disks, in this order; at most 23 data disks in all, a full-ECS image's own included."
     image_id: str = Field(alias="imageId")
+    "An ACTIVE SYSTEM_DISK or FULL_ECS image to boot from: public, the caller's own, or shared with the caller and ACCEPTED. A full-ECS image's data disks become the server's first data disks."
     kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
-    "Encrypt the new disks with this key (images already encrypted keep their key)."
+    "Encrypt the new disks with this key, one of the caller's own: blank disks and disks of unencrypted images (an encrypted image's disks keep its key). Null: no new encryption."
     name: str
+    "The server's name: 1-128 letters (any script), digits, `-`, `.`, `_` or spaces; no outer space."
     region: Optional[str] = None
+    "The image's region (another is `REGION_MISMATCH`); null: the image's region."
     system_disk_gb: Optional[int] = Field(alias="systemDiskGb", default=None)
-    "Default: the image's minDiskGb."
+    "System disk size in GiB, from the image's `minDiskGb` to 2048; null: the image's `minDiskGb`."
 
 
 class CreateUploadUrlInput(BaseModel):
+    """The object a `createUploadUrl` URL uploads."""
+
     bucket: str
+    "The name of a bucket of the caller's."
     expires_in_seconds: Optional[int] = Field(alias="expiresInSeconds", default=3600)
+    "How long the URL works, in seconds: 1 to 604800 (7 days), default 3600 (also when null)."
     key: str
+    "The object's key: 1-1024 bytes of UTF-8 in `/`-separated segments of at most 255 bytes; no empty, `.` or `..` segment, no leading `/`, no backslash or control character."
 
 
 class CreateVolumeInput(BaseModel):
+    """A detached data volume to create: blank, or filled from an image."""
+
     image_id: Optional[str] = Field(alias="imageId", default=None)
+    "An ACTIVE SYSTEM_DISK or DATA_DISK image to fill the volume from: public, the caller's own, or shared with the caller and ACCEPTED. Null: a blank volume."
     kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
+    "Encrypt the volume with this key, one of the caller's own (an encrypted image's data keeps its key). Null: no new encryption."
     name: str
+    "The volume's name: 1-128 letters (any script), digits, `-`, `.`, `_` or spaces; no outer space."
     region: Optional[str] = None
+    "The volume's region, which must be the image's; null: the image's region, or the default region for a blank volume."
     size_gb: int = Field(alias="sizeGb")
+    "Size in GiB, 1 to 32768; with `imageId`, at least the image's `minDiskGb` and its virtual size."
 
 
 class DataDiskInput(BaseModel):
+    """A data disk of a new server: blank, or filled from an image."""
+
     image_id: Optional[str] = Field(alias="imageId", default=None)
-    "A DATA_DISK image to fill the disk from."
+    "An ACTIVE DATA_DISK image in the server's region to fill the disk from: public, the caller's own, or shared with the caller and ACCEPTED. Null: a blank disk."
     size_gb: int = Field(alias="sizeGb")
+    "Size in GiB, 1 to 32768; with `imageId`, at least the image's `minDiskGb` and its virtual size."
 
 
 class DeleteBackupsInput(BaseModel):
+    """The backups to delete."""
+
     ids: list[str]
+    "1 to 100 of the caller's backups whose image is deleted; an id given twice counts once."
 
 
 class DeleteImagesInput(BaseModel):
+    """The images `deleteImages` deletes, all or none."""
+
     delete_backups: Optional[bool] = Field(alias="deleteBackups", default=False)
     "For FULL_ECS images: also delete their backups. Kept ones are listed by `backups` and deleted by `deleteBackups`."
     ids: list[str]
+    "1-100 image ids (`EMPTY_REQUEST`, `TOO_MANY_ITEMS`); an id given twice counts once."
 
 
 class DeleteServerInput(BaseModel):
+    """The server to delete."""
+
     delete_volumes: Optional[bool] = Field(alias="deleteVolumes", default=True)
-    "Also delete the server's data disks (the system disk always goes)."
+    "Also delete the server's data disks (the system disk always goes); false keeps them as detached volumes."
     id: str
+    "One of the caller's servers."
 
 
 class ExportImageInput(BaseModel):
+    """Which image to export, where to, and in which format."""
+
     bucket: str
+    "A bucket of the caller (`BUCKET_NOT_FOUND`) in the image's region (`BUCKET_REGION_MISMATCH`)."
     format: ExportFormat = ExportFormat.QCOW2
+    "The file's format."
     image_id: str = Field(alias="imageId")
+    "One of the caller's own private, unencrypted, `ACTIVE` system or data disk images, of a virtual size below 1 TiB."
     key: str
+    "The object to write, replaced if it exists: 1-1024 bytes of UTF-8 in `/`-separated segments of 1-255 bytes, none `.` or `..` (`INVALID_OBJECT_KEY`). No object may lie under it nor stand at one of its prefixes (`OBJECT_KEY_COLLISION`)."
 
 
 class ExportImageListInput(BaseModel):
+    """Which image list to write, and where."""
+
     bucket: Optional[str] = None
-    "Write the CSV into this bucket of the caller; null: a bucket of the service's own, downloadable by the caller."
+    "Write the CSV into this bucket of the caller (`BUCKET_NOT_FOUND`), any region, as `<private|public>-images-<region>-<UTC yyyymmddHHMMSS>.csv` at its top level; null: a bucket of the service's own, downloadable by the caller."
     region: Optional[str] = None
+    "The region whose images are listed; null: the default region. An unknown region is `INVALID_REGION`."
     visibility: ImageVisibility
-    "PUBLIC or PRIVATE."
+    "PRIVATE: the caller's own private images of the region; PUBLIC: the region's public images. SHARED is `INVALID_VISIBILITY`."
 
 
 class ImageFilter(BaseModel):
+    """Which images `images` returns: every condition given must hold, and a null one does not restrict. A list of values matches any one of them (an empty list: none)."""
+
     created_after: Optional[datetime] = Field(alias="createdAfter", default=None)
+    "Only images created strictly after this instant. It must carry its UTC offset (`INVALID_DATETIME`)."
     created_before: Optional[datetime] = Field(alias="createdBefore", default=None)
+    "Only images created strictly before this instant. It must carry its UTC offset (`INVALID_DATETIME`)."
     disk_format: Optional[list[DiskFormat]] = Field(alias="diskFormat", default=None)
+    "Any of these stored formats."
     encrypted: Optional[bool] = None
+    "True: encrypted images only; false: unencrypted ones only."
     ids: Optional[list[str]] = None
+    "Only these images; at most 1000 distinct ids (`TOO_MANY_ITEMS`)."
     kind: Optional[list[ImageKind]] = None
+    "Any of these kinds."
     kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
+    "Only images encrypted under this KMS key."
     member_status: Optional[list[MemberStatus]] = Field(
         alias="memberStatus", default=None
     )
     "For SHARED images: which memberships to include; default [ACCEPTED]."
     name_contains: Optional[str] = Field(alias="nameContains", default=None)
-    "Case-insensitive substring of the name."
+    "Case-insensitive substring of the name, taken literally (`%` and `_` are plain characters)."
     os_type: Optional[list[OsType]] = Field(alias="osType", default=None)
+    "Any of these OS families; data disk images have none."
     platform: Optional[list[str]] = None
+    "Any of these `os.platform` values, each compared whole and case-insensitively; at most 1000 distinct values (`TOO_MANY_ITEMS`)."
     protected: Optional[bool] = None
+    "True: protected images only; false: unprotected ones only."
     region: Optional[str] = None
-    "Region id; default the server's default region."
+    "Region id; default the server's default region. An unknown region is `INVALID_REGION`."
     status: Optional[list[ImageStatus]] = None
+    "Any of these statuses."
     tags: Optional[list["TagFilter"]] = None
-    "Every tag must match."
+    "Every tag must match. At most 10 distinct keys (`TOO_MANY_ITEMS`); one key asked for with two different values matches nothing."
     visibility: Optional[list[ImageVisibility]] = None
     "Which union members to return; default all three."
 
 
 class ImageOrder(BaseModel):
+    """The catalog's order; without one, `CREATED_AT` `DESC`. Ties are broken by image id in the same direction, so paging never skips or repeats an image."""
+
     direction: OrderDirection
+    "Ascending or descending."
     field: ImageOrderField
+    "The sort key. `NAME` and `STATUS` compare in Unicode code point order (`B` before `a`); `SIZE` is `sizeBytes`, an image without one counting as -1."
 
 
 class ImageTagsInput(BaseModel):
+    """Tags to add to one image."""
+
     image_id: str = Field(alias="imageId")
+    "The image to tag."
     tags: list["TagInput"]
-    "Added, or their value replaced when the key exists."
+    "Added, or their value replaced when the key exists; at least one (`EMPTY_REQUEST`)."
 
 
 class ImportImageInput(BaseModel):
+    """The file to import and the new image's attributes. Every rule is checked before anything is created; the file itself is inspected by the job."""
+
     boot_mode: Optional[BootMode] = Field(alias="bootMode", default=BootMode.BIOS)
+    "The firmware servers made from the image boot with; null is BIOS."
     bucket: str
+    "A bucket of the caller (`BUCKET_NOT_FOUND` otherwise); the image is made in its region."
     description: Optional[str] = ""
+    "At most 1024 characters, none of `<`, `>`, CR or LF (`INVALID_DESCRIPTION`); null is empty."
     disk_format: Optional[DiskFormat] = Field(alias="diskFormat", default=None)
-    "Declared format; it must match the file's content. Null: detect it."
+    "Declared format; it must match the file's content. Null: detect it. `ISO` exactly when `kind` is ISO (`FORMAT_MISMATCH`)."
     encrypt_with_default_key: Optional[bool] = Field(
         alias="encryptWithDefaultKey", default=False
     )
+    "Encrypt the image with the account's default key `ims/default` (created on first use); ignored when `kmsKeyId` is given. Null is false."
     key: str
+    "The object holding the file (`INVALID_OBJECT_KEY`, `OBJECT_NOT_FOUND`): not empty (`INVALID_IMAGE_FILE`), at most 128 GiB (`FILE_TOO_LARGE`), and not a compressed archive (the job fails with `UNSUPPORTED_FORMAT`: decompress it first)."
     kind: ImageKind = ImageKind.SYSTEM_DISK
+    "SYSTEM_DISK, DATA_DISK or ISO (an ISO file); FULL_ECS is `IMPORT_KIND_NOT_SUPPORTED`."
     kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
-    "Encrypt the image with this key."
+    "Encrypt the image with this key: one of the caller's own, enabled (`KmsKeyError` otherwise). Null: see `encryptWithDefaultKey`."
     max_ram_mb: Optional[int] = Field(alias="maxRamMb", default=None)
+    "In MiB, at most 1048576; null: unrestricted."
     min_disk_gb: int = Field(alias="minDiskGb")
+    "In GiB: 1-1024 for SYSTEM_DISK and ISO, 1-2048 for DATA_DISK (`INVALID_MIN_DISK`). A SYSTEM_DISK needs at least the file's virtual size, rounded up to GiB, or the job fails with `MIN_DISK_TOO_SMALL`."
     min_ram_mb: Optional[int] = Field(alias="minRamMb", default=0)
+    "In MiB; 0 or null: unrestricted. `0 <= minRamMb <= maxRamMb <= 1048576` (`INVALID_RAM_RANGE`)."
     name: str
+    "1-128 characters: letters (any script), digits, `-`, `.`, `_` and space, no leading or trailing space (`INVALID_NAME`)."
     os: Optional["OperatingSystemInput"] = None
-    "Required for SYSTEM_DISK and ISO."
+    "Required for SYSTEM_DISK and ISO (`OS_REQUIRED`); ignored for DATA_DISK."
     public: Optional[bool] = False
-    "Administrators only: publish the image as PUBLIC when it becomes ACTIVE."
+    "Administrators only (`ADMIN_REQUIRED`): publish the image as PUBLIC when it becomes ACTIVE (until then it is the caller's private image). It cannot be encrypted (`PUBLIC_NOT_ENCRYPTED`), and the `PRIVATE_IMAGES` quota is not checked."
     tags: Optional[list["TagInput"]] = Field(default_factory=lambda: [])
+    "The image's first tags: at most 10 (`TOO_MANY_TAGS`)."
 
 
 class JobFilter(BaseModel):
+    """Which of the caller's jobs `jobs` lists: those matching every field given."""
+
     image_id: Optional[str] = Field(alias="imageId", default=None)
+    "Jobs that create or work on this image; null: any."
     status: Optional[list[JobStatus]] = None
+    "Jobs in any of these statuses (an empty list matches none); null: any."
     type_: Optional[list[JobType]] = Field(alias="type", default=None)
+    "Jobs of any of these types (an empty list matches none); null: any."
 
 
 class KmsKeyStateInput(BaseModel):
+    """The key whose state `enableKmsKey`, `disableKmsKey`, `scheduleKmsKeyDeletion` or `cancelKmsKeyDeletion` changes."""
+
     key_id: str = Field(alias="keyId")
+    "A key the caller owns; one only granted to it is `KMS_KEY_NOT_FOUND`."
     pending_days: Optional[int] = Field(alias="pendingDays", default=None)
-    "Days before a scheduled deletion takes effect (7 to 1096); only with scheduleKmsKeyDeletion."
+    "Days before a scheduled deletion takes effect: 7 to 1096, default 30. Only `scheduleKmsKeyDeletion` takes it: given to the others, it is `INVALID_PENDING_DAYS`."
 
 
 class OperatingSystemInput(BaseModel):
+    """The operating system a new image boots; invalid values are `INVALID_OS` naming the field. Outer whitespace of `platform` and `version` is trimmed."""
+
     bits: int = 64
+    "32 or 64."
     platform: str
+    "The distribution or product, 1-64 characters: e.g. Ubuntu, Debian, Windows."
     type_: OsType = Field(alias="type")
+    "The OS family."
     version: str
+    "The release in words, 1-128 characters: e.g. `Ubuntu 22.04 server 64bit`."
 
 
 class PublishImageInput(BaseModel):
+    """Which image to publish."""
+
     id: str
+    "One of the caller's own private images."
 
 
 class RemoveImageTagsInput(BaseModel):
+    """Tags to remove from one image."""
+
     image_id: str = Field(alias="imageId")
+    "The image to untag."
     keys: list[str]
+    "The keys of the tags to remove; at least one (`EMPTY_REQUEST`)."
 
 
 class ReplicateImageInput(BaseModel):
+    """The image to copy, and the copy's name, key and region."""
+
     description: Optional[str] = ""
+    "The copy's description: at most 1024 characters, none of `<`, `>`, CR or LF; null or absent: empty."
     encrypt_with_default_key: Optional[bool] = Field(
         alias="encryptWithDefaultKey", default=False
     )
     "Encrypt the copy with the account's default key `ims/default` (created on first use); ignored when kmsKeyId is given."
     image_id: str = Field(alias="imageId")
+    "An ACTIVE image of the caller, or a SYSTEM_DISK or DATA_DISK image shared with the caller and ACCEPTED; not a public or ISO image, and at most 128 GiB of virtual size."
     kms_key_id: Optional[str] = Field(alias="kmsKeyId", default=None)
-    "Encrypt the copy with this key; null gives an unencrypted copy."
+    "Encrypt the copy with this key, one of the caller's own, not the source's (`SAME_KEY`). Null: unencrypted, unless `encryptWithDefaultKey`."
     name: str
+    "The copy's name: 1-128 letters (any script), digits, `-`, `.`, `_` or spaces; no outer space."
     region: Optional[str] = None
-    "Another region: a cross-region replication. Null: the image's own region."
+    "Another region: a cross-region replication (the image's own is `SAME_REGION`), of an unencrypted image into an unencrypted copy only. Null: the image's own region, where a FULL_ECS image cannot be replicated."
 
 
 class RevokeApiTokenInput(BaseModel):
+    """The API token `revokeApiToken` deletes."""
+
     id: str
+    "A token of the caller's account (`viewer.apiTokens`), the request's own too."
 
 
 class RevokeKmsGrantInput(BaseModel):
+    """The grant `revokeKmsGrant` deletes."""
+
     grant_id: str = Field(alias="grantId")
+    "A grant on that key (`KmsKey.grants`)."
     key_id: str = Field(alias="keyId")
+    "A key the caller owns."
 
 
 class SetImageProtectionInput(BaseModel):
+    """Which image to protect or unprotect."""
+
     id: str
+    "The image."
     protected: bool
+    "True: `deleteImages` refuses the image (`IMAGE_PROTECTED`); false: it may be deleted."
 
 
 class SetQuotaInput(BaseModel):
+    """The quota `setQuota` sets."""
+
     account_id: str = Field(alias="accountId")
+    "The account whose quota changes."
     limit: int
+    "The new limit, 0 to 100000 (for `PRIVATE_IMAGES`, in each region). What the account uses already is kept even above it; only further use is refused."
     resource: QuotaResource
+    "Which quota."
 
 
 class ShareImagesInput(BaseModel):
+    """Images to share, each with every account named."""
+
     account_ids: list[str] = Field(alias="accountIds")
+    "1 to 100 other accounts (not the caller's own); an id given twice counts once."
     image_ids: list[str] = Field(alias="imageIds")
+    "1 to 100 ACTIVE private images of the caller; an id given twice counts once."
 
 
 class TagFilter(BaseModel):
+    """A tag an image must have to match."""
+
     key: str
+    "The tag's key, compared exactly."
     value: Optional[str] = None
     "Null matches any value of the key."
 
 
 class TagInput(BaseModel):
+    """A tag to put on an image: an existing key gets the new value (at most 10 tags per image)."""
+
     key: str
+    "1-36 letters (any script), digits, `_` or `-` (`INVALID_TAG_KEY`); a key given twice in one request is `DUPLICATE_TAG_KEY`."
     value: str
+    "0-43 letters (any script), digits, `_`, `.` or `-` (`INVALID_TAG_VALUE`)."
 
 
 class UnshareImagesInput(BaseModel):
+    """Memberships to end: each account named, of each image named."""
+
     account_ids: list[str] = Field(alias="accountIds")
+    "1 to 100 accounts, each a member of every image named; an id given twice counts once."
     image_ids: list[str] = Field(alias="imageIds")
+    "1 to 100 of the caller's private images; an id given twice counts once."
 
 
 class UpdateImageInput(BaseModel):
+    """What `updateImage` changes; a null field (`maxRamMb`: an omitted one) stays as it is. Data disk images take only `name` and `description` (`DATA_DISK_FIELDS`)."""
+
     boot_mode: Optional[BootMode] = Field(alias="bootMode", default=None)
+    "The firmware servers made from the image boot with."
     description: Optional[str] = None
+    "At most 1024 characters, none of `<`, `>`, CR or LF (`INVALID_DESCRIPTION`); an empty string clears it."
     expected_version: Optional[int] = Field(alias="expectedVersion", default=None)
+    "The `version` the change is based on: an image at another version is `VERSION_CONFLICT` and nothing changes. Null: no check."
     id: str
+    "The image to change."
     max_ram_mb: Optional[int] = Field(alias="maxRamMb", default=None)
-    "Null clears the limit."
+    "In MiB, at most 1048576 (`INVALID_RAM_RANGE`). Null clears the limit; omitted, it stays."
     min_ram_mb: Optional[int] = Field(alias="minRamMb", default=None)
+    "In MiB, 0 for unrestricted; `0 <= minRamMb <= maxRamMb <= 1048576` (`INVALID_RAM_RANGE`)."
     name: Optional[str] = None
+    "1-128 characters: letters (any script), digits, `-`, `.`, `_` and space, no leading or trailing space (`INVALID_NAME`)."
     nic_multi_queue: Optional[bool] = Field(alias="nicMultiQueue", default=None)
+    "Whether the OS supports NIC multi-queue."
     sriov_driver: Optional[bool] = Field(alias="sriovDriver", default=None)
+    "Whether the OS has an SR-IOV network driver."
 
 
 class UpdateImageMembershipInput(BaseModel):
+    """The caller's answer to images shared with it."""
+
     image_ids: list[str] = Field(alias="imageIds")
+    "1 to 100 images shared with the caller, in any membership status; an id given twice counts once."
     status: MemberStatus
-    "ACCEPTED or REJECTED."
+    "ACCEPTED or REJECTED (PENDING is `INVALID_MEMBER_STATUS`)."
 
 
 CreateImageFromServerInput.model_rebuild()
