@@ -58,6 +58,11 @@ class KmsService:
     ) -> GrantInfo:
         ops = list(operations)
         if grantee_account_id != caller.account_id:
+            # The key first: a caller granting on a key that is not its own (or none) learns
+            # nothing of whether the grantee's account exists.
+            key = await self.provider.get_key(caller, key_id)
+            if key.account_id != caller.account_id:
+                raise NotFound("KMS_KEY_NOT_FOUND", resource_id=key_id)
             async with self.db.uow(caller.account_id, write=False) as uow:
                 if await uow.accounts.get(grantee_account_id) is None:
                     raise NotFound("ACCOUNT_NOT_FOUND", resource_id=grantee_account_id)

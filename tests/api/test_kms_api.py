@@ -176,6 +176,9 @@ async def test_grant_errors(gql: GraphQLClient, db: Database) -> None:
         (key_id, bob_id, [], ("ValidationError", "INVALID_GRANT_OPERATIONS")),
         (bob_key, bob_id, ["DESCRIBE_KEY"], ("NotFoundError", "KMS_KEY_NOT_FOUND")),
         ("key-missing", bob_id, ["DESCRIBE_KEY"], ("NotFoundError", "KMS_KEY_NOT_FOUND")),
+        # Another's key or none: whether the grantee exists is not told (no account-id oracle).
+        (bob_key, "acc-nobody", ["DESCRIBE_KEY"], ("NotFoundError", "KMS_KEY_NOT_FOUND")),
+        ("key-missing", "acc-nobody", ["DESCRIBE_KEY"], ("NotFoundError", "KMS_KEY_NOT_FOUND")),
     ]
     for target, grantee, operations, expected in cases:
         assert error(await grant(alice, target, grantee, operations)) == expected
