@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import strawberry
-from strawberry.types.enum import has_enum_definition
 
-from app.api.common import ImageVisibility
+from app.api.common import ImageVisibility, describe_enum
 from app.api.context import Info
 from app.api.errors import (
     ConflictError,
@@ -22,27 +21,14 @@ from app.api.jobs import Job
 from app.domain import enums as d
 from app.services.exports import ExportRequest
 
-# strawberry.enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
-strawberry.enum(d.ExportFormat, description="The file format `exportImage` writes.")
+# describe_enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
+describe_enum(d.ExportFormat, "The file format `exportImage` writes.", {
+    d.ExportFormat.QCOW2: "QEMU's copy-on-write format (KVM, OpenStack).",
+    d.ExportFormat.VMDK: "VMware's VMDK, streamOptimized (compressed).",
+    d.ExportFormat.VHD: "Microsoft's VHD, sized exactly to the image's virtual size.",
+    d.ExportFormat.RAW: "The bare disk, as large as the image's virtual size.",
+})
 ExportFormat = d.ExportFormat
-_FORMATS: dict[ExportFormat, str] = {
-    ExportFormat.QCOW2: "QEMU's copy-on-write format (KVM, OpenStack).",
-    ExportFormat.VMDK: "VMware's VMDK, streamOptimized (compressed).",
-    ExportFormat.VHD: "Microsoft's VHD, sized exactly to the image's virtual size.",
-    ExportFormat.RAW: "The bare disk, as large as the image's virtual size.",
-}
-
-
-def _describe_formats() -> None:
-    """The domain's enum holds plain values (no `strawberry.enum_value`): the descriptions of
-    its GraphQL values go on the definition `strawberry.enum` made."""
-    registered: object = ExportFormat
-    assert has_enum_definition(registered)
-    for value in registered.__strawberry_definition__.values:
-        value.description = _FORMATS[ExportFormat(value.value)]
-
-
-_describe_formats()
 
 
 @strawberry.input(description="Which image to export, where to, and in which format.")

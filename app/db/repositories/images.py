@@ -415,6 +415,8 @@ class ImageRepository:
         )
         for tag in (await self.session.execute(stmt)).scalars():
             out[tag.image_id].append(tag)
+        for tags in out.values():  # code point order (see tag_fields_of)
+            tags.sort(key=lambda tag: tag.key)
         return out
 
     async def tag_fields_of(self, image_ids: list[str]) -> dict[str, list[TagFields]]:
@@ -425,6 +427,11 @@ class ImageRepository:
             return out
         for image_id, key, value in (await self.session.execute(_TAG_FIELDS, {"ids": image_ids})).all():
             out[image_id].append(TagFields(key, value))
+        # In code point order, as a catalog page's tags (sorted above) and the CSV's text: the
+        # statement's ORDER BY compares in the database's collation (PostgreSQL's en_US puts
+        # `a` before `B`; code point order puts `B` first).
+        for tags in out.values():
+            tags.sort()
         return out
 
     async def put_tags(self, image_id: str, tags: dict[str, str]) -> None:
