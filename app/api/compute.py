@@ -155,7 +155,8 @@ class DeleteServerInput:
     id: strawberry.ID = strawberry.field(description="One of the caller's servers.")
     delete_volumes: bool | None = strawberry.field(
         default=True, description="Also delete the server's data disks (the system disk always "
-        "goes); false keeps them as detached volumes."
+        "goes); false keeps them as detached volumes, listed by `volumes` and deleted by "
+        "`deleteVolumes`."
     )
 
 

@@ -45,6 +45,7 @@ from app.api.replication import ReplicationMutations
 from app.api.scalars import SCALAR_MAP
 from app.api.sharing import SharingMutations
 from app.api.storage import StorageMutations, StorageQueries
+from app.api.volumes import VolumeMutations, VolumeQueries
 from app.db.uow import SharedReader
 from app.errors import ImsError, NotFound
 from app.jobs.registry import out_of_space, storage_unavailable
@@ -122,7 +123,7 @@ class CoreQueries:
 @strawberry.type(
     description="Every read. All but `health` need an API token: `Authorization: Bearer <token>`.")
 class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQueries, JobQueries, ComputeQueries,
-            BackupQueries):
+            BackupQueries, VolumeQueries):
     pass
 
 
@@ -131,7 +132,7 @@ class Query(CoreQueries, AccountQueries, ImageQueries, StorageQueries, KmsQuerie
                 "success type, or the `UserError` type of an expected failure, with a stable "
                 "`code`.")
 class Mutation(AccountMutations, ImageMutations, StorageMutations, KmsMutations, ImportMutations, SharingMutations, ComputeMutations, ReplicationMutations,
-               ExportMutations, BackupMutations):
+               ExportMutations, BackupMutations, VolumeMutations):
     pass
 
 

@@ -149,6 +149,13 @@ from .delete_server import (
     DeleteServerDeleteServerDeleteServerSuccess,
     DeleteServerDeleteServerNotFoundError,
 )
+from .delete_volumes import (
+    DeleteVolumes,
+    DeleteVolumesDeleteVolumesConflictError,
+    DeleteVolumesDeleteVolumesDeleteVolumesSuccess,
+    DeleteVolumesDeleteVolumesNotFoundError,
+    DeleteVolumesDeleteVolumesValidationError,
+)
 from .disable_kms_key import (
     DisableKmsKey,
     DisableKmsKeyDisableKmsKeyConflictError,
@@ -315,6 +322,7 @@ from .input_types import (
     DeleteBackupsInput,
     DeleteImagesInput,
     DeleteServerInput,
+    DeleteVolumesInput,
     ExportImageInput,
     ExportImageListInput,
     ImageFilter,
@@ -479,6 +487,13 @@ from .viewer import (
     ViewerViewerQuotas,
 )
 from .volume import Volume, VolumeVolume
+from .volumes import (
+    Volumes,
+    VolumesVolumes,
+    VolumesVolumesEdges,
+    VolumesVolumesEdgesNode,
+    VolumesVolumesPageInfo,
+)
 
 __all__ = [
     "AccountFields",
@@ -614,6 +629,12 @@ __all__ = [
     "DeleteServerDeleteServerDeleteServerSuccess",
     "DeleteServerDeleteServerNotFoundError",
     "DeleteServerInput",
+    "DeleteVolumes",
+    "DeleteVolumesDeleteVolumesConflictError",
+    "DeleteVolumesDeleteVolumesDeleteVolumesSuccess",
+    "DeleteVolumesDeleteVolumesNotFoundError",
+    "DeleteVolumesDeleteVolumesValidationError",
+    "DeleteVolumesInput",
     "DisableKmsKey",
     "DisableKmsKeyDisableKmsKeyConflictError",
     "DisableKmsKeyDisableKmsKeyKmsKeySuccess",
@@ -884,4 +905,9 @@ __all__ = [
     "Volume",
     "VolumeFields",
     "VolumeVolume",
+    "Volumes",
+    "VolumesVolumes",
+    "VolumesVolumesEdges",
+    "VolumesVolumesEdgesNode",
+    "VolumesVolumesPageInfo",
 ]

@@ -24,6 +24,7 @@ from .create_volume import CreateVolume
 from .delete_backups import DeleteBackups
 from .delete_images import DeleteImages
 from .delete_server import DeleteServer
+from .delete_volumes import DeleteVolumes
 from .disable_kms_key import DisableKmsKey
 from .enable_kms_key import EnableKmsKey
 from .export_image import ExportImage
@@ -46,6 +47,7 @@ from .input_types import (
     DeleteBackupsInput,
     DeleteImagesInput,
     DeleteServerInput,
+    DeleteVolumesInput,
     ExportImageInput,
     ExportImageListInput,
     ImageFilter,
@@ -88,6 +90,7 @@ from .update_image import UpdateImage
 from .update_image_membership import UpdateImageMembership
 from .viewer import Viewer
 from .volume import Volume
+from .volumes import Volumes
 
 
 def gql(q: str) -> str:
@@ -526,6 +529,54 @@ class ImsClient(AsyncBaseClient):
         data = self.get_data(response)
         return DeleteServer.model_validate(data)
 
+    async def volumes(
+        self,
+        first: Union[Optional[int], UnsetType] = UNSET,
+        after: Union[Optional[str], UnsetType] = UNSET,
+        **kwargs: Any,
+    ) -> Volumes:
+        query = gql("""
+            query Volumes($first: Int, $after: String) {
+              volumes(first: $first, after: $after) {
+                totalCount
+                pageInfo {
+                  ...PageInfoFields
+                }
+                edges {
+                  cursor
+                  node {
+                    ...VolumeFields
+                  }
+                }
+              }
+            }
+
+            fragment PageInfoFields on PageInfo {
+              hasNextPage
+              hasPreviousPage
+              startCursor
+              endCursor
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"first": first, "after": after}
+        response = await self.execute(
+            query=query, operation_name="Volumes", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return Volumes.model_validate(data)
+
     async def create_volume(
         self, input: CreateVolumeInput, **kwargs: Any
     ) -> CreateVolume:
@@ -568,6 +619,38 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return CreateVolume.model_validate(data)
+
+    async def delete_volumes(
+        self, input: DeleteVolumesInput, **kwargs: Any
+    ) -> DeleteVolumes:
+        query = gql("""
+            mutation DeleteVolumes($input: DeleteVolumesInput!) {
+              deleteVolumes(input: $input) {
+                __typename
+                ... on DeleteVolumesSuccess {
+                  deletedIds
+                }
+                ... on NotFoundError {
+                  resourceId
+                }
+                ... on ValidationError {
+                  field
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="DeleteVolumes", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return DeleteVolumes.model_validate(data)
 
     async def create_image_from_server(
         self, input: CreateImageFromServerInput, **kwargs: Any

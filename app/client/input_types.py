@@ -183,9 +183,16 @@ class DeleteServerInput(BaseModel):
     """The server to delete."""
 
     delete_volumes: Optional[bool] = Field(alias="deleteVolumes", default=True)
-    "Also delete the server's data disks (the system disk always goes); false keeps them as detached volumes."
+    "Also delete the server's data disks (the system disk always goes); false keeps them as detached volumes, listed by `volumes` and deleted by `deleteVolumes`."
     id: str
     "One of the caller's servers."
+
+
+class DeleteVolumesInput(BaseModel):
+    """The volumes to delete."""
+
+    ids: list[str]
+    "1 to 100 of the caller's detached volumes (`serverId: null`); an id given twice counts once."
 
 
 class ExportImageInput(BaseModel):

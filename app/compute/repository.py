@@ -20,7 +20,7 @@ from app.db.tables import Image
 from app.domain.enums import ImageStatus
 
 #: The tables an account owns rows of, each with an (account_id, created_at, id) index.
-Owned = TypeVar("Owned", Server, Backup)
+Owned = TypeVar("Owned", Server, Volume, Backup)
 
 
 class ComputeRepository:
@@ -81,9 +81,27 @@ class ComputeRepository:
             out[volume.server_id].append(volume)
         return out
 
-    async def get_volume(self, volume_id: str) -> Volume | None:
+    async def get_volume(self, volume_id: str, *, for_update: bool = False) -> Volume | None:
         stmt = select(Volume).where(col(Volume.id) == volume_id, col(Volume.account_id) == self.caller_id)
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_volumes(self, volume_ids: list[str], *, for_update: bool = False) -> dict[str, Volume]:
+        if not volume_ids:
+            return {}
+        stmt = select(Volume).where(col(Volume.id).in_(volume_ids), col(Volume.account_id) == self.caller_id)
+        if for_update:
+            # In id order, as every batch takes its rows: two batches naming the same volumes
+            # in different orders queue behind each other instead of deadlocking.
+            stmt = stmt.order_by(col(Volume.id)).with_for_update().execution_options(populate_existing=True)
+        return {v.id: v for v in (await self.session.execute(stmt)).scalars()}
+
+    async def page_volumes(
+        self, first: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[Volume], bool, int]:
+        """Newest first: one keyset page after the cursor's (created_at, id), and the total."""
+        return await self._newest_first(Volume, first, after)
 
     async def volume_any(self, volume_id: str) -> Volume | None:
         return await self.session.get(Volume, volume_id, populate_existing=True)

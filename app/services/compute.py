@@ -9,6 +9,7 @@ meanwhile cannot leave a disk pointing at released data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -301,8 +302,7 @@ class ComputeService:
             drop = [v for v in volumes if delete_volumes or v.role == DiskRole.SYSTEM.value]
             now = utcnow()
             await uow.compute.detach([v.id for v in volumes if v not in drop], now)
-            await uow.compute.delete_volumes([v.id for v in drop])
-            await uow.chunks.release_all([v.manifest_id for v in drop], now)
+            await delete_volume_rows(uow, drop)
             await uow.compute.delete_server(server.id)
             await uow.commit()
         return server_id
@@ -389,3 +389,17 @@ class ComputeService:
                 await uow.commit()
         if not swapped:
             raise RuntimeError(f"volume {volume_id} was written concurrently")
+
+
+async def delete_volume_rows(uow: UnitOfWork, volumes: Iterable[Volume]) -> None:
+    """Delete volumes and release their manifests (one reference each), in the caller's
+    transaction, through `release_all` (the manifests in id order, then the chunks in digest
+    order, as every batch that lets go of data takes its locks). Images and backups made from
+    a volume hold references of their own and keep its data; chunks no one else holds are the
+    garbage collector's after its grace period. The one path by which a volume goes:
+    `deleteServer` (its disks) and `deleteVolumes`."""
+    gone = list(volumes)
+    if not gone:
+        return
+    await uow.compute.delete_volumes(sorted(v.id for v in gone))
+    await uow.chunks.release_all([v.manifest_id for v in gone], utcnow())

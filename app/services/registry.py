@@ -27,6 +27,7 @@ from app.services.server_images import ServerImageService
 from app.services.sharing import SharingService
 from app.services.storage import StorageService
 from app.services.tags import TagService
+from app.services.volumes import VolumeService
 from app.storage.base import ObjectStore
 
 #: `(bucket, key, expires_in_seconds) -> URL`: a time-limited download URL of an object.
@@ -54,6 +55,8 @@ class Services:
     server_images: ServerImageService
     #: Full-ECS backups, kept or not, as their owner lists and deletes them.
     backups: BackupService
+    #: Volumes, attached or not, as their owner lists and deletes them.
+    volumes: VolumeService
     replication: ReplicationService
     exports: ExportService
     image_list: ImageListService
@@ -94,6 +97,7 @@ class Services:
             compute=ComputeService(db, chunks, key_provider, settings.regions, settings.data_dir / "work"),
             server_images=ServerImageService(db, chunks, jobs, key_provider),
             backups=BackupService(db),
+            volumes=VolumeService(db),
             replication=ReplicationService(db, key_provider, settings.regions, jobs),
             exports=ExportService(db, storage, jobs),
             image_list=ImageListService(db, storage, settings.regions, settings.default_region, jobs),

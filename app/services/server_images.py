@@ -228,7 +228,10 @@ class ServerImageService:
         await self._require_keys(caller, None, volume_id)
         async with self.db.uow(caller.account_id) as uow:
             await lock_quotas_first(uow, caller.account_id)
-            volume = await uow.compute.get_volume(volume_id)
+            # Locked, as from_server locks the server: a concurrent deleteVolumes (or deleteServer)
+            # either went first (the volume is missing) or waits until the image holds its own
+            # reference to the volume's manifest.
+            volume = await uow.compute.get_volume(volume_id, for_update=True)
             if volume is None:
                 raise NotFound("VOLUME_NOT_FOUND", resource_id=volume_id)
             if system and volume.size_gb > SYSTEM_IMAGE_MAX_GB:

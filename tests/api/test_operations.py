@@ -33,6 +33,7 @@ from app.client import (
     DeleteBackupsInput,
     DeleteImagesInput,
     DeleteServerInput,
+    DeleteVolumesInput,
     ExportFormat,
     ExportImageInput,
     ExportImageListInput,
@@ -288,6 +289,14 @@ async def a_full_ecs_image(w: World, c: ImsClient) -> dict[str, Any]:
     return {"first": 10}
 
 
+async def kept_volume(w: World, c: ImsClient) -> dict[str, Any]:
+    """The data disk of a server of the user, kept (detached) when the server was deleted."""
+    server = await user_server(w, c)
+    deleted = await c.delete_server(input=DeleteServerInput(id=server.id, deleteVolumes=False))
+    assert deleted.delete_server.typename__ == "DeleteServerSuccess"
+    return {"input": DeleteVolumesInput(ids=[server.volumes[1].id])}
+
+
 def with_server(make: Callable[[Any], dict[str, Any]]) -> Kwargs:
     async def kwargs(w: World, c: ImsClient) -> dict[str, Any]:
         return make(await user_server(w, c))
@@ -454,6 +463,11 @@ CASES: dict[str, Case] = {
                          lambda p, w: p.server.volumes[0].size_gb == 5 and p.server.source_image_id is not None),
     "DeleteServer": Case(with_server(lambda s: {"input": DeleteServerInput(id=s.id, deleteVolumes=False)}),
                          lambda r: r.delete_server, "DeleteServerSuccess", lambda p, w: p.deleted_id.startswith("srv")),
+    "Volumes": Case(with_server(lambda s: {"first": 10}), lambda r: r.volumes, None,
+                    lambda p, w: p.total_count == 2 and {e.node.role for e in p.edges} == {"SYSTEM", "DATA"}
+                    and {e.node.server_id for e in p.edges} == {p.edges[0].node.server_id} != {None}),
+    "DeleteVolumes": Case(kept_volume, lambda r: r.delete_volumes, "DeleteVolumesSuccess",
+                          lambda p, w: len(p.deleted_ids) == 1 and p.deleted_ids[0].startswith("vol")),
     "CreateVolume": Case(given_input(lambda w: CreateVolumeInput(name="scratch", sizeGb=100)),
                          lambda r: r.create_volume, "CreateVolumeSuccess",
                          lambda p, w: (p.volume.size_gb, p.volume.server_id) == (100, None)),

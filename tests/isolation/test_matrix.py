@@ -57,6 +57,8 @@ PRIVATE_MATRIX: dict[str, tuple[str, ...]] = {
     "server": ("Server", "null", "null", "401"),
     "volume": ("Volume", "null", "null", "401"),
     "servers": ("listed", "unlisted", "unlisted", "401"),
+    "volumes": ("listed", "unlisted", "unlisted", "401"),
+    "deleteVolumes": ("DeleteVolumesSuccess", "NotFoundError", "NotFoundError", "401"),
     "backup": ("Backup", "null", "null", "401"),
     "backups": ("listed", "unlisted", "unlisted", "401"),
     "deleteBackups": ("DeleteBackupsSuccess", "NotFoundError", "NotFoundError", "401"),
@@ -200,6 +202,9 @@ async def private_world(db: Database, settings: Settings, gql: GraphQLClient) ->
                                '... on CreateServerSuccess { server { id volumes { id } } } } }', {"id": w.image.id})
     server = made["createServer"]["server"]
     w.extra.update(server=server["id"], volume=server["volumes"][0]["id"])
+    detached = await owner.execute('mutation { createVolume(input: {name: "spare", sizeGb: 1}) { '
+                                   '... on CreateVolumeSuccess { volume { id } } } }')
+    w.extra["detached"] = detached["createVolume"]["volume"]["id"]
     # A backup kept after its full-ECS image was deleted (no worker runs jobs here to save one).
     backup = Backup(id=new_id("bak"), account_id=w.owner.id, server_id=server["id"], region="region-1",
                     size_bytes=1 << 30, new_bytes=0, disks=[], created_at=utcnow())
@@ -221,6 +226,10 @@ PRIVATE_OPS: dict[str, Outcome] = {
     "volume": lambda w, c: typename(c, "query($id: ID!) { volume(id: $id) { __typename } }", {"id": w.extra["volume"]}),
     "servers": lambda w, c: listed(w, c, "{ servers { edges { node { id } } } }",
                                    lambda d: [e["node"]["id"] for e in d["servers"]["edges"]], w.extra["server"]),
+    "volumes": lambda w, c: listed(w, c, "{ volumes { edges { node { id } } } }",
+                                   lambda d: [e["node"]["id"] for e in d["volumes"]["edges"]], w.extra["detached"]),
+    "deleteVolumes": lambda w, c: typename(
+        c, "mutation($v: ID!) { deleteVolumes(input: {ids: [$v]}) { __typename } }", {"v": w.extra["detached"]}),
     "backup": lambda w, c: typename(c, "query($id: ID!) { node(id: $id) { __typename } }", {"id": w.extra["backup"]}),
     "backups": lambda w, c: listed(w, c, "{ backups { edges { node { id } } } }",
                                    lambda d: [e["node"]["id"] for e in d["backups"]["edges"]], w.extra["backup"]),
@@ -254,4 +263,4 @@ async def test_private_resources_by_role(operation: str, gql: GraphQLClient, db:
 def test_matrix_size() -> None:
     """What the README's reliability section reports."""
     cells = sum(len(v) for v in IMAGE_MATRIX.values()) + sum(len(v) for v in PRIVATE_MATRIX.values())
-    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 172
+    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 180
