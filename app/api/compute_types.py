@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.dataloader import DataLoader
-from strawberry.types.enum import has_enum_definition
 
-from app.api.common import DiskRole, Node
+from app.api.common import DiskRole, Node, describe_enum
 from app.api.context import Info
 from app.api.scalars import BigInt
 from app.compute.tables import Backup as BackupRow
@@ -27,26 +26,12 @@ from app.domain import enums as d
 if TYPE_CHECKING:
     from app.api.image_types import PrivateImage
 
-# strawberry.enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
-strawberry.enum(c.ServerStatus, description="Whether a server is running; images are made from "
-                "RUNNING or STOPPED servers.")
+# describe_enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
+describe_enum(c.ServerStatus, "Whether a server is running; images are made from RUNNING or STOPPED servers.", {
+    c.ServerStatus.RUNNING: "Running: every server is RUNNING from `createServer` on.",
+    c.ServerStatus.STOPPED: "Stopped; its disks can still be imaged. No mutation of this API stops a server.",
+})
 ServerStatus = c.ServerStatus
-
-_SERVER_STATUS_VALUES = {
-    "RUNNING": "Running: every server is RUNNING from `createServer` on.",
-    "STOPPED": "Stopped; its disks can still be imaged. No mutation of this API stops a server.",
-}
-
-
-def _describe_values(enum: type, descriptions: dict[str, str]) -> None:
-    """Describe the GraphQL values of a domain enum, which cannot carry `strawberry.enum_value`
-    itself (its values are the plain strings every layer compares)."""
-    assert has_enum_definition(enum)
-    for value in enum.__strawberry_definition__.values:
-        value.description = descriptions[value.name]
-
-
-_describe_values(ServerStatus, _SERVER_STATUS_VALUES)
 
 
 def _volumes_loader(info: Info) -> DataLoader[str, list[VolumeRow]]:
