@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from app.config import Settings
+from app.jobs.worker import CANCEL_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +132,17 @@ class WorkerProcess:
                 log.exception("job worker process: message %r not understood", line[:200])
 
     async def stop(self, grace: float) -> None:
-        """SIGTERM the child (its workers get `grace` seconds), SIGKILL it if it is still there
-        10 s after that; then read what it wrote last."""
+        """SIGTERM the child (its workers get `grace` seconds, then an attempt they cancel gets
+        CANCEL_WAIT_SECONDS before its job is released without it), SIGKILL it if it is still
+        there 10 s after that; then read what it wrote last."""
         self._stopping.set()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), grace + 10)
+                # Killed sooner, a child whose attempt is stuck in a thread never releases the
+                # job: it waits out its lease instead, the attempt counted.
+                await asyncio.wait_for(proc.wait(), grace + CANCEL_WAIT_SECONDS + 10)
             except TimeoutError:
                 log.warning("job worker process %d did not stop; killing it", proc.pid)
                 proc.kill()

@@ -78,9 +78,10 @@ THREAD_RELEASE = threading.Event()
 
 async def hang_in_thread(ctx: JobContext) -> None:
     """Waits for a call stuck in a thread, as the stores do: a cancellation waits for the
-    thread to finish before it goes on (a hung disk write)."""
+    thread to finish before it goes on (a hung disk write). The thread returns once
+    THREAD_RELEASE is set, or after `seconds` (60)."""
     RUNS[ctx.job_id] += 1
-    stuck = asyncio.ensure_future(asyncio.to_thread(THREAD_RELEASE.wait, 60))
+    stuck = asyncio.ensure_future(asyncio.to_thread(THREAD_RELEASE.wait, float(ctx.params.get("seconds", 60))))
     try:
         await asyncio.shield(stuck)
     except asyncio.CancelledError:

@@ -17,12 +17,13 @@ import httpx
 
 from app.config import Settings
 from app.db.tables import Job
+from app.jobs.worker import CANCEL_WAIT_SECONDS
 from app.services.registry import Services
 from tests.bench.common import served_process
 from tests.conftest import free_port
 from tests.factories import make_account
-from tests.jobs.conftest import attempts, enqueue, finished, wait_for
-from tests.jobs.handlers import HANG, STEPS
+from tests.jobs.conftest import attempts, enqueue, finished, load, wait_for
+from tests.jobs.handlers import HANG, HANG_IN_THREAD, STEPS
 from tests.jobs.test_api import subscription, ws_session
 
 LEASE = 1.5
@@ -171,6 +172,30 @@ async def test_sigterm_stops_the_server_and_its_worker_process_gracefully(
     assert (stored.status, stored.attempts) == ("RUNNING", 0)
     assert [a.outcome for a in await attempts(db, [job.id])] == ["RELEASED"]
     assert "exited with" not in server.log.read_text()  # stopped, not restarted
+
+
+async def test_a_stopping_server_lets_its_worker_process_release_a_job_stuck_in_a_thread(
+    proc_services: Services, proc_settings: Settings, tmp_path: Path
+) -> None:
+    """A stopping worker waits for the attempt it cancels up to CANCEL_WAIT_SECONDS after the
+    stop's grace, then releases the job: the server must not kill its child before (it did
+    IMS_WORKER_STOP_GRACE + 10 s after its SIGTERM, and the job waited out its lease, the
+    attempt counted against the job's three)."""
+    db = proc_services.db
+    alice, _ = await make_account(db)
+    # The thread returns 15 s in: past the grace (0.5 s) + 10 s, within CANCEL_WAIT_SECONDS.
+    job = await enqueue(proc_services, alice, HANG_IN_THREAD, {"seconds": 15})
+    with serve(proc_settings, tmp_path) as server:
+        server.worker_pid()
+        await wait_for(db, job.id, lambda j: j.lease_owner is not None, timeout=PATIENCE)
+        server.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.proc.wait, CANCEL_WAIT_SECONDS + PATIENCE)
+        log = server.log.read_text()
+    assert code == -signal.SIGTERM, log[-3000:]
+    assert "did not stop; killing it" not in log
+    stored = await load(db, job.id)
+    assert (stored.status, stored.lease_owner, stored.attempts) == ("RUNNING", None, 0)
+    assert [a.outcome for a in await attempts(db, [job.id])] == ["RELEASED"]
 
 
 def test_settings_survive_the_environment_a_child_is_started_with() -> None:
