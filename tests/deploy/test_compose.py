@@ -19,6 +19,7 @@ import yaml  # type: ignore[import-untyped]
 from app.cli import cli
 from app.config import Settings, is_setting
 from app.db.engine import PG_CONNECTIONS_PER_PROCESS
+from app.jobs.worker import CANCEL_WAIT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -144,12 +145,14 @@ def test_duration_seconds() -> None:
 
 def test_workers_are_given_time_to_release_their_jobs() -> None:
     # Docker SIGKILLs a container stop_grace_period (default 10 s) after SIGTERM; a worker killed
-    # before its grace ends never releases its jobs' leases.
+    # before its grace ends, and the wait for an attempt it cancels (one stuck in a thread), never
+    # releases its jobs' leases.
     svc = services()
     with_workers = [name for name in APP_SERVICES if runs_job_workers(svc[name])]
     assert with_workers == ["worker"]
     for name in with_workers:
         grace = float(environment(svc[name]).get("IMS_WORKER_STOP_GRACE", Settings().worker_stop_grace))
+        grace += CANCEL_WAIT_SECONDS
         assert duration_seconds(str(svc[name].get("stop_grace_period", "10s"))) > grace + RELEASE_MARGIN
 
 
@@ -164,7 +167,7 @@ def test_api_replicas_are_given_time_to_finish_their_requests() -> None:
         env = environment(svc[name])
         grace = float(env.get("IMS_HTTP_STOP_GRACE", Settings().http_stop_grace))
         if runs_job_workers(svc[name]):
-            grace += float(env.get("IMS_WORKER_STOP_GRACE", Settings().worker_stop_grace))
+            grace += float(env.get("IMS_WORKER_STOP_GRACE", Settings().worker_stop_grace)) + CANCEL_WAIT_SECONDS
         assert duration_seconds(str(svc[name].get("stop_grace_period", "10s"))) > grace + RELEASE_MARGIN
 
 
