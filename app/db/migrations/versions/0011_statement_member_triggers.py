@@ -38,12 +38,15 @@ holds_0008 = importlib.import_module("app.db.migrations.versions.0008_csv_member
 
 def counted(rows: str, sign: str) -> str:
     """What the memberships `rows` (a transition table) add to their accounts' SHARED counts:
-    0002's `member`, grouped by the counts' key (an upsert may touch each row once)."""
+    0002's `member`, grouped by the counts' key (an upsert may touch each row once), written
+    in key order: the order every other writer locks counter rows in (a hash aggregate's own
+    order would let two batches take the same two counters in opposite orders, a deadlock)."""
     return (
         f"INSERT INTO image_counts ({counts_0002.COLUMNS}) SELECT i.region, 'SHARED', m.account_id, m.status, "
         f"i.kind, {sign}count(*) FROM {rows} m JOIN images i ON i.id = m.image_id "
         "WHERE i.visibility <> 'PUBLIC' AND i.owner_id <> m.account_id "
-        f"GROUP BY i.region, m.account_id, m.status, i.kind {counts_0002.UPSERT};"
+        "GROUP BY i.region, m.account_id, m.status, i.kind ORDER BY i.region, m.account_id, m.status, i.kind "
+        f"{counts_0002.UPSERT};"
     )
 
 
