@@ -49,6 +49,15 @@ def _storable(text: str) -> bool:
 MAX_SIZE_VALUE = 2**63 - 1
 
 
+def decode_time_cursor(cursor: str | None, ordering: str) -> tuple[datetime, str] | None:
+    """The (created_at, id) after which a newest-first keyset page starts; None for the first
+    page (no cursor). A cursor of another list, or not one at all, is INVALID_CURSOR."""
+    if not cursor:
+        return None
+    value, item_id = decode_cursor(cursor, ordering)
+    return decode_datetime(value), item_id
+
+
 def decode_datetime(value: Any) -> datetime:
     """A cursor's date-time, in UTC. One without an offset, or outside what UTC can hold
     (`0001-01-01T00:00:00+05:00`), is INVALID_CURSOR."""

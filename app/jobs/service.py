@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from app.db.tables import Job
@@ -13,7 +12,7 @@ from app.db.uow import Database, UnitOfWork
 from app.domain.enums import JobStatus, JobType
 from app.domain.images import Caller
 from app.domain.jobs import TERMINAL_STATUSES, JobQuery
-from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.pagination import decode_time_cursor, encode_cursor
 from app.domain.rules import validate_page_size
 from app.errors import NotFound
 from app.jobs.events import EventBus
@@ -79,10 +78,7 @@ class JobService:
     ) -> JobPage:
         """The caller's jobs, newest first."""
         size = validate_page_size(first)
-        cursor: tuple[datetime, str] | None = None
-        if after:
-            value, last_id = decode_cursor(after, _ORDERING)
-            cursor = (decode_datetime(value), last_id)
+        cursor = decode_time_cursor(after, _ORDERING)
         async with self.db.uow(caller.account_id, write=False) as uow:
             items, has_next, total = await uow.jobs.page(query, size, cursor, with_total=with_total)
         cursors = [encode_cursor(_ORDERING, j.created_at, j.id) for j in items]

@@ -18,7 +18,7 @@ from app.db.repositories.kms import GrantRow
 from app.db.types import new_id, utcnow
 from app.db.uow import Database, UnitOfWork
 from app.domain.images import Caller
-from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.pagination import decode_time_cursor, encode_cursor
 from app.domain.rules import validate_description
 from app.errors import Conflict, Invalid, KmsKeyProblem, NotFound
 from app.kms.envelope import RootSealer, new_data_key, new_material, unwrap_data_key, wrap_data_key
@@ -124,10 +124,7 @@ class LocalKeyProvider:
         return _key_info(key, mine)
 
     async def list_keys(self, caller: Caller, first: int, after: str | None) -> KeyPage:
-        cursor: tuple[datetime, str] | None = None
-        if after:
-            value, last_id = decode_cursor(after, _CURSOR_ORDERING)
-            cursor = (decode_datetime(value), last_id)
+        cursor = decode_time_cursor(after, _CURSOR_ORDERING)
         me = caller.account_id
         async with self.db.uow(me, write=False) as uow:
             keys, has_next, total = await uow.kms.page_visible(me, first, cursor, self._now())

@@ -10,13 +10,12 @@ true)` deletes both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from app.compute.tables import Backup
 from app.db.repositories.images import VisibleImage
 from app.db.uow import Database, SharedReader, reading, retrying_deadlocks
 from app.domain.images import Caller
-from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.pagination import decode_time_cursor, encode_cursor
 from app.domain.rules import validate_batch, validate_page_size
 from app.errors import Conflict, NotFound, register_codes
 from app.services.server_images import delete_backup_rows
@@ -47,10 +46,7 @@ class BackupService:
                    reader: SharedReader | None = None) -> BackupPage:
         """The caller's backups in every region, newest first (keyset pages)."""
         size = validate_page_size(first)
-        cursor: tuple[datetime, str] | None = None
-        if after:
-            value, last_id = decode_cursor(after, _ORDERING)
-            cursor = (decode_datetime(value), last_id)
+        cursor = decode_time_cursor(after, _ORDERING)
         async with reading(self.db, caller.account_id, reader) as uow:
             items, has_next, total = await uow.compute.page_backups(size, cursor)
         cursors = [encode_cursor(_ORDERING, b.created_at, b.id) for b in items]

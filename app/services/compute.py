@@ -38,7 +38,7 @@ from app.domain.compute import (
 )
 from app.domain.enums import DiskRole, ImageKind
 from app.domain.images import Caller
-from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.pagination import decode_time_cursor, encode_cursor
 from app.domain.rules import validate_name, validate_page_size
 from app.errors import Invalid, NotFound, NotSupported, register_codes
 from app.kms.port import KeyProvider
@@ -119,10 +119,7 @@ class ComputeService:
 
     async def list_servers(self, caller: Caller, first: int | None, after: str | None) -> ServerPage:
         size = validate_page_size(first)
-        cursor: tuple[datetime, str] | None = None
-        if after:
-            value, last_id = decode_cursor(after, _ORDERING)
-            cursor = (decode_datetime(value), last_id)
+        cursor = decode_time_cursor(after, _ORDERING)
         async with self.db.uow(caller.account_id, write=False) as uow:
             items, has_next, total = await uow.compute.page_servers(size, cursor)
         cursors = [encode_cursor(_ORDERING, s.created_at, s.id) for s in items]

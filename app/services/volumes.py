@@ -15,12 +15,11 @@ the volume's reference only, exactly as `deleteServer` does for a server being i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from app.compute.tables import Volume
 from app.db.uow import Database, SharedReader, reading, retrying_deadlocks
 from app.domain.images import Caller
-from app.domain.pagination import decode_cursor, decode_datetime, encode_cursor
+from app.domain.pagination import decode_time_cursor, encode_cursor
 from app.domain.rules import validate_batch, validate_page_size
 from app.errors import Conflict, NotFound, register_codes
 from app.services.compute import delete_volume_rows
@@ -50,10 +49,7 @@ class VolumeService:
                    reader: SharedReader | None = None) -> VolumePage:
         """The caller's volumes in every region, attached or not, newest first (keyset pages)."""
         size = validate_page_size(first)
-        cursor: tuple[datetime, str] | None = None
-        if after:
-            value, last_id = decode_cursor(after, _ORDERING)
-            cursor = (decode_datetime(value), last_id)
+        cursor = decode_time_cursor(after, _ORDERING)
         async with reading(self.db, caller.account_id, reader) as uow:
             items, has_next, total = await uow.compute.page_volumes(size, cursor)
         cursors = [encode_cursor(_ORDERING, v.created_at, v.id) for v in items]
