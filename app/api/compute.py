@@ -1,5 +1,5 @@
-"""Servers and volumes: queries, createServer/deleteServer/createVolume, and the images
-made from them (createImageFromServer, createImageFromVolume)."""
+"""Servers and volumes: queries, createServer/deleteServer/stopServer/startServer/createVolume,
+and the images made from them (createImageFromServer, createImageFromVolume)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import strawberry
 
 from app.api.common import ImageKind, PageInfo
-from app.api.compute_types import Server, Volume
+from app.api.compute_types import Server, ServerStatus, Volume
 from app.api.context import Info
 from app.api.errors import (
     ConflictError,
@@ -172,6 +172,38 @@ DeleteServerPayload = Annotated[
 ]
 
 
+@strawberry.input(description="The server to stop.")
+class StopServerInput:
+    id: strawberry.ID = strawberry.field(description="One of the caller's servers, RUNNING or STOPPED.")
+
+
+@strawberry.type(description="The server `stopServer` stopped (or found STOPPED already).")
+class StopServerSuccess:
+    server: Server = strawberry.field(description="The server, STOPPED, with its disks.")
+
+
+StopServerPayload = Annotated[
+    StopServerSuccess | NotFoundError,
+    strawberry.union("StopServerPayload", description="The stopped server, or `SERVER_NOT_FOUND`."),
+]
+
+
+@strawberry.input(description="The server to start.")
+class StartServerInput:
+    id: strawberry.ID = strawberry.field(description="One of the caller's servers, STOPPED or RUNNING.")
+
+
+@strawberry.type(description="The server `startServer` started (or found RUNNING already).")
+class StartServerSuccess:
+    server: Server = strawberry.field(description="The server, RUNNING, with its disks.")
+
+
+StartServerPayload = Annotated[
+    StartServerSuccess | NotFoundError,
+    strawberry.union("StartServerPayload", description="The started server, or `SERVER_NOT_FOUND`."),
+]
+
+
 @strawberry.input(description="A detached data volume to create: blank, or filled from an image.")
 class CreateVolumeInput:
     name: str = strawberry.field(description="The volume's name: " + NAME_RULE)
@@ -280,6 +312,33 @@ class ComputeMutations:
                 info.context.me, str(input.id), input.delete_volumes is not False
             )
             return DeleteServerSuccess(deleted_id=strawberry.ID(deleted))
+
+        return await payload((NotFoundError,), run())
+
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Stop one of the caller's RUNNING servers, within the request (no job); a "
+        "STOPPED server stays as it is (not an error). A stopped server keeps its disks and can "
+        "still be imaged (`createImageFromServer`) or deleted. Error: `SERVER_NOT_FOUND`.")
+    async def stop_server(
+        self, info: Info,
+        input: Annotated[StopServerInput, strawberry.argument(description="The server to stop.")],
+    ) -> StopServerPayload:
+        async def run() -> StopServerSuccess:
+            return StopServerSuccess(server=Server.of(await info.context.services.compute.set_server_status(
+                info.context.me, str(input.id), ServerStatus.STOPPED)))
+
+        return await payload((NotFoundError,), run())
+
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Start one of the caller's STOPPED servers, within the request (no job); a "
+        "RUNNING server stays as it is (not an error). Error: `SERVER_NOT_FOUND`.")
+    async def start_server(
+        self, info: Info,
+        input: Annotated[StartServerInput, strawberry.argument(description="The server to start.")],
+    ) -> StartServerPayload:
+        async def run() -> StartServerSuccess:
+            return StartServerSuccess(server=Server.of(await info.context.services.compute.set_server_status(
+                info.context.me, str(input.id), ServerStatus.RUNNING)))
 
         return await payload((NotFoundError,), run())
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 # describe_enum returns the enum unchanged; the alias keeps annotations plain classes for mypy.
 describe_enum(c.ServerStatus, "Whether a server is running; images are made from RUNNING or STOPPED servers.", {
-    c.ServerStatus.RUNNING: "Running: every server is RUNNING from `createServer` on.",
-    c.ServerStatus.STOPPED: "Stopped; its disks can still be imaged. No mutation of this API stops a server.",
+    c.ServerStatus.RUNNING: "Running: from `createServer` on, and again after `startServer`.",
+    c.ServerStatus.STOPPED: "Stopped by `stopServer` until `startServer`; its disks can still be imaged.",
 })
 ServerStatus = c.ServerStatus
 
@@ -126,7 +126,8 @@ class Volume(Node):
 class Server(Node):
     id: strawberry.ID = strawberry.field(description="Opaque id, starting `srv-`.")
     name: str = strawberry.field(description="1-128 characters, as given to `createServer`.")
-    status: ServerStatus = strawberry.field(description="RUNNING from `createServer` on.")
+    status: ServerStatus = strawberry.field(description="RUNNING from `createServer` on; STOPPED after `stopServer`, RUNNING "
+                                          "again after `startServer`.")
     region: str = strawberry.field(description="The region it runs in: its image's region.")
     created_at: datetime = strawberry.field(description="When it was created (UTC).")
     row: strawberry.Private[ServerRow]

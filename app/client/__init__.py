@@ -340,6 +340,8 @@ from .input_types import (
     SetImageProtectionInput,
     SetQuotaInput,
     ShareImagesInput,
+    StartServerInput,
+    StopServerInput,
     TagFilter,
     TagInput,
     UnshareImagesInput,
@@ -451,6 +453,18 @@ from .share_images import (
     ShareImagesShareImagesShareImagesSuccess,
     ShareImagesShareImagesShareImagesSuccessMembers,
     ShareImagesShareImagesValidationError,
+)
+from .start_server import (
+    StartServer,
+    StartServerStartServerNotFoundError,
+    StartServerStartServerStartServerSuccess,
+    StartServerStartServerStartServerSuccessServer,
+)
+from .stop_server import (
+    StopServer,
+    StopServerStopServerNotFoundError,
+    StopServerStopServerStopServerSuccess,
+    StopServerStopServerStopServerSuccessServer,
 )
 from .unshare_images import (
     UnshareImages,
@@ -869,6 +883,16 @@ __all__ = [
     "SharedImageFieldsOs",
     "SharedImageFieldsOwner",
     "SharedImageFieldsTags",
+    "StartServer",
+    "StartServerInput",
+    "StartServerStartServerNotFoundError",
+    "StartServerStartServerStartServerSuccess",
+    "StartServerStartServerStartServerSuccessServer",
+    "StopServer",
+    "StopServerInput",
+    "StopServerStopServerNotFoundError",
+    "StopServerStopServerStopServerSuccess",
+    "StopServerStopServerStopServerSuccessServer",
     "StoredObjectFields",
     "TagFilter",
     "TagInput",

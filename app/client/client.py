@@ -64,6 +64,8 @@ from .input_types import (
     SetImageProtectionInput,
     SetQuotaInput,
     ShareImagesInput,
+    StartServerInput,
+    StopServerInput,
     UnshareImagesInput,
     UpdateImageInput,
     UpdateImageMembershipInput,
@@ -85,6 +87,8 @@ from .servers import Servers
 from .set_image_protection import SetImageProtection
 from .set_quota import SetQuota
 from .share_images import ShareImages
+from .start_server import StartServer
+from .stop_server import StopServer
 from .unshare_images import UnshareImages
 from .update_image import UpdateImage
 from .update_image_membership import UpdateImageMembership
@@ -528,6 +532,106 @@ class ImsClient(AsyncBaseClient):
         )
         data = self.get_data(response)
         return DeleteServer.model_validate(data)
+
+    async def stop_server(self, input: StopServerInput, **kwargs: Any) -> StopServer:
+        query = gql("""
+            mutation StopServer($input: StopServerInput!) {
+              stopServer(input: $input) {
+                __typename
+                ... on StopServerSuccess {
+                  server {
+                    ...ServerFields
+                  }
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment ServerFields on Server {
+              id
+              name
+              status
+              region
+              sourceImageId
+              createdAt
+              volumes {
+                ...VolumeFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="StopServer", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return StopServer.model_validate(data)
+
+    async def start_server(self, input: StartServerInput, **kwargs: Any) -> StartServer:
+        query = gql("""
+            mutation StartServer($input: StartServerInput!) {
+              startServer(input: $input) {
+                __typename
+                ... on StartServerSuccess {
+                  server {
+                    ...ServerFields
+                  }
+                }
+                ...UserErrorFields
+              }
+            }
+
+            fragment ServerFields on Server {
+              id
+              name
+              status
+              region
+              sourceImageId
+              createdAt
+              volumes {
+                ...VolumeFields
+              }
+            }
+
+            fragment UserErrorFields on UserError {
+              code
+              message
+            }
+
+            fragment VolumeFields on Volume {
+              id
+              name
+              role
+              sizeGb
+              serverId
+              encrypted
+              kmsKeyId
+              sourceImageId
+              createdAt
+            }
+            """)
+        variables: dict[str, object] = {"input": input}
+        response = await self.execute(
+            query=query, operation_name="StartServer", variables=variables, **kwargs
+        )
+        data = self.get_data(response)
+        return StartServer.model_validate(data)
 
     async def volumes(
         self,

@@ -426,6 +426,20 @@ class ShareImagesInput(BaseModel):
     "1 to 100 ACTIVE private images of the caller; an id given twice counts once."
 
 
+class StartServerInput(BaseModel):
+    """The server to start."""
+
+    id: str
+    "One of the caller's servers, STOPPED or RUNNING."
+
+
+class StopServerInput(BaseModel):
+    """The server to stop."""
+
+    id: str
+    "One of the caller's servers, RUNNING or STOPPED."
+
+
 class TagFilter(BaseModel):
     """A tag an image must have to match."""
 

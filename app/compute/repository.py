@@ -34,10 +34,14 @@ class ComputeRepository:
         self.session.add_all(rows)
         await self.session.flush()
 
-    async def get_server(self, server_id: str, *, for_update: bool = False) -> Server | None:
+    async def get_server(self, server_id: str, *, for_update: bool = False, fresh: bool = False) -> Server | None:
+        """One of the caller's servers; `fresh` reloads a row this session has already read
+        (after an UPDATE statement, which leaves loaded objects as they were)."""
         stmt = select(Server).where(col(Server.id) == server_id, col(Server.account_id) == self.caller_id)
         if for_update:
             stmt = stmt.with_for_update()
+        if fresh:
+            stmt = stmt.execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def page_servers(
@@ -62,6 +66,16 @@ class ComputeRepository:
         rows = list((await self.session.execute(stmt)).scalars())
         total = int((await self.session.execute(select(func.count()).select_from(table).where(mine))).scalar_one())
         return rows[:first], len(rows) > first, total
+
+    async def set_server_status(self, server_id: str, expected: str, status: str, now: datetime) -> bool:
+        """Compare-and-set one of the caller's servers' status (`UPDATE … WHERE status =
+        :expected`), bumping `updated_at`; False when the server is not in `expected` (or gone)."""
+        result = await self.session.execute(
+            update(Server).where(col(Server.id) == server_id, col(Server.account_id) == self.caller_id,
+                                 col(Server.status) == expected)
+            .values(status=status, updated_at=now).execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def delete_server(self, server_id: str) -> None:
         await self.session.execute(delete(Server).where(col(Server.id) == server_id))

@@ -304,6 +304,26 @@ class ComputeService:
             await uow.commit()
         return server_id
 
+    async def set_server_status(self, caller: Caller, server_id: str, status: ServerStatus) -> Server:
+        """Stop or start one of the caller's servers (`stopServer`, `startServer`). A server
+        already in `status` is returned unchanged, as cloud APIs answer a repeated stop or start.
+        The change is a compare-and-set on the status read, so a concurrent stop, start or
+        delete is never overwritten: the server is returned as it then is (a deleted one is
+        `SERVER_NOT_FOUND`)."""
+        async with self.db.uow(caller.account_id) as uow:
+            server = await uow.compute.get_server(server_id)
+            if server is None:
+                raise NotFound("SERVER_NOT_FOUND", resource_id=server_id)
+            if server.status == status.value:
+                return server
+            changed = await uow.compute.set_server_status(server.id, server.status, status.value, utcnow())
+            server = await uow.compute.get_server(server_id, fresh=True)
+            if server is None:
+                raise NotFound("SERVER_NOT_FOUND", resource_id=server_id)
+            if changed:
+                await uow.commit()
+        return server
+
     # ---------------------------------------------------------------- volumes
 
     async def _plan_volume(self, uow: UnitOfWork, caller: Caller, spec: VolumeSpec, region: str, *,

@@ -38,6 +38,8 @@ from tests.factories import (
 UNIONS = {
     "createServer": ("NotFoundError", "ValidationError", "ConflictError", "NotSupportedError", "KmsKeyError"),
     "deleteServer": ("NotFoundError",),
+    "stopServer": ("NotFoundError",),
+    "startServer": ("NotFoundError",),
     "createVolume": ("NotFoundError", "ValidationError", "KmsKeyError"),
     "createImageFromServer": ("ValidationError", "LimitExceededError"),
     "createImageFromVolume": ("ValidationError", "LimitExceededError"),

@@ -57,6 +57,8 @@ from app.client import (
     SetImageProtectionInput,
     SetQuotaInput,
     ShareImagesInput,
+    StartServerInput,
+    StopServerInput,
     TagInput,
     UnshareImagesInput,
     UpdateImageInput,
@@ -289,6 +291,14 @@ async def a_full_ecs_image(w: World, c: ImsClient) -> dict[str, Any]:
     return {"first": 10}
 
 
+async def stopped_server(w: World, c: ImsClient) -> dict[str, Any]:
+    """A server of the user, stopped."""
+    server = await user_server(w, c)
+    stopped = await c.stop_server(input=StopServerInput(id=server.id))
+    assert stopped.stop_server.typename__ == "StopServerSuccess"
+    return {"input": StartServerInput(id=server.id)}
+
+
 async def kept_volume(w: World, c: ImsClient) -> dict[str, Any]:
     """The data disk of a server of the user, kept (detached) when the server was deleted."""
     server = await user_server(w, c)
@@ -463,6 +473,10 @@ CASES: dict[str, Case] = {
                          lambda p, w: p.server.volumes[0].size_gb == 5 and p.server.source_image_id is not None),
     "DeleteServer": Case(with_server(lambda s: {"input": DeleteServerInput(id=s.id, deleteVolumes=False)}),
                          lambda r: r.delete_server, "DeleteServerSuccess", lambda p, w: p.deleted_id.startswith("srv")),
+    "StopServer": Case(with_server(lambda s: {"input": StopServerInput(id=s.id)}), lambda r: r.stop_server,
+                       "StopServerSuccess", lambda p, w: p.server.status == "STOPPED" and len(p.server.volumes) == 2),
+    "StartServer": Case(stopped_server, lambda r: r.start_server, "StartServerSuccess",
+                        lambda p, w: p.server.status == "RUNNING" and len(p.server.volumes) == 2),
     "Volumes": Case(with_server(lambda s: {"first": 10}), lambda r: r.volumes, None,
                     lambda p, w: p.total_count == 2 and {e.node.role for e in p.edges} == {"SYSTEM", "DATA"}
                     and {e.node.server_id for e in p.edges} == {p.edges[0].node.server_id} != {None}),

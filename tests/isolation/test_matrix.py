@@ -67,6 +67,8 @@ PRIVATE_MATRIX: dict[str, tuple[str, ...]] = {
     "kmsKeys": ("listed", "unlisted", "unlisted", "401"),
     "disableKmsKey": ("KmsKeySuccess", "NotFoundError", "NotFoundError", "401"),
     "deleteServer": ("DeleteServerSuccess", "NotFoundError", "NotFoundError", "401"),
+    "stopServer": ("StopServerSuccess", "NotFoundError", "NotFoundError", "401"),
+    "startServer": ("StartServerSuccess", "NotFoundError", "NotFoundError", "401"),
     "exportImageList": ("ExportJobSuccess", "NotFoundError", "NotFoundError", "401"),
 }
 
@@ -245,6 +247,10 @@ PRIVATE_OPS: dict[str, Outcome] = {
         c, "mutation($k: ID!) { disableKmsKey(input: {keyId: $k}) { __typename } }", {"k": w.extra["key"]}),
     "deleteServer": lambda w, c: typename(
         c, "mutation($s: ID!) { deleteServer(input: {id: $s}) { __typename } }", {"s": w.extra["server"]}),
+    "stopServer": lambda w, c: typename(
+        c, "mutation($s: ID!) { stopServer(input: {id: $s}) { __typename } }", {"s": w.extra["server"]}),
+    "startServer": lambda w, c: typename(
+        c, "mutation($s: ID!) { startServer(input: {id: $s}) { __typename } }", {"s": w.extra["server"]}),
     "exportImageList": lambda w, c: typename(
         c, 'mutation { exportImageList(input: {visibility: PRIVATE, bucket: "isolation-bucket"}) { __typename } }', {}),
 }
@@ -263,4 +269,4 @@ async def test_private_resources_by_role(operation: str, gql: GraphQLClient, db:
 def test_matrix_size() -> None:
     """What the README's reliability section reports."""
     cells = sum(len(v) for v in IMAGE_MATRIX.values()) + sum(len(v) for v in PRIVATE_MATRIX.values())
-    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 180
+    assert cells == len(IMAGE_MATRIX) * len(ROLES) + len(PRIVATE_MATRIX) * len(PRIVATE_ROLES) == 188
